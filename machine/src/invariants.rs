@@ -1,0 +1,208 @@
+//! `check_invariants`: recomputes every derived index from the slots and checks the safety
+//! properties of DESIGN.md §3 that the machine alone can see. O(workers); runs after every
+//! `handle` in debug builds and after every step of the simulator.
+
+use core::fmt;
+use std::collections::BTreeSet;
+
+use crate::io::Pid;
+use crate::supervisor::{Counts, Phase, SlotState, Supervisor};
+
+/// A broken invariant: which one, and the state that broke it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.detail)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+fn check(
+    ok: bool,
+    invariant: &'static str,
+    detail: impl FnOnce() -> String,
+) -> Result<(), Violation> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Violation {
+            invariant,
+            detail: detail(),
+        })
+    }
+}
+
+impl Supervisor {
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let mut counts = Counts::default();
+        let mut timers = BTreeSet::new();
+        let mut free = BTreeSet::new();
+        let mut retire = BTreeSet::new();
+        let mut idle = BTreeSet::new();
+        let mut pids = 0usize;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let c = self.slot_counts(slot);
+            counts.filled += c.filled;
+            counts.filled_current += c.filled_current;
+            counts.ready += c.ready;
+            counts.live += c.live;
+            counts.spawning += c.spawning;
+            counts.idle_threads += c.idle_threads;
+            let deadline = self.slot_deadline(slot);
+            if let Some(at) = deadline {
+                timers.insert((at, i as u32));
+            }
+            check(
+                deadline == slot_deadline_key(slot),
+                "slot deadline indexed",
+                || {
+                    format!(
+                        "slot {i}: computed {deadline:?}, indexed {:?}",
+                        slot_deadline_key(slot)
+                    )
+                },
+            )?;
+            if let Some(key) = self.slot_retire_key(i, slot) {
+                retire.insert(key);
+            }
+            if let Some(since) = Supervisor::slot_idle_key(slot) {
+                idle.insert((since, i as u32));
+            }
+            if matches!(slot.state, SlotState::Empty) && i < self.slot_limit as usize {
+                free.insert(i as u32);
+            }
+            if let SlotState::Worker(w) = &slot.state {
+                check(w.generation <= self.generation, "generation", || {
+                    format!(
+                        "slot {i} has generation {} above {}",
+                        w.generation.0, self.generation.0
+                    )
+                })?;
+                if let Some(pid) = w.pid {
+                    pids += 1;
+                    check(
+                        self.pids.get(&pid) == Some(&(i as u32)),
+                        "pid index",
+                        || format!("slot {i} pid {pid} indexed as {:?}", self.pids.get(&pid)),
+                    )?;
+                }
+                if let Some(stop) = &w.stop {
+                    if let Some(pos) = &stop.pos {
+                        let kill_at = pos.kill_at(&stop.ladder);
+                        check(
+                            pos.next.is_none_or(|n| n <= kill_at),
+                            "ladder ends in KILL on time",
+                            || {
+                                format!(
+                                    "slot {i}: next signal {:?} after the KILL deadline {kill_at}",
+                                    pos.next
+                                )
+                            },
+                        )?;
+                    }
+                    check(
+                        w.pid.is_none() || stop.pos.is_some(),
+                        "ladder entered",
+                        || format!("slot {i} is stopping with a pid but no ladder position"),
+                    )?;
+                }
+                check(
+                    w.busy <= self.config.threads || w.generation < self.generation,
+                    "busy within threads",
+                    || {
+                        format!(
+                            "slot {i} busy {} of {} threads",
+                            w.busy, self.config.threads
+                        )
+                    },
+                )?;
+            }
+        }
+        check(counts == self.counts, "counters match the slots", || {
+            format!("stored {:?}, recomputed {counts:?}", self.counts)
+        })?;
+        check(
+            timers == self.timers,
+            "timer index matches the slots",
+            || format!("stored {:?}, recomputed {timers:?}", self.timers),
+        )?;
+        check(free == self.free, "free-slot index", || {
+            format!("stored {:?}, recomputed {free:?}", self.free)
+        })?;
+        check(
+            retire == self.retire_order,
+            "retirement order index",
+            || format!("stored {:?}, recomputed {retire:?}", self.retire_order),
+        )?;
+        check(idle == self.idle, "idle index", || {
+            format!("stored {:?}, recomputed {idle:?}", self.idle)
+        })?;
+        check(
+            pids == self.pids.len(),
+            "pid index has no stale pid",
+            || {
+                let stale: Vec<&Pid> = self.pids.keys().collect();
+                format!("{pids} live workers, index holds {stale:?}")
+            },
+        )?;
+        let working = counts.filled + counts.spawning;
+        check(
+            counts.live <= self.slots.len() as u32 && working <= self.slots.len() as u32,
+            "workers within max + max_surge",
+            || format!("live {} in {} slots", counts.live, self.slots.len()),
+        )?;
+        if let Some(at) = self.poll_timeout() {
+            check(at > self.now, "no timer stays expired", || {
+                format!("poll_timeout {at} <= now {}", self.now)
+            })?;
+        }
+        match self.phase {
+            Phase::Running => {
+                let (min, max) = (self.config.policy.min(), self.config.policy.max());
+                check(
+                    (min..=max).contains(&self.target),
+                    "target within min..max",
+                    || format!("target {} outside {min}..{max}", self.target),
+                )?;
+                check(
+                    self.spawn_rate >= 1 && self.spawn_rate <= self.config.max_spawn_rate,
+                    "spawn rate within 1..max_spawn_rate",
+                    || format!("spawn rate {}", self.spawn_rate),
+                )?;
+            }
+            Phase::Stopping { .. } | Phase::Handover => {
+                check(counts.filled == 0, "a stopping pool fills no place", || {
+                    format!("{} places filled while stopping", counts.filled)
+                })?;
+            }
+            Phase::Exited => {
+                check(
+                    counts.live == 0 && counts.spawning == 0,
+                    "exit leaves no worker",
+                    || {
+                        format!(
+                            "{} live, {} spawning after Exit",
+                            counts.live, counts.spawning
+                        )
+                    },
+                )?;
+            }
+        }
+        check(
+            self.deaths.len() <= self.config.restart.intensity_deaths as usize + 1,
+            "death window bounded",
+            || format!("{} deaths kept", self.deaths.len()),
+        )?;
+        Ok(())
+    }
+}
+
+fn slot_deadline_key(slot: &crate::supervisor::Slot) -> Option<crate::time::Instant> {
+    slot.deadline_key()
+}

@@ -1,0 +1,362 @@
+//! What goes into the machine (`Input`) and what comes out (`Action`), plus the small value
+//! types both use. Display impls give the fixed-column trace format (see `trace`).
+
+use core::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::time::Instant;
+
+/// An operating-system process id. Only a handle to the outside world: identity is
+/// [`WorkerId`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid(pub u32);
+
+/// A worker: the slot it occupies plus how many times that slot has been filled. A message
+/// from an earlier incarnation of the slot is recognised as stale instead of being applied
+/// to its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId {
+    /// Slot index, stable across restarts; exported to workers as `DROVER_WORKER_ID`.
+    pub slot: u32,
+    /// Spawn count of this slot, starting at 1.
+    pub incarnation: u32,
+}
+
+/// The configuration generation: bumped by every rolling restart and worker-affecting
+/// reload. Exported to workers as `DROVER_GENERATION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(pub u32);
+
+/// The signals the machine may ask the shell to send. A closed set keeps the machine free of
+/// libc; the shell maps each to its platform number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Usr1,
+    Usr2,
+    Abrt,
+    Winch,
+    Kill,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 9] = [
+        Signal::Term,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Hup,
+        Signal::Usr1,
+        Signal::Usr2,
+        Signal::Abrt,
+        Signal::Winch,
+        Signal::Kill,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Int => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Hup => "HUP",
+            Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
+            Signal::Abrt => "ABRT",
+            Signal::Winch => "WINCH",
+            Signal::Kill => "KILL",
+        }
+    }
+
+    /// Accepts `TERM`, `SIGTERM` and lower case, as operators write them in config files.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Signal::ALL.into_iter().find(|s| s.name() == bare)
+    }
+}
+
+/// How a process ended, as `waitpid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by this signal number (platform numbering; the machine only prints it).
+    Signaled(i32),
+}
+
+/// Why a fork/exec failed. The machine treats every kind the same (a failed start of that
+/// slot); the kind is carried for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpawnError {
+    /// EAGAIN/ENOMEM: the system is short of processes or memory.
+    Resources,
+    /// The program could not be executed (ENOENT, EACCES, ...).
+    Exec,
+    Other(i32),
+}
+
+/// Operator requests: from signals, the control socket, or the simulator.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Graceful stop; a second one escalates to immediate.
+    Stop,
+    /// Immediate stop: every worker jumps to the ladder's immediate stage.
+    StopNow,
+    /// Replace every worker, one at a time, readiness-gated.
+    Restart,
+    /// Apply a new configuration (already validated by `Config::validate`).
+    Reload(Box<Config>),
+    /// Start a successor supervisor that takes over the listeners.
+    Upgrade,
+    /// Set the pool's base size (static: workers; dynamic/ondemand: min).
+    ScaleTo(u32),
+    /// One worker more (TTIN).
+    ScaleUp,
+    /// One worker fewer (TTOU).
+    ScaleDown,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Stop => "stop",
+            Command::StopNow => "stop-now",
+            Command::Restart => "restart",
+            Command::Reload(_) => "reload",
+            Command::Upgrade => "upgrade",
+            Command::ScaleTo(_) => "scale",
+            Command::ScaleUp => "scale-up",
+            Command::ScaleDown => "scale-down",
+        }
+    }
+}
+
+/// One fact from the outside world. See the crate docs for the run-loop contract.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A deadline may have passed. Spurious ticks do nothing.
+    Tick,
+    /// The process for a `Spawn` action exists.
+    Spawned {
+        worker: WorkerId,
+        pid: Pid,
+    },
+    /// The `Spawn` action failed; no process exists.
+    SpawnFailed {
+        worker: WorkerId,
+        error: SpawnError,
+    },
+    /// The worker finished booting (READY=1 or the embedded runtime's ready message).
+    Ready {
+        worker: WorkerId,
+    },
+    /// Liveness evidence for the watchdog (WATCHDOG=1 or the embedded heartbeat).
+    Heartbeat {
+        worker: WorkerId,
+    },
+    /// The worker's load: threads busy now, since when the longest-running request has
+    /// run, and requests served in total. Per-thread busy-since times reduce to their
+    /// minimum, which is all the request watchdog needs.
+    Load {
+        worker: WorkerId,
+        busy: u32,
+        oldest_busy_since: Option<Instant>,
+        requests: u64,
+    },
+    /// Connections waiting in a listener's accept queue.
+    Backlog {
+        listener: u32,
+        queued: u32,
+    },
+    /// `waitpid` reaped this pid. It may be unknown (a child inherited across an upgrade).
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+    },
+    Command(Command),
+    /// The successor supervisor of a live upgrade was started.
+    SuccessorStarted {
+        pid: Pid,
+    },
+    /// The successor could not be started.
+    SuccessorFailed {
+        error: SpawnError,
+    },
+    /// The successor reports its workers Ready: hand over.
+    SuccessorReady,
+}
+
+/// Why a worker is being stopped, and why a signal is sent. Carried into every log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    HeartbeatTimeout,
+    BootTimeout,
+    RequestTimeout,
+    MaxRequests,
+    Idle,
+    ScaleDown,
+    Stop,
+    Restart,
+    Upgrade,
+    Rollback,
+    /// A reload shrank the pool's slot range below this worker's slot.
+    Reload,
+}
+
+impl StopReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::HeartbeatTimeout => "heartbeat-timeout",
+            StopReason::BootTimeout => "boot-timeout",
+            StopReason::RequestTimeout => "request-timeout",
+            StopReason::MaxRequests => "max-requests",
+            StopReason::Idle => "idle",
+            StopReason::ScaleDown => "scale-down",
+            StopReason::Stop => "stop",
+            StopReason::Restart => "restart",
+            StopReason::Upgrade => "upgrade",
+            StopReason::Rollback => "rollback",
+            StopReason::Reload => "reload",
+        }
+    }
+
+    /// Failures count as deaths for backoff and restart intensity; retirements do not.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            StopReason::HeartbeatTimeout | StopReason::BootTimeout | StopReason::RequestTimeout
+        )
+    }
+
+    /// A hung or wedged worker gets no graceful stage: it would not act on it.
+    pub fn starts_immediate(self) -> bool {
+        self.is_failure()
+    }
+}
+
+/// Why a command was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Stopping,
+    UpgradeInFlight,
+    /// A scale request outside the pool's bounds.
+    OutOfBounds {
+        min: u32,
+        max: u32,
+    },
+    /// The new configuration (reload, or the one a scale request implies) is invalid.
+    Invalid(ConfigError),
+}
+
+/// Why a live upgrade was abandoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RollbackReason {
+    SuccessorFailedToStart,
+    SuccessorExited,
+    Timeout,
+    /// An operator stop arrived before the successor was ready.
+    Stopped,
+}
+
+/// Things the shell should log; they change nothing outside the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A worker was asked to stop (its signals follow as `Signal` actions).
+    Retiring {
+        worker: WorkerId,
+        reason: StopReason,
+    },
+    /// A worker's process ended. `expected` is false for a crash.
+    Exited {
+        worker: WorkerId,
+        status: ExitStatus,
+        uptime: Duration,
+        expected: bool,
+    },
+    /// The slot will be refilled after `delay` (restart backoff).
+    RestartScheduled {
+        slot: u32,
+        delay: Duration,
+        young_deaths: u32,
+    },
+    /// The slot is left empty: the worker exited with an unrecoverable code.
+    GaveUp {
+        worker: WorkerId,
+        code: i32,
+    },
+    CrashLooping {
+        deaths: u32,
+        window: Duration,
+    },
+    CrashLoopEnded,
+    /// The pool's wanted size changed.
+    Scaled {
+        from: u32,
+        to: u32,
+    },
+    /// An odd but possible input that was ignored.
+    Ignored(Ignored),
+    Refused {
+        command: &'static str,
+        reason: Refusal,
+    },
+    /// The successor took over; this supervisor drains and exits.
+    UpgradeHandover,
+    UpgradeRolledBack {
+        reason: RollbackReason,
+    },
+    /// A new configuration is in force.
+    Reloaded {
+        generation: Generation,
+        restart: bool,
+    },
+}
+
+/// Inputs the machine ignored, and why. Never fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    UnknownPid(Pid),
+    /// A message for an incarnation that is no longer live (e.g. a heartbeat after exit).
+    StaleMessage(WorkerId),
+    DuplicateReady(WorkerId),
+    /// A load report claiming more busy threads than the worker has; clamped, not ignored.
+    BusyClamped {
+        worker: WorkerId,
+        busy: u32,
+    },
+    /// `Spawned`/`SpawnFailed` for a worker the machine is not spawning.
+    UnexpectedSpawnResult(WorkerId),
+    /// Successor input with no upgrade in flight.
+    NoUpgrade,
+}
+
+/// One thing for the driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start a worker process for this slot. Answer with `Spawned` or `SpawnFailed`.
+    Spawn {
+        worker: WorkerId,
+        generation: Generation,
+    },
+    /// Send `signal` to the worker's process.
+    Signal {
+        worker: WorkerId,
+        pid: Pid,
+        signal: Signal,
+        reason: StopReason,
+    },
+    /// Start the successor supervisor of a live upgrade, handing it the listeners. Answer
+    /// with `SuccessorStarted` or `SuccessorFailed`.
+    StartSuccessor,
+    /// Kill the successor (rollback). Its exit arrives as `Exited`.
+    KillSuccessor {
+        pid: Pid,
+        reason: RollbackReason,
+    },
+    /// Stop the supervisor with this exit code. The last action the machine emits.
+    Exit {
+        code: i32,
+    },
+    Event(Event),
+}

@@ -1,0 +1,60 @@
+//! drover-machine: every decision of a prefork supervisor as a pure state machine.
+//!
+//! No IO, no clock, no threads, no OS randomness. Inputs carry `now`; effects come out as
+//! [`Action`]s for the driver (the `drover-os` shell, or the `drover-sim` simulator).
+//!
+//! # The run-loop contract
+//!
+//! 1. [`Supervisor::handle`]`(now, input)`; `now` never decreases.
+//! 2. Drain [`Supervisor::poll_action`] until `None`, performing each action. Results of an
+//!    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) may be fed back with `handle`
+//!    inside the drain.
+//! 3. Reap exited children (`waitpid`) only after the drain, and feed each as
+//!    `Input::Exited`: a zombie holds its pid until reaped, so no signal of the drain can hit
+//!    a recycled pid.
+//! 4. Wait for the next OS event or [`Supervisor::poll_timeout`], then go to 1
+//!    (`Input::Tick` for timers).
+//!
+//! Timers fire after the input of the same `handle` is applied: a heartbeat arriving
+//! exactly at its deadline keeps the worker alive. Spurious ticks do nothing.
+//!
+//! ```
+//! use drover_machine::{Action, Config, Input, Instant, Pid, Supervisor};
+//!
+//! let mut sup = Supervisor::new(Config::static_pool(2), Instant::ZERO).unwrap();
+//! let mut next_pid = 100;
+//! let mut spawned = Vec::new();
+//! while let Some(action) = sup.poll_action() {
+//!     if let Action::Spawn { worker, .. } = action {
+//!         next_pid += 1; // the shell forks here
+//!         spawned.push(worker);
+//!         sup.handle(Instant::ZERO, Input::Spawned { worker, pid: Pid(next_pid) });
+//!     }
+//! }
+//! assert_eq!(spawned.len(), 2);
+//! assert_eq!(sup.ready_workers(), 2);
+//! ```
+#![forbid(unsafe_code)]
+
+mod config;
+mod invariants;
+mod io;
+mod ladder;
+mod rng;
+mod supervisor;
+pub mod testing;
+mod time;
+pub mod trace;
+
+pub use config::{
+    Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, MAX_WORKERS,
+};
+pub use invariants::Violation;
+pub use io::{
+    Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,
+    Signal, SpawnError, StopReason, WorkerId,
+};
+pub use supervisor::{Phase, Supervisor, UpgradeState, WorkerState, WorkerView};
+pub use time::Instant;
+
+pub use core::time::Duration;

@@ -1,0 +1,1472 @@
+//! The supervisor: records facts in `handle`, derives the next step in `poll_action`.
+//!
+//! Bookkeeping is incremental so that one input costs O(log n) in the pool size: every
+//! mutation of a slot is bracketed by `detach(i)` / `attach(i)`, which remove and re-insert
+//! the slot's contribution to the counters, the timer set, the retirement order and the idle
+//! set. `check_invariants` recomputes all of it from scratch and compares.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, MAX_WORKERS};
+use crate::io::*;
+use crate::ladder::LadderPos;
+use crate::rng::SplitMix64;
+use crate::time::Instant;
+
+/// The supervisor's overall state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Draining every worker; `immediate` once escalated.
+    Stopping {
+        immediate: bool,
+    },
+    /// A successor took over: draining every worker, then exit 0. Reverts to `Running` if
+    /// the successor dies before the drain ends.
+    Handover,
+    /// `Exit` was emitted; inputs are ignored.
+    Exited,
+}
+
+/// Progress of a live upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeState {
+    Idle,
+    /// `StartSuccessor` emitted; waiting for `SuccessorStarted`.
+    Requested {
+        deadline: Instant,
+    },
+    /// The successor runs and boots its workers.
+    Started {
+        pid: Pid,
+        deadline: Instant,
+    },
+    /// The successor is Ready and serving; this supervisor drains.
+    Succeeded {
+        pid: Pid,
+    },
+    /// Rolled back: the successor was killed; waiting for its exit.
+    Killing {
+        pid: Pid,
+    },
+}
+
+/// A stop in progress for one worker.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    pub reason: StopReason,
+    /// The ladder in force when the stop began: a reload does not change a running ladder.
+    pub ladder: Arc<Ladder>,
+    /// Where the worker stands; entered when its pid is known.
+    pub pos: Option<LadderPos>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Worker {
+    pub generation: Generation,
+    /// `None` while the spawn is in flight.
+    pub pid: Option<Pid>,
+    pub spawned_at: Instant,
+    pub ready: bool,
+    pub last_heartbeat: Instant,
+    pub busy: u32,
+    pub oldest_busy_since: Option<Instant>,
+    /// Since when every thread is idle (None while busy or booting).
+    pub idle_since: Option<Instant>,
+    pub requests: u64,
+    pub request_limit: Option<u64>,
+    pub stop: Option<Stop>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum SlotState {
+    Empty,
+    /// Waiting to restart. Counts as a filled place of the pool so that no other slot is
+    /// spawned around the backoff.
+    Backoff {
+        generation: Generation,
+        until: Instant,
+    },
+    /// The last worker exited with an unrecoverable code; the place stays empty until a
+    /// restart or reload.
+    GaveUp {
+        generation: Generation,
+        code: i32,
+    },
+    Worker(Box<Worker>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub incarnation: u32,
+    pub state: SlotState,
+    /// Consecutive deaths younger than `healthy_uptime`: the backoff exponent.
+    pub young_deaths: u32,
+    /// Unexpected deaths and failure kills over the slot's life, for status.
+    pub restarts: u32,
+    pub last_stop: Option<StopReason>,
+    /// The slot's key in `timers`, as attached.
+    deadline: Option<Instant>,
+    retire_key: Option<RetireKey>,
+    idle_key: Option<Instant>,
+}
+
+/// Order in which workers are retired: older generations first; then places with no
+/// process, booting workers, the longest-idle worker, busy workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct RetireKey {
+    generation: Generation,
+    rank: u8,
+    since: Instant,
+    slot: u32,
+}
+
+impl Slot {
+    pub(crate) fn deadline_key(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+const RANK_EMPTY_PLACE: u8 = 0;
+const RANK_BOOTING: u8 = 1;
+const RANK_IDLE: u8 = 2;
+const RANK_BUSY: u8 = 3;
+
+/// Counters derived from the slots; kept incrementally.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Places of the pool (backoff, gave-up, spawning, booting, ready; not stopping).
+    pub filled: u32,
+    /// Of those, the current generation's.
+    pub filled_current: u32,
+    /// Ready and not stopping.
+    pub ready: u32,
+    /// Processes that exist (pid known), stopping or not.
+    pub live: u32,
+    /// Spawns in flight (no pid yet).
+    pub spawning: u32,
+    /// Idle thread slots: booting workers count whole (don't swamp the machine while they
+    /// start), ready ones their idle threads.
+    pub idle_threads: u64,
+}
+
+pub struct Supervisor {
+    pub(crate) config: Config,
+    pub(crate) now: Instant,
+    pub(crate) phase: Phase,
+    pub(crate) generation: Generation,
+    pub(crate) target: u32,
+    pub(crate) slots: Vec<Slot>,
+    /// Slots at or above this index are not refilled (a reload shrank the pool).
+    pub(crate) slot_limit: u32,
+    pub(crate) pids: BTreeMap<Pid, u32>,
+    pub(crate) timers: BTreeSet<(Instant, u32)>,
+    pub(crate) free: BTreeSet<u32>,
+    pub(crate) retire_order: BTreeSet<RetireKey>,
+    pub(crate) idle: BTreeSet<(Instant, u32)>,
+    pub(crate) counts: Counts,
+    pub(crate) queue: VecDeque<Action>,
+    pub(crate) spawn_rate: u32,
+    pub(crate) next_maintenance: Option<Instant>,
+    /// The last `intensity_deaths + 1` deaths, oldest first.
+    pub(crate) deaths: VecDeque<Instant>,
+    pub(crate) crash_looping: bool,
+    pub(crate) backlog: BTreeMap<u32, u32>,
+    pub(crate) queued: u64,
+    pub(crate) upgrade: UpgradeState,
+    pub(crate) exit_code: Option<i32>,
+    rng: SplitMix64,
+}
+
+/// A worker as status reports show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    pub pid: Option<Pid>,
+    pub generation: Generation,
+    pub state: WorkerState,
+    pub requests: u64,
+    pub restarts: u32,
+    pub last_stop: Option<StopReason>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Backoff { until: Instant },
+    GaveUp { code: i32 },
+    Spawning,
+    Booting,
+    Ready { busy: u32 },
+    Stopping { reason: StopReason },
+}
+
+impl WorkerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Backoff { .. } => "backoff",
+            WorkerState::GaveUp { .. } => "gave-up",
+            WorkerState::Spawning => "spawning",
+            WorkerState::Booting => "booting",
+            WorkerState::Ready { busy: 0 } => "idle",
+            WorkerState::Ready { .. } => "busy",
+            WorkerState::Stopping { .. } => "stopping",
+        }
+    }
+}
+
+/// The bound on one drain: every action is about one slot or a one-shot, so a drain longer
+/// than this is a bug (TigerStyle: put a limit on everything).
+fn drain_limit(slots: usize) -> usize {
+    4 * slots + 64
+}
+
+impl Supervisor {
+    /// Validates `config` and starts the pool at `now`. The first actions (spawns) are ready
+    /// to poll.
+    pub fn new(config: Config, now: Instant) -> Result<Supervisor, ConfigError> {
+        config.validate()?;
+        let slot_count = config.slot_count();
+        let mut s = Supervisor {
+            rng: SplitMix64::new(config.seed),
+            target: config.policy.start(),
+            slot_limit: slot_count,
+            config,
+            now,
+            phase: Phase::Running,
+            generation: Generation(1),
+            slots: Vec::new(),
+            pids: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            free: BTreeSet::new(),
+            retire_order: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            counts: Counts::default(),
+            queue: VecDeque::new(),
+            spawn_rate: 1,
+            next_maintenance: None,
+            deaths: VecDeque::new(),
+            crash_looping: false,
+            backlog: BTreeMap::new(),
+            queued: 0,
+            upgrade: UpgradeState::Idle,
+            exit_code: None,
+        };
+        s.grow_slots(slot_count);
+        s.schedule_maintenance();
+        Ok(s)
+    }
+
+    // ----------------------------------------------------------------- getters
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// How many workers the pool wants now.
+    pub fn target(&self) -> u32 {
+        self.target
+    }
+
+    pub fn upgrade_state(&self) -> UpgradeState {
+        self.upgrade
+    }
+
+    pub fn is_crash_looping(&self) -> bool {
+        self.crash_looping
+    }
+
+    /// Processes that exist (spawned and not yet reaped).
+    pub fn live_workers(&self) -> u32 {
+        self.counts.live
+    }
+
+    /// Ready workers that are not stopping.
+    pub fn ready_workers(&self) -> u32 {
+        self.counts.ready
+    }
+
+    /// The current spawn ramp step (1, 2, 4 … up to `max_spawn_rate`).
+    pub fn spawn_rate(&self) -> u32 {
+        self.spawn_rate
+    }
+
+    /// Every occupied slot, in slot order.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerView> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, slot)| {
+            let id = WorkerId {
+                slot: i as u32,
+                incarnation: slot.incarnation,
+            };
+            let (pid, generation, state, requests) = match &slot.state {
+                SlotState::Empty => return None,
+                SlotState::Backoff { generation, until } => {
+                    (None, *generation, WorkerState::Backoff { until: *until }, 0)
+                }
+                SlotState::GaveUp { generation, code } => {
+                    (None, *generation, WorkerState::GaveUp { code: *code }, 0)
+                }
+                SlotState::Worker(w) => {
+                    let state = match (&w.stop, w.pid, w.ready) {
+                        (Some(stop), _, _) => WorkerState::Stopping {
+                            reason: stop.reason,
+                        },
+                        (None, None, _) => WorkerState::Spawning,
+                        (None, Some(_), false) => WorkerState::Booting,
+                        (None, Some(_), true) => WorkerState::Ready { busy: w.busy },
+                    };
+                    (w.pid, w.generation, state, w.requests)
+                }
+            };
+            Some(WorkerView {
+                id,
+                pid,
+                generation,
+                state,
+                requests,
+                restarts: slot.restarts,
+                last_stop: slot.last_stop,
+            })
+        })
+    }
+
+    // ----------------------------------------------------------------- outputs
+
+    /// The next action to perform, or `None` when there is nothing to do until the next
+    /// input or `poll_timeout()`. Spawns and retirements are derived here from wanted vs
+    /// actual state, so they are never stale.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.queue.pop_front() {
+            return Some(action);
+        }
+        self.reconcile();
+        self.queue.pop_front()
+    }
+
+    /// The earliest deadline, or `None` if nothing will happen without an input. Changes
+    /// only through `handle` and `poll_action`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Exited {
+            return None;
+        }
+        [
+            self.timers.first().map(|t| t.0),
+            self.next_maintenance,
+            self.upgrade_deadline(),
+            self.crash_loop_end(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----------------------------------------------------------------- input
+
+    /// Applies one input at `now`, then every timer due at `now`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now} after {}; the driver must pass a monotonic clock",
+            self.now
+        );
+        self.now = now;
+        if self.phase == Phase::Exited {
+            return;
+        }
+        match input {
+            Input::Tick => {}
+            Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
+            Input::SpawnFailed { worker, error: _ } => self.on_spawn_failed(worker),
+            Input::Ready { worker } => self.on_ready(worker),
+            Input::Heartbeat { worker } => {
+                if let Some(i) = self.live_slot(worker) {
+                    self.detach(i);
+                    self.worker_mut(i).last_heartbeat = now;
+                    self.attach(i);
+                }
+            }
+            Input::Load {
+                worker,
+                busy,
+                oldest_busy_since,
+                requests,
+            } => self.on_load(worker, busy, oldest_busy_since, requests),
+            Input::Backlog { listener, queued } => self.on_backlog(listener, queued),
+            Input::Exited { pid, status } => self.on_exited(pid, status),
+            Input::Command(command) => self.on_command(command),
+            Input::SuccessorStarted { pid } => self.on_successor_started(pid),
+            Input::SuccessorFailed { error: _ } => match self.upgrade {
+                UpgradeState::Requested { .. } => {
+                    self.upgrade = UpgradeState::Idle;
+                    self.event(Event::UpgradeRolledBack {
+                        reason: RollbackReason::SuccessorFailedToStart,
+                    });
+                }
+                _ => self.event(Event::Ignored(Ignored::NoUpgrade)),
+            },
+            Input::SuccessorReady => self.on_successor_ready(),
+        }
+        self.run_timers();
+        #[cfg(debug_assertions)]
+        if let Err(v) = self.check_invariants() {
+            panic!("invariant violated after handle: {v}");
+        }
+    }
+
+    fn on_spawned(&mut self, worker: WorkerId, pid: Pid) {
+        let Some(i) = self.slot_of(worker) else {
+            return self.stray_spawn(worker, pid);
+        };
+        let pending = matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none());
+        if !pending {
+            return self.stray_spawn(worker, pid);
+        }
+        self.detach(i);
+        let now = self.now;
+        let at_spawn = self.config.readiness == Readiness::AtSpawn;
+        let w = self.worker_mut(i);
+        w.pid = Some(pid);
+        if at_spawn {
+            w.ready = true;
+            w.last_heartbeat = now;
+            w.idle_since = Some(now);
+        }
+        if let Some(stop) = &mut w.stop {
+            // Retired before its pid was known: the ladder starts now.
+            let stage = entry_stage(stop.reason, &stop.ladder);
+            stop.pos = Some(LadderPos::enter(stage, now));
+        }
+        self.pids.insert(pid, i as u32);
+        self.attach(i);
+        self.fire_ladder(i);
+    }
+
+    /// A process the machine does not wait for (its spawn timed out or was abandoned). It is
+    /// live and unknown: kill it so it cannot serve outside the pool's accounting.
+    fn stray_spawn(&mut self, worker: WorkerId, pid: Pid) {
+        self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
+        self.queue.push_back(Action::Signal {
+            worker,
+            pid,
+            signal: Signal::Kill,
+            reason: StopReason::BootTimeout,
+        });
+    }
+
+    fn on_spawn_failed(&mut self, worker: WorkerId) {
+        let pending = self
+            .slot_of(worker)
+            .filter(|&i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()));
+        let Some(i) = pending else {
+            return self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
+        };
+        // A fork failure says the system is short: stop ramping.
+        self.spawn_rate = 1;
+        self.failed_start(i, None);
+    }
+
+    fn on_ready(&mut self, worker: WorkerId) {
+        let Some(i) = self.live_slot(worker) else {
+            return;
+        };
+        if self.worker(i).ready {
+            return self.event(Event::Ignored(Ignored::DuplicateReady(worker)));
+        }
+        self.detach(i);
+        let now = self.now;
+        let w = self.worker_mut(i);
+        w.ready = true;
+        w.last_heartbeat = now;
+        if w.busy == 0 {
+            w.idle_since = Some(now);
+        }
+        self.attach(i);
+    }
+
+    fn on_load(&mut self, worker: WorkerId, busy: u32, since: Option<Instant>, requests: u64) {
+        let Some(i) = self.live_slot(worker) else {
+            return;
+        };
+        let threads = self.config.threads;
+        if busy > threads {
+            self.event(Event::Ignored(Ignored::BusyClamped { worker, busy }));
+        }
+        let busy = busy.min(threads);
+        self.detach(i);
+        let now = self.now;
+        let w = self.worker_mut(i);
+        w.busy = busy;
+        // A busy worker without a start time would dodge the request watchdog: assume now.
+        w.oldest_busy_since = if busy > 0 {
+            Some(since.unwrap_or(now).min(now))
+        } else {
+            None
+        };
+        if busy > 0 {
+            w.idle_since = None;
+        } else if w.idle_since.is_none() && w.ready {
+            w.idle_since = Some(now);
+        }
+        w.requests = requests;
+        let over_limit = w.stop.is_none() && w.request_limit.is_some_and(|l| requests >= l);
+        self.attach(i);
+        if over_limit {
+            self.retire(i, StopReason::MaxRequests);
+        }
+    }
+
+    fn on_backlog(&mut self, listener: u32, queued: u32) {
+        let old = self.backlog.insert(listener, queued).unwrap_or(0);
+        self.queued = self.queued - u64::from(old) + u64::from(queued);
+        // ondemand answers waiting connections at once, one worker at a time (the booting
+        // worker counts as idle until it is Ready, so this does not snowball).
+        if let Policy::Ondemand { max, .. } = self.config.policy {
+            if self.phase == Phase::Running
+                && self.queued > 0
+                && self.counts.idle_threads == 0
+                && self.target < max
+            {
+                self.set_target(self.target + 1);
+            }
+        }
+    }
+
+    fn on_exited(&mut self, pid: Pid, status: ExitStatus) {
+        if let UpgradeState::Started { pid: s, .. }
+        | UpgradeState::Succeeded { pid: s }
+        | UpgradeState::Killing { pid: s } = self.upgrade
+        {
+            if s == pid {
+                return self.on_successor_exited();
+            }
+        }
+        let Some(i) = self.pids.remove(&pid).map(|i| i as usize) else {
+            return self.event(Event::Ignored(Ignored::UnknownPid(pid)));
+        };
+        let id = self.id_of(i);
+        let w = self.worker(i);
+        let uptime = self.now.saturating_since(w.spawned_at);
+        let stop_reason = w.stop.as_ref().map(|s| s.reason);
+        self.event(Event::Exited {
+            worker: id,
+            status,
+            uptime,
+            expected: stop_reason.is_some(),
+        });
+        self.detach(i);
+        // The pid is gone from `pids` already; the slot's process no longer exists.
+        self.worker_mut(i).pid = None;
+        let failed = stop_reason.is_none_or(StopReason::is_failure);
+        if !failed || self.phase != Phase::Running {
+            if uptime >= self.config.restart.healthy_uptime {
+                self.slots[i].young_deaths = 0;
+            }
+            self.slots[i].state = SlotState::Empty;
+            self.attach(i);
+            return;
+        }
+        self.attach(i);
+        let code = match status {
+            ExitStatus::Code(c) if stop_reason.is_none() => Some(c),
+            _ => None,
+        };
+        if let Some(code) =
+            code.filter(|c| self.config.restart.unrecoverable_exit_codes.contains(c))
+        {
+            return self.give_up(i, code);
+        }
+        self.failed_start(i, Some(uptime));
+    }
+
+    /// A worker died unexpectedly, failed to spawn, or was killed for a failure: count the
+    /// death and schedule the slot's restart.
+    fn failed_start(&mut self, i: usize, uptime: Option<Duration>) {
+        let restart = &self.config.restart;
+        let young = uptime.is_none_or(|u| u < restart.healthy_uptime);
+        let slot = &mut self.slots[i];
+        slot.young_deaths = if young {
+            slot.young_deaths.saturating_add(1)
+        } else {
+            1
+        };
+        slot.restarts = slot.restarts.saturating_add(1);
+        let young_deaths = slot.young_deaths;
+        self.record_death();
+        if self.phase != Phase::Running {
+            self.detach(i);
+            self.slots[i].state = SlotState::Empty;
+            self.attach(i);
+            return;
+        }
+        let restart = &self.config.restart;
+        let delay = if self.crash_looping {
+            restart.backoff_max
+        } else if young_deaths <= 1 {
+            Duration::ZERO
+        } else {
+            let doublings = (young_deaths - 2).min(32);
+            restart
+                .backoff_min
+                .saturating_mul(1u32 << doublings.min(31))
+                .min(restart.backoff_max)
+        };
+        let generation = self.worker(i).generation;
+        self.detach(i);
+        self.slots[i].state = SlotState::Backoff {
+            generation,
+            until: self.now + delay,
+        };
+        self.attach(i);
+        self.event(Event::RestartScheduled {
+            slot: i as u32,
+            delay,
+            young_deaths,
+        });
+    }
+
+    fn give_up(&mut self, i: usize, code: i32) {
+        let id = self.id_of(i);
+        let generation = self.worker(i).generation;
+        self.detach(i);
+        self.slots[i].state = SlotState::GaveUp { generation, code };
+        self.attach(i);
+        self.event(Event::GaveUp { worker: id, code });
+        if self.config.restart.stop_on_unrecoverable {
+            self.exit_code.get_or_insert(code);
+            self.begin_stop(false);
+        }
+    }
+
+    fn record_death(&mut self) {
+        let limit = self.config.restart.intensity_deaths as usize + 1;
+        self.deaths.push_back(self.now);
+        while self.deaths.len() > limit {
+            self.deaths.pop_front();
+        }
+        if self.crash_looping || self.deaths.len() < limit {
+            return;
+        }
+        let window = self.config.restart.intensity_window;
+        if self.now.saturating_since(self.deaths[0]) < window {
+            self.crash_looping = true;
+            self.event(Event::CrashLooping {
+                deaths: limit as u32,
+                window,
+            });
+            if let OnCrashLoop::Exit(code) = self.config.restart.on_crash_loop {
+                if self.phase == Phase::Running {
+                    self.exit_code.get_or_insert(code);
+                    self.begin_stop(false);
+                }
+            }
+        }
+    }
+
+    fn crash_loop_end(&self) -> Option<Instant> {
+        let oldest = self.crash_looping.then(|| self.deaths.front()).flatten()?;
+        Some(*oldest + self.config.restart.intensity_window)
+    }
+
+    // ----------------------------------------------------------------- commands
+
+    fn on_command(&mut self, command: Command) {
+        let name = command.name();
+        let stopping = !matches!(self.phase, Phase::Running);
+        match command {
+            Command::Stop => match self.phase {
+                Phase::Stopping { immediate: false } => self.begin_stop(true),
+                Phase::Stopping { immediate: true } => {}
+                _ => self.begin_stop(false),
+            },
+            Command::StopNow => self.begin_stop(true),
+            _ if stopping => self.refuse(name, Refusal::Stopping),
+            Command::Restart => {
+                self.new_generation();
+            }
+            Command::Reload(config) => self.reload(*config),
+            Command::Upgrade => {
+                if self.upgrade != UpgradeState::Idle {
+                    return self.refuse(name, Refusal::UpgradeInFlight);
+                }
+                self.upgrade = UpgradeState::Requested {
+                    deadline: self.now + self.config.upgrade_timeout,
+                };
+                self.queue.push_back(Action::StartSuccessor);
+            }
+            Command::ScaleTo(n) => self.scale_base(name, Some(n)),
+            Command::ScaleUp => self.scale_base(name, self.config.policy.min().checked_add(1)),
+            Command::ScaleDown => self.scale_base(name, self.config.policy.min().checked_sub(1)),
+        }
+    }
+
+    fn refuse(&mut self, command: &'static str, reason: Refusal) {
+        self.event(Event::Refused { command, reason });
+    }
+
+    /// Bounds of the base size a scale command may set: a static pool from 1 up to the
+    /// worker limit, a dynamic or ondemand pool's `min` from 0 up to its `max`.
+    fn scale_bounds(&self) -> (u32, u32) {
+        match self.config.policy {
+            Policy::Static { .. } => (1, MAX_WORKERS - self.config.max_surge),
+            Policy::Dynamic { max, .. } | Policy::Ondemand { max, .. } => (0, max),
+        }
+    }
+
+    /// Moves the pool's base size: a static pool's `workers`, a dynamic or ondemand pool's
+    /// `min` (the maximum stays as configured).
+    fn scale_base(&mut self, name: &'static str, n: Option<u32>) {
+        let (min, max) = self.scale_bounds();
+        let Some(n) = n.filter(|n| (min..=max).contains(n)) else {
+            return self.refuse(name, Refusal::OutOfBounds { min, max });
+        };
+        let mut config = self.config.clone();
+        match &mut config.policy {
+            Policy::Static { workers } => *workers = n,
+            Policy::Dynamic { min, start, .. } => {
+                *min = n;
+                *start = (*start).max(n);
+            }
+            Policy::Ondemand { min, .. } => *min = n,
+        }
+        if let Err(e) = config.validate() {
+            return self.refuse(name, Refusal::Invalid(e));
+        }
+        self.apply_config(config, false);
+    }
+
+    fn reload(&mut self, config: Config) {
+        if let Err(e) = config.validate() {
+            return self.refuse("reload", Refusal::Invalid(e));
+        }
+        let restart = config.worker_fingerprint != self.config.worker_fingerprint
+            || config.threads != self.config.threads;
+        self.apply_config(config, restart);
+    }
+
+    /// Puts a validated config in force: sizes and timeouts at once (every slot re-attaches
+    /// so its deadlines follow the new timeouts), worker-shaping changes by rolling restart.
+    fn apply_config(&mut self, config: Config, restart: bool) {
+        let kind_changed =
+            core::mem::discriminant(&config.policy) != core::mem::discriminant(&self.config.policy);
+        let old_slots = self.slots.len();
+        for i in 0..old_slots {
+            self.detach(i);
+        }
+        self.config = config;
+        let (min, max) = (self.config.policy.min(), self.config.policy.max());
+        let target = match self.config.policy {
+            Policy::Static { workers } => workers,
+            _ if kind_changed => self.config.policy.start(),
+            _ => self.target.clamp(min, max),
+        };
+        self.slot_limit = self.config.slot_count();
+        for i in 0..old_slots {
+            self.attach(i);
+        }
+        self.grow_slots(self.slot_limit);
+        let limit = self.deaths_limit();
+        while self.deaths.len() > limit {
+            self.deaths.pop_front();
+        }
+        self.schedule_maintenance();
+        self.set_target(target);
+        // Places above the new limit empty out; their replacements go to lower slots.
+        for i in self.slot_limit as usize..self.slots.len() {
+            self.retire(i, StopReason::Reload);
+        }
+        if restart {
+            self.new_generation();
+        } else {
+            self.event(Event::Reloaded {
+                generation: self.generation,
+                restart: false,
+            });
+        }
+    }
+
+    fn deaths_limit(&self) -> usize {
+        self.config.restart.intensity_deaths as usize + 1
+    }
+
+    /// Starts a rolling restart: every worker of an earlier generation is replaced, readiness
+    /// gated, within `max_surge` / `max_unavailable` (see `reconcile`).
+    fn new_generation(&mut self) {
+        self.generation = Generation(self.generation.0 + 1);
+        // Nobody has the new generation yet.
+        self.counts.filled_current = 0;
+        // An operator restart is the moment to retry places given up on.
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i].state, SlotState::GaveUp { .. }) {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.slots[i].young_deaths = 0;
+                self.attach(i);
+            }
+        }
+        self.event(Event::Reloaded {
+            generation: self.generation,
+            restart: true,
+        });
+    }
+
+    fn begin_stop(&mut self, immediate: bool) {
+        self.phase = Phase::Stopping { immediate };
+        self.next_maintenance = None;
+        if let UpgradeState::Requested { .. } | UpgradeState::Started { .. } = self.upgrade {
+            self.rollback(RollbackReason::Stopped);
+        }
+        self.stop_all(StopReason::Stop, immediate);
+    }
+
+    fn stop_all(&mut self, reason: StopReason, immediate: bool) {
+        for i in 0..self.slots.len() {
+            self.retire(i, reason);
+            if immediate {
+                self.escalate(i);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- upgrade
+
+    fn on_successor_started(&mut self, pid: Pid) {
+        match self.upgrade {
+            UpgradeState::Requested { deadline } => {
+                self.upgrade = UpgradeState::Started { pid, deadline };
+            }
+            _ => {
+                // A successor nobody waits for (rolled back before it started): stop it.
+                self.event(Event::Ignored(Ignored::NoUpgrade));
+                self.upgrade = UpgradeState::Killing { pid };
+                self.queue.push_back(Action::KillSuccessor {
+                    pid,
+                    reason: RollbackReason::Timeout,
+                });
+            }
+        }
+    }
+
+    fn on_successor_ready(&mut self) {
+        let UpgradeState::Started { pid, .. } = self.upgrade else {
+            return self.event(Event::Ignored(Ignored::NoUpgrade));
+        };
+        self.upgrade = UpgradeState::Succeeded { pid };
+        if self.phase == Phase::Running {
+            self.phase = Phase::Handover;
+            self.next_maintenance = None;
+            self.event(Event::UpgradeHandover);
+            self.stop_all(StopReason::Upgrade, false);
+        }
+    }
+
+    fn on_successor_exited(&mut self) {
+        match self.upgrade {
+            UpgradeState::Killing { .. } => self.upgrade = UpgradeState::Idle,
+            UpgradeState::Started { .. } => {
+                self.upgrade = UpgradeState::Idle;
+                self.event(Event::UpgradeRolledBack {
+                    reason: RollbackReason::SuccessorExited,
+                });
+            }
+            UpgradeState::Succeeded { .. } => {
+                self.upgrade = UpgradeState::Idle;
+                // The successor died while this supervisor drained: keep serving. Draining
+                // workers finish; reconcile refills the pool.
+                if self.phase == Phase::Handover {
+                    self.phase = Phase::Running;
+                    self.schedule_maintenance();
+                }
+                self.event(Event::UpgradeRolledBack {
+                    reason: RollbackReason::SuccessorExited,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn rollback(&mut self, reason: RollbackReason) {
+        match self.upgrade {
+            UpgradeState::Started { pid, .. } => {
+                self.upgrade = UpgradeState::Killing { pid };
+                self.queue.push_back(Action::KillSuccessor { pid, reason });
+            }
+            // No pid yet: a late SuccessorStarted is killed on arrival.
+            UpgradeState::Requested { .. } => self.upgrade = UpgradeState::Idle,
+            _ => return,
+        }
+        self.event(Event::UpgradeRolledBack { reason });
+    }
+
+    fn upgrade_deadline(&self) -> Option<Instant> {
+        match self.upgrade {
+            UpgradeState::Requested { deadline } | UpgradeState::Started { deadline, .. } => {
+                Some(deadline)
+            }
+            _ => None,
+        }
+    }
+
+    // ----------------------------------------------------------------- timers
+
+    fn run_timers(&mut self) {
+        // Bounded: a slot fires at most three times at one instant (spawn timeout, zero
+        // backoff, respawn) and then re-arms strictly later.
+        let limit = 3 * self.slots.len() + 8;
+        for _ in 0..limit {
+            match self.timers.first() {
+                Some(&(at, i)) if at <= self.now => self.on_slot_deadline(i as usize),
+                _ => break,
+            }
+        }
+        debug_assert!(
+            self.timers.first().is_none_or(|t| t.0 > self.now),
+            "a slot timer stayed expired after the timer pass"
+        );
+        if self.upgrade_deadline().is_some_and(|d| d <= self.now) {
+            self.rollback(RollbackReason::Timeout);
+        }
+        if self.crash_loop_end().is_some_and(|d| d <= self.now) {
+            self.crash_looping = false;
+            self.event(Event::CrashLoopEnded);
+        }
+        if self.next_maintenance.is_some_and(|d| d <= self.now) {
+            self.maintain();
+            self.schedule_maintenance();
+        }
+    }
+
+    fn on_slot_deadline(&mut self, i: usize) {
+        enum Due {
+            Respawn,
+            Ladder,
+            AbandonSpawn,
+            SpawnTimeout,
+            Retire(StopReason),
+        }
+        let now = self.now;
+        let due = match &self.slots[i].state {
+            SlotState::Backoff { .. } => Due::Respawn,
+            SlotState::Worker(w) => match (&w.stop, w.pid) {
+                // Retired while spawning and the spawn never answered.
+                (Some(_), None) => Due::AbandonSpawn,
+                (Some(_), Some(_)) => Due::Ladder,
+                (None, None) => Due::SpawnTimeout,
+                (None, Some(_)) if !w.ready => Due::Retire(StopReason::BootTimeout),
+                (None, Some(_)) if self.heartbeat_deadline(w).is_some_and(|d| d <= now) => {
+                    Due::Retire(StopReason::HeartbeatTimeout)
+                }
+                (None, Some(_)) => {
+                    debug_assert!(self.request_deadline(w).is_some_and(|d| d <= now));
+                    Due::Retire(StopReason::RequestTimeout)
+                }
+            },
+            other => unreachable!("slot {i} timer fired in state {other:?}"),
+        };
+        match due {
+            Due::Respawn => {
+                // Refill this very slot so its backoff history follows the restart.
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+                if self.phase == Phase::Running
+                    && i < self.slot_limit as usize
+                    && self.wants_spawn()
+                {
+                    self.spawn(i);
+                }
+            }
+            Due::Ladder => self.fire_ladder(i),
+            Due::AbandonSpawn => {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+            }
+            Due::SpawnTimeout => {
+                // The fork never answered: a failed start. A late `Spawned` is killed.
+                self.slots[i].last_stop = Some(StopReason::BootTimeout);
+                self.failed_start(i, None);
+            }
+            Due::Retire(reason) => self.retire(i, reason),
+        }
+    }
+
+    fn schedule_maintenance(&mut self) {
+        let useful = !matches!(self.config.policy, Policy::Static { .. })
+            || self.config.idle_timeout.is_some();
+        self.next_maintenance = (useful && self.phase == Phase::Running)
+            .then(|| self.now + self.config.maintenance_interval);
+    }
+
+    /// The pool maintenance tick: at most one retirement, or one step of the spawn ramp.
+    fn maintain(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let (min, max) = (self.config.policy.min(), self.config.policy.max());
+        if let (Some(timeout), Some(&(since, slot))) = (self.config.idle_timeout, self.idle.first())
+        {
+            if since + timeout <= self.now && self.target > min {
+                self.spawn_rate = 1;
+                self.set_target(self.target - 1);
+                self.retire(slot as usize, StopReason::Idle);
+                return;
+            }
+        }
+        let threads = u64::from(self.config.threads);
+        let idle = self.counts.idle_threads;
+        let deficit = match self.config.policy {
+            Policy::Static { .. } => 0,
+            // Queued connections will take idle threads: they are not spare.
+            Policy::Dynamic { min_spare, .. } => {
+                u64::from(min_spare).saturating_sub(idle.saturating_sub(self.queued))
+            }
+            Policy::Ondemand { .. } => self.queued.saturating_sub(idle),
+        };
+        if deficit > 0 {
+            let room = max.saturating_sub(self.target);
+            if room == 0 {
+                self.spawn_rate = 1;
+                return;
+            }
+            let workers = deficit.div_ceil(threads).min(u64::from(u32::MAX)) as u32;
+            let n = self.spawn_rate.min(workers).min(room);
+            self.set_target(self.target + n);
+            self.spawn_rate = self
+                .spawn_rate
+                .saturating_mul(2)
+                .min(self.config.max_spawn_rate);
+            return;
+        }
+        self.spawn_rate = 1;
+        if let Policy::Dynamic { max_spare, .. } = self.config.policy {
+            let spare = idle.saturating_sub(self.queued);
+            if spare > u64::from(max_spare) && self.target > min {
+                // reconcile retires the best victim: an empty place, a booting worker, else
+                // the longest-idle one.
+                self.set_target(self.target - 1);
+            }
+        }
+    }
+
+    fn set_target(&mut self, to: u32) {
+        if to != self.target {
+            self.event(Event::Scaled {
+                from: self.target,
+                to,
+            });
+            self.target = to;
+        }
+    }
+
+    // ----------------------------------------------------------------- reconcile
+
+    /// Places the pool may fill now: the target, plus the surge while old generations are
+    /// being replaced.
+    fn wanted_places(&self) -> u32 {
+        let rolling = self.counts.filled > self.counts.filled_current;
+        self.target + if rolling { self.config.max_surge } else { 0 }
+    }
+
+    fn wants_spawn(&self) -> bool {
+        self.counts.filled_current < self.target && self.counts.filled < self.wanted_places()
+    }
+
+    /// Compares wanted with actual state and queues the next step, if any.
+    fn reconcile(&mut self) {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Stopping { .. } | Phase::Handover => {
+                let waiting_successor = matches!(self.upgrade, UpgradeState::Killing { .. });
+                if self.counts.live == 0 && self.counts.spawning == 0 && !waiting_successor {
+                    self.phase = Phase::Exited;
+                    self.next_maintenance = None;
+                    let code = self.exit_code.unwrap_or(0);
+                    self.queue.push_back(Action::Exit { code });
+                }
+                return;
+            }
+            Phase::Exited => return,
+        }
+        if self.wants_spawn() {
+            if let Some(&i) = self.free.first() {
+                return self.spawn(i as usize);
+            }
+        }
+        // Replace an earlier generation: places with no process go at once; a Ready worker
+        // only while capacity stays above target - max_unavailable.
+        if let Some(&key) = self.retire_order.first() {
+            if key.generation < self.generation {
+                let floor = self.target.saturating_sub(self.config.max_unavailable);
+                if key.rank < RANK_IDLE || self.counts.ready > floor {
+                    return self.retire(key.slot as usize, StopReason::Restart);
+                }
+            }
+        }
+        if self.counts.filled_current > self.target {
+            let current = RetireKey {
+                generation: self.generation,
+                rank: 0,
+                since: Instant::ZERO,
+                slot: 0,
+            };
+            if let Some(&key) = self.retire_order.range(current..).next() {
+                self.retire(key.slot as usize, StopReason::ScaleDown);
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize) {
+        debug_assert!(i < self.slot_limit as usize, "spawn above the slot limit");
+        let limit = self.config.max_requests.map(|max| {
+            let jitter = match self.config.max_requests_jitter {
+                0 => 0,
+                j => self.rng.below(j + 1),
+            };
+            max.saturating_add(jitter)
+        });
+        self.detach(i);
+        let slot = &mut self.slots[i];
+        slot.incarnation += 1;
+        slot.state = SlotState::Worker(Box::new(Worker {
+            generation: self.generation,
+            pid: None,
+            spawned_at: self.now,
+            ready: false,
+            last_heartbeat: self.now,
+            busy: 0,
+            oldest_busy_since: None,
+            idle_since: None,
+            requests: 0,
+            request_limit: limit,
+            stop: None,
+        }));
+        self.attach(i);
+        self.queue.push_back(Action::Spawn {
+            worker: self.id_of(i),
+            generation: self.generation,
+        });
+    }
+
+    /// Asks the worker in slot `i` to stop for `reason`, or empties a place with no process.
+    /// A worker already stopping keeps its ladder (a stop never resets it).
+    fn retire(&mut self, i: usize, reason: StopReason) {
+        match &self.slots[i].state {
+            SlotState::Empty => return,
+            SlotState::Backoff { .. } | SlotState::GaveUp { .. } => {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+                return;
+            }
+            SlotState::Worker(w) if w.stop.is_some() => return,
+            SlotState::Worker(_) => {}
+        }
+        let id = self.id_of(i);
+        self.event(Event::Retiring { worker: id, reason });
+        self.detach(i);
+        self.slots[i].last_stop = Some(reason);
+        let now = self.now;
+        let ladder = self.config.ladder.clone();
+        let w = self.worker_mut(i);
+        let pos = w
+            .pid
+            .map(|_| LadderPos::enter(entry_stage(reason, &ladder), now));
+        w.stop = Some(Stop {
+            reason,
+            ladder,
+            pos,
+        });
+        self.attach(i);
+        self.fire_ladder(i);
+    }
+
+    /// Moves a stopping worker to its ladder's immediate stage.
+    fn escalate(&mut self, i: usize) {
+        let now = self.now;
+        let SlotState::Worker(w) = &mut self.slots[i].state else {
+            return;
+        };
+        let Some(stop) = &w.stop else { return };
+        let stage = stop.ladder.immediate_from;
+        if stop.pos.as_ref().is_none_or(|p| p.stage >= stage) {
+            return;
+        }
+        self.detach(i);
+        let w = self.worker_mut(i);
+        let stop = w.stop.as_mut().expect("checked above");
+        stop.pos
+            .as_mut()
+            .expect("checked above")
+            .escalate(stage, now);
+        self.attach(i);
+        self.fire_ladder(i);
+    }
+
+    /// Sends the ladder's signal if one is due now.
+    fn fire_ladder(&mut self, i: usize) {
+        let now = self.now;
+        let id = self.id_of(i);
+        let SlotState::Worker(w) = &self.slots[i].state else {
+            return;
+        };
+        let (Some(pid), Some(stop)) = (w.pid, &w.stop) else {
+            return;
+        };
+        if stop
+            .pos
+            .as_ref()
+            .and_then(|p| p.next)
+            .is_none_or(|t| t > now)
+        {
+            return;
+        }
+        self.detach(i);
+        let stop = self.worker_mut(i).stop.as_mut().expect("checked above");
+        let reason = stop.reason;
+        let pos = stop.pos.as_mut().expect("checked above");
+        let signal = pos.fire(&stop.ladder, now);
+        self.attach(i);
+        if let Some(signal) = signal {
+            self.queue.push_back(Action::Signal {
+                worker: id,
+                pid,
+                signal,
+                reason,
+            });
+        }
+    }
+
+    // ----------------------------------------------------------------- bookkeeping
+
+    fn grow_slots(&mut self, count: u32) {
+        while self.slots.len() < count as usize {
+            self.slots.push(Slot {
+                incarnation: 0,
+                state: SlotState::Empty,
+                young_deaths: 0,
+                restarts: 0,
+                last_stop: None,
+                deadline: None,
+                retire_key: None,
+                idle_key: None,
+            });
+            self.attach(self.slots.len() - 1);
+        }
+    }
+
+    pub(crate) fn boot_deadline(&self, w: &Worker) -> Instant {
+        w.spawned_at + self.config.boot_timeout
+    }
+
+    pub(crate) fn heartbeat_deadline(&self, w: &Worker) -> Option<Instant> {
+        let timeout = self.config.heartbeat_timeout?;
+        (w.ready && w.pid.is_some()).then(|| w.last_heartbeat + timeout)
+    }
+
+    pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {
+        let timeout = self.config.request_timeout?;
+        Some(w.oldest_busy_since? + timeout)
+    }
+
+    /// The slot's next deadline, derived from its facts and the config in force.
+    pub(crate) fn slot_deadline(&self, slot: &Slot) -> Option<Instant> {
+        match &slot.state {
+            SlotState::Empty | SlotState::GaveUp { .. } => None,
+            SlotState::Backoff { until, .. } => Some(*until),
+            SlotState::Worker(w) => match &w.stop {
+                Some(stop) => match (w.pid, &stop.pos) {
+                    (Some(_), Some(pos)) => pos.next,
+                    // Still spawning: wait for the spawn to answer, within the boot timeout.
+                    _ => Some(self.boot_deadline(w)),
+                },
+                None if w.pid.is_none() || !w.ready => Some(self.boot_deadline(w)),
+                None => [self.heartbeat_deadline(w), self.request_deadline(w)]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+            },
+        }
+    }
+
+    pub(crate) fn slot_counts(&self, slot: &Slot) -> Counts {
+        let mut c = Counts::default();
+        let current = |g: Generation| u32::from(g == self.generation);
+        match &slot.state {
+            SlotState::Empty => {}
+            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
+                c.filled = 1;
+                c.filled_current = current(*generation);
+            }
+            SlotState::Worker(w) => {
+                c.live = u32::from(w.pid.is_some());
+                c.spawning = u32::from(w.pid.is_none());
+                if w.stop.is_none() {
+                    c.filled = 1;
+                    c.filled_current = current(w.generation);
+                    c.ready = u32::from(w.ready);
+                    let threads = u64::from(self.config.threads);
+                    c.idle_threads = if w.ready {
+                        threads.saturating_sub(u64::from(w.busy))
+                    } else {
+                        threads
+                    };
+                }
+            }
+        }
+        c
+    }
+
+    pub(crate) fn slot_retire_key(&self, i: usize, slot: &Slot) -> Option<RetireKey> {
+        let (generation, rank, since) = match &slot.state {
+            SlotState::Empty => return None,
+            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
+                (*generation, RANK_EMPTY_PLACE, Instant::ZERO)
+            }
+            // A spawn in flight has no pid to signal yet; it becomes retirable on `Spawned`.
+            SlotState::Worker(w) if w.stop.is_some() || w.pid.is_none() => return None,
+            SlotState::Worker(w) if !w.ready => (w.generation, RANK_BOOTING, Instant::ZERO),
+            SlotState::Worker(w) => match w.idle_since {
+                Some(since) if w.busy == 0 => (w.generation, RANK_IDLE, since),
+                _ => (w.generation, RANK_BUSY, Instant::ZERO),
+            },
+        };
+        Some(RetireKey {
+            generation,
+            rank,
+            since,
+            slot: i as u32,
+        })
+    }
+
+    pub(crate) fn slot_idle_key(slot: &Slot) -> Option<Instant> {
+        match &slot.state {
+            SlotState::Worker(w) if w.stop.is_none() && w.ready && w.busy == 0 => w.idle_since,
+            _ => None,
+        }
+    }
+
+    /// Removes slot `i`'s contribution to every index, before it changes.
+    fn detach(&mut self, i: usize) {
+        let c = self.slot_counts(&self.slots[i]);
+        let counts = &mut self.counts;
+        counts.filled -= c.filled;
+        // A generation bump zeroes `filled_current` without detaching; older slots then
+        // contribute 0 here because `slot_counts` compares with the current generation.
+        counts.filled_current -= c.filled_current;
+        counts.ready -= c.ready;
+        counts.live -= c.live;
+        counts.spawning -= c.spawning;
+        counts.idle_threads -= c.idle_threads;
+        let slot = &mut self.slots[i];
+        if let Some(at) = slot.deadline.take() {
+            self.timers.remove(&(at, i as u32));
+        }
+        if let Some(key) = slot.retire_key.take() {
+            self.retire_order.remove(&key);
+        }
+        if let Some(since) = slot.idle_key.take() {
+            self.idle.remove(&(since, i as u32));
+        }
+        self.free.remove(&(i as u32));
+    }
+
+    /// Adds slot `i`'s contribution to every index, after it changed.
+    fn attach(&mut self, i: usize) {
+        let c = self.slot_counts(&self.slots[i]);
+        let counts = &mut self.counts;
+        counts.filled += c.filled;
+        counts.filled_current += c.filled_current;
+        counts.ready += c.ready;
+        counts.live += c.live;
+        counts.spawning += c.spawning;
+        counts.idle_threads += c.idle_threads;
+        let deadline = self.slot_deadline(&self.slots[i]);
+        let retire_key = self.slot_retire_key(i, &self.slots[i]);
+        let idle_key = Self::slot_idle_key(&self.slots[i]);
+        let is_free =
+            matches!(self.slots[i].state, SlotState::Empty) && i < self.slot_limit as usize;
+        let slot = &mut self.slots[i];
+        slot.deadline = deadline;
+        slot.retire_key = retire_key;
+        slot.idle_key = idle_key;
+        if let Some(at) = deadline {
+            self.timers.insert((at, i as u32));
+        }
+        if let Some(key) = retire_key {
+            self.retire_order.insert(key);
+        }
+        if let Some(since) = idle_key {
+            self.idle.insert((since, i as u32));
+        }
+        if is_free {
+            self.free.insert(i as u32);
+        }
+    }
+
+    pub(crate) fn id_of(&self, i: usize) -> WorkerId {
+        WorkerId {
+            slot: i as u32,
+            incarnation: self.slots[i].incarnation,
+        }
+    }
+
+    fn slot_of(&self, worker: WorkerId) -> Option<usize> {
+        let i = worker.slot as usize;
+        (self.slots.get(i)?.incarnation == worker.incarnation).then_some(i)
+    }
+
+    /// The slot of a worker whose process exists, or `None` (traced) for a stale message.
+    fn live_slot(&mut self, worker: WorkerId) -> Option<usize> {
+        let live = self
+            .slot_of(worker)
+            .filter(|&i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_some()));
+        if live.is_none() {
+            self.event(Event::Ignored(Ignored::StaleMessage(worker)));
+        }
+        live
+    }
+
+    fn worker(&self, i: usize) -> &Worker {
+        match &self.slots[i].state {
+            SlotState::Worker(w) => w,
+            other => unreachable!("slot {i} holds no worker: {other:?}"),
+        }
+    }
+
+    fn worker_mut(&mut self, i: usize) -> &mut Worker {
+        match &mut self.slots[i].state {
+            SlotState::Worker(w) => w,
+            other => unreachable!("slot {i} holds no worker: {other:?}"),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        self.queue.push_back(Action::Event(event));
+        debug_assert!(
+            self.queue.len() <= drain_limit(self.slots.len()) * 4,
+            "the action queue grew without bound: the driver is not draining poll_action"
+        );
+    }
+}
+
+/// Where on its ladder a stop for `reason` begins.
+fn entry_stage(reason: StopReason, ladder: &Ladder) -> usize {
+    if reason.starts_immediate() {
+        ladder.immediate_from
+    } else {
+        0
+    }
+}
