@@ -177,8 +177,13 @@ impl Supervisor {
                 )?;
             }
             Phase::Stopping { .. } | Phase::Handover => {
-                check(counts.filled == 0, "a stopping pool fills no place", || {
-                    format!("{} places filled while stopping", counts.filled)
+                let unstopped = self.slots.iter().position(|slot| match &slot.state {
+                    SlotState::Empty => false,
+                    SlotState::Worker(w) => w.stop.is_none(),
+                    SlotState::Backoff { .. } | SlotState::GaveUp { .. } => true,
+                });
+                check(unstopped.is_none(), "a stopping pool keeps no worker running", || {
+                    format!("slot {unstopped:?} is not stopping")
                 })?;
             }
             Phase::Exited => {

@@ -1313,7 +1313,12 @@ impl Supervisor {
             SlotState::Worker(w) => {
                 c.live = u32::from(w.pid.is_some());
                 c.spawning = u32::from(w.pid.is_none());
-                if w.stop.is_none() {
+                if w.stop.as_ref().is_some_and(|s| s.reason.is_failure()) {
+                    // A worker being killed for a failure keeps its place until it exits and
+                    // its slot's backoff runs: replacing it at once would bypass the backoff.
+                    c.filled = 1;
+                    c.filled_current = current(w.generation);
+                } else if w.stop.is_none() {
                     c.filled = 1;
                     c.filled_current = current(w.generation);
                     c.ready = u32::from(w.ready);
