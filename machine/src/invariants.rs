@@ -182,9 +182,11 @@ impl Supervisor {
                     SlotState::Worker(w) => w.stop.is_none(),
                     SlotState::Backoff { .. } | SlotState::GaveUp { .. } => true,
                 });
-                check(unstopped.is_none(), "a stopping pool keeps no worker running", || {
-                    format!("slot {unstopped:?} is not stopping")
-                })?;
+                check(
+                    unstopped.is_none(),
+                    "a stopping pool keeps no worker running",
+                    || format!("slot {unstopped:?} is not stopping"),
+                )?;
             }
             Phase::Exited => {
                 check(
