@@ -151,6 +151,24 @@ impl Supervisor {
                 format!("{pids} live workers, index holds {stale:?}")
             },
         )?;
+        let above_limit = self.slots[self.slot_limit.min(self.slots.len() as u32) as usize..]
+            .iter()
+            .position(|slot| match &slot.state {
+                SlotState::Empty => false,
+                SlotState::Worker(w) => w.stop.is_none(),
+                SlotState::Backoff { .. } | SlotState::GaveUp { .. } => true,
+            });
+        check(
+            above_limit.is_none(),
+            "slots above max + max_surge only drain",
+            || {
+                format!(
+                    "slot {} is in use above the limit {}",
+                    self.slot_limit as usize + above_limit.unwrap_or(0),
+                    self.slot_limit
+                )
+            },
+        )?;
         let working = counts.filled + counts.spawning;
         check(
             counts.live <= self.slots.len() as u32 && working <= self.slots.len() as u32,

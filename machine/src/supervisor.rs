@@ -605,7 +605,7 @@ impl Supervisor {
         slot.restarts = slot.restarts.saturating_add(1);
         let young_deaths = slot.young_deaths;
         self.record_death();
-        if self.phase != Phase::Running {
+        if self.phase != Phase::Running || i >= self.slot_limit as usize {
             self.detach(i);
             self.slots[i].state = SlotState::Empty;
             self.attach(i);
