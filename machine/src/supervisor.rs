@@ -107,10 +107,11 @@ pub(crate) struct Slot {
     /// Unexpected deaths and failure kills over the slot's life, for status.
     pub restarts: u32,
     pub last_stop: Option<StopReason>,
-    /// The slot's key in `timers`, as attached.
+    /// The slot's key in `timers`: at or before its real deadline (see `rearm`).
     deadline: Option<Instant>,
     retire_key: Option<RetireKey>,
     idle_key: Option<Instant>,
+    free: bool,
 }
 
 /// Order in which workers are retired: older generations first; then places with no
@@ -926,10 +927,19 @@ impl Supervisor {
         // backoff, respawn) and then re-arms strictly later.
         let limit = 3 * self.slots.len() + 8;
         for _ in 0..limit {
-            match self.timers.first() {
-                Some(&(at, i)) if at <= self.now => self.on_slot_deadline(i as usize),
-                _ => break,
+            let Some(&(at, i)) = self.timers.first().filter(|t| t.0 <= self.now) else {
+                break;
+            };
+            let i = i as usize;
+            self.timers.remove(&(at, i as u32));
+            self.slots[i].deadline = None;
+            if self
+                .slot_deadline(&self.slots[i])
+                .is_some_and(|d| d <= self.now)
+            {
+                self.on_slot_deadline(i);
             }
+            self.rearm(i);
         }
         debug_assert!(
             self.timers.first().is_none_or(|t| t.0 > self.now),
@@ -1262,6 +1272,7 @@ impl Supervisor {
                 deadline: None,
                 retire_key: None,
                 idle_key: None,
+                free: false,
             });
             self.attach(self.slots.len() - 1);
         }
@@ -1363,7 +1374,8 @@ impl Supervisor {
         }
     }
 
-    /// Removes slot `i`'s contribution to every index, before it changes.
+    /// Removes slot `i`'s contribution to the counters, before it changes. The ordered
+    /// indexes are brought up to date by `attach`, which touches only what changed.
     fn detach(&mut self, i: usize) {
         let c = self.slot_counts(&self.slots[i]);
         let counts = &mut self.counts;
@@ -1375,20 +1387,10 @@ impl Supervisor {
         counts.live -= c.live;
         counts.spawning -= c.spawning;
         counts.idle_threads -= c.idle_threads;
-        let slot = &mut self.slots[i];
-        if let Some(at) = slot.deadline.take() {
-            self.timers.remove(&(at, i as u32));
-        }
-        if let Some(key) = slot.retire_key.take() {
-            self.retire_order.remove(&key);
-        }
-        if let Some(since) = slot.idle_key.take() {
-            self.idle.remove(&(since, i as u32));
-        }
-        self.free.remove(&(i as u32));
     }
 
-    /// Adds slot `i`'s contribution to every index, after it changed.
+    /// Adds slot `i`'s contribution to the counters and re-keys it in the ordered indexes,
+    /// after it changed.
     fn attach(&mut self, i: usize) {
         let c = self.slot_counts(&self.slots[i]);
         let counts = &mut self.counts;
@@ -1398,26 +1400,59 @@ impl Supervisor {
         counts.live += c.live;
         counts.spawning += c.spawning;
         counts.idle_threads += c.idle_threads;
-        let deadline = self.slot_deadline(&self.slots[i]);
+        self.rearm(i);
         let retire_key = self.slot_retire_key(i, &self.slots[i]);
         let idle_key = Self::slot_idle_key(&self.slots[i]);
         let is_free =
             matches!(self.slots[i].state, SlotState::Empty) && i < self.slot_limit as usize;
         let slot = &mut self.slots[i];
-        slot.deadline = deadline;
-        slot.retire_key = retire_key;
-        slot.idle_key = idle_key;
-        if let Some(at) = deadline {
-            self.timers.insert((at, i as u32));
+        if slot.retire_key != retire_key {
+            if let Some(old) = slot.retire_key {
+                self.retire_order.remove(&old);
+            }
+            if let Some(key) = retire_key {
+                self.retire_order.insert(key);
+            }
+            slot.retire_key = retire_key;
         }
-        if let Some(key) = retire_key {
-            self.retire_order.insert(key);
+        if slot.idle_key != idle_key {
+            if let Some(old) = slot.idle_key {
+                self.idle.remove(&(old, i as u32));
+            }
+            if let Some(since) = idle_key {
+                self.idle.insert((since, i as u32));
+            }
+            slot.idle_key = idle_key;
         }
-        if let Some(since) = idle_key {
-            self.idle.insert((since, i as u32));
+        if slot.free != is_free {
+            if is_free {
+                self.free.insert(i as u32);
+            } else {
+                self.free.remove(&(i as u32));
+            }
+            slot.free = is_free;
         }
-        if is_free {
-            self.free.insert(i as u32);
+    }
+
+    /// Keeps the slot's timer key at or before its real deadline. A deadline that moves
+    /// later (every heartbeat) leaves the key alone: when the key fires, `run_timers` finds
+    /// nothing due and re-arms at the real deadline. So a heartbeat costs no tree update.
+    fn rearm(&mut self, i: usize) {
+        let deadline = self.slot_deadline(&self.slots[i]);
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        match (slot.deadline, deadline) {
+            // An expired key is never kept: nothing may stay due after `handle`.
+            (Some(key), Some(at)) if now < key && key <= at => {}
+            (old, new) => {
+                if let Some(key) = old {
+                    self.timers.remove(&(key, i as u32));
+                }
+                if let Some(at) = new {
+                    self.timers.insert((at, i as u32));
+                }
+                slot.deadline = new;
+            }
         }
     }
 
