@@ -61,6 +61,8 @@ pub(crate) struct Stop {
     pub ladder: Arc<Ladder>,
     /// Where the worker stands; entered when its pid is known.
     pub pos: Option<LadderPos>,
+    /// Escalated before its pid was known: the ladder starts at the immediate stage.
+    pub immediate: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -447,7 +449,7 @@ impl Supervisor {
         }
         if let Some(stop) = &mut w.stop {
             // Retired before its pid was known: the ladder starts now.
-            let stage = entry_stage(stop.reason, &stop.ladder);
+            let stage = entry_stage(stop.reason, stop.immediate, &stop.ladder);
             stop.pos = Some(LadderPos::enter(stage, now));
         }
         self.pids.insert(pid, i as u32);
@@ -1039,9 +1041,9 @@ impl Supervisor {
         let idle = self.counts.idle_threads;
         let deficit = match self.config.policy {
             Policy::Static { .. } => 0,
-            // Queued connections will take idle threads: they are not spare.
+            // Queued connections will take idle threads: each needs one on top of the spares.
             Policy::Dynamic { min_spare, .. } => {
-                u64::from(min_spare).saturating_sub(idle.saturating_sub(self.queued))
+                (u64::from(min_spare) + self.queued).saturating_sub(idle)
             }
             Policy::Ondemand { .. } => self.queued.saturating_sub(idle),
         };
@@ -1193,11 +1195,12 @@ impl Supervisor {
         let w = self.worker_mut(i);
         let pos = w
             .pid
-            .map(|_| LadderPos::enter(entry_stage(reason, &ladder), now));
+            .map(|_| LadderPos::enter(entry_stage(reason, false, &ladder), now));
         w.stop = Some(Stop {
             reason,
             ladder,
             pos,
+            immediate: false,
         });
         self.attach(i);
         self.fire_ladder(i);
@@ -1209,9 +1212,14 @@ impl Supervisor {
         let SlotState::Worker(w) = &mut self.slots[i].state else {
             return;
         };
-        let Some(stop) = &w.stop else { return };
+        let Some(stop) = &mut w.stop else { return };
         let stage = stop.ladder.immediate_from;
-        if stop.pos.as_ref().is_none_or(|p| p.stage >= stage) {
+        let Some(pos) = &stop.pos else {
+            // No pid yet: remember, so the ladder starts at the immediate stage on `Spawned`.
+            stop.immediate = true;
+            return;
+        };
+        if pos.stage >= stage {
             return;
         }
         self.detach(i);
@@ -1503,8 +1511,8 @@ impl Supervisor {
 }
 
 /// Where on its ladder a stop for `reason` begins.
-fn entry_stage(reason: StopReason, ladder: &Ladder) -> usize {
-    if reason.starts_immediate() {
+fn entry_stage(reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
+    if immediate || reason.starts_immediate() {
         ladder.immediate_from
     } else {
         0
