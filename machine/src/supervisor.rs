@@ -597,6 +597,12 @@ impl Supervisor {
     /// A worker died unexpectedly, failed to spawn, or was killed for a failure: count the
     /// death and schedule the slot's restart.
     fn failed_start(&mut self, i: usize, uptime: Option<Duration>) {
+        // Empty the slot first: the death may stop the whole pool (crash-loop exit), and a
+        // process that no longer exists must not be retired.
+        let generation = self.worker(i).generation;
+        self.detach(i);
+        self.slots[i].state = SlotState::Empty;
+        self.attach(i);
         let restart = &self.config.restart;
         let young = uptime.is_none_or(|u| u < restart.healthy_uptime);
         let slot = &mut self.slots[i];
@@ -609,9 +615,6 @@ impl Supervisor {
         let young_deaths = slot.young_deaths;
         self.record_death();
         if self.phase != Phase::Running || i >= self.slot_limit as usize {
-            self.detach(i);
-            self.slots[i].state = SlotState::Empty;
-            self.attach(i);
             return;
         }
         let restart = &self.config.restart;
@@ -626,7 +629,6 @@ impl Supervisor {
                 .saturating_mul(1u32 << doublings.min(31))
                 .min(restart.backoff_max)
         };
-        let generation = self.worker(i).generation;
         self.detach(i);
         self.slots[i].state = SlotState::Backoff {
             generation,
@@ -955,6 +957,7 @@ impl Supervisor {
             self.event(Event::CrashLoopEnded);
         }
         if self.next_maintenance.is_some_and(|d| d <= self.now) {
+            self.next_maintenance = None;
             self.maintain();
             self.schedule_maintenance();
         }
@@ -1015,11 +1018,17 @@ impl Supervisor {
         }
     }
 
+    /// Keeps the maintenance tick scheduled while it is useful. An operator command does
+    /// not postpone a tick already due (a stream of commands must not starve scaling).
     fn schedule_maintenance(&mut self) {
         let useful = !matches!(self.config.policy, Policy::Static { .. })
             || self.config.idle_timeout.is_some();
-        self.next_maintenance = (useful && self.phase == Phase::Running)
-            .then(|| self.now + self.config.maintenance_interval);
+        self.next_maintenance = if useful && self.phase == Phase::Running {
+            let next = self.now + self.config.maintenance_interval;
+            Some(self.next_maintenance.map_or(next, |at| at.min(next)))
+        } else {
+            None
+        };
     }
 
     /// The pool maintenance tick: at most one retirement, or one step of the spawn ramp.
