@@ -45,6 +45,7 @@ impl Supervisor {
         let mut free = BTreeSet::new();
         let mut retire = BTreeSet::new();
         let mut idle = BTreeSet::new();
+        let mut places = BTreeSet::new();
         let mut pids = 0usize;
         for (i, slot) in self.slots.iter().enumerate() {
             let c = self.slot_counts(slot);
@@ -69,6 +70,9 @@ impl Supervisor {
             })?;
             if let Some(key) = self.slot_retire_key(i, slot) {
                 retire.insert(key);
+            }
+            if let Some(generation) = Supervisor::slot_place_key(slot) {
+                places.insert((generation, i as u32));
             }
             if let Some(since) = Supervisor::slot_idle_key(slot) {
                 idle.insert((since, i as u32));
@@ -139,6 +143,9 @@ impl Supervisor {
             "retirement order index",
             || format!("stored {:?}, recomputed {retire:?}", self.retire_order),
         )?;
+        check(places == self.places, "place index", || {
+            format!("stored {:?}, recomputed {places:?}", self.places)
+        })?;
         check(idle == self.idle, "idle index", || {
             format!("stored {:?}, recomputed {idle:?}", self.idle)
         })?;
@@ -168,7 +175,7 @@ impl Supervisor {
                 )
             },
         )?;
-        let working = counts.filled + counts.spawning;
+        let working = counts.live + counts.spawning;
         check(
             counts.live <= self.slots.len() as u32 && working <= self.slots.len() as u32,
             "workers within max + max_surge",

@@ -112,6 +112,7 @@ pub(crate) struct Slot {
     /// The slot's key in `timers`: at or before its real deadline (see `rearm`).
     deadline: Option<Instant>,
     retire_key: Option<RetireKey>,
+    place_key: Option<Generation>,
     idle_key: Option<Instant>,
     free: bool,
 }
@@ -168,6 +169,8 @@ pub struct Supervisor {
     pub(crate) timers: BTreeSet<(Instant, u32)>,
     pub(crate) free: BTreeSet<u32>,
     pub(crate) retire_order: BTreeSet<RetireKey>,
+    /// Places with no process (backoff, gave up), oldest generation first.
+    pub(crate) places: BTreeSet<(Generation, u32)>,
     pub(crate) idle: BTreeSet<(Instant, u32)>,
     pub(crate) counts: Counts,
     pub(crate) queue: VecDeque<Action>,
@@ -244,6 +247,7 @@ impl Supervisor {
             timers: BTreeSet::new(),
             free: BTreeSet::new(),
             retire_order: BTreeSet::new(),
+            places: BTreeSet::new(),
             idle: BTreeSet::new(),
             counts: Counts::default(),
             queue: VecDeque::new(),
@@ -771,6 +775,7 @@ impl Supervisor {
             self.detach(i);
         }
         self.config = config;
+        self.spawn_rate = self.spawn_rate.min(self.config.max_spawn_rate);
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         let target = match self.config.policy {
             Policy::Static { workers } => workers,
@@ -852,10 +857,13 @@ impl Supervisor {
             UpgradeState::Requested { deadline } => {
                 self.upgrade = UpgradeState::Started { pid, deadline };
             }
-            _ => {
-                // A successor nobody waits for (rolled back before it started): stop it.
+            other => {
+                // A successor nobody waits for (rolled back before it started): stop it. Wait
+                // for its exit only if no other successor is tracked.
                 self.event(Event::Ignored(Ignored::NoUpgrade));
-                self.upgrade = UpgradeState::Killing { pid };
+                if other == UpgradeState::Idle {
+                    self.upgrade = UpgradeState::Killing { pid };
+                }
                 self.queue.push_back(Action::KillSuccessor {
                     pid,
                     reason: RollbackReason::Timeout,
@@ -1039,7 +1047,15 @@ impl Supervisor {
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         if let (Some(timeout), Some(&(since, slot))) = (self.config.idle_timeout, self.idle.first())
         {
-            if since + timeout <= self.now && self.target > min {
+            // A dynamic pool keeps min_spare idle threads even when they idle past the
+            // timeout: retiring them would only make the next tick spawn again.
+            let spare_after = (self.counts.idle_threads.saturating_sub(self.queued))
+                .saturating_sub(u64::from(self.config.threads));
+            let keeps_spares = match self.config.policy {
+                Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
+                _ => true,
+            };
+            if since + timeout <= self.now && self.target > min && keeps_spares {
                 self.spawn_rate = 1;
                 self.set_target(self.target - 1);
                 self.retire(slot as usize, StopReason::Idle);
@@ -1126,8 +1142,16 @@ impl Supervisor {
                 return self.spawn(i as usize);
             }
         }
-        // Replace an earlier generation: places with no process go at once; a Ready worker
-        // only while capacity stays above target - max_unavailable.
+        // Replace an earlier generation: places with no process go at once (whichever
+        // generation they are of); a Ready worker only while capacity stays above
+        // target - max_unavailable. A place of the current generation given up on holds the
+        // rollout: the old workers keep serving rather than be replaced by a release that
+        // exits unrecoverably, until the next restart or reload retries it.
+        if let Some(&(generation, slot)) = self.places.first() {
+            if generation < self.generation {
+                return self.retire(slot as usize, StopReason::Restart);
+            }
+        }
         if let Some(&key) = self.retire_order.first() {
             if key.generation < self.generation {
                 let floor = self.target.saturating_sub(self.config.max_unavailable);
@@ -1217,6 +1241,9 @@ impl Supervisor {
 
     /// Moves a stopping worker to its ladder's immediate stage.
     fn escalate(&mut self, i: usize) {
+        // On a late wake-up the ladder may be behind: catch up first, so a worker already
+        // past the immediate stage's start is not sent back to it (which would delay KILL).
+        self.fire_ladder(i);
         let now = self.now;
         let SlotState::Worker(w) = &mut self.slots[i].state else {
             return;
@@ -1288,6 +1315,7 @@ impl Supervisor {
                 last_stop: None,
                 deadline: None,
                 retire_key: None,
+                place_key: None,
                 idle_key: None,
                 free: false,
             });
@@ -1384,6 +1412,15 @@ impl Supervisor {
         })
     }
 
+    pub(crate) fn slot_place_key(slot: &Slot) -> Option<Generation> {
+        match &slot.state {
+            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
+                Some(*generation)
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn slot_idle_key(slot: &Slot) -> Option<Instant> {
         match &slot.state {
             SlotState::Worker(w) if w.stop.is_none() && w.ready && w.busy == 0 => w.idle_since,
@@ -1419,6 +1456,7 @@ impl Supervisor {
         counts.idle_threads += c.idle_threads;
         self.rearm(i);
         let retire_key = self.slot_retire_key(i, &self.slots[i]);
+        let place_key = Self::slot_place_key(&self.slots[i]);
         let idle_key = Self::slot_idle_key(&self.slots[i]);
         let is_free =
             matches!(self.slots[i].state, SlotState::Empty) && i < self.slot_limit as usize;
@@ -1431,6 +1469,15 @@ impl Supervisor {
                 self.retire_order.insert(key);
             }
             slot.retire_key = retire_key;
+        }
+        if slot.place_key != place_key {
+            if let Some(old) = slot.place_key {
+                self.places.remove(&(old, i as u32));
+            }
+            if let Some(generation) = place_key {
+                self.places.insert((generation, i as u32));
+            }
+            slot.place_key = place_key;
         }
         if slot.idle_key != idle_key {
             if let Some(old) = slot.idle_key {
