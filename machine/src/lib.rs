@@ -41,6 +41,7 @@ mod invariants;
 mod io;
 mod ladder;
 mod rng;
+mod settings;
 mod supervisor;
 pub mod testing;
 mod time;
@@ -54,6 +55,7 @@ pub use io::{
     Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,
     Signal, SpawnError, StopReason, WorkerId,
 };
+pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{Phase, Supervisor, UpgradeState, WorkerState, WorkerView};
 pub use time::Instant;
 
