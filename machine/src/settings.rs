@@ -89,7 +89,7 @@ fn secs(field: &'static str, v: &Setting) -> Result<Duration, ConfigError> {
             ))
         }
     };
-    if !s.is_finite() || s < 0.0 || s > 1e9 {
+    if !s.is_finite() || !(0.0..=1e9).contains(&s) {
         return Err(bad(
             field,
             format!("is {s}; give seconds between 0 and 1e9"),
