@@ -3,7 +3,6 @@
 //! `handle` in debug builds and after every step of the simulator.
 
 use core::fmt;
-use std::collections::BTreeSet;
 
 use crate::io::Pid;
 use crate::supervisor::{Counts, Phase, SlotState, Supervisor};
@@ -38,14 +37,16 @@ fn check(
     }
 }
 
+fn index_holds(present: bool, index: &'static str, slot: usize) -> Result<(), Violation> {
+    check(present, index, || format!("slot {slot}'s key is missing"))
+}
+
 impl Supervisor {
     pub fn check_invariants(&self) -> Result<(), Violation> {
         let mut counts = Counts::default();
-        let mut timers = BTreeSet::new();
-        let mut free = BTreeSet::new();
-        let mut retire = BTreeSet::new();
-        let mut idle = BTreeSet::new();
-        let mut places = BTreeSet::new();
+        // Each index must hold exactly the slots' keys: every expected key present, and no
+        // more entries than expected. Checked without allocating, as this runs every step.
+        let (mut timers, mut free, mut retire, mut idle, mut places) = (0, 0, 0, 0, 0);
         let mut pids = 0usize;
         for (i, slot) in self.slots.iter().enumerate() {
             let c = self.slot_counts(slot);
@@ -58,7 +59,8 @@ impl Supervisor {
             let deadline = self.slot_deadline(slot);
             let key = slot.deadline_key();
             if let Some(at) = key {
-                timers.insert((at, i as u32));
+                timers += 1;
+                index_holds(self.timers.contains(&(at, i as u32)), "timer index", i)?;
             }
             let keyed = match (key, deadline) {
                 (Some(key), Some(at)) => key <= at,
@@ -69,16 +71,28 @@ impl Supervisor {
                 format!("slot {i}: due {deadline:?}, indexed {key:?}")
             })?;
             if let Some(key) = self.slot_retire_key(i, slot) {
-                retire.insert(key);
+                retire += 1;
+                index_holds(
+                    self.retire_order.contains(&key),
+                    "retirement order index",
+                    i,
+                )?;
             }
             if let Some(generation) = Supervisor::slot_place_key(slot) {
-                places.insert((generation, i as u32));
+                places += 1;
+                index_holds(
+                    self.places.contains(&(generation, i as u32)),
+                    "place index",
+                    i,
+                )?;
             }
             if let Some(since) = Supervisor::slot_idle_key(slot) {
-                idle.insert((since, i as u32));
+                idle += 1;
+                index_holds(self.idle.contains(&(since, i as u32)), "idle index", i)?;
             }
             if matches!(slot.state, SlotState::Empty) && i < self.slot_limit as usize {
-                free.insert(i as u32);
+                free += 1;
+                index_holds(self.free.contains(&(i as u32)), "free-slot index", i)?;
             }
             if let SlotState::Worker(w) = &slot.state {
                 check(w.generation <= self.generation, "generation", || {
@@ -130,25 +144,17 @@ impl Supervisor {
         check(counts == self.counts, "counters match the slots", || {
             format!("stored {:?}, recomputed {counts:?}", self.counts)
         })?;
-        check(
-            timers == self.timers,
-            "timer index matches the slots",
-            || format!("stored {:?}, recomputed {timers:?}", self.timers),
-        )?;
-        check(free == self.free, "free-slot index", || {
-            format!("stored {:?}, recomputed {free:?}", self.free)
-        })?;
-        check(
-            retire == self.retire_order,
-            "retirement order index",
-            || format!("stored {:?}, recomputed {retire:?}", self.retire_order),
-        )?;
-        check(places == self.places, "place index", || {
-            format!("stored {:?}, recomputed {places:?}", self.places)
-        })?;
-        check(idle == self.idle, "idle index", || {
-            format!("stored {:?}, recomputed {idle:?}", self.idle)
-        })?;
+        for (name, expected, held) in [
+            ("timer index", timers, self.timers.len()),
+            ("free-slot index", free, self.free.len()),
+            ("retirement order index", retire, self.retire_order.len()),
+            ("idle index", idle, self.idle.len()),
+            ("place index", places, self.places.len()),
+        ] {
+            check(expected == held, name, || {
+                format!("holds {held} entries, the slots give {expected}")
+            })?;
+        }
         check(
             pids == self.pids.len(),
             "pid index has no stale pid",

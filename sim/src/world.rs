@@ -180,6 +180,9 @@ struct Proc {
     kill_delay: Duration,
     crash_in_drain: bool,
     stop_deadline: Option<Instant>,
+    /// Forked so late that the machine gave up on the spawn: not one of its workers (it
+    /// kills it on sight), so not counted against max + max_surge.
+    stray: bool,
 }
 
 impl Proc {
@@ -226,6 +229,8 @@ pub struct World {
     load: Load,
     procs: BTreeMap<u64, Proc>,
     by_pid: BTreeMap<Pid, u64>,
+    /// Worker processes alive (not zombies), for worker-seconds.
+    live_workers: u64,
     next_serial: u64,
     pid_space: u32,
     pid_cursor: u32,
@@ -312,6 +317,7 @@ impl World {
             seq: 0,
             procs: BTreeMap::new(),
             by_pid: BTreeMap::new(),
+            live_workers: 0,
             next_serial: 1,
             pid_space,
             pid_cursor: 1,
@@ -415,12 +421,7 @@ impl World {
 
     fn advance(&mut self, to: Instant) {
         let dt = to.saturating_since(self.last_time).as_secs_f64();
-        let live = self
-            .procs
-            .values()
-            .filter(|p| p.worker.is_some() && p.alive())
-            .count();
-        self.stats.worker_seconds += dt * live as f64;
+        self.stats.worker_seconds += dt * self.live_workers as f64;
         self.last_time = to;
         self.now = to;
     }
@@ -567,7 +568,7 @@ impl World {
                 let left: Vec<Pid> = self
                     .procs
                     .values()
-                    .filter(|p| p.worker.is_some() && p.state != ProcState::Reaped)
+                    .filter(|p| p.worker.is_some() && !p.stray && p.state != ProcState::Reaped)
                     .map(|p| p.pid)
                     .collect();
                 if !left.is_empty() {
@@ -698,8 +699,10 @@ impl World {
             },
             crash_in_drain: rng.chance(crash_drain),
             stop_deadline: None,
+            stray: false,
         };
         self.by_pid.insert(pid, serial);
+        self.live_workers += u64::from(worker.is_some());
         self.procs.insert(serial, proc);
         serial
     }
@@ -756,6 +759,7 @@ impl World {
         if !p.alive() {
             return;
         }
+        self.live_workers -= u64::from(p.worker.is_some());
         let broken = p.in_flight.len() as u64;
         p.in_flight.clear();
         p.state = ProcState::Zombie(status);
@@ -869,7 +873,19 @@ impl World {
                 }
             }
             Ev::ForkDone { worker } => {
+                let awaited = self.sup.workers().any(|w| {
+                    w.id == worker
+                        && w.pid.is_none()
+                        && matches!(
+                            w.state,
+                            WorkerState::Spawning | WorkerState::Stopping { .. }
+                        )
+                });
                 let pid = self.create_worker(worker);
+                if !awaited {
+                    let serial = self.by_pid[&pid];
+                    self.procs.get_mut(&serial).expect("just created").stray = true;
+                }
                 self.feed(Input::Spawned { worker, pid });
             }
             Ev::Booted(serial) => {
@@ -1182,7 +1198,7 @@ impl World {
         let live = self
             .procs
             .values()
-            .filter(|p| p.worker.is_some() && p.state != ProcState::Reaped)
+            .filter(|p| p.worker.is_some() && !p.stray && p.state != ProcState::Reaped)
             .count() as u32;
         if live > self.max_slots {
             return self.fail_safety(format!(
