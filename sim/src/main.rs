@@ -266,7 +266,7 @@ fn run_one(a: &Args) -> Result<u8, String> {
         r.trace_hash,
         r.steps,
         r.events,
-        report::speed(r.sim_time, elapsed, r.events)
+        report::speed(r.sim_time, elapsed, r.events, r.steps)
     );
     if code != 0 {
         println!("{}", repro(a, seed));
@@ -320,12 +320,13 @@ fn run_batch(a: &Args) -> Result<u8, String> {
     results.sort_by_key(|r| r.0);
     let elapsed = wall.elapsed();
     let mut coverage = Coverage::new();
-    let (mut passed, mut failed, mut events, mut sim) =
-        (0u64, 0u64, 0u64, core::time::Duration::ZERO);
+    let (mut passed, mut failed, mut events, mut steps, mut sim) =
+        (0u64, 0u64, 0u64, 0u64, core::time::Duration::ZERO);
     let mut code = 0u8;
-    for (seed, outcome, deterministic, ev, _steps, sim_time, cov) in &results {
+    for (seed, outcome, deterministic, ev, st, sim_time, cov) in &results {
         coverage.merge(cov);
         events += ev;
+        steps += st;
         sim += *sim_time;
         if !deterministic {
             println!("seed={seed} NON-DETERMINISM: two runs gave different trace hashes");
@@ -358,7 +359,7 @@ fn run_batch(a: &Args) -> Result<u8, String> {
     }
     println!(
         "seeds={count} passed={passed} failed={failed} events={events} {}",
-        report::speed(sim, elapsed, events)
+        report::speed(sim, elapsed, events, steps)
     );
     Ok(code)
 }

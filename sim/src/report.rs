@@ -19,15 +19,18 @@ impl WallClock {
     }
 }
 
-/// `sim=…s wall=…s ratio=…x events/s=…`: printed at the end of every run.
-pub fn speed(sim: Duration, wall: Duration, events: u64) -> String {
+/// `sim=…s wall=…s ratio=…x events/s=… steps/s=…`: printed at the end of every run.
+/// `events` are machine inputs; `steps` every simulator event (client arrivals and
+/// request completions included).
+pub fn speed(sim: Duration, wall: Duration, events: u64, steps: u64) -> String {
     let wall_s = wall.as_secs_f64().max(1e-9);
     format!(
-        "sim={:.3}s wall={:.3}s ratio={:.0}x events/s={:.3e}",
+        "sim={:.3}s wall={:.3}s ratio={:.0}x events/s={:.3e} steps/s={:.3e}",
         sim.as_secs_f64(),
         wall_s,
         sim.as_secs_f64() / wall_s,
-        events as f64 / wall_s
+        events as f64 / wall_s,
+        steps as f64 / wall_s
     )
 }
 

@@ -49,6 +49,8 @@ pub struct Faults {
     pub operator: f64,
     /// A live upgrade's successor fails to start, crashes or hangs.
     pub successor_fail: f64,
+    /// Children inherited from a previous supervisor (an upgrade) exit under this one.
+    pub inherited: bool,
 }
 
 impl Faults {
@@ -72,6 +74,7 @@ impl Faults {
             clock_jump: 0.0,
             operator: 0.0,
             successor_fail: 0.0,
+            inherited: false,
         }
     }
 
@@ -103,11 +106,12 @@ impl Faults {
             clock_jump: rate(0.01, 0.2),
             operator: rate(0.2, 4.0),
             successor_fail: rate(0.1, 0.9),
+            inherited: rate(1.0, 2.0) > 0.0,
         }
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 18] {
+    fn fields(&self) -> [(&'static str, f64); 19] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -128,6 +132,7 @@ impl Faults {
             ("clock_jump", self.clock_jump),
             ("operator", self.operator),
             ("successor_fail", self.successor_fail),
+            ("inherited", b(self.inherited)),
         ]
     }
 }

@@ -166,8 +166,10 @@ enum ProcState {
 #[derive(Clone, Debug)]
 struct Proc {
     pid: Pid,
-    /// `None` for the successor supervisor of a live upgrade.
+    /// `None` for the successor supervisor of a live upgrade or an inherited child.
     worker: Option<WorkerId>,
+    /// A child of a previous supervisor: this one never spawned it.
+    inherited: bool,
     state: ProcState,
     accepting: bool,
     draining: bool,
@@ -369,6 +371,16 @@ impl World {
         if w.opts.keep_trace {
             w.lines.push(format!("SEED={seed}"));
         }
+        if w.faults.inherited {
+            // Children of a previous supervisor (after an upgrade) that exit under this one:
+            // their exits name pids the machine never knew.
+            for _ in 0..w.rng_os.between(1, 3) {
+                let serial = w.create_proc(None, 1);
+                w.procs.get_mut(&serial).expect("just created").inherited = true;
+                let d = w.rng_os.duration(Duration::ZERO, Duration::from_secs(60));
+                w.schedule(d, Ev::Crash(serial));
+            }
+        }
         w.drain();
         w
     }
@@ -559,8 +571,11 @@ impl World {
                 let Some(&serial) = self.by_pid.get(&pid) else {
                     return self.fail_safety(format!("kill-successor aimed at unknown pid {pid}"));
                 };
-                if self.procs[&serial].worker.is_some() {
-                    return self.fail_safety(format!("kill-successor aimed at worker pid {pid}"));
+                let p = &self.procs[&serial];
+                if p.worker.is_some() || p.inherited {
+                    return self.fail_safety(format!(
+                        "kill-successor aimed at pid {pid}, not the successor"
+                    ));
                 }
                 self.schedule(Duration::from_millis(1), Ev::Signal(serial, Signal::Kill));
             }
@@ -700,6 +715,7 @@ impl World {
             crash_in_drain: rng.chance(crash_drain),
             stop_deadline: None,
             stray: false,
+            inherited: false,
         };
         self.by_pid.insert(pid, serial);
         self.live_workers += u64::from(worker.is_some());
@@ -1084,7 +1100,11 @@ impl World {
         };
         // An accepted upgrade or stop ends the run early (this supervisor exits), so they
         // are rarer than the commands that keep it running.
+        let second_stop = matches!(self.sup.phase(), Phase::Stopping { immediate: false })
+            && self.rng_op.chance(0.5);
         let command = match self.rng_op.below(100) {
+            // An impatient operator sends a second TERM (serverengine, uninterruptible).
+            _ if second_stop => Command::Stop,
             0..=21 => Command::Restart,
             22..=49 => {
                 let next = swarm::draw_reload(&mut self.rng_op, self.sup.config());
