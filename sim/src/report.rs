@@ -65,9 +65,11 @@ pub fn policy_report(r: &RunResult) -> String {
 
 /// An SVG of pool size by worker state (stacked), queue length and offered load over time.
 pub fn plot_svg(samples: &[Sample], title: &str) -> String {
-    const W: f64 = 960.0;
+    const W: f64 = 1060.0;
     const H: f64 = 480.0;
     const PAD: f64 = 50.0;
+    // Room on the right for the legend.
+    const LEGEND: f64 = 150.0;
     let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
     let workers_max = samples
         .iter()
@@ -77,7 +79,7 @@ pub fn plot_svg(samples: &[Sample], title: &str) -> String {
         .max(1) as f64;
     let queue_max = samples.iter().map(|s| s.queued).max().unwrap_or(0).max(1) as f64;
     let load_max = samples.iter().map(|s| s.load).fold(1e-9, f64::max);
-    let x = |t: f64| PAD + (W - 2.0 * PAD) * t / t_max;
+    let x = |t: f64| PAD + (W - PAD - LEGEND) * t / t_max;
     let y = |v: f64, max: f64| H - PAD - (H - 2.0 * PAD) * v / max;
     let mut svg = String::new();
     let _ = writeln!(
@@ -119,7 +121,7 @@ pub fn plot_svg(samples: &[Sample], title: &str) -> String {
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
-            W - PAD + 5.0,
+            W - LEGEND + 10.0,
             PAD + 15.0 * i as f64
         );
         base = top;
@@ -145,7 +147,7 @@ pub fn plot_svg(samples: &[Sample], title: &str) -> String {
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" fill="{color}">{name} (max {max:.0})</text>"#,
-            W - PAD + 5.0,
+            W - LEGEND + 10.0,
             PAD + 15.0 * row
         );
     }
@@ -153,13 +155,13 @@ pub fn plot_svg(samples: &[Sample], title: &str) -> String {
         svg,
         r#"<line x1="{PAD}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{y0}" stroke="black"/>"#,
         y0 = H - PAD,
-        x1 = W - PAD
+        x1 = W - LEGEND
     );
     let _ = writeln!(
         svg,
         r#"<text x="{PAD}" y="{}">0</text><text x="{}" y="{}" text-anchor="end">{t_max:.0} s</text><text x="5" y="{}">{workers_max:.0} workers</text>"#,
         H - PAD + 15.0,
-        W - PAD,
+        W - LEGEND,
         H - PAD + 15.0,
         PAD - 5.0
     );
