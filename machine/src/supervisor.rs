@@ -307,6 +307,31 @@ impl Supervisor {
         self.spawn_rate
     }
 
+    /// The pool is where it wants to be: running, Ready workers of the current generation
+    /// fill the target, and no earlier generation is left. A place given up on counts as
+    /// filled (it is left empty on purpose); one of the current generation holds a rolling
+    /// restart by design, and then Ready workers of any generation count. Workers draining
+    /// after retirement do not matter. This is what "the pool is ready" means for a
+    /// successor in a live upgrade and for a settled liveness check. O(workers).
+    pub fn is_settled(&self) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let held = self.slots.iter().any(|slot| {
+            matches!(slot.state, SlotState::GaveUp { generation, .. } if generation == self.generation)
+        });
+        let mut filled = 0;
+        for w in self.workers() {
+            match w.state {
+                WorkerState::Stopping { .. } => {}
+                _ if w.generation < self.generation && !held => return false,
+                WorkerState::Ready { .. } | WorkerState::GaveUp { .. } => filled += 1,
+                _ => {}
+            }
+        }
+        filled >= self.target
+    }
+
     /// Every occupied slot, in slot order.
     pub fn workers(&self) -> impl Iterator<Item = WorkerView> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, slot)| {

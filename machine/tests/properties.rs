@@ -1058,29 +1058,8 @@ impl Model {
         Ok(())
     }
 
-    /// Ready workers of the current generation fill the target (places given up on count as
-    /// filled: they are left empty on purpose), and no earlier generation remains — unless a
-    /// place of the current generation was given up on, which holds the rollout by design:
-    /// then Ready workers of any generation count.
     fn converged(&self) -> bool {
-        if self.sup.phase() != Phase::Running {
-            return false;
-        }
-        let generation = self.sup.generation();
-        let held = self
-            .sup
-            .workers()
-            .any(|w| matches!(w.state, WorkerState::GaveUp { .. }) && w.generation == generation);
-        let mut filled = 0;
-        for w in self.sup.workers() {
-            match w.state {
-                WorkerState::Stopping { .. } => {}
-                _ if w.generation < generation && !held => return false,
-                WorkerState::Ready { .. } | WorkerState::GaveUp { .. } => filled += 1,
-                _ => {}
-            }
-        }
-        filled >= self.sup.target()
+        self.sup.is_settled()
     }
 
     fn liveness(&mut self) -> Res {

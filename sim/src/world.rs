@@ -1178,30 +1178,6 @@ impl World {
             + Duration::from_secs(120)
     }
 
-    /// Ready workers of the current generation fill the target; nothing is stopping. A
-    /// place given up on counts as filled (left empty on purpose); one of the current
-    /// generation holds a rolling restart, so then any generation counts.
-    fn converged(&self) -> bool {
-        if self.sup.phase() != Phase::Running {
-            return false;
-        }
-        let generation = self.sup.generation();
-        let held = self
-            .sup
-            .workers()
-            .any(|w| matches!(w.state, WorkerState::GaveUp { .. }) && w.generation == generation);
-        let mut filled = 0;
-        for w in self.sup.workers() {
-            match w.state {
-                WorkerState::Stopping { .. } => return false,
-                _ if w.generation < generation && !held => return false,
-                WorkerState::Ready { .. } | WorkerState::GaveUp { .. } => filled += 1,
-                _ => {}
-            }
-        }
-        filled >= self.sup.target()
-    }
-
     fn check_world(&mut self) {
         if self.failure.is_some() || self.exited.is_some() {
             return;
@@ -1239,7 +1215,7 @@ impl World {
             }
             return;
         }
-        if self.converged() {
+        if self.sup.is_settled() {
             self.feed(Input::Command(Command::Stop));
             let deadline = self.now + self.ladder_max + LADDER_SLACK + Duration::from_secs(2);
             self.final_stop_deadline = Some(deadline);
