@@ -1,4 +1,86 @@
-//! drover-os: the OS shell of drover (fork/exec, signals, sockets, the `drover` CLI).
+//! drover-os: the OS shell of drover. The `drover` binary runs any program as a supervised
+//! prefork pool (DESIGN.md §5): it maps OS events to machine inputs and machine actions to
+//! system calls. Every decision (when to spawn, kill, restart, drain) is the machine's.
 //!
-//! Not built yet (issue 4). This crate exists so the workspace has its final shape; it has
-//! no API and runs nothing.
+//! Modules: `settings` (flags + TOML → `Config`), `listen` (listening sockets), `spawn`
+//! (fork/exec with systemd conventions), `notify` (sd_notify socket), `control` (the JSON
+//! control socket), `pidfile`, and `shell` (the event loop).
+
+mod control;
+mod listen;
+mod notify;
+mod pidfile;
+mod settings;
+mod shell;
+mod spawn;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+pub use settings::RunArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover",
+    version,
+    about = "Runs any program as a supervised prefork pool",
+    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, TTIN/TTOU one worker more/fewer."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug)]
+struct ControlArgs {
+    /// The control socket of the running drover (its --control).
+    #[arg(long, value_name = "PATH")]
+    control: std::path::PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run COMMAND as a pool of workers: drover run [OPTIONS] -- COMMAND [ARGS...]
+    Run(Box<RunArgs>),
+    /// Print the pool and its workers as JSON.
+    Status(ControlArgs),
+    /// Graceful stop (a second one stops at once).
+    Stop(ControlArgs),
+    /// Rolling restart of the workers.
+    Restart(ControlArgs),
+    /// Reload the config file.
+    Reload(ControlArgs),
+    /// Live upgrade (not implemented yet).
+    Upgrade(ControlArgs),
+    /// Set the pool's size (static: workers; dynamic: min).
+    Scale {
+        /// The new size.
+        n: u32,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+}
+
+/// The `drover` command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let request = |cmd: &str| json!({ "cmd": cmd });
+    match cli.cmd {
+        Cmd::Run(args) => shell::run(*args),
+        Cmd::Status(c) => control::client(&c.control, request("status")),
+        Cmd::Stop(c) => control::client(&c.control, request("stop")),
+        Cmd::Restart(c) => control::client(&c.control, request("restart")),
+        Cmd::Reload(c) => control::client(&c.control, request("reload")),
+        Cmd::Upgrade(c) => control::client(&c.control, request("upgrade")),
+        Cmd::Scale { n, control } => {
+            control::client(&control.control, json!({ "cmd": "scale", "n": n }))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The control socket: unix stream, mode 0600, peer uid checked, one JSON request per
+//! connection (`{"cmd":"status"}`), one JSON answer. Connections are non-blocking and
+//! polled by the event loop; a slow or silent client is dropped after a deadline.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{getsockopt, sockopt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A request as clients send it.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Stop,
+    StopNow,
+    Restart,
+    Reload,
+    Upgrade,
+    Scale { n: u32 },
+    ScaleUp,
+    ScaleDown,
+}
+
+const MAX_REQUEST: usize = 64 * 1024;
+const MAX_CONNS: usize = 16;
+const CONN_DEADLINE: Duration = Duration::from_secs(5);
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    pub path: PathBuf,
+    conns: Vec<Conn>,
+}
+
+impl ControlServer {
+    pub fn bind(path: &Path) -> Result<ControlServer, String> {
+        crate::listen::remove_stale_socket(path).map_err(|e| format!("--control: {e}"))?;
+        // Created with mode 0600 at once: no window in which others could connect.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(|e| format!("--control {}: {e}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("--control: {e}"))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            conns: Vec::new(),
+        })
+    }
+
+    /// The fds to poll for reading: the listener first, then each connection.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        std::iter::once(self.listener.as_fd())
+            .chain(self.conns.iter().map(|c| c.stream.as_fd()))
+            .collect()
+    }
+
+    /// The earliest connection deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns.iter().map(|c| c.deadline).min()
+    }
+
+    /// Accepts waiting connections (peer uid checked).
+    pub fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let allowed = getsockopt(&stream, sockopt::PeerCredentials)
+                .map(|c| c.uid() == nix::unistd::geteuid().as_raw() || c.uid() == 0)
+                .unwrap_or(false);
+            if !allowed {
+                tracing::warn!("control: refused a connection from another user");
+                respond(stream, &error("permission denied"));
+                continue;
+            }
+            if self.conns.len() >= MAX_CONNS {
+                respond(stream, &error("busy: too many control connections"));
+                continue;
+            }
+            if stream.set_nonblocking(true).is_ok() {
+                self.conns.push(Conn {
+                    stream,
+                    buf: Vec::new(),
+                    deadline: Instant::now() + CONN_DEADLINE,
+                });
+            }
+        }
+    }
+
+    /// Reads from readable connections (`ready[i]` for connection i) and returns the complete
+    /// requests with their connections; drops expired ones. A request ends at a newline or at
+    /// the client's end of writing.
+    pub fn read(&mut self, ready: &[bool]) -> Vec<(UnixStream, Result<Request, String>)> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let mut keep = Vec::new();
+        for (i, mut conn) in std::mem::take(&mut self.conns).into_iter().enumerate() {
+            let mut complete = false;
+            if ready.get(i).copied().unwrap_or(false) {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match conn.stream.read(&mut chunk) {
+                        Ok(0) => {
+                            complete = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            conn.buf.extend_from_slice(&chunk[..n]);
+                            if conn.buf.contains(&b'\n') || conn.buf.len() > MAX_REQUEST {
+                                complete = true;
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            complete = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if complete {
+                let request = parse_request(&conn.buf);
+                done.push((conn.stream, request));
+            } else if conn.deadline <= now {
+                tracing::warn!("control: dropped a connection that sent no complete request");
+                respond(
+                    conn.stream,
+                    &error("timeout: send one JSON request and a newline"),
+                );
+            } else {
+                keep.push(conn);
+            }
+        }
+        self.conns = keep;
+        done
+    }
+
+    pub fn remove_file(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn parse_request(buf: &[u8]) -> Result<Request, String> {
+    if buf.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "request is not UTF-8".to_string())?;
+    serde_json::from_str(text).map_err(|e| {
+        format!("bad request ({e}); expected e.g. {{\"cmd\":\"status\"}} or {{\"cmd\":\"scale\",\"n\":3}}")
+    })
+}
+
+pub fn error(msg: &str) -> Value {
+    json!({ "ok": false, "error": msg })
+}
+
+/// Writes the answer and closes the connection. Answers are small; a client that does not
+/// read cannot stall the supervisor for longer than the write timeout.
+pub fn respond(stream: UnixStream, answer: &Value) {
+    let mut stream = stream;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    let mut text = answer.to_string();
+    text.push('\n');
+    let _ = stream.write_all(text.as_bytes());
+}
+
+/// `drover status|stop|... --control PATH`: sends one request, prints the answer. Returns the
+/// process exit code: 0 if the answer says ok, 1 otherwise.
+pub fn client(path: &Path, request: Value) -> i32 {
+    let run = || -> Result<Value, String> {
+        let mut stream = UnixStream::connect(path)
+            .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut text = request.to_string();
+        text.push('\n');
+        stream
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| format!("receive: {e}"))?;
+        serde_json::from_str(&answer).map_err(|e| format!("bad answer ({e}): {answer:?}"))
+    };
+    match run() {
+        Ok(answer) => {
+            let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            if ok {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&answer).unwrap_or_default()
+                );
+                0
+            } else {
+                let msg = answer
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("request failed");
+                eprintln!("drover: {msg}");
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("drover: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        assert_eq!(
+            parse_request(b"{\"cmd\":\"status\"}\n"),
+            Ok(Request::Status)
+        );
+        assert_eq!(
+            parse_request(b"{\"cmd\":\"scale\",\"n\":3}"),
+            Ok(Request::Scale { n: 3 })
+        );
+        assert_eq!(
+            parse_request(b"{\"cmd\":\"stop-now\"}"),
+            Ok(Request::StopNow)
+        );
+        assert!(parse_request(b"{\"cmd\":\"explode\"}").is_err());
+        assert!(parse_request(b"not json").is_err());
+        assert!(parse_request(b"{\"cmd\":\"scale\"}").is_err());
+    }
+}

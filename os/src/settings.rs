@@ -1,0 +1,507 @@
+//! The `drover run` options, from flags and an optional TOML file, turned into the machine's
+//! `Config` plus what the shell itself needs (listeners, command, paths).
+//!
+//! Precedence: a flag beats the same key in the file, which beats the default. The file is
+//! re-read on reload (HUP or `drover reload`), with the same flags applied on top.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use drover_machine::{Config, ConfigError, Ladder, Readiness};
+use serde::Deserialize;
+
+/// A problem with the operator's input: printed on stderr, exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadinessArg {
+    /// Ready as soon as the process exists.
+    Spawn,
+    /// Ready when the worker sends READY=1 on NOTIFY_SOCKET (boot timeout applies).
+    Notify,
+}
+
+/// Flags of `drover run`. Every option is optional so that the config file can supply it.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    /// Listening socket, repeatable: `host:port`, `[v6]:port`, `unix:/path`, optionally
+    /// named `NAME=ADDR` (the name goes to LISTEN_FDNAMES).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// A static pool of N workers (default 1).
+    #[arg(long, value_name = "N", conflicts_with_all = ["min", "max"])]
+    pub workers: Option<u32>,
+    /// A dynamic pool: at least N workers (needs --max).
+    #[arg(long, value_name = "N")]
+    pub min: Option<u32>,
+    /// A dynamic pool: at most N workers (needs --min).
+    #[arg(long, value_name = "N")]
+    pub max: Option<u32>,
+    /// Dynamic pool: keep at least N idle thread slots (default 1).
+    #[arg(long, value_name = "N")]
+    pub min_spare: Option<u32>,
+    /// Dynamic pool: keep at most N idle thread slots (default max(2, threads)).
+    #[arg(long, value_name = "N")]
+    pub max_spare: Option<u32>,
+    /// Threads (accepting slots) per worker (default 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Kill a Ready worker that sent no WATCHDOG=1 for SECS (sets WATCHDOG_USEC).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub heartbeat_timeout: Option<f64>,
+    /// Kill a worker not Ready within SECS of its spawn (default 60).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub boot_timeout: Option<f64>,
+    /// Graceful stop: TERM (resent every 10 s), then KILL at SECS (default 30).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub stop_timeout: Option<f64>,
+    /// Retire a worker after N requests (workers that report load only).
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+    /// When a worker counts as Ready (default spawn).
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub readiness: Option<ReadinessArg>,
+    /// Listen backlog of every listener (default 1024).
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u32>,
+    /// File mode of unix listening sockets, octal (default 666).
+    #[arg(long, value_name = "OCTAL")]
+    pub unix_mode: Option<String>,
+    /// Write drover's pid here, locked: a second drover on the same file refuses to start.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Control socket for `drover status|stop|restart|reload|scale`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// TOML file with the same options (snake_case keys, plus `command = [...]`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug (machine trace lines), trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// The worker program and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+        return Err(format!(
+            "'{s}' is not a number of seconds between 0 and 1e9"
+        ));
+    }
+    Ok(v)
+}
+
+/// The config file: the same options as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    workers: Option<u32>,
+    min: Option<u32>,
+    max: Option<u32>,
+    min_spare: Option<u32>,
+    max_spare: Option<u32>,
+    threads: Option<u32>,
+    heartbeat_timeout: Option<f64>,
+    boot_timeout: Option<f64>,
+    stop_timeout: Option<f64>,
+    max_requests: Option<u64>,
+    readiness: Option<ReadinessArg>,
+    backlog: Option<u32>,
+    unix_mode: Option<String>,
+    pid_file: Option<PathBuf>,
+    control: Option<PathBuf>,
+    log_level: Option<String>,
+    command: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// For LISTEN_FDNAMES.
+    pub name: String,
+    pub addr: ListenAddr,
+    /// As the operator wrote it.
+    pub text: String,
+}
+
+/// What one `drover run` does, fully resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: Vec<ListenSpec>,
+    pub backlog: u32,
+    pub unix_mode: u32,
+    pub pid_file: Option<PathBuf>,
+    pub control: Option<PathBuf>,
+    pub log_level: tracing::Level,
+    /// The command as given; `program` is its first word resolved through PATH.
+    pub command: Vec<String>,
+    pub program: PathBuf,
+    pub machine: Config,
+}
+
+/// The flag that sets a machine config field, for error messages.
+fn flag_of(field: &str) -> &'static str {
+    match field {
+        "workers" => "--workers",
+        "min" => "--min",
+        "max" => "--max",
+        "start" => "--min/--max",
+        "min_spare" => "--min-spare",
+        "max_spare" => "--max-spare",
+        "threads" => "--threads",
+        "boot_timeout" => "--boot-timeout",
+        "heartbeat_timeout" => "--heartbeat-timeout",
+        "max_requests" => "--max-requests",
+        "ladder" | "ladder.immediate_from" => "--stop-timeout",
+        _ => "the config file",
+    }
+}
+
+/// `invalid --workers (config key `workers`): must be at least 1 ...`
+pub fn describe_config_error(e: &ConfigError) -> String {
+    format!(
+        "invalid {} (config key `{}`): {}",
+        flag_of(e.field),
+        e.field.split('.').next().unwrap_or(e.field),
+        e.problem
+    )
+}
+
+fn secs(flag: &str, v: f64) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(v).map_err(|_| usage(format!("invalid {flag}: {v} seconds")))
+}
+
+impl Settings {
+    /// Reads the config file (if any) and merges the flags over it.
+    pub fn load(args: &RunArgs) -> Result<Settings, UsageError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::merge(args, file)
+    }
+
+    fn merge(args: &RunArgs, file: FileConfig) -> Result<Settings, UsageError> {
+        // The pool policy comes whole from the flags if any policy flag is given.
+        let cli_policy = args.workers.is_some() || args.min.is_some() || args.max.is_some();
+        let (workers, min, max) = if cli_policy {
+            (args.workers, args.min, args.max)
+        } else {
+            if file.workers.is_some() && (file.min.is_some() || file.max.is_some()) {
+                return Err(usage(
+                    "config file: `workers` (static pool) and `min`/`max` (dynamic pool) exclude each other; keep one",
+                ));
+            }
+            (file.workers, file.min, file.max)
+        };
+        let threads = args.threads.or(file.threads).unwrap_or(1);
+        let mut machine = match (workers, min, max) {
+            (Some(n), _, _) => Config::static_pool(n),
+            (None, Some(min), Some(max)) => {
+                let min_spare = args.min_spare.or(file.min_spare).unwrap_or(1);
+                let max_spare = args
+                    .max_spare
+                    .or(file.max_spare)
+                    .unwrap_or(threads.max(2).max(min_spare + threads - 1));
+                Config::dynamic(min, max, min_spare, max_spare)
+            }
+            (None, Some(_), None) => return Err(usage("--min needs --max (a dynamic pool)")),
+            (None, None, Some(_)) => return Err(usage("--max needs --min (a dynamic pool)")),
+            (None, None, None) => Config::static_pool(1),
+        };
+        machine.threads = threads;
+        if let Some(v) = args.heartbeat_timeout.or(file.heartbeat_timeout) {
+            machine.heartbeat_timeout = Some(secs("--heartbeat-timeout", v)?);
+        }
+        if let Some(v) = args.boot_timeout.or(file.boot_timeout) {
+            machine.boot_timeout = secs("--boot-timeout", v)?;
+        }
+        if let Some(v) = args.stop_timeout.or(file.stop_timeout) {
+            machine.ladder = Arc::new(Ladder::for_any_program(secs("--stop-timeout", v)?));
+        }
+        machine.max_requests = args.max_requests.or(file.max_requests);
+        machine.readiness = match args.readiness.or(file.readiness) {
+            Some(ReadinessArg::Notify) => Readiness::Notify,
+            _ => Readiness::AtSpawn,
+        };
+
+        let command = if args.command.is_empty() {
+            file.command.unwrap_or_default()
+        } else {
+            args.command.clone()
+        };
+        if command.is_empty() || command[0].is_empty() {
+            return Err(usage(
+                "missing command: drover run [OPTIONS] -- COMMAND [ARGS...] (or `command = [...]` in the config file)",
+            ));
+        }
+        if command.iter().any(|a| a.contains('\0')) {
+            return Err(usage("invalid command: an argument contains a NUL byte"));
+        }
+        let program = resolve_program(&command[0])?;
+
+        let listen_text = if args.listen.is_empty() {
+            file.listen.unwrap_or_default()
+        } else {
+            args.listen.clone()
+        };
+        let listen = listen_text
+            .iter()
+            .enumerate()
+            .map(|(i, text)| parse_listen(i, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let backlog = args.backlog.or(file.backlog).unwrap_or(1024);
+        if backlog == 0 || backlog > i32::MAX as u32 {
+            return Err(usage("invalid --backlog: must be at least 1"));
+        }
+        let unix_mode = match args.unix_mode.as_ref().or(file.unix_mode.as_ref()) {
+            Some(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "invalid --unix-mode '{text}': an octal mode like 660"
+                    ))
+                })?,
+            None => 0o666,
+        };
+        let level_text = args
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
+        let log_level = level_text.parse().map_err(|_| {
+            usage(format!(
+                "invalid --log-level '{level_text}': one of error, warn, info, debug, trace"
+            ))
+        })?;
+
+        let mut settings = Settings {
+            listen,
+            backlog,
+            unix_mode,
+            pid_file: args.pid_file.clone().or(file.pid_file),
+            control: args.control.clone().or(file.control),
+            log_level,
+            command,
+            program,
+            machine,
+        };
+        settings.machine.worker_fingerprint = settings.fingerprint();
+        settings
+            .machine
+            .validate()
+            .map_err(|e| usage(describe_config_error(&e)))?;
+        Ok(settings)
+    }
+
+    /// A digest of everything that shapes a worker process: a reload that changes it rolls
+    /// the workers (the machine decides that by comparing fingerprints).
+    fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.command.hash(&mut h);
+        self.program.hash(&mut h);
+        self.machine.heartbeat_timeout.hash(&mut h); // WATCHDOG_USEC
+        h.finish()
+    }
+
+    /// WATCHDOG_USEC for workers, if a heartbeat timeout is set.
+    pub fn watchdog_usec(&self) -> Option<u64> {
+        self.machine
+            .heartbeat_timeout
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        usage(format!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })
+}
+
+/// `NAME=ADDR`, `host:port`, `[v6]:port`, `:port`, `unix:/path`.
+fn parse_listen(index: usize, text: &str) -> Result<ListenSpec, UsageError> {
+    let bad = |why: &str| usage(format!("invalid --listen '{text}': {why}"));
+    let (name, addr_text) = match text.split_once('=') {
+        Some((name, rest))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
+        {
+            (name.to_string(), rest)
+        }
+        _ => (format!("listen{index}"), text),
+    };
+    let addr = if let Some(path) = addr_text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad("empty unix socket path"));
+        }
+        if path.len() >= 108 {
+            return Err(bad("unix socket path longer than 107 bytes"));
+        }
+        ListenAddr::Unix(PathBuf::from(path))
+    } else {
+        let full = match addr_text.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => addr_text.to_string(),
+        };
+        let addr = match full.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => full
+                .to_socket_addrs()
+                .map_err(|e| {
+                    bad(&format!(
+                        "expected host:port, [v6]:port or unix:/path ({e})"
+                    ))
+                })?
+                .next()
+                .ok_or_else(|| bad("the host name resolves to no address"))?,
+        };
+        ListenAddr::Tcp(addr)
+    };
+    Ok(ListenSpec {
+        name,
+        addr,
+        text: text.to_string(),
+    })
+}
+
+/// Resolves the program like execvp would, once, so that a command that does not exist is a
+/// usage error (exit 2) instead of a crash loop. The result is exec'd as a path.
+fn resolve_program(name: &str) -> Result<PathBuf, UsageError> {
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(usage(format!(
+                "command not found or not executable: {name}"
+            )))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| executable(p))
+        .ok_or_else(|| usage(format!("command not found: {name} (searched PATH)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> RunArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        T::try_parse_from(std::iter::once("t").chain(list.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn zero_workers_names_the_flag() {
+        let e = Settings::load(&args(&["--workers", "0", "--", "sh"])).unwrap_err();
+        assert!(e.0.contains("--workers"), "{e}");
+    }
+
+    #[test]
+    fn zero_stop_timeout_names_the_flag() {
+        let e = Settings::load(&args(&["--stop-timeout", "0", "--", "sh"])).unwrap_err();
+        assert!(e.0.contains("--stop-timeout"), "{e}");
+    }
+
+    #[test]
+    fn missing_command_and_unknown_program() {
+        let e = Settings::load(&args(&[])).unwrap_err();
+        assert!(e.0.contains("missing command"), "{e}");
+        let e = Settings::load(&args(&["--", "no-such-program-xyz"])).unwrap_err();
+        assert!(e.0.contains("command not found"), "{e}");
+    }
+
+    #[test]
+    fn listen_forms() {
+        let l = parse_listen(0, "127.0.0.1:80").unwrap();
+        assert_eq!(l.addr, ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(l.name, "listen0");
+        let l = parse_listen(1, "web=[::1]:8080").unwrap();
+        assert_eq!(l.addr, ListenAddr::Tcp("[::1]:8080".parse().unwrap()));
+        assert_eq!(l.name, "web");
+        let l = parse_listen(2, "unix:/tmp/x.sock").unwrap();
+        assert_eq!(l.addr, ListenAddr::Unix("/tmp/x.sock".into()));
+        assert!(parse_listen(3, "nonsense").is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_unknown_keys_fail() {
+        let file: FileConfig =
+            toml::from_str("workers = 3\nboot_timeout = 5\ncommand = [\"sh\"]").unwrap();
+        let s = Settings::merge(&args(&["--workers", "2"]), file).unwrap();
+        assert_eq!(
+            s.machine.policy,
+            drover_machine::Policy::Static { workers: 2 }
+        );
+        assert_eq!(s.machine.boot_timeout, Duration::from_secs(5));
+        assert!(toml::from_str::<FileConfig>("wrokers = 3").is_err());
+    }
+
+    #[test]
+    fn dynamic_pool_defaults_validate() {
+        let s = Settings::load(&args(&["--min", "1", "--max", "4", "--", "sh"])).unwrap();
+        assert_eq!(s.machine.policy.max(), 4);
+        let s = Settings::load(&args(&[
+            "--min",
+            "1",
+            "--max",
+            "4",
+            "--threads",
+            "8",
+            "--",
+            "sh",
+        ]))
+        .unwrap();
+        assert_eq!(s.machine.threads, 8);
+    }
+}
