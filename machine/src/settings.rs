@@ -148,7 +148,10 @@ impl Config {
                 let min = u("min", 1)?;
                 let max = u("max", min.max(4))?;
                 let min_spare = u("min_spare", 1)?;
-                let max_spare = u("max_spare", min_spare.saturating_add(2))?;
+                // Wide enough that one new worker's threads cannot jump the pool from below
+                // min_spare to above max_spare (validation requires it).
+                let threads = u("threads", 1)?;
+                let max_spare = u("max_spare", min_spare.saturating_add(threads.max(3) - 1))?;
                 let start = u(
                     "start",
                     ((min_spare + max_spare) / 2).clamp(min, max.max(min)),

@@ -7,12 +7,9 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use drover_machine::{Config, ConfigError, Ladder, Readiness};
-use serde::Deserialize;
+use drover_machine::{Config, ConfigError, Setting};
 
 /// A problem with the operator's input: printed on stderr, exit code 2.
 #[derive(Debug)]
@@ -28,8 +25,7 @@ fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadinessArg {
     /// Ready as soon as the process exists.
     Spawn,
@@ -113,28 +109,111 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// The config file: the same options as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Keys of the config file that belong to the shell; every other key is a machine setting
+/// (`drover_machine::SETTING_KEYS`, read by `Config::from_settings`).
+const SHELL_KEYS: &[&str] = &[
+    "listen",
+    "backlog",
+    "unix_mode",
+    "pid_file",
+    "control",
+    "log_level",
+    "command",
+];
+
+/// Machine keys that together choose the pool: flags that set any of them replace all of
+/// them from the file, so `--workers 2` over a file's dynamic pool gives a static pool.
+const POLICY_KEYS: &[&str] = &[
+    "policy",
+    "workers",
+    "min",
+    "max",
+    "start",
+    "min_spare",
+    "max_spare",
+];
+
+/// The config file, split into the shell's keys and the machine's settings.
+#[derive(Debug, Default)]
 struct FileConfig {
-    listen: Option<Vec<String>>,
-    workers: Option<u32>,
-    min: Option<u32>,
-    max: Option<u32>,
-    min_spare: Option<u32>,
-    max_spare: Option<u32>,
-    threads: Option<u32>,
-    heartbeat_timeout: Option<f64>,
-    boot_timeout: Option<f64>,
-    stop_timeout: Option<f64>,
-    max_requests: Option<u64>,
-    readiness: Option<ReadinessArg>,
-    backlog: Option<u32>,
-    unix_mode: Option<String>,
-    pid_file: Option<PathBuf>,
-    control: Option<PathBuf>,
-    log_level: Option<String>,
-    command: Option<Vec<String>>,
+    shell: toml::Table,
+    machine: Vec<(String, Setting)>,
+}
+
+impl FileConfig {
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut file = FileConfig::default();
+        for (key, value) in table {
+            if SHELL_KEYS.contains(&key.as_str()) {
+                file.shell.insert(key, value);
+            } else {
+                flatten(&key, value, &mut file.machine)?;
+            }
+        }
+        Ok(file)
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, UsageError> {
+        match self.shell.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(usage(format!("config file: `{key}` must be a string"))),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, UsageError> {
+        let Some(value) = self.shell.get(key) else {
+            return Ok(None);
+        };
+        let items = value.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        });
+        items
+            .map(Some)
+            .ok_or_else(|| usage(format!("config file: `{key}` must be a list of strings")))
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>, UsageError> {
+        match self.shell.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) => Ok(Some(*n)),
+            Some(_) => Err(usage(format!(
+                "config file: `{key}` must be a whole number"
+            ))),
+        }
+    }
+}
+
+/// `[restart] backoff_max = 5` becomes `restart.backoff_max`.
+fn flatten(key: &str, value: toml::Value, out: &mut Vec<(String, Setting)>) -> Result<(), String> {
+    let setting = match value {
+        toml::Value::Integer(n) => Setting::Int(n),
+        toml::Value::Float(f) => Setting::Float(f),
+        toml::Value::String(s) => Setting::Str(s),
+        toml::Value::Boolean(b) => Setting::Bool(b),
+        toml::Value::Array(items) => Setting::Ints(
+            items
+                .iter()
+                .map(|v| {
+                    v.as_integer()
+                        .ok_or(format!("`{key}` must be a list of whole numbers"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&format!("{key}.{k}"), v, out)?;
+            }
+            return Ok(());
+        }
+        toml::Value::Datetime(_) => return Err(format!("`{key}` must not be a date")),
+    };
+    out.push((key.to_string(), setting));
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,23 +259,19 @@ fn flag_of(field: &str) -> &'static str {
         "boot_timeout" => "--boot-timeout",
         "heartbeat_timeout" => "--heartbeat-timeout",
         "max_requests" => "--max-requests",
-        "ladder" | "ladder.immediate_from" => "--stop-timeout",
+        "readiness" => "--readiness",
+        "stop_timeout" | "ladder" | "ladder.immediate_from" => "--stop-timeout",
         _ => "the config file",
     }
 }
 
-/// `invalid --workers (config key `workers`): must be at least 1 ...`
+/// `invalid --workers (config key `workers`): must be at least 1 ...`, or for keys with no
+/// flag `invalid config key `restart.backoff_max`: ...`.
 pub fn describe_config_error(e: &ConfigError) -> String {
-    format!(
-        "invalid {} (config key `{}`): {}",
-        flag_of(e.field),
-        e.field.split('.').next().unwrap_or(e.field),
-        e.problem
-    )
-}
-
-fn secs(flag: &str, v: f64) -> Result<Duration, UsageError> {
-    Duration::try_from_secs_f64(v).map_err(|_| usage(format!("invalid {flag}: {v} seconds")))
+    match flag_of(e.field) {
+        "the config file" => format!("invalid config key `{}`: {}", e.field, e.problem),
+        flag => format!("invalid {flag} (config key `{}`): {}", e.field, e.problem),
+    }
 }
 
 impl Settings {
@@ -210,51 +285,81 @@ impl Settings {
     }
 
     fn merge(args: &RunArgs, file: FileConfig) -> Result<Settings, UsageError> {
-        // The pool policy comes whole from the flags if any policy flag is given.
+        // Flags as machine settings; a flag beats the same key from the file, and any pool
+        // flag replaces the file's whole pool choice.
+        let mut flags: Vec<(String, Setting)> = Vec::new();
+        let mut flag = |key: &str, value: Option<Setting>| {
+            if let Some(v) = value {
+                flags.push((key.to_string(), v));
+            }
+        };
+        let int = |n: Option<u32>| n.map(|n| Setting::Int(i64::from(n)));
+        let float = |v: Option<f64>| v.map(Setting::Float);
+        flag("workers", int(args.workers));
+        flag("min", int(args.min));
+        flag("max", int(args.max));
+        flag("min_spare", int(args.min_spare));
+        flag("max_spare", int(args.max_spare));
+        flag("threads", int(args.threads));
+        flag("heartbeat_timeout", float(args.heartbeat_timeout));
+        flag("boot_timeout", float(args.boot_timeout));
+        flag("stop_timeout", float(args.stop_timeout));
+        flag(
+            "max_requests",
+            args.max_requests
+                .map(|n| Setting::Int(i64::try_from(n).unwrap_or(i64::MAX))),
+        );
+        flag(
+            "readiness",
+            args.readiness.map(|r| {
+                Setting::Str(match r {
+                    ReadinessArg::Spawn => "spawn".into(),
+                    ReadinessArg::Notify => "notify".into(),
+                })
+            }),
+        );
+        if args.min.is_some() != args.max.is_some() && args.workers.is_none() {
+            let (given, missing) = if args.min.is_some() {
+                ("--min", "--max")
+            } else {
+                ("--max", "--min")
+            };
+            return Err(usage(format!("{given} needs {missing} (a dynamic pool)")));
+        }
         let cli_policy = args.workers.is_some() || args.min.is_some() || args.max.is_some();
-        let (workers, min, max) = if cli_policy {
-            (args.workers, args.min, args.max)
-        } else {
-            if file.workers.is_some() && (file.min.is_some() || file.max.is_some()) {
-                return Err(usage(
-                    "config file: `workers` (static pool) and `min`/`max` (dynamic pool) exclude each other; keep one",
-                ));
-            }
-            (file.workers, file.min, file.max)
-        };
-        let threads = args.threads.or(file.threads).unwrap_or(1);
-        let mut machine = match (workers, min, max) {
-            (Some(n), _, _) => Config::static_pool(n),
-            (None, Some(min), Some(max)) => {
-                let min_spare = args.min_spare.or(file.min_spare).unwrap_or(1);
-                let max_spare = args
-                    .max_spare
-                    .or(file.max_spare)
-                    .unwrap_or(threads.max(2).max(min_spare + threads - 1));
-                Config::dynamic(min, max, min_spare, max_spare)
-            }
-            (None, Some(_), None) => return Err(usage("--min needs --max (a dynamic pool)")),
-            (None, None, Some(_)) => return Err(usage("--max needs --min (a dynamic pool)")),
-            (None, None, None) => Config::static_pool(1),
-        };
-        machine.threads = threads;
-        if let Some(v) = args.heartbeat_timeout.or(file.heartbeat_timeout) {
-            machine.heartbeat_timeout = Some(secs("--heartbeat-timeout", v)?);
+        let mut merged: Vec<(String, Setting)> = file
+            .machine
+            .iter()
+            .filter(|(k, _)| !(cli_policy && POLICY_KEYS.contains(&k.as_str())))
+            .filter(|(k, _)| !flags.iter().any(|(f, _)| f == k))
+            .cloned()
+            .collect();
+        if file.machine.iter().any(|(k, _)| k == "workers")
+            && file.machine.iter().any(|(k, _)| k == "min" || k == "max")
+            && !cli_policy
+        {
+            return Err(usage(
+                "config file: `workers` (static pool) and `min`/`max` (dynamic pool) exclude each other; keep one",
+            ));
         }
-        if let Some(v) = args.boot_timeout.or(file.boot_timeout) {
-            machine.boot_timeout = secs("--boot-timeout", v)?;
+        if let Some((key, _)) = file
+            .machine
+            .iter()
+            .find(|(k, _)| !drover_machine::SETTING_KEYS.contains(&k.as_str()))
+        {
+            let mut known: Vec<&str> = SHELL_KEYS.to_vec();
+            known.extend(drover_machine::SETTING_KEYS);
+            return Err(usage(format!(
+                "config file: unknown key `{key}`; known keys: {}",
+                known.join(", ")
+            )));
         }
-        if let Some(v) = args.stop_timeout.or(file.stop_timeout) {
-            machine.ladder = Arc::new(Ladder::for_any_program(secs("--stop-timeout", v)?));
-        }
-        machine.max_requests = args.max_requests.or(file.max_requests);
-        machine.readiness = match args.readiness.or(file.readiness) {
-            Some(ReadinessArg::Notify) => Readiness::Notify,
-            _ => Readiness::AtSpawn,
-        };
+        merged.extend(flags);
+        let machine = Config::from_settings(merged.iter().map(|(k, v)| (k.as_str(), v)))
+            .map_err(|e| usage(describe_config_error(&e)))?;
 
         let command = if args.command.is_empty() {
-            file.command.unwrap_or_default()
+            file.strings("command")?.unwrap_or_default()
         } else {
             args.command.clone()
         };
@@ -269,7 +374,7 @@ impl Settings {
         let program = resolve_program(&command[0])?;
 
         let listen_text = if args.listen.is_empty() {
-            file.listen.unwrap_or_default()
+            file.strings("listen")?.unwrap_or_default()
         } else {
             args.listen.clone()
         };
@@ -278,11 +383,16 @@ impl Settings {
             .enumerate()
             .map(|(i, text)| parse_listen(i, text))
             .collect::<Result<Vec<_>, _>>()?;
-        let backlog = args.backlog.or(file.backlog).unwrap_or(1024);
-        if backlog == 0 || backlog > i32::MAX as u32 {
+        let backlog = match args.backlog {
+            Some(n) => i64::from(n),
+            None => file.int("backlog")?.unwrap_or(1024),
+        };
+        if !(1..=i64::from(i32::MAX)).contains(&backlog) {
             return Err(usage("invalid --backlog: must be at least 1"));
         }
-        let unix_mode = match args.unix_mode.as_ref().or(file.unix_mode.as_ref()) {
+        let backlog = backlog as u32;
+        let file_mode = file.string("unix_mode")?;
+        let unix_mode = match args.unix_mode.as_ref().or(file_mode.as_ref()) {
             Some(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|m| *m <= 0o777)
@@ -293,11 +403,10 @@ impl Settings {
                 })?,
             None => 0o666,
         };
-        let level_text = args
-            .log_level
-            .clone()
-            .or(file.log_level)
-            .unwrap_or_else(|| "info".into());
+        let level_text = match args.log_level.clone() {
+            Some(level) => level,
+            None => file.string("log_level")?.unwrap_or_else(|| "info".into()),
+        };
         let log_level = level_text.parse().map_err(|_| {
             usage(format!(
                 "invalid --log-level '{level_text}': one of error, warn, info, debug, trace"
@@ -308,8 +417,14 @@ impl Settings {
             listen,
             backlog,
             unix_mode,
-            pid_file: args.pid_file.clone().or(file.pid_file),
-            control: args.control.clone().or(file.control),
+            pid_file: match &args.pid_file {
+                Some(p) => Some(p.clone()),
+                None => file.string("pid_file")?.map(PathBuf::from),
+            },
+            control: match &args.control {
+                Some(p) => Some(p.clone()),
+                None => file.string("control")?.map(PathBuf::from),
+            },
             log_level,
             command,
             program,
@@ -344,13 +459,8 @@ impl Settings {
 fn read_file(path: &Path) -> Result<FileConfig, UsageError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        usage(format!(
-            "config file {}: {}",
-            path.display(),
-            e.to_string().trim_end()
-        ))
-    })
+    FileConfig::parse(&text)
+        .map_err(|e| usage(format!("config file {}: {}", path.display(), e.trim_end())))
 }
 
 /// `NAME=ADDR`, `host:port`, `[v6]:port`, `:port`, `unix:/path`.
@@ -428,6 +538,7 @@ fn resolve_program(name: &str) -> Result<PathBuf, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn args(list: &[&str]) -> RunArgs {
         use clap::Parser;
@@ -476,15 +587,24 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_and_unknown_keys_fail() {
-        let file: FileConfig =
-            toml::from_str("workers = 3\nboot_timeout = 5\ncommand = [\"sh\"]").unwrap();
+        let file = FileConfig::parse("workers = 3\nboot_timeout = 5\ncommand = [\"sh\"]").unwrap();
         let s = Settings::merge(&args(&["--workers", "2"]), file).unwrap();
         assert_eq!(
             s.machine.policy,
             drover_machine::Policy::Static { workers: 2 }
         );
         assert_eq!(s.machine.boot_timeout, Duration::from_secs(5));
-        assert!(toml::from_str::<FileConfig>("wrokers = 3").is_err());
+        let unknown = FileConfig::parse("wrokers = 3\ncommand = [\"sh\"]").unwrap();
+        let e = Settings::merge(&args(&[]), unknown).unwrap_err();
+        assert!(e.0.contains("wrokers"), "{e}");
+        // Every machine key works from the file, e.g. the restart policy.
+        let file = FileConfig::parse(
+            "min = 1\nmax = 4\ncommand = [\"sh\"]\n[restart]\nbackoff_max = 5\nunrecoverable_exit_codes = [2]\n",
+        )
+        .unwrap();
+        let s = Settings::merge(&args(&[]), file).unwrap();
+        assert_eq!(s.machine.restart.unrecoverable_exit_codes, vec![2]);
+        assert_eq!(s.machine.policy.name(), "dynamic");
     }
 
     #[test]
