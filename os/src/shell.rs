@@ -159,6 +159,8 @@ struct Shell {
     exit: Option<i32>,
     /// Refusals seen in the current drain, reported back to a control client.
     refusals: Vec<String>,
+    /// The accept-queue length last reported per listener.
+    backlog_seen: Vec<Option<u32>>,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     _runtime_dir: RuntimeDir,
@@ -222,6 +224,7 @@ impl Shell {
             pids: BTreeMap::new(),
             exit: None,
             refusals: Vec::new(),
+            backlog_seen: Vec::new(),
             listeners,
             _runtime_dir: runtime_dir,
             _pid_file: pid_file,
@@ -249,9 +252,29 @@ impl Shell {
             }
             self.on_control(ready.control_listener, &ready.control_conns);
             if self.sup.poll_timeout().is_some_and(|t| t <= self.now()) {
+                self.sample_backlog();
                 self.feed(Input::Tick);
             }
             self.reap();
+        }
+    }
+
+    /// Reports each TCP listener's accept-queue length when it changed: the machine scales
+    /// dynamic and ondemand pools on it (programs that report no load scale too). Sampled
+    /// on timer wake-ups, which such pools have every maintenance interval.
+    fn sample_backlog(&mut self) {
+        for i in 0..self.listeners.0.len() {
+            let Some(queued) = self.listeners.0[i].accept_queue() else {
+                continue;
+            };
+            if self.backlog_seen.get(i).copied().flatten() != Some(queued) {
+                self.backlog_seen.resize(self.listeners.0.len(), None);
+                self.backlog_seen[i] = Some(queued);
+                self.feed(Input::Backlog {
+                    listener: i as u32,
+                    queued,
+                });
+            }
         }
     }
 

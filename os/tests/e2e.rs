@@ -960,3 +960,45 @@ fn exec_failure_after_start_is_a_failed_spawn_with_backoff() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
 }
+
+#[test]
+fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
+    // The worker reports no load; connections waiting in the listener's accept queue
+    // (TCP_INFO) are what tells the machine the pool is short.
+    let dir = TempDir::new("backlog");
+    let worker = dir.worker();
+    let d = Drover::start(
+        dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--min",
+            "1",
+            "--max",
+            "4",
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    d.worker_pid("0.1");
+    let port = d.port();
+    // The pool starts with 2 workers (halfway between the default spares). Six slow
+    // requests at once: two are served, four wait in the accept queue until the machine
+    // sees the queue at its next tick and adds workers.
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || request(port, "slow 2\n", Duration::from_secs(20))))
+        .collect();
+    d.wait_line(&["ev  scaled", "from=2", "to=3"], T);
+    let served: Vec<String> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap().expect("every queued request is served"))
+        .collect();
+    let pids: std::collections::BTreeSet<&str> = served.iter().map(|r| field(r, "pid")).collect();
+    assert!(
+        pids.len() >= 3,
+        "the added workers served queued requests: {served:?}\n{}",
+        d.dump()
+    );
+}
