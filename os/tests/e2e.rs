@@ -1002,3 +1002,47 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
         d.dump()
     );
 }
+
+#[test]
+fn the_readme_python_worker_serves_beats_and_drains() {
+    // os/examples/worker.py is the README's "good drover worker"; copied into the test's
+    // directory so the process guard recognises it.
+    let dir = TempDir::new("readme");
+    let worker = dir.path("readme_worker.py");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/worker.py"),
+        &worker,
+    )
+    .unwrap();
+    let mut d = Drover::start(
+        dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--readiness",
+            "notify",
+            "--heartbeat-timeout",
+            "2",
+            "--log-level",
+            "debug",
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    d.wait_lines(&["in  ready"], 2, T);
+    let port = d.port();
+    let answer = request(port, "GET / HTTP/1.1\r\n\r", T).expect("the worker answers");
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hello\n"),
+        "{answer}"
+    );
+    // Heartbeats at half the timeout keep both workers alive past several timeouts.
+    d.wait_lines(&["in  heartbeat"], 8, T);
+    assert_eq!(d.count(&["heartbeat-timeout"]), 0, "{}", d.dump());
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(T);
+}
