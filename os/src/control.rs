@@ -153,15 +153,33 @@ impl ControlServer {
     }
 }
 
-fn parse_request(buf: &[u8]) -> Result<Request, String> {
+/// One request from the bytes a client sent (up to the first newline). Every malformed
+/// request is an `Err` with the message the client gets back.
+pub fn parse_request(buf: &[u8]) -> Result<Request, String> {
     if buf.len() > MAX_REQUEST {
         return Err(format!("request longer than {MAX_REQUEST} bytes"));
     }
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let text = std::str::from_utf8(&buf[..end]).map_err(|_| "request is not UTF-8".to_string())?;
-    serde_json::from_str(text).map_err(|e| {
+    let bad = |e: &dyn std::fmt::Display| {
         format!("bad request ({e}); expected e.g. {{\"cmd\":\"status\"}} or {{\"cmd\":\"scale\",\"n\":3}}")
-    })
+    };
+    let request: Request = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    // serde's `deny_unknown_fields` does not reach the unit variants of an internally
+    // tagged enum, and such an enum also reads `["scale", 3]`: refuse both here, so that
+    // `{"cmd":"stop","now":true}` is an error, not a graceful stop (found by fuzz/).
+    let value: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    let Some(object) = value.as_object() else {
+        return Err(bad(&"not a JSON object"));
+    };
+    let fields: &[&str] = match request {
+        Request::Scale { .. } => &["cmd", "n"],
+        _ => &["cmd"],
+    };
+    if let Some(key) = object.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(bad(&format!("unknown field `{key}`")));
+    }
+    Ok(request)
 }
 
 pub fn error(msg: &str) -> Value {
@@ -246,5 +264,28 @@ mod tests {
         assert!(parse_request(b"{\"cmd\":\"explode\"}").is_err());
         assert!(parse_request(b"not json").is_err());
         assert!(parse_request(b"{\"cmd\":\"scale\"}").is_err());
+    }
+
+    /// Found by the `control_request` fuzz target: serde accepted unknown fields on requests
+    /// without arguments, and arrays in place of the object.
+    #[test]
+    fn refuses_unknown_fields_and_non_objects() {
+        for text in [
+            &b"{\"cmd\":\"status\",\"x_\":1}"[..],
+            b"{\"cmd\":\"stop\",\"now\":true}",
+            b"{\"cmd\":\"scale-up\",\"n\":5}",
+            b"{\"x\":1,\"cmd\":\"restart\"}",
+            b"{\"cmd\":\"scale\",\"n\":3,\"x\":1}",
+            b"[\"status\"]",
+            b"[\"scale\",3]",
+        ] {
+            let result = parse_request(text);
+            let shown = String::from_utf8_lossy(text);
+            assert!(result.is_err(), "{shown} was accepted as {result:?}");
+        }
+        assert_eq!(
+            parse_request(b"{ \"n\" : 3 , \"cmd\" : \"scale\" }\njunk"),
+            Ok(Request::Scale { n: 3 })
+        );
     }
 }

@@ -1,12 +1,15 @@
 //! drover-os: the OS shell of drover. The `drover` binary runs any program as a supervised
 //! prefork pool (DESIGN.md §5): it maps OS events to machine inputs and machine actions to
 //! system calls. Every decision (when to spawn, kill, restart, drain) is the machine's.
+//! [`embedded`] runs a Rust handler in forked workers under the same shell.
 //!
 //! Modules: `settings` (flags + TOML → `Config`), `listen` (listening sockets), `spawn`
-//! (fork/exec with systemd conventions), `notify` (sd_notify socket), `control` (the JSON
-//! control socket), `pidfile`, and `shell` (the event loop).
+//! (fork/exec with systemd conventions, or fork alone for embedded workers), `notify`
+//! (sd_notify socket), `control` (the JSON control socket), `pidfile`, `shell` (the event
+//! loop), and `embedded` (the embedded runtime, public).
 
 mod control;
+pub mod embedded;
 mod listen;
 mod notify;
 mod pidfile;
@@ -18,6 +21,15 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 pub use settings::RunArgs;
+
+/// The parsers of untrusted input, public for the fuzz targets in `fuzz/` (not a stable
+/// API): the config file's text, sd_notify datagrams, control-socket requests.
+#[doc(hidden)]
+pub mod parse {
+    pub use crate::control::{parse_request as control_request, Request};
+    pub use crate::notify::{parse as notify_message, Notice};
+    pub use crate::settings::parse_config_text as config_text;
+}
 
 #[derive(Parser, Debug)]
 #[command(

@@ -18,6 +18,15 @@ pub enum Notice {
     Watchdog,
     Status(String),
     Stopping,
+    /// `X_DROVER_LOAD=busy=B,requests=R[,busy_since_usec=T]`: threads busy now, requests
+    /// served in total, and when the longest-running request started (CLOCK_MONOTONIC in
+    /// microseconds, the clock of systemd's `MONOTONIC_USEC`). The embedded runtime sends it;
+    /// any worker may.
+    Load {
+        busy: u32,
+        requests: u64,
+        busy_since_usec: Option<u64>,
+    },
     /// Anything else: logged, never fatal.
     Other(String),
 }
@@ -103,6 +112,7 @@ pub fn parse(text: &str) -> Result<Vec<Notice>, String> {
             ("WATCHDOG", "1") => Notice::Watchdog,
             ("STATUS", v) => Notice::Status(v.to_string()),
             ("STOPPING", "1") => Notice::Stopping,
+            ("X_DROVER_LOAD", v) => parse_load(v)?,
             _ => Notice::Other(truncate(line).to_string()),
         });
     }
@@ -110,6 +120,48 @@ pub fn parse(text: &str) -> Result<Vec<Notice>, String> {
         return Err("empty message".into());
     }
     Ok(out)
+}
+
+/// `busy=B,requests=R[,busy_since_usec=T]`; unknown keys are skipped (newer senders).
+fn parse_load(value: &str) -> Result<Notice, String> {
+    let bad = || format!("bad X_DROVER_LOAD value {:?}", truncate(value));
+    let (mut busy, mut requests, mut since) = (None, None, None);
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        let (key, v) = part.split_once('=').ok_or_else(bad)?;
+        match key {
+            "busy" => busy = Some(v.parse::<u32>().map_err(|_| bad())?),
+            "requests" => requests = Some(v.parse::<u64>().map_err(|_| bad())?),
+            "busy_since_usec" => since = Some(v.parse::<u64>().map_err(|_| bad())?),
+            _ => {}
+        }
+    }
+    match (busy, requests) {
+        (Some(busy), Some(requests)) => Ok(Notice::Load {
+            busy,
+            requests,
+            busy_since_usec: since.filter(|_| busy > 0),
+        }),
+        _ => Err(format!("{}: needs busy= and requests=", bad())),
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds: the clock of `busy_since_usec`, the same in every
+/// process of the machine (std's `Instant` reads it too, but hides the value).
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000)
+            .saturating_add(t.tv_nsec() as u64 / 1000)
+    })
+}
+
+/// A `busy_since_usec` as machine time, given the machine's `now`: both clocks are
+/// monotonic, so the request's age carries over exactly. A start in the future is now.
+pub fn busy_since(now: drover_machine::Instant, since_usec: u64) -> drover_machine::Instant {
+    let age_nanos = monotonic_usec()
+        .saturating_sub(since_usec)
+        .saturating_mul(1000);
+    drover_machine::Instant::from_nanos(now.as_nanos().saturating_sub(age_nanos))
 }
 
 fn truncate(s: &str) -> &str {
@@ -166,8 +218,40 @@ mod tests {
             parse("MAINPID=4").unwrap(),
             vec![Notice::Other("MAINPID=4".into())]
         );
+        assert_eq!(
+            parse("WATCHDOG=1\nX_DROVER_LOAD=busy=2,requests=17,busy_since_usec=99,new=1").unwrap(),
+            vec![
+                Notice::Watchdog,
+                Notice::Load {
+                    busy: 2,
+                    requests: 17,
+                    busy_since_usec: Some(99)
+                }
+            ]
+        );
+        assert_eq!(
+            parse("X_DROVER_LOAD=busy=0,requests=3,busy_since_usec=5").unwrap(),
+            vec![Notice::Load {
+                busy: 0,
+                requests: 3,
+                busy_since_usec: None
+            }]
+        );
+        assert!(parse("X_DROVER_LOAD=busy=x,requests=1").is_err());
+        assert!(parse("X_DROVER_LOAD=busy=1").is_err());
         assert!(parse("garbage").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn busy_since_carries_the_age_over() {
+        let now = drover_machine::Instant::from_secs(100);
+        let since = monotonic_usec() - 2_000_000;
+        let t = busy_since(now, since);
+        let age = now.saturating_since(t);
+        assert!(age >= std::time::Duration::from_secs(2), "{age:?}");
+        assert!(age < std::time::Duration::from_secs(3), "{age:?}");
+        assert_eq!(busy_since(now, u64::MAX), now);
     }
 
     #[test]

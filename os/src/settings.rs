@@ -463,6 +463,22 @@ fn read_file(path: &Path) -> Result<FileConfig, UsageError> {
         .map_err(|e| usage(format!("config file {}: {}", path.display(), e.trim_end())))
 }
 
+/// The machine config a config file's text gives `drover run --config FILE` with no other
+/// flags, or the message drover would print. The file's `listen` and `command` are not
+/// looked at (no DNS, no PATH search): `/bin/sh` and a loopback listener stand in. For the
+/// fuzz targets (`drover_os::parse::config_text`).
+pub fn parse_config_text(text: &str) -> Result<Config, String> {
+    let file = FileConfig::parse(text)?;
+    let args = RunArgs {
+        listen: vec!["127.0.0.1:0".into()],
+        command: vec!["/bin/sh".into()],
+        ..RunArgs::default()
+    };
+    Settings::merge(&args, file)
+        .map(|s| s.machine)
+        .map_err(|e| e.0)
+}
+
 /// `NAME=ADDR`, `host:port`, `[v6]:port`, `:port`, `unix:/path`.
 fn parse_listen(index: usize, text: &str) -> Result<ListenSpec, UsageError> {
     let bad = |why: &str| usage(format!("invalid --listen '{text}': {why}"));

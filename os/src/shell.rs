@@ -30,7 +30,7 @@ use crate::listen::{self, Listener};
 use crate::notify::{self, Notice, NotifySocket};
 use crate::pidfile::PidFile;
 use crate::settings::{describe_config_error, RunArgs, Settings};
-use crate::spawn::{Spawner, WorkerSpec};
+use crate::spawn::{ForkedWorker, Spawner, WorkerSpec};
 
 const HANDLED_SIGNALS: [i32; 9] = [
     SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
@@ -38,6 +38,11 @@ const HANDLED_SIGNALS: [i32; 9] = [
 
 /// `drover run`: returns the exit code (2 for bad usage or configuration).
 pub fn run(args: RunArgs) -> i32 {
+    run_with(args, None)
+}
+
+/// `drover run` with command workers, or with `forked` workers (the embedded runtime).
+pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> i32 {
     let settings = match Settings::load(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -45,12 +50,13 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    tracing_subscriber::fmt()
+    // An embedded program may have installed its own subscriber: that one stays.
+    let _ = tracing_subscriber::fmt()
         .with_max_level(settings.log_level)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .init();
-    match Shell::start(args, settings) {
+        .try_init();
+    match Shell::start(args, settings, forked) {
         Ok(mut shell) => shell.run(),
         Err((code, msg)) => {
             eprintln!("drover: {msg}");
@@ -168,7 +174,11 @@ struct Shell {
 }
 
 impl Shell {
-    fn start(args: RunArgs, settings: Settings) -> Result<Shell, (i32, String)> {
+    fn start(
+        args: RunArgs,
+        settings: Settings,
+        forked: Option<Box<dyn ForkedWorker>>,
+    ) -> Result<Shell, (i32, String)> {
         mark_inherited_fds_cloexec();
         let (read, write) = UnixStream::pair().map_err(|e| (1, format!("socketpair: {e}")))?;
         let signals = SignalDelivery::with_pipe(read, write, SignalOnly, HANDLED_SIGNALS)
@@ -190,16 +200,12 @@ impl Shell {
             Some(path) => Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?)),
             None => None,
         };
-        let spec = WorkerSpec::new(
-            &settings.program,
-            &settings.command,
-            settings.watchdog_usec(),
-        );
         let spawner = Spawner::new(
-            spec,
+            WorkerSpec::new(&settings),
             listeners.0.iter().map(|l| l.fd.as_raw_fd()).collect(),
             listeners.0.iter().map(|l| l.spec.name.clone()).collect(),
             &notify.path,
+            forked,
         )
         .map_err(|e| (1, format!("spawner: {e}")))?;
         let epoch = std::time::Instant::now();
@@ -469,7 +475,7 @@ impl Shell {
         // Accepted iff the machine now runs the new config; then the spawns of this very
         // drain already use the new command.
         if self.sup.config() == &config {
-            self.spawner.spec = WorkerSpec::new(&new.program, &new.command, new.watchdog_usec());
+            self.spawner.spec = WorkerSpec::new(&new);
             self.settings.command = new.command;
             self.settings.program = new.program;
             self.settings.machine = new.machine;
@@ -517,6 +523,19 @@ impl Shell {
                     Notice::Watchdog => self.feed(Input::Heartbeat { worker }),
                     Notice::Status(s) => tracing::info!("worker w={worker} pid={pid} status: {s}"),
                     Notice::Stopping => tracing::info!("worker w={worker} pid={pid} is stopping"),
+                    Notice::Load {
+                        busy,
+                        requests,
+                        busy_since_usec,
+                    } => {
+                        let now = self.now();
+                        self.feed(Input::Load {
+                            worker,
+                            busy,
+                            oldest_busy_since: busy_since_usec.map(|t| notify::busy_since(now, t)),
+                            requests,
+                        })
+                    }
                     Notice::Other(s) => {
                         tracing::debug!("notify: w={worker} pid={pid} sent {s}; ignored")
                     }

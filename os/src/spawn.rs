@@ -1,33 +1,74 @@
-//! fork/exec of command workers with systemd conventions.
+//! Starting workers: fork/exec of command workers with systemd conventions, or fork alone
+//! for the embedded runtime (a [`ForkedWorker`], the very program that runs drover).
 //!
-//! Everything the child needs is prepared in the parent; between `fork` and `execve` the
-//! child only makes async-signal-safe system calls (no allocation, no locks).
+//! Command workers: everything the child needs is prepared in the parent; between `fork` and
+//! `execve` the child only makes async-signal-safe system calls (no allocation, no locks).
+//! Forked workers: the supervisor is single-threaded (checked before every fork), so the
+//! child is an ordinary single-threaded process once fork returns.
+//!
+//! Every signal is blocked across `fork`, so a signal can never run one of the supervisor's
+//! handlers inside a child (they write to the supervisor's self-pipe); the child resets
+//! caught signals to their default before it unblocks them.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use drover_machine::{Generation, Pid, SpawnError, WorkerId};
 use nix::errno::Errno;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{fork, pipe2, ForkResult};
+
+use crate::settings::Settings;
 
 /// What a worker process is: the part a reload can change.
 pub struct WorkerSpec {
     program: CString,
     argv: Vec<CString>,
     watchdog_usec: Option<u64>,
+    threads: u32,
 }
 
 impl WorkerSpec {
-    pub fn new(program: &Path, command: &[String], watchdog_usec: Option<u64>) -> WorkerSpec {
+    pub fn new(settings: &Settings) -> WorkerSpec {
         let c = |s: &[u8]| CString::new(s).unwrap_or_else(|_| CString::new("?").expect("no NUL"));
         WorkerSpec {
-            program: c(program.as_os_str().as_bytes()),
-            argv: command.iter().map(|a| c(a.as_bytes())).collect(),
-            watchdog_usec,
+            program: c(settings.program.as_os_str().as_bytes()),
+            argv: settings.command.iter().map(|a| c(a.as_bytes())).collect(),
+            watchdog_usec: settings.watchdog_usec(),
+            threads: settings.machine.threads,
         }
     }
+}
+
+/// What a forked (embedded) worker gets from the supervisor, in the child.
+pub struct ForkedChild<'a> {
+    pub worker: WorkerId,
+    pub generation: Generation,
+    /// The listening sockets (at the supervisor's fd numbers; one open file shared with the
+    /// supervisor and every worker) and their names.
+    pub listen_fds: &'a [RawFd],
+    pub listen_names: &'a [String],
+    pub notify_path: &'a Path,
+    pub watchdog_usec: Option<u64>,
+    pub threads: u32,
+    /// Read end of the death pipe: EOF (POLLHUP) once the supervisor is gone.
+    pub death_read: RawFd,
+}
+
+/// A worker that is this program itself: forked, never exec'd (the embedded runtime).
+pub trait ForkedWorker {
+    /// The program's own descriptors, which the child keeps (besides stdio and listeners);
+    /// every other one (the supervisor's sockets, pipes and pid file) is closed in the child.
+    fn keep_fds(&self) -> &[RawFd];
+    /// Runs in the supervisor just before each fork.
+    fn before_fork(&mut self);
+    /// Runs in the child and returns its exit code; the child never returns into the
+    /// supervisor (a panic exits 70). Every signal is blocked on entry: the worker unblocks
+    /// what it handles once its handlers are installed.
+    fn run(&mut self, child: ForkedChild<'_>) -> i32;
 }
 
 pub struct Spawner {
@@ -35,13 +76,17 @@ pub struct Spawner {
     /// Listener fds, all at `3 + listen_fds.len()` or above (see `listen::open_all`).
     listen_fds: Vec<RawFd>,
     listen_names: String,
+    listen_name_list: Vec<String>,
     notify_path: String,
+    notify_path_buf: PathBuf,
+    /// Set for the embedded runtime: workers are forked, not exec'd.
+    forked: Option<Box<dyn ForkedWorker>>,
     /// Inherited environment minus the variables drover sets.
     base_env: Vec<CString>,
     parent: libc::pid_t,
     /// The supervisor holds the write end for its whole life; a child sees EOF on the read
     /// end once the supervisor is gone. Command workers check it once before exec (their
-    /// lasting guard is PR_SET_PDEATHSIG); an embedded runtime can keep polling it.
+    /// lasting guard is PR_SET_PDEATHSIG); the embedded runtime keeps polling it.
     death_read: OwnedFd,
     death_write: OwnedFd,
 }
@@ -63,6 +108,7 @@ impl Spawner {
         listen_fds: Vec<RawFd>,
         listen_names: Vec<String>,
         notify_path: &Path,
+        forked: Option<Box<dyn ForkedWorker>>,
     ) -> std::io::Result<Spawner> {
         let base_env = std::env::vars_os()
             .filter(|(k, _)| !OURS.iter().any(|o| k.as_bytes() == o.as_bytes()))
@@ -78,7 +124,10 @@ impl Spawner {
             spec,
             listen_fds,
             listen_names: listen_names.join(":"),
+            listen_name_list: listen_names,
             notify_path: notify_path.to_string_lossy().into_owned(),
+            notify_path_buf: notify_path.to_path_buf(),
+            forked,
             base_env,
             parent: std::process::id() as libc::pid_t,
             death_read,
@@ -86,9 +135,18 @@ impl Spawner {
         })
     }
 
+    /// Starts one worker: forks and execs the command, or forks the embedded runtime.
+    pub fn spawn(&mut self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
+        if self.forked.is_some() {
+            self.spawn_forked(worker, generation)
+        } else {
+            self.spawn_command(worker, generation)
+        }
+    }
+
     /// Forks and execs one worker. Returns once the child has exec'd (or failed to), so a
     /// missing program is a `SpawnFailed`, not a crash.
-    pub fn spawn(&self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
+    fn spawn_command(&self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
         let var = |k: &str, v: &str| CString::new(format!("{k}={v}")).expect("no NUL");
         let mut env: Vec<CString> = self.base_env.clone();
         if !self.listen_fds.is_empty() {
@@ -124,10 +182,16 @@ impl Spawner {
             death_write: self.death_write.as_raw_fd(),
             err_write: err_write.as_raw_fd(),
         };
+        // The child unblocks them in `exec_child`, after resetting the supervisor's handlers.
+        let mask = block_all_signals();
         // SAFETY: the supervisor is single-threaded, and the child branch only runs
         // `exec_child`, which makes async-signal-safe calls on memory prepared above and
         // never returns.
-        match unsafe { fork() } {
+        let result = unsafe { fork() };
+        if !matches!(result, Ok(ForkResult::Child)) {
+            restore_signals(&mask);
+        }
+        match result {
             Err(e) => Err(spawn_error(e as i32)),
             Ok(ForkResult::Child) => {
                 // SAFETY: we are the freshly forked child; see `exec_child`.
@@ -156,10 +220,132 @@ impl Spawner {
         }
     }
 
-    /// The death pipe's read end, for an embedded runtime (not used by command workers).
-    #[allow(dead_code)]
-    pub fn death_read(&self) -> RawFd {
-        self.death_read.as_raw_fd()
+    /// Forks one embedded worker; the child runs `ForkedWorker::run` and exits.
+    fn spawn_forked(
+        &mut self,
+        worker: WorkerId,
+        generation: Generation,
+    ) -> Result<Pid, SpawnError> {
+        let forked = self
+            .forked
+            .as_mut()
+            .expect("spawn_forked without a forked worker");
+        forked.before_fork();
+        // fork() copies only the calling thread: a lock held by any other thread (the
+        // allocator's, stdout's) would stay locked forever in the child.
+        let threads = thread_count();
+        if threads > 1 {
+            tracing::error!(
+                "cannot fork w={worker}: the supervisor runs {threads} threads (a before_fork hook or the program started one); an embedded server must stay single-threaded"
+            );
+            return Err(SpawnError::Other(libc::EDEADLK));
+        }
+        // The child would flush a copy of anything buffered.
+        let _ = std::io::stdout().flush();
+        let mask = block_all_signals();
+        // SAFETY: the process is single-threaded (checked above), so the child is a complete
+        // copy of it; the child never returns from this branch (it ends in `_exit`).
+        let result = unsafe { fork() };
+        match result {
+            Err(e) => {
+                restore_signals(&mask);
+                Err(spawn_error(e as i32))
+            }
+            Ok(ForkResult::Child) => {
+                // SAFETY: freshly forked child; `child_prelude` makes only plain system
+                // calls on integers.
+                unsafe {
+                    child_prelude(
+                        self.parent,
+                        self.death_read.as_raw_fd(),
+                        self.death_write.as_raw_fd(),
+                    )
+                };
+                // SAFETY: resets handlers installed by the supervisor; see the function.
+                unsafe { reset_caught_signals(false) };
+                let keep: Vec<RawFd> = self
+                    .listen_fds
+                    .iter()
+                    .copied()
+                    .chain([self.death_read.as_raw_fd()])
+                    .chain(forked.keep_fds().iter().copied())
+                    .collect();
+                close_fds_except(&keep);
+                let child = ForkedChild {
+                    worker,
+                    generation,
+                    listen_fds: &self.listen_fds,
+                    listen_names: &self.listen_name_list,
+                    notify_path: &self.notify_path_buf,
+                    watchdog_usec: self.spec.watchdog_usec,
+                    threads: self.spec.threads,
+                    death_read: self.death_read.as_raw_fd(),
+                };
+                let run = std::panic::AssertUnwindSafe(|| forked.run(child));
+                let code = std::panic::catch_unwind(run).unwrap_or(70);
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().flush();
+                // SAFETY: ends the child without unwinding into the supervisor's frames and
+                // without running the supervisor's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                restore_signals(&mask);
+                // Also done by the child: whichever runs first, the group exists before the
+                // supervisor can signal it.
+                let _ = nix::unistd::setpgid(child, child);
+                Ok(Pid(child.as_raw() as u32))
+            }
+        }
+    }
+}
+
+/// Blocks every signal; returns the previous mask.
+fn block_all_signals() -> SigSet {
+    let mut old = SigSet::empty();
+    let _ = sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    );
+    old
+}
+
+fn restore_signals(mask: &SigSet) {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+}
+
+/// Threads of this process, from /proc/self/task (1 if it cannot be read).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count().max(1))
+}
+
+/// The open descriptors of this process above stdio.
+pub fn open_fds() -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let listed: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    // Without the directory's own handle, closed by now.
+    // SAFETY: F_GETFD only reads a descriptor's flags; EBADF for one that is not open.
+    listed
+        .into_iter()
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
+}
+
+/// Closes every fd of this (forked, single-threaded) process except stdio and `keep`: the
+/// supervisor's self-pipe, notify and control sockets and pid file lock are not the worker's.
+fn close_fds_except(keep: &[RawFd]) {
+    for fd in open_fds() {
+        if !keep.contains(&fd) {
+            // SAFETY: closes descriptors the supervisor opened, whose owners never run in
+            // this process (the child ends in `_exit`, the supervisor's frames never resume).
+            unsafe { libc::close(fd) };
+        }
     }
 }
 
@@ -195,38 +381,14 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
     // prepared before fork; no allocation, no locks, no unwinding (every path ends in execve
     // or _exit).
     unsafe {
-        // Die with the supervisor. PR_SET_PDEATHSIG fires when the forking *thread* exits;
-        // the supervisor has only one.
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        // The supervisor may have died before the prctl: then nobody would kill us.
-        if libc::getppid() != plan.parent {
-            libc::_exit(126);
-        }
-        // Same check through the death pipe: EOF once no write end is left but ours.
-        libc::close(plan.death_write);
-        let mut pfd = libc::pollfd {
-            fd: plan.death_read,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
-            libc::_exit(126);
-        }
-        // Own process group: the supervisor's signals reach the whole worker (a program
-        // behind `sh -c` included), and a terminal's ^C reaches only the supervisor.
-        libc::setpgid(0, 0);
-        // A clean signal state: handlers reset on exec, but the mask and ignored signals
-        // (Rust ignores SIGPIPE) are inherited.
+        child_prelude(plan.parent, plan.death_read, plan.death_write);
+        // A clean signal state: the supervisor's handlers go before signals are unblocked
+        // (exec would reset them, but a signal may arrive before exec); the mask and ignored
+        // signals are inherited across exec (Rust ignores SIGPIPE).
+        reset_caught_signals(true);
         let mut set: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
         let n = plan.listen_fds.len() as RawFd;
         // Keep the error pipe out of the way of fds 3..3+n.
@@ -249,6 +411,69 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
         }
         libc::execve(plan.program, plan.argv, plan.envp.cast_const());
         fail(err)
+    }
+}
+
+/// The first steps of every child: die with the supervisor, and lead an own process group.
+///
+/// # Safety
+/// Call only in a freshly forked child; async-signal-safe calls on plain integers only.
+unsafe fn child_prelude(parent: libc::pid_t, death_read: RawFd, death_write: RawFd) {
+    // SAFETY: async-signal-safe libc calls on plain integers.
+    unsafe {
+        // Die with the supervisor. PR_SET_PDEATHSIG fires when the forking *thread* exits;
+        // the supervisor has only one.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        // The supervisor may have died before the prctl: then nobody would kill us.
+        if libc::getppid() != parent {
+            libc::_exit(126);
+        }
+        // Same check through the death pipe: EOF once no write end is left but ours.
+        libc::close(death_write);
+        let mut pfd = libc::pollfd {
+            fd: death_read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
+            libc::_exit(126);
+        }
+        // Own process group: the supervisor's signals reach the whole worker (a program
+        // behind `sh -c` included), and a terminal's ^C reaches only the supervisor.
+        libc::setpgid(0, 0);
+    }
+}
+
+/// Resets every signal with a handler (the supervisor's) to its default; ignored signals
+/// stay ignored, except SIGPIPE when `pipe_default` (Rust ignores it; exec'd programs
+/// expect the default).
+///
+/// # Safety
+/// Call only in a freshly forked child with every signal blocked; async-signal-safe.
+unsafe fn reset_caught_signals(pipe_default: bool) {
+    // SAFETY: sigaction on a zeroed struct; async-signal-safe.
+    unsafe {
+        for sig in 1..32 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = core::mem::zeroed();
+            if libc::sigaction(sig, core::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+            if caught || (pipe_default && sig == libc::SIGPIPE) {
+                let mut dfl: libc::sigaction = core::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, core::ptr::null_mut());
+            }
+        }
     }
 }
 

@@ -1,0 +1,980 @@
+//! The embedded runtime: a Rust handler served by forked worker processes with N threads
+//! each, supervised by the same shell and machine as command workers (DESIGN.md §5).
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use drover_os::embedded::Server;
+//!
+//! fn main() {
+//!     let code = Server::from_args() // the `drover run` flags, without `-- COMMAND`
+//!         .on_worker_start(|w| eprintln!("worker {} (pid {}) starts", w.slot, w.pid))
+//!         .run(|conn| {
+//!             let mut buf = [0u8; 1024];
+//!             while conn.read(&mut buf)? > 0 {
+//!                 conn.begin_request();
+//!                 conn.write_all(b"pong\n")?;
+//!                 conn.end_request();
+//!             }
+//!             Ok(())
+//!         });
+//!     std::process::exit(code);
+//! }
+//! ```
+//!
+//! **Supervisor side**: `run` is `drover run` with this program as the worker: the same
+//! flags, config file, signals and control socket. Instead of exec'ing a command, each spawn
+//! forks this process (which must still be single-threaded: it is checked) and the child
+//! runs the worker below. Readiness is `notify` unless `--readiness` says otherwise.
+//!
+//! **Worker side** (in the forked child): `after_fork`, then `on_worker_start`, then
+//! `threads` threads accept on every listener (epoll with `EPOLLEXCLUSIVE`, so a connection
+//! wakes one thread) and call the handler once per connection. The main thread reports to
+//! the supervisor over `NOTIFY_SOCKET`: `READY=1` once the threads run; `WATCHDOG=1` at a
+//! quarter of the heartbeat timeout, but only while every idle thread keeps coming back to
+//! its accept or keep-alive wait (a thread stuck outside a request stops the heartbeat; a
+//! thread inside a request is the request timeout's business); and `X_DROVER_LOAD` with
+//! the busy threads, the start of the oldest running request and the requests served.
+//! TERM or INT: stop accepting, let each connection finish the request in hand (a
+//! keep-alive wait between requests ends at once), run `on_worker_exit`, exit 0. QUIT:
+//! exit 0 at once. The worker dies with the supervisor (`PR_SET_PDEATHSIG`, and the death
+//! pipe's EOF).
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{accept4, getsockname, AddressFamily, SockFlag, SockaddrLike};
+
+use crate::notify::monotonic_usec;
+use crate::settings::{ReadinessArg, RunArgs};
+use crate::spawn::{open_fds, thread_count, ForkedChild, ForkedWorker};
+
+/// Who a worker is, for the hooks and the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The slot, stable across restarts (`DROVER_WORKER_ID` of command workers).
+    pub slot: u32,
+    /// How many times this slot has been spawned, from 1.
+    pub incarnation: u32,
+    /// The configuration generation (`DROVER_GENERATION`).
+    pub generation: u32,
+    /// This worker's process id.
+    pub pid: u32,
+    /// Threads serving connections in this worker (`--threads`).
+    pub threads: u32,
+}
+
+/// Serves one connection on a worker thread. Closures `Fn(&mut Conn) -> io::Result<()>`
+/// are handlers too (see [`Server::run`]).
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per accepted connection; the connection closes when it returns. An error
+    /// or a panic ends only this connection.
+    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()>;
+}
+
+struct FnHandler<F>(F);
+
+impl<F> Handler for FnHandler<F>
+where
+    F: Fn(&mut Conn<'_>) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()> {
+        (self.0)(conn)
+    }
+}
+
+type Hook = Box<dyn FnMut(&WorkerInfo)>;
+
+/// An embedded server: the `drover run` options plus hooks; [`Server::run`] serves.
+pub struct Server {
+    args: RunArgs,
+    name: String,
+    before_fork: Option<Box<dyn FnMut()>>,
+    after_fork: Option<Hook>,
+    on_worker_start: Option<Hook>,
+    on_worker_exit: Option<Hook>,
+}
+
+#[derive(Parser)]
+#[command(
+    about = "An embedded drover server: a supervised pool of forked workers",
+    after_help = "Signals: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, TTIN/TTOU one worker more/fewer."
+)]
+struct EmbeddedCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Server {
+    /// The options of `drover run` (without `-- COMMAND`) from the command line. Prints the
+    /// help, or a usage error and exits 2, like any command-line program.
+    pub fn from_args() -> Server {
+        match Server::try_from_args(std::env::args_os()) {
+            Ok(server) => server,
+            Err(e) => {
+                let code = if e.use_stderr() { 2 } else { 0 };
+                let _ = e.print();
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Like [`Server::from_args`] from any argument list (the first item is the program).
+    pub fn try_from_args<I, T>(args: I) -> Result<Server, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let name = args
+            .first()
+            .map(PathBuf::from)
+            .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "server".into());
+        let mut cmd = EmbeddedCli::command()
+            .bin_name(name.clone())
+            .mut_arg("command", |a| a.hide(true));
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = EmbeddedCli::from_arg_matches(&matches)?;
+        if !cli.run.command.is_empty() {
+            return Err(cmd.error(
+                clap::error::ErrorKind::UnknownArgument,
+                "an embedded server takes no `-- COMMAND`: its workers run this program",
+            ));
+        }
+        let mut server = Server::new(cli.run);
+        server.name = name;
+        Ok(server)
+    }
+
+    /// A server with these options (`RunArgs::default()` is one worker, no listener).
+    pub fn new(args: RunArgs) -> Server {
+        Server {
+            args,
+            name: "server".into(),
+            before_fork: None,
+            after_fork: None,
+            on_worker_start: None,
+            on_worker_exit: None,
+        }
+    }
+
+    /// Runs in the supervisor before every fork. It must not leave a thread running; what it
+    /// opens stays in the supervisor (workers inherit the descriptors open when `run` starts).
+    pub fn before_fork(mut self, f: impl FnMut() + 'static) -> Server {
+        self.before_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a new worker right after the fork (reseed, reconnect, drop what the
+    /// supervisor holds), before anything else.
+    pub fn after_fork(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.after_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a worker once it is set up, before its threads accept. A panic here (or in
+    /// `after_fork`) ends the worker with exit code 70; the supervisor restarts it.
+    pub fn on_worker_start(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.on_worker_start = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a worker on a graceful exit, after its last request.
+    pub fn on_worker_exit(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.on_worker_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Supervises workers serving `handler` until stopped; returns the exit code (0 after
+    /// a clean stop, 2 for bad usage). Call it before starting any thread.
+    pub fn run<F>(self, handler: F) -> i32
+    where
+        F: Fn(&mut Conn<'_>) -> io::Result<()> + Send + Sync + 'static,
+    {
+        self.run_handler(FnHandler(handler))
+    }
+
+    /// [`Server::run`] with a [`Handler`].
+    pub fn run_handler<H: Handler>(self, handler: H) -> i32 {
+        let mut args = self.args;
+        if !args.command.is_empty() {
+            eprintln!(
+                "{}: an embedded server takes no command; its workers run this program",
+                self.name
+            );
+            return 2;
+        }
+        let threads = thread_count();
+        if threads > 1 {
+            eprintln!(
+                "{}: {threads} threads are running; an embedded server forks its workers, so it must be started before any thread",
+                self.name
+            );
+            return 2;
+        }
+        // The "command" is this program: it names the workers in logs and status, and is part
+        // of the worker fingerprint. /proc/self/exe if the file has gone (a deploy).
+        let exe = std::env::current_exe()
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        args.command = vec![exe.to_string_lossy().into_owned()];
+        // Embedded workers always report READY=1 (after their threads run).
+        args.readiness = args.readiness.or(Some(ReadinessArg::Notify));
+        let runtime = Runtime {
+            // What is open now is the program's: workers keep it. What the supervisor opens
+            // from here on (sockets, pipes, the pid file) is closed in each worker.
+            keep_fds: open_fds(),
+            handler: Arc::new(handler),
+            before_fork: self.before_fork,
+            after_fork: self.after_fork,
+            on_worker_start: self.on_worker_start,
+            on_worker_exit: self.on_worker_exit,
+        };
+        crate::shell::run_with(args, Some(Box::new(runtime)))
+    }
+}
+
+// ---------------------------------------------------------------- the worker process
+
+struct Runtime<H> {
+    keep_fds: Vec<RawFd>,
+    handler: Arc<H>,
+    before_fork: Option<Box<dyn FnMut()>>,
+    after_fork: Option<Hook>,
+    on_worker_start: Option<Hook>,
+    on_worker_exit: Option<Hook>,
+}
+
+impl<H: Handler> ForkedWorker for Runtime<H> {
+    fn keep_fds(&self) -> &[RawFd] {
+        &self.keep_fds
+    }
+
+    fn before_fork(&mut self) {
+        if let Some(f) = &mut self.before_fork {
+            f();
+        }
+    }
+
+    fn run(&mut self, child: ForkedChild<'_>) -> i32 {
+        let info = WorkerInfo {
+            slot: child.worker.slot,
+            incarnation: child.worker.incarnation,
+            generation: child.generation.0,
+            pid: std::process::id(),
+            threads: child.threads.max(1),
+        };
+        if let Some(f) = &mut self.after_fork {
+            f(&info);
+        }
+        match self.serve(&child, info) {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("worker w={}: {e}", child.worker);
+                71 // EX_OSERR
+            }
+        }
+    }
+}
+
+/// 0: serving; 1: graceful stop (TERM/INT); 2: immediate stop (QUIT).
+static STOP: AtomicU8 = AtomicU8::new(0);
+/// Write ends the signal handler pokes: the level-triggered stop pipe (never drained: every
+/// thread sees it) and the main thread's wake-up pipe (drained).
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+static MAIN_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    let level = if sig == libc::SIGQUIT { 2 } else { 1 };
+    STOP.fetch_max(level, Ordering::SeqCst);
+    // SAFETY: async-signal-safe calls only (errno saved and restored, write on pipes).
+    unsafe {
+        let errno = *libc::__errno_location();
+        for fd in [
+            STOP_FD.load(Ordering::SeqCst),
+            MAIN_FD.load(Ordering::SeqCst),
+        ] {
+            if fd >= 0 {
+                libc::write(fd, b"x".as_ptr().cast(), 1);
+            }
+        }
+        *libc::__errno_location() = errno;
+    }
+}
+
+fn stop_level() -> u8 {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// One thread's reports, written by that thread only and read by the main thread.
+#[repr(align(64))] // one cache line each: threads do not contend
+#[derive(Default)]
+struct ThreadSlot {
+    /// Last time (CLOCK_MONOTONIC µs) the thread came back to a wait while idle.
+    beat_usec: AtomicU64,
+    /// Start of the request in hand, 0 when idle.
+    busy_since_usec: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl ThreadSlot {
+    fn beat(&self) {
+        self.beat_usec.store(monotonic_usec(), Ordering::Relaxed);
+    }
+}
+
+struct Listener {
+    fd: RawFd,
+    name: String,
+    unix: bool,
+}
+
+struct Shared<H> {
+    handler: Arc<H>,
+    info: WorkerInfo,
+    listeners: Vec<Listener>,
+    slots: Vec<ThreadSlot>,
+    /// Read end of the stop pipe: readable once a stop signal arrived.
+    stop_read: OwnedFd,
+    /// Threads tell the main thread they are done here (never closed, like the stop pipe's
+    /// write end: the signal handler may write to both until the process exits).
+    main_write: RawFd,
+    /// How often an idle thread comes back to beat.
+    tick: Duration,
+    live_threads: AtomicUsize,
+    setup_failed: AtomicBool,
+}
+
+/// The longest an idle thread waits without beating.
+const MAX_TICK: Duration = Duration::from_millis(250);
+/// How long a connection accepted just before a graceful stop may take to send its first
+/// request (its client sent it already, as far as it knows).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Installs the stop handlers (signals stay blocked in this thread until `unblock_signals`).
+fn install_stop_handlers() -> io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: a plain sigaction with a handler that only touches atomics and calls
+        // write(2); the struct is zeroed then filled.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn unblock_signals() {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// sd_notify messages to the supervisor.
+struct Notifier {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notifier {
+    fn send(&self, msg: &str) -> bool {
+        match self.sock.send_to(msg.as_bytes(), &self.path) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("notify {:?}: {e}", msg.lines().next().unwrap_or(""));
+                false
+            }
+        }
+    }
+}
+
+impl<H: Handler> Runtime<H> {
+    /// The worker's main thread: sets up, starts the threads, reports, waits for the stop.
+    fn serve(&mut self, child: &ForkedChild<'_>, info: WorkerInfo) -> io::Result<i32> {
+        let (stop_read, stop_write) = pipe_pair()?;
+        let (main_read, main_write) = pipe_pair()?;
+        let main_write = main_write.into_raw_fd();
+        STOP_FD.store(stop_write.into_raw_fd(), Ordering::SeqCst);
+        MAIN_FD.store(main_write, Ordering::SeqCst);
+        install_stop_handlers()?;
+
+        let mut listeners = Vec::with_capacity(child.listen_fds.len());
+        for (i, &fd) in child.listen_fds.iter().enumerate() {
+            // SAFETY: the listener fds stay open for the whole life of this process (the
+            // supervisor opened them; nothing in the worker closes them).
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            // The open file is shared with the supervisor and every worker; all of them
+            // are embedded workers, which all accept this way (the supervisor never accepts).
+            set_nonblocking(borrowed)?;
+            let unix = getsockname::<nix::sys::socket::SockaddrStorage>(fd)
+                .is_ok_and(|a| a.family() == Some(AddressFamily::Unix));
+            listeners.push(Listener {
+                fd,
+                name: child
+                    .listen_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("listen{i}")),
+                unix,
+            });
+        }
+        let sock = UnixDatagram::unbound()?;
+        sock.set_write_timeout(Some(Duration::from_secs(1)))?;
+        let notifier = Notifier {
+            sock,
+            path: child.notify_path.to_path_buf(),
+        };
+        let watchdog = child
+            .watchdog_usec
+            .map(Duration::from_micros)
+            .filter(|d| !d.is_zero());
+        let tick = watchdog
+            .map_or(MAX_TICK, |w| (w / 8).min(MAX_TICK))
+            .max(Duration::from_millis(5));
+
+        if let Some(f) = &mut self.on_worker_start {
+            f(&info);
+        }
+        let threads = info.threads as usize;
+        let shared = Arc::new(Shared {
+            handler: self.handler.clone(),
+            info: info.clone(),
+            listeners,
+            slots: (0..threads).map(|_| ThreadSlot::default()).collect(),
+            stop_read,
+            main_write,
+            tick,
+            live_threads: AtomicUsize::new(threads),
+            setup_failed: AtomicBool::new(false),
+        });
+        for slot in &shared.slots {
+            slot.beat();
+        }
+        // The threads inherit the blocked mask: stop signals land on the main thread only.
+        let started = Arc::new(Barrier::new(threads + 1));
+        let mut handles = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let (shared, started) = (shared.clone(), started.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("w{}-t{t}", info.slot))
+                .spawn(move || accept_loop(&shared, t, &started))?;
+            handles.push(handle);
+        }
+        started.wait();
+        unblock_signals();
+        if shared.setup_failed.load(Ordering::SeqCst) {
+            return Err(io::Error::other("a worker thread could not start"));
+        }
+        notifier.send("READY=1\nSTATUS=serving");
+        tracing::debug!(
+            "worker w={}.{} pid={} serves with {threads} thread(s)",
+            info.slot,
+            info.incarnation,
+            info.pid
+        );
+
+        let graceful = self.report(&shared, &notifier, main_read.as_fd(), child, watchdog);
+        if !graceful {
+            return Ok(0);
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        if let Some(f) = &mut self.on_worker_exit {
+            f(&info);
+        }
+        Ok(0)
+    }
+
+    /// The main thread's loop: heartbeats and load reports until the threads have finished
+    /// a graceful stop (true) or an immediate stop or the supervisor's death (false).
+    fn report(
+        &self,
+        shared: &Shared<H>,
+        notifier: &Notifier,
+        main_read: BorrowedFd<'_>,
+        child: &ForkedChild<'_>,
+        watchdog: Option<Duration>,
+    ) -> bool {
+        // SAFETY: the death pipe's read end stays open for the life of the process.
+        let death = unsafe { BorrowedFd::borrow_raw(child.death_read) };
+        let beat_every = watchdog.map(|w| w / 4);
+        let wait = shared.tick.min(Duration::from_millis(100));
+        // An idle thread beats at least every tick; allow for scheduling delays.
+        let stale_usec = (3 * shared.tick + Duration::from_millis(100)).as_micros() as u64;
+        let mut last_watchdog = 0u64;
+        let mut last_load: Option<(u32, Option<u64>, u64)> = None;
+        let mut announced = false;
+        let mut unhealthy_logged = false;
+        let mut msg = String::with_capacity(128);
+        let mut drain = [0u8; 64];
+        loop {
+            let mut fds = [
+                PollFd::new(main_read, PollFlags::POLLIN),
+                PollFd::new(death, PollFlags::POLLIN),
+            ];
+            let timeout =
+                PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+            let _ = nix::poll::poll(&mut fds, timeout);
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                tracing::warn!(
+                    "worker pid={}: the supervisor is gone; exiting",
+                    shared.info.pid
+                );
+                return false;
+            }
+            while nix::unistd::read(main_read, &mut drain).is_ok_and(|n| n > 0) {}
+            match stop_level() {
+                0 => {}
+                1 => {
+                    if !announced {
+                        announced = true;
+                        notifier.send("STOPPING=1");
+                    }
+                }
+                _ => return false,
+            }
+            if shared.live_threads.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+
+            let now = monotonic_usec();
+            let (mut busy, mut oldest, mut requests, mut healthy) = (0u32, None, 0u64, true);
+            for slot in &shared.slots {
+                requests += slot.requests.load(Ordering::Relaxed);
+                let since = slot.busy_since_usec.load(Ordering::Relaxed);
+                if since != 0 {
+                    busy += 1;
+                    oldest = Some(oldest.map_or(since, |o: u64| o.min(since)));
+                } else if now.saturating_sub(slot.beat_usec.load(Ordering::Relaxed)) > stale_usec {
+                    healthy = false;
+                }
+            }
+            msg.clear();
+            let watchdog_due = beat_every
+                .is_some_and(|b| now.saturating_sub(last_watchdog) >= b.as_micros() as u64);
+            if watchdog_due && !announced {
+                if healthy {
+                    msg.push_str("WATCHDOG=1\n");
+                    unhealthy_logged = false;
+                } else if !unhealthy_logged {
+                    unhealthy_logged = true;
+                    tracing::warn!(
+                        "worker pid={}: an idle thread has not come back to its wait; withholding the heartbeat",
+                        shared.info.pid
+                    );
+                }
+            }
+            let load = (busy, oldest, requests);
+            if last_load != Some(load) {
+                use std::fmt::Write as _;
+                let _ = write!(msg, "X_DROVER_LOAD=busy={busy},requests={requests}");
+                if let Some(t) = oldest {
+                    let _ = write!(msg, ",busy_since_usec={t}");
+                }
+            }
+            if !msg.is_empty() && notifier.send(&msg) {
+                if msg.starts_with("WATCHDOG=1") {
+                    last_watchdog = now;
+                }
+                last_load = Some(load);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- threads
+
+const STOP_TOKEN: u64 = u64::MAX;
+
+fn accept_loop<H: Handler>(shared: &Shared<H>, t: usize, started: &Barrier) {
+    let slot = &shared.slots[t];
+    let epoll = match thread_epoll(shared) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::error!("worker pid={} thread {t}: epoll: {e}", shared.info.pid);
+            shared.setup_failed.store(true, Ordering::SeqCst);
+            None
+        }
+    };
+    started.wait();
+    if let Some(epoll) = epoll {
+        let mut events = [EpollEvent::empty(); 8];
+        let timeout = EpollTimeout::try_from(shared.tick).unwrap_or(EpollTimeout::NONE);
+        let mut next = 0usize;
+        while stop_level() == 0 {
+            slot.beat();
+            // Take a waiting connection first: after a connection, after a wake-up, and on
+            // every tick (an exclusive wake-up may have gone to a busy thread).
+            if let Some((listener, fd)) = try_accept(shared, &mut next) {
+                serve_conn(shared, t, listener, fd);
+                continue;
+            }
+            match epoll.wait(&mut events, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("worker pid={} thread {t}: epoll_wait: {e}", shared.info.pid);
+                    std::thread::sleep(shared.tick);
+                }
+            }
+        }
+    }
+    shared.live_threads.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: the main pipe's write end is never closed (see `Shared::main_write`).
+    let main_write = unsafe { BorrowedFd::borrow_raw(shared.main_write) };
+    let _ = nix::unistd::write(main_write, b"t");
+}
+
+fn thread_epoll<H>(shared: &Shared<H>) -> io::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (i, l) in shared.listeners.iter().enumerate() {
+        // SAFETY: listener fds stay open for the life of the process.
+        let fd = unsafe { BorrowedFd::borrow_raw(l.fd) };
+        let exclusive = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64);
+        if let Err(e) = epoll.add(fd, exclusive) {
+            if e != Errno::EINVAL {
+                return Err(e.into());
+            }
+            // A kernel before 4.5: every waiting thread wakes.
+            epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+        }
+    }
+    epoll.add(
+        shared.stop_read.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, STOP_TOKEN),
+    )?;
+    Ok(epoll)
+}
+
+/// A waiting connection from any listener (round robin), or `None`.
+fn try_accept<H>(shared: &Shared<H>, next: &mut usize) -> Option<(usize, OwnedFd)> {
+    let n = shared.listeners.len();
+    for k in 0..n {
+        let i = (*next + k) % n;
+        loop {
+            match accept4(shared.listeners[i].fd, SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => {
+                    *next = i + 1;
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    return Some((i, unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning.
+                    tracing::warn!(
+                        "worker pid={}: accept on {}: {e}",
+                        shared.info.pid,
+                        shared.listeners[i].name
+                    );
+                    std::thread::sleep(shared.tick.min(Duration::from_millis(50)));
+                    break;
+                }
+            }
+        }
+    }
+    None
+}
+
+fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, listener: usize, fd: OwnedFd) {
+    let stream = if shared.listeners[listener].unix {
+        Stream::Unix(UnixStream::from(fd))
+    } else {
+        Stream::Tcp(TcpStream::from(fd))
+    };
+    let mut conn = Conn {
+        stream,
+        shared_info: &shared.info,
+        listener,
+        listener_name: &shared.listeners[listener].name,
+        thread: t,
+        slot: &shared.slots[t],
+        stop_read: shared.stop_read.as_fd(),
+        tick: shared.tick,
+        busy: false,
+        explicit: false,
+        served: false,
+        idle_timeout: None,
+    };
+    let handler = &shared.handler;
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&mut conn)));
+    conn.finish();
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::trace!("worker pid={}: connection ended: {e}", shared.info.pid),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(
+                "worker pid={}: the handler panicked: {what}; connection closed",
+                shared.info.pid
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- connections
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// One accepted connection, handed to the handler on a worker thread. It reads and writes
+/// like a socket and tells the supervisor what the thread is doing.
+///
+/// **Requests.** Mark each request with [`begin_request`](Conn::begin_request) (once its
+/// head has arrived) and [`end_request`](Conn::end_request) (once answered): that is what
+/// the busy count, the request timeout and `--max-requests` see. A handler that marks
+/// nothing gets one request per connection, from its first byte read or written until the
+/// handler returns.
+///
+/// **Waiting between requests.** A read outside a request waits for the next one; the
+/// thread counts as idle and keeps beating. On a graceful stop that wait ends with
+/// end-of-file (`Ok(0)`), so a keep-alive handler returns naturally; a connection that has
+/// not sent its first request yet gets up to a second. Check [`stopping`](Conn::stopping)
+/// to answer the request in hand with `Connection: close`. An idle thread must come back
+/// to such a read (or return) within the heartbeat interval, or the worker stops beating.
+pub struct Conn<'a> {
+    stream: Stream,
+    shared_info: &'a WorkerInfo,
+    listener: usize,
+    listener_name: &'a str,
+    thread: usize,
+    slot: &'a ThreadSlot,
+    stop_read: BorrowedFd<'a>,
+    tick: Duration,
+    /// A request is in hand.
+    busy: bool,
+    /// The handler marks requests itself.
+    explicit: bool,
+    /// A request was finished on this connection.
+    served: bool,
+    idle_timeout: Option<Duration>,
+}
+
+impl Conn<'_> {
+    /// A request starts (ends the one in hand, if any).
+    pub fn begin_request(&mut self) {
+        if self.busy && self.explicit {
+            self.end_request();
+        }
+        self.explicit = true;
+        self.busy = true;
+        self.slot
+            .busy_since_usec
+            .store(monotonic_usec().max(1), Ordering::Relaxed);
+    }
+
+    /// The request in hand is done (counted). Does nothing outside a request.
+    pub fn end_request(&mut self) {
+        self.explicit = true;
+        if self.busy {
+            self.busy = false;
+            self.served = true;
+            self.slot.busy_since_usec.store(0, Ordering::Relaxed);
+            let n = self.slot.requests.load(Ordering::Relaxed);
+            self.slot.requests.store(n + 1, Ordering::Relaxed);
+            self.slot.beat();
+        }
+    }
+
+    /// True once the worker is stopping: finish the request in hand, then close.
+    pub fn stopping(&self) -> bool {
+        stop_level() != 0
+    }
+
+    /// How long a read between requests waits for the next one before failing with
+    /// `TimedOut` (default: no limit; a stop still ends the wait).
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+    }
+
+    /// Proves this thread alive while it works outside a request.
+    pub fn heartbeat(&self) {
+        self.slot.beat();
+    }
+
+    /// The worker this connection is served by.
+    pub fn worker(&self) -> &WorkerInfo {
+        self.shared_info
+    }
+
+    /// The index of the serving thread in its worker (0..threads).
+    pub fn thread(&self) -> usize {
+        self.thread
+    }
+
+    /// The index of the listener (in `--listen` order) and its name.
+    pub fn listener(&self) -> (usize, &str) {
+        (self.listener, self.listener_name)
+    }
+
+    /// The TCP stream (socket options, peer address), if the listener is TCP.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Stream::Tcp(s) => Some(s),
+            Stream::Unix(_) => None,
+        }
+    }
+
+    /// The unix stream, if the listener is a unix socket.
+    pub fn unix(&self) -> Option<&UnixStream> {
+        match &self.stream {
+            Stream::Unix(s) => Some(s),
+            Stream::Tcp(_) => None,
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.stream {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// Implicit request (a handler that marks nothing): busy from the first byte.
+    fn touch(&mut self) {
+        if !self.busy && !self.explicit {
+            self.busy = true;
+            self.slot
+                .busy_since_usec
+                .store(monotonic_usec().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Waits between requests until data arrives (true), or the worker stops (false).
+    fn wait_readable(&mut self) -> io::Result<bool> {
+        let start = std::time::Instant::now();
+        loop {
+            self.slot.beat();
+            let stopping = self.stopping();
+            let mut limit = self.idle_timeout;
+            if stopping && !self.served {
+                limit = Some(limit.map_or(FIRST_REQUEST_GRACE, |l| l.min(FIRST_REQUEST_GRACE)));
+            }
+            let elapsed = start.elapsed();
+            if let Some(limit) = limit {
+                if elapsed >= limit {
+                    return if stopping {
+                        Ok(false)
+                    } else {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))
+                    };
+                }
+            }
+            let wait = limit.map_or(self.tick, |l| (l - elapsed).min(self.tick));
+            let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut fds = [
+                PollFd::new(self.fd(), PollFlags::POLLIN),
+                PollFd::new(self.stop_read, PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Data (or EOF, or an error) on the connection: serve it even when stopping,
+            // its client already sent the request.
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                return Ok(true);
+            }
+            if stopping && self.served {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Closes the books when the handler returns: an open request counts as done.
+    fn finish(&mut self) {
+        if self.busy {
+            self.end_request();
+        }
+        self.slot.beat();
+    }
+}
+
+impl Read for Conn<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.busy && !self.wait_readable()? {
+            return Ok(0);
+        }
+        let n = match &mut self.stream {
+            Stream::Tcp(s) => s.read(buf)?,
+            Stream::Unix(s) => s.read(buf)?,
+        };
+        if n > 0 {
+            self.touch();
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Conn<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.touch();
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.touch();
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl AsRawFd for Conn<'_> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+}
