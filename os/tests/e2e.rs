@@ -578,7 +578,9 @@ fn second_term_stops_at_once() {
             "--ignore-term",
         ],
     );
-    d.wait_lines(&["worker pid="], 2, T);
+    // STATUS=serving comes after the worker set TERM to ignored: a TERM before that would
+    // kill it (the default action) and there would be nothing left to escalate.
+    d.wait_lines(&["status: serving"], 2, T);
     d.signal(libc::SIGTERM);
     d.wait_lines(&["do  signal", "sig=TERM", "reason=stop"], 2, T);
     let second = Instant::now();
