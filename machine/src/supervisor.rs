@@ -72,7 +72,11 @@ pub(crate) struct Worker {
     pub pid: Option<Pid>,
     pub spawned_at: Instant,
     pub ready: bool,
+    /// The last heartbeat, or when the watchdog started (Ready).
     pub last_heartbeat: Instant,
+    /// A heartbeat arrived: the program is up. Until then a worker Ready at spawn gets the
+    /// boot timeout for its first heartbeat, as it may still be starting.
+    pub beat_seen: bool,
     pub busy: u32,
     pub oldest_busy_since: Option<Instant>,
     /// Since when every thread is idle (None while busy or booting).
@@ -426,7 +430,9 @@ impl Supervisor {
             Input::Heartbeat { worker } => {
                 if let Some(i) = self.live_slot(worker) {
                     self.detach(i);
-                    self.worker_mut(i).last_heartbeat = now;
+                    let w = self.worker_mut(i);
+                    w.last_heartbeat = now;
+                    w.beat_seen = true;
                     self.attach(i);
                 }
             }
@@ -1216,6 +1222,7 @@ impl Supervisor {
             spawned_at: self.now,
             ready: false,
             last_heartbeat: self.now,
+            beat_seen: false,
             busy: 0,
             oldest_busy_since: None,
             idle_since: None,
@@ -1354,7 +1361,19 @@ impl Supervisor {
 
     pub(crate) fn heartbeat_deadline(&self, w: &Worker) -> Option<Instant> {
         let timeout = self.config.heartbeat_timeout?;
-        (w.ready && w.pid.is_some()).then(|| w.last_heartbeat + timeout)
+        if !(w.ready && w.pid.is_some()) {
+            return None;
+        }
+        // Ready at spawn says nothing about the program being up (AtSpawn readiness): its
+        // first heartbeat may take as long as a boot. After that, or after a real READY, the
+        // heartbeat timeout applies.
+        let first_beat_grace = !w.beat_seen && self.config.readiness == Readiness::AtSpawn;
+        let allowed = if first_beat_grace {
+            timeout.max(self.config.boot_timeout)
+        } else {
+            timeout
+        };
+        Some(w.last_heartbeat + allowed)
     }
 
     pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {

@@ -47,12 +47,16 @@ fn heartbeat_exactly_at_its_deadline_keeps_the_worker() {
     // DESIGN §1: timers fire after the input of the same handle.
     let mut c = Config::static_pool(1);
     c.heartbeat_timeout = Some(Duration::from_secs(5));
+    // At most the heartbeat timeout, so the first-beat grace (the boot timeout) is 5 s too.
+    c.boot_timeout = Duration::from_secs(5);
     let mut h = Harness::new(c);
     h.advance_to(Instant::from_secs(5));
     // The tick at 5 s already fired: a heartbeat arriving at the deadline must be applied
     // before the timer — so feed it as the input of the deadline's own handle instead.
     let mut c = Config::static_pool(1);
     c.heartbeat_timeout = Some(Duration::from_secs(5));
+    // At most the heartbeat timeout, so the first-beat grace (the boot timeout) is 5 s too.
+    c.boot_timeout = Duration::from_secs(5);
     let mut sup = Supervisor::new(c, Instant::ZERO).unwrap();
     let mut worker = None;
     while let Some(a) = sup.poll_action() {
@@ -491,4 +495,41 @@ fn jitter_is_reproducible_from_the_seed() {
     assert_eq!(a.len(), 4);
     assert!(a.iter().all(|n| (100..=150).contains(n)));
     assert_ne!(a, limits(2), "another seed draws other limits");
+}
+
+#[test]
+fn a_worker_ready_at_spawn_gets_the_boot_timeout_for_its_first_heartbeat() {
+    // AtSpawn readiness says nothing about the program being up: a program that takes 8 s
+    // to start must not be killed by a 5 s watchdog before it could beat once. After its
+    // first heartbeat the 5 s apply.
+    let mut c = Config::static_pool(1);
+    c.heartbeat_timeout = Some(Duration::from_secs(5));
+    c.boot_timeout = Duration::from_secs(20);
+    let mut h = Harness::new(c);
+    h.at(8.0).heartbeat(0);
+    assert!(signals(&h).is_empty(), "no kill during the boot grace");
+    h.at(12.9).heartbeat(0);
+    h.at(30.0);
+    assert_eq!(
+        signals(&h),
+        vec![(
+            Instant::from_secs_f64(17.9),
+            Signal::Kill,
+            StopReason::HeartbeatTimeout
+        )]
+    );
+    // A worker that never beats is killed at the boot timeout.
+    let mut c = Config::static_pool(1);
+    c.heartbeat_timeout = Some(Duration::from_secs(5));
+    c.boot_timeout = Duration::from_secs(20);
+    let mut h = Harness::new(c);
+    h.at(30.0);
+    assert_eq!(
+        signals(&h),
+        vec![(
+            Instant::from_secs(20),
+            Signal::Kill,
+            StopReason::HeartbeatTimeout
+        )]
+    );
 }

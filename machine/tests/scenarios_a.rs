@@ -310,14 +310,16 @@ fn serverengine(config: &mut Config) {
 
 #[test]
 fn hung_worker_walks_the_serverengine_immediate_ladder_to_kill_at_600s() {
-    // A worker that never heartbeats is hung: it gets no graceful stage (it would not act on
-    // TERM) and enters serverengine's immediate stage: QUIT at deadline +0, +10, +30, +60 …
+    // A worker that beat once at start and then never again is hung: it gets no graceful
+    // stage (it would not act on TERM) and enters serverengine's immediate stage: QUIT at
+    // deadline +0, +10, +30, +60 …
     // +550 s, and KILL exactly 600 s after the deadline. Its place is kept (no replacement
     // beside it) until it is dead; then it is restarted at once (it lived long: no backoff).
     let mut config = Config::static_pool(1);
     serverengine(&mut config);
     config.heartbeat_timeout = Some(Duration::from_secs(10));
     let mut h = Harness::new(config);
+    h.heartbeat(0);
     h.at(609.0);
     assert_eq!(
         spawns(&h).len(),
