@@ -270,7 +270,7 @@ impl Config {
 
     /// A dynamic pool with php-fpm's default start size: halfway between the spares.
     pub fn dynamic(min: u32, max: u32, min_spare: u32, max_spare: u32) -> Config {
-        let start = ((min_spare + max_spare) / 2).clamp(min, max.max(min));
+        let start = min_spare.midpoint(max_spare).clamp(min, max.max(min));
         Config::new(Policy::Dynamic {
             min,
             max,

@@ -154,7 +154,7 @@ impl Config {
                 let max_spare = u("max_spare", min_spare.saturating_add(threads.max(3) - 1))?;
                 let start = u(
                     "start",
-                    ((min_spare + max_spare) / 2).clamp(min, max.max(min)),
+                    min_spare.midpoint(max_spare).clamp(min, max.max(min)),
                 )?;
                 Policy::Dynamic {
                     min,
@@ -330,6 +330,19 @@ mod tests {
         assert_eq!(c.restart.on_crash_loop, OnCrashLoop::Exit(75));
         let c = cfg(&[("stop_timeout", Setting::Int(5))]).unwrap();
         assert_eq!(c.ladder.time_to_kill(0), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn huge_spares_do_not_overflow_the_default_start() {
+        // Found by the config fuzzer: the default start added the spares in u32.
+        let r = cfg(&[
+            ("min", Setting::Int(1)),
+            ("max", Setting::Int(4)),
+            ("min_spare", Setting::Int(4294967295)),
+        ]);
+        assert_eq!(r.map(|c| c.policy.start()), Ok(4));
+        let c = Config::dynamic(1, 4, u32::MAX, u32::MAX);
+        assert_eq!(c.policy.start(), 4);
     }
 
     #[test]

@@ -874,7 +874,7 @@ impl Supervisor {
 
     fn stop_all(&mut self, reason: StopReason, immediate: bool) {
         for i in 0..self.slots.len() {
-            self.retire(i, reason);
+            self.retire_with(i, reason, immediate);
             if immediate {
                 self.escalate(i);
             }
@@ -1240,6 +1240,12 @@ impl Supervisor {
     /// Asks the worker in slot `i` to stop for `reason`, or empties a place with no process.
     /// A worker already stopping keeps its ladder (a stop never resets it).
     fn retire(&mut self, i: usize, reason: StopReason) {
+        self.retire_with(i, reason, false);
+    }
+
+    /// `retire`, entering the ladder at its immediate stage when `immediate` (a stop-now
+    /// sends the immediate stage's signal first, not TERM then QUIT in one breath).
+    fn retire_with(&mut self, i: usize, reason: StopReason, immediate: bool) {
         match &self.slots[i].state {
             SlotState::Empty => return,
             SlotState::Backoff { .. } | SlotState::GaveUp { .. } => {
@@ -1260,12 +1266,12 @@ impl Supervisor {
         let w = self.worker_mut(i);
         let pos = w
             .pid
-            .map(|_| LadderPos::enter(entry_stage(reason, false, &ladder), now));
+            .map(|_| LadderPos::enter(entry_stage(reason, immediate, &ladder), now));
         w.stop = Some(Stop {
             reason,
             ladder,
             pos,
-            immediate: false,
+            immediate,
         });
         self.attach(i);
         self.fire_ladder(i);

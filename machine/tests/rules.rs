@@ -533,3 +533,15 @@ fn a_worker_ready_at_spawn_gets_the_boot_timeout_for_its_first_heartbeat() {
         )]
     );
 }
+
+#[test]
+fn stop_now_sends_the_immediate_stage_first() {
+    // An immediate stop enters every worker's ladder at `immediate_from`: under the
+    // serverengine preset the first signal is QUIT, not TERM followed by QUIT.
+    let mut c = Config::static_pool(2);
+    c.ladder = Arc::new(Ladder::serverengine());
+    let mut h = Harness::new(c);
+    h.at(1.0).command(Command::StopNow);
+    let first: Vec<Signal> = signals(&h).iter().map(|s| s.1).collect();
+    assert_eq!(first, vec![Signal::Quit, Signal::Quit]);
+}
