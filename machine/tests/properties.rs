@@ -71,16 +71,13 @@ fn policy(threads: u32) -> BoxedStrategy<Policy> {
 }
 
 fn graceful_signal() -> impl Strategy<Value = Signal> {
-    prop::sample::select(vec![
-        Signal::Term,
-        Signal::Int,
-        Signal::Quit,
-        Signal::Hup,
-        Signal::Usr1,
-        Signal::Usr2,
-        Signal::Abrt,
-        Signal::Winch,
-    ])
+    // Any signal a non-final ladder stage may use: all but KILL.
+    prop::sample::select(
+        Signal::ALL
+            .into_iter()
+            .filter(|s| *s != Signal::Kill)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn ladder() -> impl Strategy<Value = Ladder> {
