@@ -55,8 +55,8 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
     let mut len = 0;
     let mut out = Vec::with_capacity(256);
     loop {
-        // Between requests: an end-of-file here is a client that is done (or a worker that
-        // stops, which ends the wait the same way).
+        // Between requests: an end-of-file here is a client that is done, or a stopping
+        // worker whose client sent nothing more within the runtime's stop grace.
         let head_len = loop {
             if let Some(end) = head_end(&buf[..len]) {
                 break end;
@@ -105,7 +105,11 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
         if let Some(ms) = request.sleep_ms {
             std::thread::sleep(Duration::from_millis(ms.min(60_000)));
         }
-        // A stopping worker answers the request in hand, then closes.
+        // Once the worker is stopping, every answer is the connection's last: it says
+        // `Connection: close`, so the client sends its next request on a new connection
+        // (to another worker) instead of racing the close on this one. This covers the
+        // request in hand at the stop, and one the client sent just after an answer that
+        // still said keep-alive: the runtime hands that one over too (`STOP_GRACE`).
         let keep_alive = request.keep_alive && !conn.stopping();
         let body = if request.head_only { &[][..] } else { HELLO };
         answer_with(

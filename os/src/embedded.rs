@@ -34,10 +34,11 @@
 //! its accept or keep-alive wait (a thread stuck outside a request stops the heartbeat; a
 //! thread inside a request is the request timeout's business); and `X_DROVER_LOAD` with
 //! the busy threads, the start of the oldest running request and the requests served.
-//! TERM or INT: stop accepting, let each connection finish the request in hand (a
-//! keep-alive wait between requests ends at once), run `on_worker_exit`, exit 0. QUIT:
-//! exit 0 at once. The worker dies with the supervisor (`PR_SET_PDEATHSIG`, and the death
-//! pipe's EOF).
+//! TERM or INT: stop accepting, let each connection finish the request in hand, serve a
+//! request that arrives within [`STOP_GRACE`] of the stop on an idle keep-alive connection
+//! (the handler answers it with `Connection: close`), then close; run `on_worker_exit`,
+//! exit 0. QUIT: exit 0 at once. The worker dies with the supervisor (`PR_SET_PDEATHSIG`,
+//! and the death pipe's EOF).
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -47,7 +48,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use nix::errno::Errno;
@@ -359,9 +360,21 @@ struct Shared<H> {
 
 /// The longest an idle thread waits without beating.
 const MAX_TICK: Duration = Duration::from_millis(250);
-/// How long a connection accepted just before a graceful stop may take to send its first
-/// request (its client sent it already, as far as it knows).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long, once a graceful stop is seen, a connection waiting between requests (or for
+/// its first one) still waits for the next request before it is closed.
+///
+/// Why not close at once: a client that got a keep-alive answer may send its next request at
+/// any moment, and one may already be on the wire or in the socket buffer when the stop
+/// lands. Closing then loses that request: the client sees the connection close without an
+/// answer (wrk counts a read error; only some clients retry, RFC 9112 §9.3.1). So the
+/// connection gets this window: a request that arrives in it is served, and the handler
+/// answers it with `Connection: close` (`Conn::stopping`), the only close a client cannot
+/// race with; a connection that stays quiet for the whole window is closed (its client was
+/// really idle). A busy client's next request comes within microseconds; a second also
+/// covers a round trip and a slow scheduler. The cost is a drain up to a second longer for
+/// a worker whose connections are idle. (The benchmark's command worker,
+/// `benches/system/command_worker.rs`, follows the same rule.)
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::OFlag;
@@ -725,7 +738,6 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, listener: usize, fd: Own
         tick: shared.tick,
         busy: false,
         explicit: false,
-        served: false,
         idle_timeout: None,
     };
     let handler = &shared.handler;
@@ -766,10 +778,13 @@ enum Stream {
 /// handler returns.
 ///
 /// **Waiting between requests.** A read outside a request waits for the next one; the
-/// thread counts as idle and keeps beating. On a graceful stop that wait ends with
-/// end-of-file (`Ok(0)`), so a keep-alive handler returns naturally; a connection that has
-/// not sent its first request yet gets up to a second. Check [`stopping`](Conn::stopping)
-/// to answer the request in hand with `Connection: close`. An idle thread must come back
+/// thread counts as idle and keeps beating. On a graceful stop that wait goes on for
+/// [`STOP_GRACE`] at most: a request that arrives in it (one the client may have sent
+/// before it could know of the stop) is read as usual; if none comes, the wait ends with
+/// end-of-file (`Ok(0)`), so a keep-alive handler returns naturally. Check
+/// [`stopping`](Conn::stopping) before answering a request: once it is true, answer with
+/// `Connection: close` (or your protocol's equivalent) and return, so that no client sends
+/// another request on a connection that is about to close. An idle thread must come back
 /// to such a read (or return) within the heartbeat interval, or the worker stops beating.
 pub struct Conn<'a> {
     stream: Stream,
@@ -784,8 +799,6 @@ pub struct Conn<'a> {
     busy: bool,
     /// The handler marks requests itself.
     explicit: bool,
-    /// A request was finished on this connection.
-    served: bool,
     idle_timeout: Option<Duration>,
 }
 
@@ -807,7 +820,6 @@ impl Conn<'_> {
         self.explicit = true;
         if self.busy {
             self.busy = false;
-            self.served = true;
             self.slot.busy_since_usec.store(0, Ordering::Relaxed);
             let n = self.slot.requests.load(Ordering::Relaxed);
             self.slot.requests.store(n + 1, Ordering::Relaxed);
@@ -815,7 +827,8 @@ impl Conn<'_> {
         }
     }
 
-    /// True once the worker is stopping: finish the request in hand, then close.
+    /// True once the worker is stopping: answer the request in hand telling the client the
+    /// connection closes (HTTP: `Connection: close`), then return.
     pub fn stopping(&self) -> bool {
         stop_level() != 0
     }
@@ -879,46 +892,53 @@ impl Conn<'_> {
         }
     }
 
-    /// Waits between requests until data arrives (true), or the worker stops (false).
+    /// Waits between requests until data arrives (true), or until the worker stops and
+    /// [`STOP_GRACE`] passes without any (false). `TimedOut` after the idle timeout.
     fn wait_readable(&mut self) -> io::Result<bool> {
-        let start = std::time::Instant::now();
+        let now = Instant::now();
+        let idle_deadline = self.idle_timeout.map(|t| now + t);
+        // Set once this wait sees the stop: from then on, the connection has STOP_GRACE to
+        // bring its next request (see there why the wait does not end at the stop).
+        let mut stop_deadline = None;
         loop {
             self.slot.beat();
-            let stopping = self.stopping();
-            let mut limit = self.idle_timeout;
-            if stopping && !self.served {
-                limit = Some(limit.map_or(FIRST_REQUEST_GRACE, |l| l.min(FIRST_REQUEST_GRACE)));
+            let now = Instant::now();
+            if stop_deadline.is_none() && self.stopping() {
+                stop_deadline = Some(now + STOP_GRACE);
             }
-            let elapsed = start.elapsed();
-            if let Some(limit) = limit {
-                if elapsed >= limit {
-                    return if stopping {
-                        Ok(false)
-                    } else {
-                        Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))
-                    };
-                }
+            if stop_deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
             }
-            let wait = limit.map_or(self.tick, |l| (l - elapsed).min(self.tick));
+            if idle_deadline.is_some_and(|d| now >= d) {
+                return match stop_deadline {
+                    Some(_) => Ok(false),
+                    None => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+                };
+            }
+            let deadline = match (idle_deadline, stop_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = deadline.map_or(self.tick, |d| (d - now).min(self.tick));
             let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // The stop pipe wakes the wait when the stop lands. It stays readable from then
+            // on (it is never drained), so it is left out once the stop is seen.
             let mut fds = [
                 PollFd::new(self.fd(), PollFlags::POLLIN),
                 PollFd::new(self.stop_read, PollFlags::POLLIN),
             ];
+            let n = if stop_deadline.is_some() { 1 } else { 2 };
             match nix::poll::poll(
-                &mut fds,
+                &mut fds[..n],
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
             ) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            // Data (or EOF, or an error) on the connection: serve it even when stopping,
-            // its client already sent the request.
+            // Data (or EOF, or an error) on the connection: hand it to the handler, even when
+            // stopping: its client sent a request, which gets an answer.
             if fds[0].revents().is_some_and(|r| !r.is_empty()) {
                 return Ok(true);
-            }
-            if stopping && self.served {
-                return Ok(false);
             }
         }
     }
