@@ -1,15 +1,15 @@
 //! End-to-end tests of the `drover` binary: real processes on loopback, python3 workers
 //! written to a temp dir, every wait bounded by a deadline, every process killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+pub mod common;
 
-const DROVER: &str = env!("CARGO_BIN_EXE_drover");
+use common::*;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A worker following the contract: socket on fd 3, READY=1, WATCHDOG=1 at a quarter of
 /// WATCHDOG_USEC, graceful exit on TERM after the request in hand. A line protocol:
@@ -76,277 +76,16 @@ sys.exit(0)
 
 // ------------------------------------------------------------------ harness
 
-/// The real python3 binary: `python3` on PATH may be a shell shim (pyenv) that forks helpers
-/// at every start, which only slows the workers down.
-fn python() -> &'static str {
-    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("python3 on PATH");
-        let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(!path.is_empty(), "python3 reports no executable");
-        path
-    })
+/// A test directory holding the worker; python's command line names it, which is what
+/// makes the workers processes of the test.
+fn test_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    std::fs::write(dir.path("worker.py"), WORKER_PY).unwrap();
+    dir
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "drover-e2e-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("worker.py"), WORKER_PY).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-
-    fn worker(&self) -> String {
-        self.path("worker.py")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        kill_survivors(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Live (non-zombie) processes whose command line mentions `dir`: the workers of a test.
-fn survivors(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(&needle) && alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn kill_survivors(dir: &Path) {
-    for pid in survivors(dir) {
-        // SAFETY: kill(2) with a plain pid and signal number.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-}
-
-/// Exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 1..]
-                .split_whitespace()
-                .next();
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-type Log = Arc<(Mutex<(Vec<String>, bool)>, Condvar)>;
-
-/// Collects a child's stderr lines; the flag is set at EOF (every holder of the pipe gone).
-fn collect(stream: impl Read + Send + 'static) -> Log {
-    let log: Log = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let (lock, cv) = &*sink;
-            lock.lock().unwrap().0.push(line);
-            cv.notify_all();
-        }
-        let (lock, cv) = &*sink;
-        lock.lock().unwrap().1 = true;
-        cv.notify_all();
-    });
-    log
-}
-
-struct Drover {
-    child: Child,
-    log: Log,
-    dir: TempDir,
-}
-
-impl Drover {
-    fn start(dir: TempDir, args: &[&str]) -> Drover {
-        let mut child = Command::new(DROVER)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start drover");
-        let log = collect(child.stderr.take().unwrap());
-        Drover { child, log, dir }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.log.0.lock().unwrap().0.clone()
-    }
-
-    fn dump(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    /// Waits until `find` returns something from the log so far.
-    fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        find: impl Fn(&[String]) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.log;
-        let mut guard = lock.lock().unwrap();
-        loop {
-            if let Some(v) = find(&guard.0) {
-                return v;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let dump = guard.0.join("\n");
-                drop(guard);
-                panic!("timed out waiting for {what}; log:\n{dump}");
-            }
-            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Waits for `n` lines containing every one of `parts`.
-    fn wait_lines(&self, parts: &[&str], n: usize, timeout: Duration) -> Vec<String> {
-        self.wait_for(&format!("{n} line(s) with {parts:?}"), timeout, |lines| {
-            let hits: Vec<String> = lines
-                .iter()
-                .filter(|l| parts.iter().all(|p| l.contains(p)))
-                .cloned()
-                .collect();
-            (hits.len() >= n).then_some(hits)
-        })
-    }
-
-    fn wait_line(&self, parts: &[&str], timeout: Duration) -> String {
-        self.wait_lines(parts, 1, timeout).remove(0)
-    }
-
-    fn count(&self, parts: &[&str]) -> usize {
-        self.lines()
-            .iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .count()
-    }
-
-    fn port(&self) -> u16 {
-        let line = self.wait_line(&["listening on 127.0.0.1:"], Duration::from_secs(10));
-        let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
-        rest.split_whitespace().next().unwrap().parse().unwrap()
-    }
-
-    /// The pid drover reported for worker `w` (e.g. "0.1").
-    fn worker_pid(&self, w: &str) -> u32 {
-        let line = self.wait_line(
-            &["in  spawned", &format!("w={w} ")],
-            Duration::from_secs(10),
-        );
-        field(&line, "pid=").parse().unwrap()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, which is not reaped before `wait_exit`.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "drover did not exit within {timeout:?}; log:\n{}",
-                self.dump()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Exit code 0, and every process of the test gone soon after.
-    fn assert_clean_exit(&mut self, timeout: Duration) {
-        let status = self.wait_exit(timeout);
-        assert_eq!(status.code(), Some(0), "log:\n{}", self.dump());
-        assert_no_survivors(&self.dir.0, &self.dump());
-    }
-}
-
-/// drover reports a worker gone when its group leader exits; other members of the group
-/// that got the same signal (a shell's helpers, a program behind `sh -c`) may take a few
-/// more milliseconds to die. Bounded wait, then a report of what is left.
-fn assert_no_survivors(dir: &Path, log: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !survivors(dir).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<String> = survivors(dir)
-        .into_iter()
-        .map(|p| {
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            format!(
-                "{p}: {} | {stat}",
-                String::from_utf8_lossy(&cmd).replace('\0', " ")
-            )
-        })
-        .collect();
-    assert!(left.is_empty(), "left running: {left:?}; log:\n{log}");
-}
-
-impl Drop for Drover {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        // The TempDir's drop kills any worker left.
-    }
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + key.len();
-    line[start..].split_whitespace().next().unwrap()
+fn drover(dir: TempDir, args: &[&str]) -> Server {
+    Server::start(dir, DROVER, args)
 }
 
 /// One request on the line protocol, bounded in time.
@@ -366,58 +105,17 @@ fn request(port: u16, line: &str, timeout: Duration) -> std::io::Result<String> 
 
 /// `drover <args>` as a control client: (exit code, stdout, stderr).
 fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(args, Duration::from_secs(15));
+    let out = run_bounded(DROVER, args, Duration::from_secs(15));
     (out.0.code().unwrap_or(-1), out.1, out.2)
 }
-
-/// Runs drover to completion within `timeout`; also waits for EOF on its output, which
-/// proves no process it started still holds the pipes.
-fn run_bounded(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
-    let mut child = Command::new(DROVER)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = collect(child.stdout.take().unwrap());
-    let err = collect(child.stderr.take().unwrap());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("drover {args:?} did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let text = |log: &Log| {
-        let (lock, cv) = &**log;
-        let guard = cv
-            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(5), |g| !g.1)
-            .unwrap()
-            .0;
-        assert!(
-            guard.1,
-            "output of drover {args:?} still open: a child holds it"
-        );
-        guard.0.join("\n")
-    };
-    (status, text(&out), text(&err))
-}
-
-const T: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------ tests
 
 #[test]
 fn crashed_worker_is_replaced_and_workers_get_the_systemd_environment() {
-    let dir = TempDir::new("crash");
-    let worker = dir.worker();
-    let d = Drover::start(
+    let dir = test_dir("crash");
+    let worker = dir.path("worker.py");
+    let d = drover(
         dir,
         &[
             "run",
@@ -433,7 +131,7 @@ fn crashed_worker_is_replaced_and_workers_get_the_systemd_environment() {
     let port = d.port();
     let old = d.worker_pid("0.1");
     d.worker_pid("1.1");
-    for line in d.wait_lines(&["worker pid="], 2, T) {
+    for line in d.log.wait_for_n(&["worker pid="], 2, T) {
         assert!(line.contains("listen_pid_ok=True"), "{line}");
         assert!(line.contains("names=web"), "{line}");
         assert!(
@@ -443,9 +141,8 @@ fn crashed_worker_is_replaced_and_workers_get_the_systemd_environment() {
     }
     assert!(request(port, "hello", T).unwrap().starts_with("pid="));
 
-    // SAFETY: kill(2) on a worker of this test.
-    unsafe { libc::kill(old as i32, libc::SIGKILL) };
-    d.wait_line(
+    signal(old, libc::SIGKILL);
+    d.log.wait_for(
         &["ev  exited", "w=0.1", "status=signal:9", "expected=no"],
         T,
     );
@@ -465,9 +162,9 @@ fn crashed_worker_is_replaced_and_workers_get_the_systemd_environment() {
 
 #[test]
 fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
-    let dir = TempDir::new("hang");
-    let worker = dir.worker();
-    let d = Drover::start(
+    let dir = test_dir("hang");
+    let worker = dir.path("worker.py");
+    let d = drover(
         dir,
         &[
             "run",
@@ -486,13 +183,13 @@ fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
     );
     let pid = d.worker_pid("0.1");
     // Heartbeats keep it alive past the timeout: 6 of them at 0.25 s span 1.25 s.
-    d.wait_lines(&["in  heartbeat", "w=0.1"], 6, T);
-    assert_eq!(d.count(&["retiring"]), 0, "log:\n{}", d.dump());
+    d.log.wait_for_n(&["in  heartbeat", "w=0.1"], 6, T);
+    assert_eq!(d.log.count(&["retiring"]), 0, "log:\n{}", d.log.dump());
 
-    // SAFETY: kill(2) on a worker of this test.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    d.wait_line(&["ev  retiring", "w=0.1", "reason=heartbeat-timeout"], T);
-    d.wait_line(
+    signal(pid, libc::SIGSTOP);
+    d.log
+        .wait_for(&["ev  retiring", "w=0.1", "reason=heartbeat-timeout"], T);
+    d.log.wait_for(
         &[
             "do  signal",
             &format!("pid={pid} "),
@@ -512,9 +209,9 @@ fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
 
 #[test]
 fn term_lets_the_in_flight_request_finish_then_exits_0() {
-    let dir = TempDir::new("drain");
-    let worker = dir.worker();
-    let mut d = Drover::start(
+    let dir = test_dir("drain");
+    let worker = dir.path("worker.py");
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -532,10 +229,10 @@ fn term_lets_the_in_flight_request_finish_then_exits_0() {
     let port = d.port();
     let pid = d.worker_pid("0.1");
     let client = std::thread::spawn(move || request(port, "slow 1.5", T));
-    d.wait_line(&["handling slow 1.5"], T);
+    d.log.wait_for(&["handling slow 1.5"], T);
     let asked = Instant::now();
     d.signal(libc::SIGTERM);
-    d.wait_line(
+    d.log.wait_for(
         &[
             "do  signal",
             &format!("pid={pid} "),
@@ -555,14 +252,18 @@ fn term_lets_the_in_flight_request_finish_then_exits_0() {
         asked.elapsed() < Duration::from_secs(10),
         "the drain waited for the ladder"
     );
-    assert!(d.count(&["ev  exited", "w=0.1", "status=code:0", "expected=yes"]) == 1);
+    assert!(
+        d.log
+            .count(&["ev  exited", "w=0.1", "status=code:0", "expected=yes"])
+            == 1
+    );
 }
 
 #[test]
 fn second_term_stops_at_once() {
-    let dir = TempDir::new("term2");
-    let worker = dir.worker();
-    let mut d = Drover::start(
+    let dir = test_dir("term2");
+    let worker = dir.path("worker.py");
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -580,21 +281,23 @@ fn second_term_stops_at_once() {
     );
     // STATUS=serving comes after the worker set TERM to ignored: a TERM before that would
     // kill it (the default action) and there would be nothing left to escalate.
-    d.wait_lines(&["status: serving"], 2, T);
+    d.log.wait_for_n(&["status: serving"], 2, T);
     d.signal(libc::SIGTERM);
-    d.wait_lines(&["do  signal", "sig=TERM", "reason=stop"], 2, T);
+    d.log
+        .wait_for_n(&["do  signal", "sig=TERM", "reason=stop"], 2, T);
     let second = Instant::now();
     d.signal(libc::SIGTERM);
-    d.wait_lines(&["do  signal", "sig=KILL", "reason=stop"], 2, T);
+    d.log
+        .wait_for_n(&["do  signal", "sig=KILL", "reason=stop"], 2, T);
     d.assert_clean_exit(T);
     assert!(second.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
 fn workers_die_with_drover_after_kill_9() {
-    let dir = TempDir::new("orphans");
-    let worker = dir.worker();
-    let mut d = Drover::start(
+    let dir = test_dir("orphans");
+    let worker = dir.path("worker.py");
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -611,19 +314,19 @@ fn workers_die_with_drover_after_kill_9() {
         .iter()
         .map(|w| d.worker_pid(w))
         .collect();
-    d.wait_lines(&["worker pid="], 3, T);
+    d.log.wait_for_n(&["worker pid="], 3, T);
     d.signal(libc::SIGKILL);
     d.wait_exit(T);
     wait_until("every worker to die with drover", T, || {
         pids.iter().all(|&p| !alive(p))
     });
-    assert_no_survivors(&d.dir.0, &d.dump());
+    assert_no_survivors(d.dir.root(), &d.log.dump());
 }
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
-    let dir = TempDir::new("bad");
-    let worker = dir.worker();
+    let dir = test_dir("bad");
+    let worker = dir.path("worker.py");
     let toml = dir.path("bad.toml");
     std::fs::write(&toml, "wrokers = 3\n").unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -669,24 +372,24 @@ fn bad_input_exits_2_with_a_clear_message() {
         ),
     ];
     for (args, needle) in cases {
-        let (status, _, stderr) = run_bounded(&args, T);
+        let (status, _, stderr) = run_bounded(DROVER, &args, T);
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert!(
             stderr.contains(needle),
             "{args:?}: expected {needle:?} in: {stderr}"
         );
     }
-    assert_no_survivors(&dir.0, "");
+    assert_no_survivors(dir.root(), "");
 }
 
 #[test]
 fn notifications_from_behind_sh_c_reach_the_right_worker() {
-    let dir = TempDir::new("shc");
-    let worker = dir.worker();
+    let dir = test_dir("shc");
+    let worker = dir.path("worker.py");
     let control = dir.path("ctl");
     // `; exit $?` keeps sh as the parent, so python3 is drover's grandchild.
     let script = format!("{} {worker}; exit $?", python());
-    let mut d = Drover::start(
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -707,14 +410,15 @@ fn notifications_from_behind_sh_c_reach_the_right_worker() {
         ],
     );
     let sh = d.worker_pid("0.1");
-    let line = d.wait_line(&["worker pid="], T);
+    let line = d.log.wait_for(&["worker pid="], T);
     let python: u32 = field(&line, "pid=").parse().unwrap();
     assert_ne!(
         python, sh,
         "sh exec'd the program; the test needs a grandchild"
     );
-    d.wait_line(&["in  ready", "w=0.1"], T);
-    d.wait_line(&["w=0.1", &format!("pid={python} "), "status: serving"], T);
+    d.log.wait_for(&["in  ready", "w=0.1"], T);
+    d.log
+        .wait_for(&["w=0.1", &format!("pid={python} "), "status: serving"], T);
     let (code, out, _) = client(&["status", "--control", &control]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -722,17 +426,17 @@ fn notifications_from_behind_sh_c_reach_the_right_worker() {
     // TERM reaches the whole worker group. dash dies of it at once, and drover counts the
     // worker gone with it; python, reparented, finishes on its own a moment later.
     d.signal(libc::SIGTERM);
-    assert_eq!(d.wait_exit(T).code(), Some(0), "log:\n{}", d.dump());
+    assert_eq!(d.wait_exit(T).code(), Some(0), "log:\n{}", d.log.dump());
     wait_until("python behind sh to exit", T, || !alive(python));
 }
 
 #[test]
 fn control_socket_pid_file_and_malformed_requests() {
-    let dir = TempDir::new("ctl");
-    let worker = dir.worker();
+    let dir = test_dir("ctl");
+    let worker = dir.path("worker.py");
     let control = dir.path("ctl");
     let pid_file = dir.path("drover.pid");
-    let mut d = Drover::start(
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -763,6 +467,7 @@ fn control_socket_pid_file_and_malformed_requests() {
 
     // A second drover on the same pid file refuses, and leaves the first one's file alone.
     let (status2, _, stderr) = run_bounded(
+        DROVER,
         &["run", "--pid-file", &pid_file, "--", python(), &worker],
         T,
     );
@@ -799,7 +504,7 @@ fn control_socket_pid_file_and_malformed_requests() {
     assert_eq!(code, 1);
     assert!(err.contains("refused"), "{err}");
     d.signal(libc::SIGTTOU);
-    d.wait_line(&["ev  retiring", "reason=scale-down"], T);
+    d.log.wait_for(&["ev  retiring", "reason=scale-down"], T);
 
     let (code, _, _) = client(&["stop", "--control", &control]);
     assert_eq!(code, 0);
@@ -813,8 +518,8 @@ fn control_socket_pid_file_and_malformed_requests() {
 
 #[test]
 fn crash_loop_is_backed_off_while_drover_stays_up() {
-    let dir = TempDir::new("loop");
-    let mut d = Drover::start(
+    let dir = test_dir("loop");
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -827,18 +532,23 @@ fn crash_loop_is_backed_off_while_drover_stays_up() {
         ],
     );
     // Deaths 1, 2, 3 restart after 0 s, 1 s, 2 s.
-    d.wait_line(&["ev  backoff", "slot=0", "delay=2.000s"], T);
-    let spawns = d.count(&["do  spawn"]);
-    assert!(spawns <= 3, "spawned {spawns} times; log:\n{}", d.dump());
-    assert!(d.child.try_wait().unwrap().is_none(), "drover stays up");
+    d.log
+        .wait_for(&["ev  backoff", "slot=0", "delay=2.000s"], T);
+    let spawns = d.log.count(&["do  spawn"]);
+    assert!(
+        spawns <= 3,
+        "spawned {spawns} times; log:\n{}",
+        d.log.dump()
+    );
+    assert!(d.running(), "drover stays up");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
 }
 
 #[test]
 fn reload_applies_the_config_file_and_survives_a_bad_one() {
-    let dir = TempDir::new("reload");
-    let worker = dir.worker();
+    let dir = test_dir("reload");
+    let worker = dir.path("worker.py");
     let config = dir.path("drover.toml");
     let control = dir.path("ctl");
     let write = |workers: i64, extra: &str| {
@@ -852,33 +562,34 @@ fn reload_applies_the_config_file_and_survives_a_bad_one() {
         .unwrap()
     };
     write(1, "");
-    let mut d = Drover::start(dir, &["run", "--config", &config, "--control", &control]);
+    let mut d = drover(dir, &["run", "--config", &config, "--control", &control]);
     d.worker_pid("0.1");
     write(2, "");
     d.signal(libc::SIGHUP);
     d.worker_pid("1.1");
-    d.wait_lines(&["worker pid=", "gen=1"], 2, T);
+    d.log.wait_for_n(&["worker pid=", "gen=1"], 2, T);
     // A new command is a new worker fingerprint: a rolling restart runs it.
     write(2, ", \"--boot-delay\", \"0\"");
     d.signal(libc::SIGHUP);
-    d.wait_line(&["ev  reloaded", "gen=2", "rolling-restart=yes"], T);
-    d.wait_lines(&["worker pid=", "gen=2"], 2, T);
+    d.log
+        .wait_for(&["ev  reloaded", "gen=2", "rolling-restart=yes"], T);
+    d.log.wait_for_n(&["worker pid=", "gen=2"], 2, T);
     write(0, "");
     let (code, _, err) = client(&["reload", "--control", &control]);
     assert_eq!(code, 1);
     assert!(err.contains("workers"), "{err}");
     d.signal(libc::SIGHUP);
-    d.wait_line(&["reload failed"], T);
-    assert!(d.child.try_wait().unwrap().is_none());
+    d.log.wait_for(&["reload failed"], T);
+    assert!(d.running());
     d.signal(libc::SIGINT);
     d.assert_clean_exit(T);
 }
 
 #[test]
 fn rolling_restart_under_load_fails_no_request() {
-    let dir = TempDir::new("roll");
-    let worker = dir.worker();
-    let d = Drover::start(
+    let dir = test_dir("roll");
+    let worker = dir.path("worker.py");
+    let d = drover(
         dir,
         &[
             "run",
@@ -895,42 +606,34 @@ fn rolling_restart_under_load_fails_no_request() {
             "0.3",
         ],
     );
-    let port = d.port();
-    d.wait_lines(&["in  ready"], 2, T);
-    let stop = Arc::new(AtomicBool::new(false));
-    let gen2 = Arc::new(AtomicU32::new(0));
-    let (flag, seen) = (stop.clone(), gen2.clone());
-    let client = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !flag.load(Ordering::SeqCst) && Instant::now() < deadline && ok < 100_000 {
-            match request(port, "hello", Duration::from_secs(5)) {
-                Ok(a) => {
-                    ok += 1;
-                    if a.contains("gen=2") {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                Err(e) => failed.push(e.to_string()),
-            }
-        }
-        (ok, failed)
-    });
+    d.log.wait_for_n(&["in  ready"], 2, T);
+    let old = [d.worker_pid("0.1"), d.worker_pid("1.1")];
+    let load = Load::start(d.addr(), Proto::Line, 1, 1_000_000, Duration::from_secs(40));
+    wait_until("answers from the first generation", T, || load.ok() >= 20);
     d.signal(libc::SIGUSR1);
-    d.wait_lines(&["ev  exited", "expected=yes"], 2, Duration::from_secs(20));
-    d.wait_lines(&["in  ready"], 4, T);
+    d.log
+        .wait_for_n(&["ev  exited", "expected=yes"], 2, Duration::from_secs(20));
+    d.log.wait_for_n(&["in  ready"], 4, T);
+    let new: Vec<String> = d.log.wait_for_n(&["in  spawned"], 4, T)[2..]
+        .iter()
+        .map(|l| format!("pid={}", field(l, "pid=")))
+        .collect();
+    // Both old workers are gone: from here on only the new generation answers.
+    let ok = load.ok();
     wait_until("answers from the new generation", T, || {
-        gen2.load(Ordering::SeqCst) >= 20
+        load.ok() >= ok + 20
     });
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = client.join().unwrap();
+    let r = load.stop();
+    assert_eq!(r.failed, 0, "{r:?}");
     assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
+        old.iter()
+            .any(|p| r.answered_by.contains(&format!("pid={p}"))),
+        "old {old:?}: {r:?}"
     );
-    assert!(ok > 20, "ok={ok}");
+    assert!(
+        new.iter().any(|p| r.answered_by.contains(p)),
+        "new {new:?}: {r:?}"
+    );
     let mut d = d;
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
@@ -938,27 +641,28 @@ fn rolling_restart_under_load_fails_no_request() {
 
 #[test]
 fn exec_failure_after_start_is_a_failed_spawn_with_backoff() {
-    let dir = TempDir::new("exec");
+    let dir = test_dir("exec");
     let script = dir.path("worker.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\nexec {} {}\n", python(), dir.worker()),
+        format!("#!/bin/sh\nexec {} {}\n", python(), dir.path("worker.py")),
     )
     .unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let mut d = Drover::start(dir, &["run", "--listen", "127.0.0.1:0", "--", &script]);
+    let mut d = drover(dir, &["run", "--listen", "127.0.0.1:0", "--", &script]);
     let pid = d.worker_pid("0.1");
-    d.wait_line(&["worker pid="], T);
+    d.log.wait_for(&["worker pid="], T);
     // The program disappears (a botched deploy): the next spawns fail in exec, in the child.
     std::fs::remove_file(&script).unwrap();
-    // SAFETY: kill(2) on a worker of this test.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    d.wait_line(&["in  spawn-failed", "w=0.2", "error=exec"], T);
-    d.wait_line(&["ev  backoff", "slot=0", "delay=1.000s"], T);
-    assert!(d.child.try_wait().unwrap().is_none(), "drover stays up");
+    signal(pid, libc::SIGKILL);
+    d.log
+        .wait_for(&["in  spawn-failed", "w=0.2", "error=exec"], T);
+    d.log
+        .wait_for(&["ev  backoff", "slot=0", "delay=1.000s"], T);
+    assert!(d.running(), "drover stays up");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
 }
@@ -967,9 +671,9 @@ fn exec_failure_after_start_is_a_failed_spawn_with_backoff() {
 fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
     // The worker reports no load; connections waiting in the listener's accept queue
     // (TCP_INFO) are what tells the machine the pool is short.
-    let dir = TempDir::new("backlog");
-    let worker = dir.worker();
-    let d = Drover::start(
+    let dir = test_dir("backlog");
+    let worker = dir.path("worker.py");
+    let d = drover(
         dir,
         &[
             "run",
@@ -992,7 +696,7 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
     let clients: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || request(port, "slow 2\n", Duration::from_secs(20))))
         .collect();
-    d.wait_line(&["ev  scaled", "from=2", "to=3"], T);
+    d.log.wait_for(&["ev  scaled", "from=2", "to=3"], T);
     let served: Vec<String> = clients
         .into_iter()
         .map(|c| c.join().unwrap().expect("every queued request is served"))
@@ -1001,7 +705,7 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
     assert!(
         pids.len() >= 3,
         "the added workers served queued requests: {served:?}\n{}",
-        d.dump()
+        d.log.dump()
     );
 }
 
@@ -1009,14 +713,14 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
 fn the_readme_python_worker_serves_beats_and_drains() {
     // os/examples/worker.py is the README's "good drover worker"; copied into the test's
     // directory so the process guard recognises it.
-    let dir = TempDir::new("readme");
+    let dir = test_dir("readme");
     let worker = dir.path("readme_worker.py");
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/worker.py"),
         &worker,
     )
     .unwrap();
-    let mut d = Drover::start(
+    let mut d = drover(
         dir,
         &[
             "run",
@@ -1035,7 +739,7 @@ fn the_readme_python_worker_serves_beats_and_drains() {
             &worker,
         ],
     );
-    d.wait_lines(&["in  ready"], 2, T);
+    d.log.wait_for_n(&["in  ready"], 2, T);
     let port = d.port();
     let answer = request(port, "GET / HTTP/1.1\r\n\r", T).expect("the worker answers");
     assert!(
@@ -1043,8 +747,123 @@ fn the_readme_python_worker_serves_beats_and_drains() {
         "{answer}"
     );
     // Heartbeats at half the timeout keep both workers alive past several timeouts.
-    d.wait_lines(&["in  heartbeat"], 8, T);
-    assert_eq!(d.count(&["heartbeat-timeout"]), 0, "{}", d.dump());
+    d.log.wait_for_n(&["in  heartbeat"], 8, T);
+    assert_eq!(d.log.count(&["heartbeat-timeout"]), 0, "{}", d.log.dump());
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
+}
+
+// ------------------------------------------------------------------ the load client itself
+
+/// A stand-in server for the load client's own tests: answers connection `n` (from 0) with
+/// `answer(n)` and closes it, until a connection sends `quit`; returns how many it answered.
+fn tiny_server(answer: impl Fn(u64) -> Vec<u8> + Send + 'static) -> (SocketAddr, JoinHandle<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        for (n, conn) in (0u64..).zip(listener.incoming()) {
+            let mut conn = conn.unwrap();
+            conn.set_read_timeout(Some(T)).unwrap();
+            // The whole request: closing with unread bytes would send a reset, which may
+            // destroy the answer before the client reads it.
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !(req.ends_with(b"\r\n\r\n") || req.ends_with(b"\n") && !req.starts_with(b"GET "))
+                && conn.read(&mut byte).unwrap() == 1
+            {
+                req.push(byte[0]);
+            }
+            if req == b"quit\n" {
+                return n;
+            }
+            conn.write_all(&answer(n)).unwrap();
+        }
+        unreachable!("incoming() never ends")
+    });
+    (addr, server)
+}
+
+fn stop_tiny_server(addr: SocketAddr, server: JoinHandle<u64>) -> u64 {
+    TcpStream::connect(addr)
+        .unwrap()
+        .write_all(b"quit\n")
+        .unwrap();
+    server.join().unwrap()
+}
+
+#[test]
+fn load_counts_line_answers_and_bad_ones() {
+    // Every fourth answer lacks its newline: a worker that died mid-answer.
+    let (addr, server) = tiny_server(|n| match n % 4 {
+        3 => b"pid=9".to_vec(),
+        _ => format!("pid={} id=0 gen=1\n", 7 + n % 2).into_bytes(),
+    });
+    let load = Load::start(addr, Proto::Line, 3, 40, T);
+    wait_until("the load's 40 requests", T, || load.done());
+    let r = load.stop();
+    assert_eq!((r.ok, r.failed), (30, 10), "{r:?}");
+    assert_eq!(
+        r.answered_by,
+        BTreeSet::from(["pid=7".to_string(), "pid=8".to_string()])
+    );
+    assert_eq!(r.errors.len(), 1, "one distinct error: {r:?}");
+    assert!(r.errors[0].contains("bad answer: \"pid=9\""), "{r:?}");
+    assert_eq!(stop_tiny_server(addr, server), 40);
+}
+
+#[test]
+fn load_counts_http_answers_and_short_bodies() {
+    let (addr, server) = tiny_server(|n| {
+        let len = if n % 3 == 2 { 10 } else { 3 };
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nX-Drover-Worker: slot=0 pid=7 generation=1\r\n\r\nhi\n"
+        )
+        .into_bytes()
+    });
+    let load = Load::start(addr, Proto::Http, 2, 30, T);
+    wait_until("the load's 30 requests", T, || load.done());
+    let r = load.stop();
+    assert_eq!((r.ok, r.failed), (20, 10), "{r:?}");
+    assert_eq!(
+        r.answered_by,
+        BTreeSet::from(["slot=0 pid=7 generation=1".to_string()])
+    );
+    assert!(
+        r.errors[0].contains("body of 3 byte(s), expected 10"),
+        "{r:?}"
+    );
+    assert_eq!(stop_tiny_server(addr, server), 30);
+}
+
+#[test]
+fn load_counts_refused_and_stuck_requests_and_keeps_its_bounds() {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let load = Load::start(free, Proto::Line, 2, 20, T);
+    wait_until("the load's 20 requests", T, || load.done());
+    let r = load.stop();
+    assert_eq!((r.ok, r.failed), (0, 20), "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].contains("connect: Connection refused"), "{r:?}");
+
+    // max_time ends a load that max_requests would not.
+    let (addr, server) = tiny_server(|_| b"pid=1\n".to_vec());
+    let started = Instant::now();
+    let load = Load::start(addr, Proto::Line, 1, u64::MAX, Duration::from_millis(300));
+    wait_until("the load's time bound", T, || load.done());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let r = load.stop();
+    assert!(r.ok > 0 && r.failed == 0, "{r:?}");
+    assert_eq!(stop_tiny_server(addr, server), r.ok);
+
+    // The kernel completes the handshake of a listener that never accepts: the request is
+    // sent and its answer never comes.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let load = Load::start(mute.local_addr().unwrap(), Proto::Line, 1, 1, T);
+    wait_until("the stuck request to time out", T, || load.done());
+    let r = load.stop();
+    assert_eq!((r.ok, r.failed), (0, 1), "{r:?}");
+    assert!(r.errors[0].contains("no complete answer"), "{r:?}");
 }
