@@ -39,26 +39,66 @@ struct Conn {
 
 pub struct ControlServer {
     listener: UnixListener,
+    /// The control path operators use.
     pub path: PathBuf,
+    /// Where the socket file is now (`path` once installed).
+    bound_at: PathBuf,
+    /// The socket file's identity, so only our own file is ever removed.
+    file: Option<(u64, u64)>,
     conns: Vec<Conn>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl ControlServer {
     pub fn bind(path: &Path) -> Result<ControlServer, String> {
         crate::listen::remove_stale_socket(path).map_err(|e| format!("--control: {e}"))?;
+        ControlServer::bind_at(path, path)
+    }
+
+    /// Binds next to `path` (`PATH.<pid>.new`) for a drover that takes `path` over from a
+    /// live one later, with [`ControlServer::install`]: a live upgrade's successor, or a
+    /// supervised drover replacing its predecessor.
+    pub fn bind_beside(path: &Path) -> Result<ControlServer, String> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.new", std::process::id()));
+        let temp = path.with_file_name(name);
+        crate::listen::remove_stale_socket(&temp).map_err(|e| format!("--control: {e}"))?;
+        ControlServer::bind_at(&temp, path)
+    }
+
+    fn bind_at(at: &Path, path: &Path) -> Result<ControlServer, String> {
         // Created with mode 0600 at once: no window in which others could connect.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
+        let bound = UnixListener::bind(at);
         nix::sys::stat::umask(old);
-        let listener = bound.map_err(|e| format!("--control {}: {e}", path.display()))?;
+        let listener = bound.map_err(|e| format!("--control {}: {e}", at.display()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("--control: {e}"))?;
         Ok(ControlServer {
             listener,
+            file: file_id(at),
+            bound_at: at.to_path_buf(),
             path: path.to_path_buf(),
             conns: Vec::new(),
         })
+    }
+
+    /// Moves the socket from where `bind_beside` put it onto the control path, atomically:
+    /// new clients reach this drover from now on, the previous one's socket file is gone.
+    pub fn install(&mut self) -> Result<(), String> {
+        if self.bound_at != self.path {
+            std::fs::rename(&self.bound_at, &self.path)
+                .map_err(|e| format!("--control {}: {e}", self.path.display()))?;
+            self.bound_at = self.path.clone();
+        }
+        Ok(())
     }
 
     /// The fds to poll for reading: the listener first, then each connection.
@@ -148,8 +188,11 @@ impl ControlServer {
         done
     }
 
+    /// Removes our socket file, unless a successor's has replaced it.
     pub fn remove_file(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.file.is_some() && file_id(&self.bound_at) == self.file {
+            let _ = std::fs::remove_file(&self.bound_at);
+        }
     }
 }
 
@@ -203,8 +246,13 @@ pub fn client(path: &Path, request: Value) -> i32 {
     let run = || -> Result<Value, String> {
         let mut stream = UnixStream::connect(path)
             .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+        // An upgrade is answered when it is decided, within the server's upgrade_timeout.
+        let wait = match request.get("cmd").and_then(Value::as_str) {
+            Some("upgrade") => Duration::from_secs(3600),
+            _ => Duration::from_secs(10),
+        };
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(wait))
             .map_err(|e| e.to_string())?;
         let mut text = request.to_string();
         text.push('\n');

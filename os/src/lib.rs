@@ -13,9 +13,12 @@ pub mod embedded;
 mod listen;
 mod notify;
 mod pidfile;
+mod sdnotify;
 mod settings;
 mod shell;
 mod spawn;
+mod supervise;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;

@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug (machine trace lines), trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Run a small parent that restarts this drover if it crashes (with backoff), holds
+    /// the listening sockets and the pid file across restarts, forwards signals, and
+    /// performs live upgrades (USR2) by starting a new drover beside the old one.
+    #[arg(long)]
+    pub supervise: bool,
     /// The worker program and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -119,6 +124,7 @@ const SHELL_KEYS: &[&str] = &[
     "control",
     "log_level",
     "command",
+    "upgrade_command",
 ];
 
 /// Machine keys that together choose the pool: flags that set any of them replace all of
@@ -243,6 +249,12 @@ pub struct Settings {
     /// The command as given; `program` is its first word resolved through PATH.
     pub command: Vec<String>,
     pub program: PathBuf,
+    /// What a live upgrade starts instead of drover's own binary and arguments, resolved
+    /// like `command` into `upgrade_program`.
+    pub upgrade_command: Option<Vec<String>>,
+    pub upgrade_program: PathBuf,
+    /// Variables drover itself adds to every worker's environment.
+    pub worker_env: Vec<(String, String)>,
     pub machine: Config,
 }
 
@@ -372,6 +384,19 @@ impl Settings {
             return Err(usage("invalid command: an argument contains a NUL byte"));
         }
         let program = resolve_program(&command[0])?;
+        let upgrade_command = file.strings("upgrade_command")?;
+        let upgrade_program = match &upgrade_command {
+            Some(c) if c.is_empty() || c[0].is_empty() => {
+                return Err(usage(
+                    "config file: `upgrade_command` is empty; remove it (a live upgrade then restarts drover's own binary) or give the program and its arguments",
+                ))
+            }
+            Some(c) if c.iter().any(|a| a.contains('\0')) => {
+                return Err(usage("invalid upgrade_command: an argument contains a NUL byte"))
+            }
+            Some(c) => resolve_program(&c[0])?,
+            None => PathBuf::new(),
+        };
 
         let listen_text = if args.listen.is_empty() {
             file.strings("listen")?.unwrap_or_default()
@@ -428,6 +453,9 @@ impl Settings {
             log_level,
             command,
             program,
+            upgrade_command,
+            upgrade_program,
+            worker_env: Vec::new(),
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();
@@ -444,6 +472,11 @@ impl Settings {
         let mut h = DefaultHasher::new();
         self.command.hash(&mut h);
         self.program.hash(&mut h);
+        // The listeners a worker gets at fd 3 onwards.
+        for l in &self.listen {
+            l.name.hash(&mut h);
+            l.text.hash(&mut h);
+        }
         self.machine.heartbeat_timeout.hash(&mut h); // WATCHDOG_USEC
         h.finish()
     }

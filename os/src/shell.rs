@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
-    Action, Command, Event, ExitStatus, Input, Instant, Phase, Pid, Signal, SpawnError, Supervisor,
-    WorkerId, WorkerState,
+    Action, Command, Event, ExitStatus, Input, Instant, Phase, Pid, RollbackReason, Signal,
+    SpawnError, Supervisor, UpgradeState, WorkerId, WorkerState,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -29,8 +29,10 @@ use crate::control::{self, ControlServer, Request};
 use crate::listen::{self, Listener};
 use crate::notify::{self, Notice, NotifySocket};
 use crate::pidfile::PidFile;
+use crate::sdnotify::Manager;
 use crate::settings::{describe_config_error, RunArgs, Settings};
 use crate::spawn::{ForkedWorker, Spawner, WorkerSpec};
+use crate::upgrade::{self, Channel, Message, Relaunch};
 
 const HANDLED_SIGNALS: [i32; 9] = [
     SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
@@ -50,12 +52,27 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
             return 2;
         }
     };
+    let (settings, forked) = if args.supervise {
+        match crate::supervise::parent_settings(settings) {
+            // The child runs the embedded workers; the parent only runs the child.
+            Ok(s) => (s, None),
+            Err(e) => {
+                eprintln!("drover: {e}");
+                return 2;
+            }
+        }
+    } else {
+        (settings, forked)
+    };
     // An embedded program may have installed its own subscriber: that one stays.
     let _ = tracing_subscriber::fmt()
         .with_max_level(settings.log_level)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    // Two drovers share a log during a live upgrade or under --supervise: every line
+    // names its drover.
+    let _span = tracing::info_span!("drover", pid = std::process::id()).entered();
     match Shell::start(args, settings, forked) {
         Ok(mut shell) => shell.run(),
         Err((code, msg)) => {
@@ -132,12 +149,18 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// Listeners whose unix socket files are removed at exit.
-struct Listeners(Vec<Listener>);
+/// Listeners whose unix socket files are removed at exit, unless another drover owns them
+/// (a successor that took over, or the supervising parent).
+struct Listeners {
+    list: Vec<Listener>,
+    owns_files: bool,
+}
 
 impl Drop for Listeners {
     fn drop(&mut self) {
-        listen::remove_unix_files(&self.0);
+        if self.owns_files {
+            listen::remove_unix_files(&self.list);
+        }
     }
 }
 
@@ -149,8 +172,38 @@ impl Drop for Control {
     }
 }
 
+/// How this drover came to be, which decides who owns the shared paths (pid file, control
+/// socket, unix socket files) and who tells the service manager what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Started by an operator or a service manager: owns everything from the start.
+    Primary,
+    /// A live upgrade's successor before the predecessor handed over.
+    Successor { ready_sent: bool },
+    /// Run by `drover run --supervise`: the parent holds the pid file and the listeners'
+    /// files and performs upgrades.
+    Supervised,
+}
+
 struct Shell {
     sup: Supervisor,
+    role: Role,
+    /// The service manager (systemd, or a supervising drover), if drover runs under one.
+    manager: Option<Manager>,
+    /// READY=1 sent for the current run (again after a reload or a rollback).
+    announced_ready: bool,
+    next_watchdog: Option<std::time::Instant>,
+    /// What a live upgrade starts, taken at start (see `Relaunch::current`).
+    relaunch: Option<Relaunch>,
+    /// The channel to a live upgrade's successor (its pid is the machine's `UpgradeState`).
+    successor: Option<Channel>,
+    /// Control clients of `drover upgrade`, answered at the handover or the rollback.
+    upgrade_waiters: Vec<UnixStream>,
+    /// A successor's channel to its predecessor.
+    predecessor: Option<Channel>,
+    /// False while another drover answers on the control path (a successor before the
+    /// takeover, a predecessor after the handover).
+    serving_control: bool,
     /// Machine time is nanoseconds since this moment.
     epoch: std::time::Instant,
     args: RunArgs,
@@ -170,7 +223,7 @@ struct Shell {
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     _runtime_dir: RuntimeDir,
-    _pid_file: Option<PidFile>,
+    pid_file: Option<PidFile>,
 }
 
 impl Shell {
@@ -179,31 +232,95 @@ impl Shell {
         settings: Settings,
         forked: Option<Box<dyn ForkedWorker>>,
     ) -> Result<Shell, (i32, String)> {
+        let role = if std::env::var_os(upgrade::SUPERVISED_VAR).is_some_and(|v| v == "1") {
+            Role::Supervised
+        } else {
+            Role::Primary
+        };
+        let upgrade_fd =
+            upgrade::parse_upgrade_fd(std::env::var_os(upgrade::UPGRADE_FD_VAR).as_deref())
+                .map_err(|e| (2, e))?;
+        let role = match upgrade_fd {
+            Some(_) => Role::Successor { ready_sent: false },
+            None => role,
+        };
+        // Socket activation (systemd, a supervising drover, a live upgrade's predecessor):
+        // taken before anything else opens a descriptor over them.
+        let inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let inherited_at: Vec<String> = inherited.iter().map(|i| i.local.clone()).collect();
+        let predecessor = match upgrade_fd {
+            Some(fd) => Some(
+                Channel::inherited(fd)
+                    .map_err(|e| (2, format!("{}={fd}: {e}", upgrade::UPGRADE_FD_VAR)))?,
+            ),
+            None => None,
+        };
         mark_inherited_fds_cloexec();
+        let relaunch = match &settings.upgrade_command {
+            Some(command) => Relaunch::command(command, &settings.upgrade_program),
+            None => Relaunch::current(),
+        };
         let (read, write) = UnixStream::pair().map_err(|e| (1, format!("socketpair: {e}")))?;
         let signals = SignalDelivery::with_pipe(read, write, SignalOnly, HANDLED_SIGNALS)
             .map_err(|e| (1, format!("signal handlers: {e}")))?;
-        let pid_file = match &settings.pid_file {
-            Some(path) => Some(PidFile::create(path).map_err(|e| (2, e))?),
-            None => None,
+        // A successor takes the pid file over at the handover; a supervised drover's parent
+        // holds it.
+        let pid_file = match (&settings.pid_file, role) {
+            (Some(path), Role::Primary) => Some(PidFile::create(path).map_err(|e| (2, e))?),
+            _ => None,
         };
-        let listeners = Listeners(
-            listen::open_all(&settings.listen, settings.backlog, settings.unix_mode)
-                .map_err(|e| (2, e))?,
-        );
-        for l in &listeners.0 {
+        let opened = listen::open_all_with(
+            &settings.listen,
+            settings.backlog,
+            settings.unix_mode,
+            inherited,
+        )
+        .map_err(|e| (2, e))?;
+        for warning in &opened.warnings {
+            tracing::warn!("{warning}");
+        }
+        for unused in &opened.unused {
+            tracing::warn!(
+                "inherited socket {} ({}) matches no --listen; closed",
+                unused.local,
+                if unused.name.is_empty() {
+                    "unnamed"
+                } else {
+                    &unused.name
+                }
+            );
+        }
+        drop(opened.unused);
+        let mut list = opened.listeners;
+        if role == Role::Primary {
+            // Socket files systemd created are systemd's to remove, not ours.
+            for l in list.iter_mut().filter(|l| inherited_at.contains(&l.local)) {
+                l.unix_path = None;
+            }
+        }
+        let listeners = Listeners {
+            list,
+            owns_files: role == Role::Primary,
+        };
+        for l in &listeners.list {
             tracing::info!(name = %l.spec.name, "listening on {}", l.local);
         }
         let runtime_dir = RuntimeDir::create().map_err(|e| (1, e))?;
         let notify = NotifySocket::bind(&runtime_dir.0.join("notify")).map_err(|e| (1, e))?;
-        let control = match &settings.control {
-            Some(path) => Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?)),
-            None => None,
+        let control = match (&settings.control, role) {
+            (Some(path), Role::Primary) => {
+                Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?))
+            }
+            // The path still answers for the drover in charge until this one takes over.
+            (Some(path), _) => Some(Control(
+                ControlServer::bind_beside(path).map_err(|e| (2, e))?,
+            )),
+            (None, _) => None,
         };
         let spawner = Spawner::new(
             WorkerSpec::new(&settings),
-            listeners.0.iter().map(|l| l.fd.as_raw_fd()).collect(),
-            listeners.0.iter().map(|l| l.spec.name.clone()).collect(),
+            listeners.list.iter().map(|l| l.fd.as_raw_fd()).collect(),
+            listeners.list.iter().map(|l| l.spec.name.clone()).collect(),
             &notify.path,
             forked,
         )
@@ -215,11 +332,30 @@ impl Shell {
             pid = std::process::id(),
             policy = settings.machine.policy.name(),
             target = sup.target(),
-            "drover started: {}",
+            "drover started{}: {}",
+            match role {
+                Role::Primary => "",
+                Role::Successor { .. } => " as a live upgrade's successor",
+                Role::Supervised => " under --supervise",
+            },
             settings.command.join(" ")
         );
-        Ok(Shell {
+        let manager = Manager::from_env();
+        let next_watchdog = manager
+            .as_ref()
+            .and_then(|m| m.watchdog_interval())
+            .map(|i| std::time::Instant::now() + i);
+        let mut shell = Shell {
             sup,
+            role,
+            manager,
+            announced_ready: false,
+            next_watchdog,
+            relaunch,
+            successor: None,
+            upgrade_waiters: Vec::new(),
+            predecessor,
+            serving_control: role != Role::Successor { ready_sent: false },
             epoch,
             args,
             settings,
@@ -233,8 +369,12 @@ impl Shell {
             backlog_seen: Vec::new(),
             listeners,
             _runtime_dir: runtime_dir,
-            _pid_file: pid_file,
-        })
+            pid_file,
+        };
+        if role == Role::Supervised {
+            shell.install_control();
+        }
+        Ok(shell)
     }
 
     fn now(&self) -> Instant {
@@ -245,6 +385,7 @@ impl Shell {
         self.drain();
         self.reap();
         loop {
+            self.tell_manager();
             if let Some(code) = self.exit {
                 tracing::info!(code, "drover exits");
                 return code;
@@ -256,7 +397,18 @@ impl Shell {
             if ready.notify {
                 self.on_notify();
             }
+            if ready.upgrade {
+                self.on_upgrade_channel();
+            }
             self.on_control(ready.control_listener, &ready.control_conns);
+            if let Some(at) = self.next_watchdog {
+                if at <= std::time::Instant::now() {
+                    if let Some(m) = &self.manager {
+                        m.watchdog();
+                        self.next_watchdog = m.watchdog_interval().map(|i| at + i);
+                    }
+                }
+            }
             if self.sup.poll_timeout().is_some_and(|t| t <= self.now()) {
                 self.sample_backlog();
                 self.feed(Input::Tick);
@@ -265,16 +417,47 @@ impl Shell {
         }
     }
 
+    /// What the service manager (and a waiting predecessor) should hear after this turn:
+    /// READY=1 once the pool is settled (again after a reload or a rolled-back upgrade),
+    /// STOPPING=1 once a stop begins. A successor says `ready` to its predecessor instead.
+    fn tell_manager(&mut self) {
+        let settled = self.sup.phase() == Phase::Running
+            && self.sup.upgrade_state() == UpgradeState::Idle
+            && self.sup.is_settled();
+        match self.role {
+            Role::Successor { ready_sent: false } if settled => {
+                tracing::info!("pool ready: asking the predecessor to hand over");
+                if let Some(channel) = &mut self.predecessor {
+                    channel.send(Message::Ready);
+                }
+                self.role = Role::Successor { ready_sent: true };
+            }
+            Role::Primary | Role::Supervised if settled && !self.announced_ready => {
+                self.announced_ready = true;
+                if let Some(m) = &self.manager {
+                    m.ready(&format!("{} workers ready", self.sup.ready_workers()));
+                }
+            }
+            _ => {}
+        }
+        if matches!(self.sup.phase(), Phase::Stopping { .. }) && self.announced_ready {
+            self.announced_ready = false;
+            if let Some(m) = &self.manager {
+                m.stopping("stopping: draining workers");
+            }
+        }
+    }
+
     /// Reports each TCP listener's accept-queue length when it changed: the machine scales
     /// dynamic and ondemand pools on it (programs that report no load scale too). Sampled
     /// on timer wake-ups, which such pools have every maintenance interval.
     fn sample_backlog(&mut self) {
-        for i in 0..self.listeners.0.len() {
-            let Some(queued) = self.listeners.0[i].accept_queue() else {
+        for i in 0..self.listeners.list.len() {
+            let Some(queued) = self.listeners.list[i].accept_queue() else {
                 continue;
             };
             if self.backlog_seen.get(i).copied().flatten() != Some(queued) {
-                self.backlog_seen.resize(self.listeners.0.len(), None);
+                self.backlog_seen.resize(self.listeners.list.len(), None);
                 self.backlog_seen[i] = Some(queued);
                 self.feed(Input::Backlog {
                     listener: i as u32,
@@ -336,16 +519,16 @@ impl Shell {
                 Err(error) => self.handle(Input::SpawnFailed { worker, error }),
             },
             Action::Signal { pid, signal, .. } => send(pid, signal),
-            Action::StartSuccessor => {
-                // Never requested (no Command::Upgrade is sent yet); answer the protocol.
-                self.handle(Input::SuccessorFailed {
-                    error: SpawnError::Other(libc::ENOSYS),
-                });
-            }
+            Action::StartSuccessor => match self.start_successor() {
+                Ok(pid) => self.handle(Input::SuccessorStarted { pid }),
+                Err(error) => self.handle(Input::SuccessorFailed { error }),
+            },
             Action::KillSuccessor { pid, .. } => {
                 let _ = kill(nix::unistd::Pid::from_raw(pid.0 as i32), NixSignal::SIGKILL);
             }
             Action::Exit { code } => self.exit = Some(code),
+            Action::Event(Event::UpgradeHandover) => self.hand_over(),
+            Action::Event(Event::UpgradeRolledBack { reason }) => self.after_rollback(reason),
             Action::Event(Event::Refused { command, reason }) => {
                 let why = match &reason {
                     drover_machine::Refusal::Invalid(e) => describe_config_error(e),
@@ -370,6 +553,15 @@ impl Shell {
             };
             let pid = pid.as_raw() as u32;
             self.pids.remove(&pid);
+            if let UpgradeState::Started { pid: s, .. }
+            | UpgradeState::Succeeded { pid: s }
+            | UpgradeState::Killing { pid: s } = self.sup.upgrade_state()
+            {
+                if s.0 == pid {
+                    tracing::info!(pid, ?status, "the live upgrade's successor exited");
+                    self.successor = None;
+                }
+            }
             self.feed(Input::Exited {
                 pid: Pid(pid),
                 status,
@@ -385,8 +577,12 @@ impl Shell {
             .sup
             .poll_timeout()
             .map(|t| self.epoch + Duration::from_nanos(t.as_nanos()));
-        let control_deadline = self.control.as_ref().and_then(|c| c.0.deadline());
-        let deadline = [machine_deadline, control_deadline]
+        let control_deadline = self
+            .control
+            .as_ref()
+            .filter(|_| self.serving_control)
+            .and_then(|c| c.0.deadline());
+        let deadline = [machine_deadline, control_deadline, self.next_watchdog]
             .into_iter()
             .flatten()
             .min();
@@ -399,11 +595,26 @@ impl Shell {
                 PollTimeout::try_from(millis as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let control_fds: Vec<BorrowedFd<'_>> =
-            self.control.as_ref().map(|c| c.0.fds()).unwrap_or_default();
+        let control_fds: Vec<BorrowedFd<'_>> = self
+            .control
+            .as_ref()
+            .filter(|_| self.serving_control)
+            .map(|c| c.0.fds())
+            .unwrap_or_default();
+        let upgrade = self.successor.as_ref().or(self.predecessor.as_ref());
+        // The upgrade channel is always polled (a never-readable stand-in when there is
+        // none), so the control fds keep their places at 3 and onwards.
         let mut fds = vec![
             PollFd::new(self.signals.get_read().as_fd(), PollFlags::POLLIN),
             PollFd::new(self.notify.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(
+                upgrade.map_or(self.notify.fd.as_fd(), |c| c.fd()),
+                if upgrade.is_some() {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ),
         ];
         fds.extend(
             control_fds
@@ -420,8 +631,9 @@ impl Shell {
         Ready {
             signals: readable(0),
             notify: readable(1),
-            control_listener: fds.len() > 2 && readable(2),
-            control_conns: (3..fds.len()).map(readable).collect(),
+            upgrade: upgrade.is_some() && readable(2),
+            control_listener: fds.len() > 3 && readable(3),
+            control_conns: (4..fds.len()).map(readable).collect(),
         }
     }
 
@@ -430,6 +642,9 @@ impl Shell {
     fn on_signals(&mut self) {
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
+            if self.args.supervise && self.on_signal_supervising(sig) {
+                continue;
+            }
             let command = match sig {
                 SIGTERM | SIGINT => Some(Command::Stop),
                 SIGQUIT => Some(Command::StopNow),
@@ -444,7 +659,11 @@ impl Shell {
                     None
                 }
                 SIGUSR2 => {
-                    tracing::warn!("SIGUSR2: live upgrade is not implemented yet; ignored");
+                    tracing::info!("signal USR2: live upgrade");
+                    match self.request_upgrade() {
+                        Ok(what) => tracing::info!("{what}"),
+                        Err(e) => tracing::error!("live upgrade refused: {e}"),
+                    }
                     None
                 }
                 _ => None, // SIGCHLD: every loop turn reaps
@@ -456,35 +675,356 @@ impl Shell {
         }
     }
 
+    /// `--supervise`: USR2 replaces the supervised drover side by side; what concerns its
+    /// workers goes to it. Returns false for the signals handled as by any drover.
+    fn on_signal_supervising(&mut self, sig: i32) -> bool {
+        match sig {
+            SIGUSR2 => {
+                tracing::info!("signal USR2: replacing the supervised drover side by side");
+                self.refusals.clear();
+                self.feed(Input::Command(Command::Restart));
+                for refusal in &self.refusals {
+                    tracing::error!("{refusal}");
+                }
+                true
+            }
+            SIGUSR1 | SIGHUP | SIGTTIN | SIGTTOU => {
+                let sig = NixSignal::try_from(sig).expect("a handled signal");
+                for &pid in self.pids.keys() {
+                    tracing::info!(
+                        "signal {}: passed on to the supervised drover pid {pid}",
+                        sig.as_str()
+                    );
+                    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Re-reads the config file, applies the same flags on top, and hands the result to the
     /// machine. The listeners cannot change without a new process (a live upgrade).
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<Vec<String>, String> {
         let new = Settings::load(&self.args).map_err(|e| e.0)?;
-        if new.listen != self.settings.listen {
-            return Err(
-                "the listeners differ from the running ones; they cannot change on reload (restart drover)"
-                    .into(),
-            );
-        }
         if new.pid_file != self.settings.pid_file || new.control != self.settings.control {
             tracing::warn!("reload: pid_file and control cannot change on reload; ignored");
         }
+        // New listeners are opened before any old one closes; the unchanged ones are the
+        // same sockets (no connection waiting in their queues is lost).
+        let (listeners, warnings) = match new.listen != self.settings.listen {
+            true => {
+                let (list, warnings) = self.open_new_listeners(&new)?;
+                (Some(list), warnings)
+            }
+            false => (None, Vec::new()),
+        };
         let config = new.machine.clone();
         self.refusals.clear();
         self.handle(Input::Command(Command::Reload(Box::new(config.clone()))));
         // Accepted iff the machine now runs the new config; then the spawns of this very
-        // drain already use the new command.
+        // drain already use the new command and listeners (a changed listener set changes
+        // the worker fingerprint: the machine replaces the workers one by one).
         if self.sup.config() == &config {
             self.spawner.spec = WorkerSpec::new(&new);
+            if let Some(list) = listeners {
+                self.swap_listeners(list);
+            }
+            self.settings.listen = new.listen;
             self.settings.command = new.command;
             self.settings.program = new.program;
             self.settings.machine = new.machine;
+        } else if let Some(list) = listeners {
+            let fresh: Vec<Listener> = list
+                .into_iter()
+                .filter(|l| {
+                    !self
+                        .listeners
+                        .list
+                        .iter()
+                        .any(|o| o.unix_path == l.unix_path)
+                })
+                .collect();
+            listen::remove_unix_files(&fresh);
         }
         self.drain();
         match self.refusals.is_empty() {
-            true => Ok(()),
+            true => Ok(warnings),
             false => Err(self.refusals.join("; ")),
         }
+    }
+
+    /// The listeners of a reloaded config: the running sockets where the name or address
+    /// is the same, new ones for the rest, and a running one kept (with a warning) where
+    /// its new address cannot be bound.
+    fn open_new_listeners(&self, new: &Settings) -> Result<(Vec<Listener>, Vec<String>), String> {
+        let current = self
+            .listeners
+            .list
+            .iter()
+            .filter_map(|l| {
+                let (local, addr) = listen::describe_listener(l.fd.as_fd()).ok()?;
+                Some(listen::Inherited {
+                    fd: l.fd.try_clone().ok()?,
+                    name: l.spec.name.clone(),
+                    local,
+                    addr,
+                })
+            })
+            .collect();
+        let opened = listen::open_all_with(&new.listen, new.backlog, new.unix_mode, current)?;
+        for warning in &opened.warnings {
+            tracing::warn!("reload: {warning}");
+        }
+        let mut list = opened.listeners;
+        for l in list.iter_mut() {
+            // A socket file someone else owns (systemd's) stays theirs.
+            if let Some(old) = self.listeners.list.iter().find(|o| o.local == l.local) {
+                l.unix_path.clone_from(&old.unix_path);
+            }
+        }
+        Ok((list, opened.warnings))
+    }
+
+    fn swap_listeners(&mut self, list: Vec<Listener>) {
+        let old = std::mem::replace(&mut self.listeners.list, list);
+        for l in &self.listeners.list {
+            tracing::info!(name = %l.spec.name, "listening on {}", l.local);
+        }
+        for l in &old {
+            if self.listeners.list.iter().all(|n| n.local != l.local) {
+                tracing::info!(
+                    name = %l.spec.name,
+                    "no longer listening on {} (workers still holding it finish with it)",
+                    l.local
+                );
+                if self.listeners.owns_files {
+                    listen::remove_unix_files(std::slice::from_ref(l));
+                }
+            }
+        }
+        self.spawner.set_listeners(
+            self.listeners
+                .list
+                .iter()
+                .map(|l| l.fd.as_raw_fd())
+                .collect(),
+            self.listeners
+                .list
+                .iter()
+                .map(|l| l.spec.name.clone())
+                .collect(),
+        );
+        self.backlog_seen.clear();
+    }
+
+    // ------------------------------------------------------------ live upgrade
+
+    /// USR2 or `drover upgrade`. Returns what happens now, for the log or the client.
+    fn request_upgrade(&mut self) -> Result<String, String> {
+        match self.role {
+            Role::Supervised => {
+                // The parent holds the sockets and replaces this drover side by side; a
+                // successor of our own would look like our exit to it.
+                let parent = nix::unistd::getppid();
+                kill(parent, NixSignal::SIGUSR2)
+                    .map_err(|e| format!("cannot signal the supervising drover (pid {parent}): {e}"))?;
+                Ok(format!(
+                    "delegated to the supervising drover (pid {parent}): it starts a new drover and retires this one once the new one is ready"
+                ))
+            }
+            Role::Successor { .. } => Err(
+                "this drover is a live upgrade's successor still waiting for its predecessor to hand over".into(),
+            ),
+            Role::Primary => {
+                self.refusals.clear();
+                self.feed(Input::Command(Command::Upgrade));
+                if !self.refusals.is_empty() {
+                    return Err(self.refusals.join("; "));
+                }
+                match self.sup.upgrade_state() {
+                    UpgradeState::Started { pid, .. } => Ok(format!(
+                        "successor pid {pid} started; it takes over once its workers are ready"
+                    )),
+                    _ => Err("the successor could not be started; this drover keeps serving".into()),
+                }
+            }
+        }
+    }
+
+    fn start_successor(&mut self) -> Result<Pid, SpawnError> {
+        let Some(relaunch) = &self.relaunch else {
+            tracing::error!("live upgrade: cannot tell which program to start (no path to this binary); set upgrade_command");
+            return Err(SpawnError::Exec);
+        };
+        let errno = |e: std::io::Error| SpawnError::Other(e.raw_os_error().unwrap_or(libc::EIO));
+        let (channel, theirs) = Channel::pair().map_err(errno)?;
+        let at = 3 + self.listeners.list.len();
+        let started = self.spawner.spawn_successor(
+            &relaunch.program,
+            &relaunch.argv,
+            &[(upgrade::UPGRADE_FD_VAR, at.to_string())],
+            theirs.as_raw_fd(),
+        );
+        match started {
+            Ok(pid) => {
+                tracing::info!(
+                    "live upgrade: started successor pid {pid}: {}",
+                    relaunch.describe()
+                );
+                self.successor = Some(channel);
+                if let Some(m) = &self.manager {
+                    m.reloading(&format!("live upgrade: successor pid {pid} starting"));
+                }
+                self.announced_ready = false;
+                Ok(pid)
+            }
+            Err(e) => {
+                tracing::error!("live upgrade: cannot start {}: {e:?}", relaunch.describe());
+                Err(e)
+            }
+        }
+    }
+
+    fn on_upgrade_channel(&mut self) {
+        if let Some(channel) = &mut self.successor {
+            let got = channel.receive();
+            for line in &got.garbage {
+                tracing::warn!("upgrade channel: the successor sent {line:?}; ignored");
+            }
+            if got.closed {
+                // Its exit arrives through waitpid; stop polling a closed socket.
+                self.successor = None;
+            }
+            for message in got.messages {
+                match message {
+                    Message::Ready => self.feed(Input::SuccessorReady),
+                    Message::Takeover => {
+                        tracing::warn!("upgrade channel: the successor sent takeover; ignored")
+                    }
+                }
+            }
+        } else if let Some(channel) = &mut self.predecessor {
+            let got = channel.receive();
+            for line in &got.garbage {
+                tracing::warn!("upgrade channel: the predecessor sent {line:?}; ignored");
+            }
+            let takeover = got.messages.contains(&Message::Takeover);
+            if got.closed {
+                self.predecessor = None;
+            }
+            if takeover || (got.closed && matches!(self.role, Role::Successor { .. })) {
+                self.take_over(!takeover);
+            }
+        }
+    }
+
+    /// The successor's side of the handover: the shared paths are ours from now on.
+    fn take_over(&mut self, predecessor_gone: bool) {
+        if !matches!(self.role, Role::Successor { .. }) {
+            return;
+        }
+        if predecessor_gone {
+            tracing::warn!("the predecessor is gone before it handed over; taking over");
+        } else {
+            tracing::info!("the predecessor handed over: this drover is in charge");
+        }
+        self.role = Role::Primary;
+        self.listeners.owns_files = true;
+        if let Some(path) = &self.settings.pid_file {
+            match PidFile::replace(path) {
+                Ok(file) => self.pid_file = Some(file),
+                Err(e) => tracing::error!("cannot take the pid file over: {e}"),
+            }
+        }
+        self.install_control();
+        // READY=1 (after the predecessor's MAINPID=) once settled, which it is by now.
+        self.announced_ready = false;
+    }
+
+    fn install_control(&mut self) {
+        if let Some(control) = &mut self.control {
+            if let Err(e) = control.0.install() {
+                tracing::error!("{e}; the control socket stays where it was bound");
+            }
+        }
+        self.serving_control = true;
+    }
+
+    /// The predecessor's side: the successor is Ready; from now on it answers on every
+    /// shared path while this drover drains its workers and exits.
+    fn hand_over(&mut self) {
+        let UpgradeState::Succeeded { pid } = self.sup.upgrade_state() else {
+            return;
+        };
+        tracing::info!("live upgrade: successor pid {pid} is ready; handing over and draining");
+        if let Some(m) = &self.manager {
+            m.main_pid(pid.0);
+        }
+        self.listeners.owns_files = false;
+        self.serving_control = false;
+        if let Some(channel) = &mut self.successor {
+            channel.send(Message::Takeover);
+        }
+        let answer = json!({
+            "ok": true,
+            "command": "upgrade",
+            "successor_pid": pid.0,
+            "message": format!(
+                "successor pid {pid} took over; drover pid {} drains its workers and exits",
+                std::process::id()
+            ),
+        });
+        for waiter in self.upgrade_waiters.drain(..) {
+            control::respond(waiter, &answer);
+        }
+    }
+
+    /// The upgrade was abandoned (the machine says why in its event line); if the handover
+    /// had happened, the shared paths come back to this drover.
+    fn after_rollback(&mut self, reason: RollbackReason) {
+        let why = match reason {
+            RollbackReason::SuccessorFailedToStart => "the successor could not be started".into(),
+            RollbackReason::SuccessorExited if !self.serving_control => {
+                "the successor exited during the handover".into()
+            }
+            RollbackReason::SuccessorExited => "the successor exited before it was ready".into(),
+            RollbackReason::Timeout => format!(
+                "the successor was not ready within upgrade_timeout ({} s) and was killed",
+                self.sup.config().upgrade_timeout.as_secs_f64()
+            ),
+            RollbackReason::Stopped => {
+                "a stop was requested during the upgrade; the successor was killed".into()
+            }
+        };
+        let message = format!(
+            "live upgrade rolled back: {why}; drover pid {} keeps serving with its workers",
+            std::process::id()
+        );
+        tracing::error!("{message}");
+        for waiter in self.upgrade_waiters.drain(..) {
+            control::respond(waiter, &control::error(&message));
+        }
+        if !self.serving_control {
+            self.listeners.owns_files = true;
+            if let Some(path) = &self.settings.pid_file {
+                match PidFile::replace(path) {
+                    Ok(file) => self.pid_file = Some(file),
+                    Err(e) => tracing::error!("cannot take the pid file back: {e}"),
+                }
+            }
+            if let Some(path) = self.control.as_ref().map(|c| c.0.path.clone()) {
+                match ControlServer::bind_beside(&path) {
+                    Ok(server) => self.control = Some(Control(server)),
+                    Err(e) => tracing::error!("cannot rebind the control socket: {e}"),
+                }
+            }
+            self.install_control();
+            if let Some(m) = &self.manager {
+                m.main_pid(std::process::id());
+            }
+        }
+        self.announced_ready = false;
     }
 
     // ------------------------------------------------------------ notify
@@ -547,7 +1087,7 @@ impl Shell {
     // ------------------------------------------------------------ control
 
     fn on_control(&mut self, listener_ready: bool, conns_ready: &[bool]) {
-        let Some(control) = &mut self.control else {
+        let Some(control) = self.control.as_mut().filter(|_| self.serving_control) else {
             return;
         };
         // Read before accepting: `conns_ready` is indexed by the connections polled.
@@ -556,6 +1096,26 @@ impl Shell {
             control.0.accept();
         }
         for (stream, request) in requests {
+            // Answered once the upgrade is decided: handed over or rolled back.
+            if matches!(request, Ok(Request::Upgrade)) {
+                tracing::info!("control: upgrade");
+                match self.request_upgrade() {
+                    Ok(what)
+                        if matches!(self.sup.upgrade_state(), UpgradeState::Started { .. }) =>
+                    {
+                        tracing::info!("{what}");
+                        self.upgrade_waiters.push(stream);
+                    }
+                    Ok(what) => control::respond(
+                        stream,
+                        &json!({ "ok": true, "command": "upgrade", "message": what }),
+                    ),
+                    Err(e) => {
+                        control::respond(stream, &control::error(&format!("upgrade refused: {e}")))
+                    }
+                }
+                continue;
+            }
             let answer = match request {
                 Ok(request) => self.answer(request),
                 Err(e) => {
@@ -573,11 +1133,22 @@ impl Shell {
             Request::Reload => {
                 tracing::info!("control: reload");
                 return match self.reload() {
-                    Ok(()) => json!({ "ok": true, "command": "reload" }),
+                    Ok(warnings) if warnings.is_empty() => {
+                        json!({ "ok": true, "command": "reload" })
+                    }
+                    Ok(warnings) => {
+                        json!({ "ok": true, "command": "reload", "warnings": warnings })
+                    }
                     Err(e) => control::error(&e),
                 };
             }
-            Request::Upgrade => return control::error("live upgrade is not implemented yet"),
+            // `on_control` answers upgrades once decided; this is the immediate answer.
+            Request::Upgrade => {
+                return match self.request_upgrade() {
+                    Ok(what) => json!({ "ok": true, "command": "upgrade", "message": what }),
+                    Err(e) => control::error(&format!("upgrade refused: {e}")),
+                };
+            }
             Request::Stop => Command::Stop,
             Request::StopNow => Command::StopNow,
             Request::Restart => Command::Restart,
@@ -641,8 +1212,20 @@ impl Shell {
             "ready": self.sup.ready_workers(),
             "live": self.sup.live_workers(),
             "crash_looping": self.sup.is_crash_looping(),
+            "role": match self.role {
+                Role::Primary => "primary",
+                Role::Successor { .. } => "successor",
+                Role::Supervised => "supervised",
+            },
+            "upgrade": match self.sup.upgrade_state() {
+                UpgradeState::Idle => json!({ "state": "idle" }),
+                UpgradeState::Requested { .. } => json!({ "state": "requested" }),
+                UpgradeState::Started { pid, .. } => json!({ "state": "started", "successor_pid": pid.0 }),
+                UpgradeState::Succeeded { pid } => json!({ "state": "handed-over", "successor_pid": pid.0 }),
+                UpgradeState::Killing { pid } => json!({ "state": "rolling-back", "successor_pid": pid.0 }),
+            },
             "command": self.settings.command,
-            "listeners": self.listeners.0.iter().map(|l| json!({
+            "listeners": self.listeners.list.iter().map(|l| json!({
                 "name": l.spec.name,
                 "address": l.local,
             })).collect::<Vec<_>>(),
@@ -654,6 +1237,7 @@ impl Shell {
 struct Ready {
     signals: bool,
     notify: bool,
+    upgrade: bool,
     control_listener: bool,
     control_conns: Vec<bool>,
 }

@@ -27,6 +27,7 @@ use crate::settings::Settings;
 pub struct WorkerSpec {
     program: CString,
     argv: Vec<CString>,
+    env: Vec<CString>,
     watchdog_usec: Option<u64>,
     threads: u32,
 }
@@ -37,6 +38,7 @@ impl WorkerSpec {
         WorkerSpec {
             program: c(settings.program.as_os_str().as_bytes()),
             argv: settings.command.iter().map(|a| c(a.as_bytes())).collect(),
+            env: settings.worker_env.iter().map(|(k, v)| var(k, v)).collect(),
             watchdog_usec: settings.watchdog_usec(),
             threads: settings.machine.threads,
         }
@@ -91,6 +93,14 @@ pub struct Spawner {
     death_write: OwnedFd,
 }
 
+/// Variables of a live upgrade's successor or a supervised drover, never passed on.
+pub const SUCCESSOR_VARS: &[&str] = &["DROVER_UPGRADE_FD", "DROVER_SUPERVISED"];
+
+fn var(k: &str, v: &str) -> CString {
+    CString::new(format!("{k}={v}"))
+        .unwrap_or_else(|_| CString::new("DROVER_BAD_VAR=").expect("no NUL"))
+}
+
 const OURS: &[&str] = &[
     "LISTEN_FDS",
     "LISTEN_PID",
@@ -100,6 +110,8 @@ const OURS: &[&str] = &[
     "WATCHDOG_PID",
     "DROVER_WORKER_ID",
     "DROVER_GENERATION",
+    "DROVER_UPGRADE_FD",
+    "DROVER_SUPERVISED",
 ];
 
 impl Spawner {
@@ -147,7 +159,6 @@ impl Spawner {
     /// Forks and execs one worker. Returns once the child has exec'd (or failed to), so a
     /// missing program is a `SpawnFailed`, not a crash.
     fn spawn_command(&self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
-        let var = |k: &str, v: &str| CString::new(format!("{k}={v}")).expect("no NUL");
         let mut env: Vec<CString> = self.base_env.clone();
         if !self.listen_fds.is_empty() {
             env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
@@ -159,24 +170,102 @@ impl Spawner {
         }
         env.push(var("DROVER_WORKER_ID", &worker.slot.to_string()));
         env.push(var("DROVER_GENERATION", &generation.0.to_string()));
+        env.extend(self.spec.env.iter().cloned());
+        self.fork_exec(
+            &self.spec.program,
+            &self.spec.argv,
+            env,
+            &self.listen_fds,
+            true,
+        )
+    }
 
+    /// The listeners of a reload: the next workers get these.
+    pub fn set_listeners(&mut self, fds: Vec<RawFd>, names: Vec<String>) {
+        self.listen_fds = fds;
+        self.listen_names = names.join(":");
+        self.listen_name_list = names;
+    }
+
+    /// Starts the successor of a live upgrade: `program` with `argv`, drover's own
+    /// environment (so NOTIFY_SOCKET and WATCHDOG_USEC are drover's service manager's, not
+    /// the workers') plus `extra_env`, the listeners at fd 3 onwards (LISTEN_FDS/LISTEN_FDNAMES/
+    /// LISTEN_PID, as systemd would pass them) and `channel` right after them. Unlike a
+    /// worker it must outlive this supervisor: no parent-death signal, no own group.
+    pub fn spawn_successor(
+        &self,
+        program: &CString,
+        argv: &[CString],
+        extra_env: &[(&str, String)],
+        channel: RawFd,
+    ) -> Result<Pid, SpawnError> {
+        let strip: Vec<&str> = OURS
+            .iter()
+            .copied()
+            // drover's own manager and watchdog period pass on; WATCHDOG_PID (ours) not.
+            .filter(|k| *k != "NOTIFY_SOCKET" && *k != "WATCHDOG_USEC")
+            .chain(SUCCESSOR_VARS.iter().copied())
+            .collect();
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !strip.iter().any(|o| k.as_bytes() == o.as_bytes()))
+            .filter_map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                CString::new(kv.as_bytes()).ok()
+            })
+            .collect();
+        env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
+        env.push(var("LISTEN_FDNAMES", &self.listen_names));
+        for (k, v) in extra_env {
+            env.push(var(k, v));
+        }
+        // Every source fd must sit above the targets 3..3+n+1 (see `exec_child`).
+        let floor = 3 + self.listen_fds.len() as RawFd + 1;
+        let high = nix::fcntl::fcntl(
+            // SAFETY: `channel` is an open descriptor the caller owns for this call.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(channel) },
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor),
+        )
+        .map_err(|e| SpawnError::Other(e as i32))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        let fds: Vec<RawFd> = self
+            .listen_fds
+            .iter()
+            .copied()
+            .chain([high.as_raw_fd()])
+            .collect();
+        self.fork_exec(program, argv, env, &fds, false)
+    }
+
+    /// fork + execve with `fds` placed at 3, 4, …; `LISTEN_PID` is set in the child when
+    /// there is any fd to pass. `worker`: die with the supervisor and lead an own group.
+    fn fork_exec(
+        &self,
+        program: &CString,
+        argv: &[CString],
+        env: Vec<CString>,
+        fds: &[RawFd],
+        worker: bool,
+    ) -> Result<Pid, SpawnError> {
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
         // The child writes its LISTEN_PID here; the array stays NULL-terminated.
-        let listen_pid_slot = (!self.listen_fds.is_empty()).then_some(envp.len());
+        let listen_pid_slot = (!fds.is_empty()).then_some(envp.len());
         envp.push(std::ptr::null());
         envp.push(std::ptr::null());
-        let mut argv: Vec<*const libc::c_char> =
-            self.spec.argv.iter().map(|c| c.as_ptr()).collect();
+        let mut argv: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
         argv.push(std::ptr::null());
 
         let (err_read, err_write) =
             pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Other(e as i32))?;
         let child = ChildPlan {
-            program: self.spec.program.as_ptr(),
+            program: program.as_ptr(),
             argv: argv.as_ptr(),
             envp: envp.as_mut_ptr(),
             listen_pid_slot,
-            listen_fds: &self.listen_fds,
+            listen_fds: fds,
+            worker,
             parent: self.parent,
             death_read: self.death_read.as_raw_fd(),
             death_write: self.death_write.as_raw_fd(),
@@ -199,9 +288,12 @@ impl Spawner {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(err_write);
-                // Also set in the child: whichever runs first, the group exists before the
-                // supervisor can signal it. Fails harmlessly once the child has exec'd.
-                let _ = nix::unistd::setpgid(child, child);
+                if worker {
+                    // Also set in the child: whichever runs first, the group exists before
+                    // the supervisor can signal it. Fails harmlessly once the child has
+                    // exec'd.
+                    let _ = nix::unistd::setpgid(child, child);
+                }
                 let mut buf = [0u8; 4];
                 let n = loop {
                     match nix::unistd::read(err_read.as_fd(), &mut buf) {
@@ -365,6 +457,8 @@ struct ChildPlan<'a> {
     envp: *mut *const libc::c_char,
     listen_pid_slot: Option<usize>,
     listen_fds: &'a [RawFd],
+    /// A worker dies with the supervisor and leads its own process group; a successor not.
+    worker: bool,
     parent: libc::pid_t,
     death_read: RawFd,
     death_write: RawFd,
@@ -381,7 +475,9 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
     // prepared before fork; no allocation, no locks, no unwinding (every path ends in execve
     // or _exit).
     unsafe {
-        child_prelude(plan.parent, plan.death_read, plan.death_write);
+        if plan.worker {
+            child_prelude(plan.parent, plan.death_read, plan.death_write);
+        }
         // A clean signal state: the supervisor's handlers go before signals are unblocked
         // (exec would reset them, but a signal may arrive before exec); the mask and ignored
         // signals are inherited across exec (Rust ignores SIGPIPE).
