@@ -530,9 +530,19 @@ impl Shell {
             Action::Event(Event::UpgradeHandover) => self.hand_over(),
             Action::Event(Event::UpgradeRolledBack { reason }) => self.after_rollback(reason),
             Action::Event(Event::Refused { command, reason }) => {
+                use drover_machine::Refusal;
                 let why = match &reason {
-                    drover_machine::Refusal::Invalid(e) => describe_config_error(e),
-                    other => other.to_string(),
+                    Refusal::Invalid(e) => describe_config_error(e),
+                    Refusal::Stopping => "drover is stopping".into(),
+                    Refusal::UpgradeInFlight => match self.sup.upgrade_state() {
+                        UpgradeState::Started { pid, .. } | UpgradeState::Succeeded { pid } => format!(
+                            "a live upgrade is already in flight (successor pid {pid}); wait until it takes over or rolls back"
+                        ),
+                        _ => "a live upgrade is already in flight; wait until it takes over or rolls back".into(),
+                    },
+                    Refusal::OutOfBounds { min, max } => {
+                        format!("the pool size must stay within {min}..={max}")
+                    }
                 };
                 self.refusals.push(format!("{command} refused: {why}"));
             }
@@ -662,7 +672,7 @@ impl Shell {
                     tracing::info!("signal USR2: live upgrade");
                     match self.request_upgrade() {
                         Ok(what) => tracing::info!("{what}"),
-                        Err(e) => tracing::error!("live upgrade refused: {e}"),
+                        Err(e) => tracing::error!("{e}"),
                     }
                     None
                 }
@@ -827,14 +837,15 @@ impl Shell {
                 // The parent holds the sockets and replaces this drover side by side; a
                 // successor of our own would look like our exit to it.
                 let parent = nix::unistd::getppid();
-                kill(parent, NixSignal::SIGUSR2)
-                    .map_err(|e| format!("cannot signal the supervising drover (pid {parent}): {e}"))?;
+                kill(parent, NixSignal::SIGUSR2).map_err(|e| {
+                    format!("upgrade refused: cannot signal the supervising drover (pid {parent}): {e}")
+                })?;
                 Ok(format!(
                     "delegated to the supervising drover (pid {parent}): it starts a new drover and retires this one once the new one is ready"
                 ))
             }
             Role::Successor { .. } => Err(
-                "this drover is a live upgrade's successor still waiting for its predecessor to hand over".into(),
+                "upgrade refused: this drover is a live upgrade's successor still waiting for its predecessor to hand over".into(),
             ),
             Role::Primary => {
                 self.refusals.clear();
@@ -846,7 +857,7 @@ impl Shell {
                     UpgradeState::Started { pid, .. } => Ok(format!(
                         "successor pid {pid} started; it takes over once its workers are ready"
                     )),
-                    _ => Err("the successor could not be started; this drover keeps serving".into()),
+                    _ => Err("upgrade failed: the successor could not be started; this drover keeps serving".into()),
                 }
             }
         }
@@ -1110,9 +1121,7 @@ impl Shell {
                         stream,
                         &json!({ "ok": true, "command": "upgrade", "message": what }),
                     ),
-                    Err(e) => {
-                        control::respond(stream, &control::error(&format!("upgrade refused: {e}")))
-                    }
+                    Err(e) => control::respond(stream, &control::error(&e)),
                 }
                 continue;
             }
@@ -1146,7 +1155,7 @@ impl Shell {
             Request::Upgrade => {
                 return match self.request_upgrade() {
                     Ok(what) => json!({ "ok": true, "command": "upgrade", "message": what }),
-                    Err(e) => control::error(&format!("upgrade refused: {e}")),
+                    Err(e) => control::error(&e),
                 };
             }
             Request::Stop => Command::Stop,

@@ -252,6 +252,79 @@ pub fn run_bounded(
     (status, out.dump(), err.dump())
 }
 
+// ------------------------------------------------------------------ the python worker
+
+/// A worker following the contract: socket on fd 3, READY=1, WATCHDOG=1 at a quarter of
+/// WATCHDOG_USEC, graceful exit on TERM after the request in hand. A line protocol:
+/// `slow SECS` answers after SECS, `crash` exits 3, anything else answers at once.
+pub const WORKER_PY: &str = r#"
+import os, socket, signal, sys, time, select
+args = sys.argv[1:]
+path = os.environ.get("NOTIFY_SOCKET")
+def notify(msg):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try: s.sendto(msg.encode(), path)
+    finally: s.close()
+def log(msg):
+    os.write(2, (msg + "\n").encode())  # one write: lines of workers never interleave
+wid = os.environ["DROVER_WORKER_ID"]; gen = os.environ["DROVER_GENERATION"]
+nfds = int(os.environ["LISTEN_FDS"])
+leaked = []
+for fd in range(3 + nfds, 256):
+    try:
+        os.fstat(fd); leaked.append(fd)
+    except OSError:
+        pass
+log(f"worker pid={os.getpid()} id={wid} gen={gen} listen_pid_ok={os.environ['LISTEN_PID'] == str(os.getpid())} names={os.environ['LISTEN_FDNAMES']} leaked={leaked}")
+lsock = socket.socket(fileno=3)
+lsock.setblocking(False)
+stopping = False
+def on_term(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, signal.SIG_IGN if "--ignore-term" in args else on_term)
+if "--boot-delay" in args:
+    time.sleep(float(args[args.index("--boot-delay") + 1]))
+notify("READY=1\nSTATUS=serving")
+wd = float(os.environ.get("WATCHDOG_USEC", "0")) / 1e6 / 4
+last = 0
+while not stopping:
+    if wd and time.monotonic() - last > wd:
+        notify("WATCHDOG=1"); last = time.monotonic()
+    r, _, _ = select.select([lsock], [], [], 0.05)
+    if not r:
+        continue
+    try:
+        conn, _ = lsock.accept()
+    except (BlockingIOError, InterruptedError):
+        continue
+    conn.setblocking(True)
+    req = b""
+    while not req.endswith(b"\n"):
+        chunk = conn.recv(1024)
+        if not chunk:
+            break
+        req += chunk
+    req = req.decode().strip()
+    if req.startswith("slow"):
+        log(f"worker pid={os.getpid()} handling {req}")
+        time.sleep(float(req.split()[1]))
+    if req == "crash":
+        os._exit(3)
+    conn.sendall(f"pid={os.getpid()} id={wid} gen={gen}\n".encode())
+    conn.close()
+notify("STOPPING=1")
+sys.exit(0)
+"#;
+
+/// A test directory holding the worker; python's command line names it, which is what
+/// makes the workers processes of the test.
+pub fn test_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    std::fs::write(dir.path("worker.py"), WORKER_PY).unwrap();
+    dir
+}
+
 // ------------------------------------------------------------------ log capture
 
 /// A child's output, collected line by line by a thread of its own.

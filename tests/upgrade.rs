@@ -1,0 +1,378 @@
+//! Zero-downtime end to end: a bounded client loop (a fresh connection per request, several
+//! threads) runs against `drover run` with a python command worker and against the embedded
+//! `hello`, across a rolling restart, a live upgrade, and a live upgrade whose successor
+//! crashes during boot (rollback); and against `drover run --supervise` across a crash of
+//! the supervised drover and its side-by-side replacement.
+//!
+//! The server binary is copied into the test's directory first: a live upgrade re-executes
+//! it from disk, so replacing the file is how a test ships a "new build" (a broken one for
+//! the rollback), and every process of the test names the directory (the survivor guard).
+
+pub mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// Client threads: several, so a request is always in flight when a drover hands over.
+const CLIENTS: usize = 4;
+const MAX_REQUESTS: u64 = 2_000_000;
+const MAX_LOAD_TIME: Duration = Duration::from_secs(120);
+/// Answers to wait for after each step, so each step is crossed under load.
+const PROGRESS: u64 = 200;
+
+fn copy_binary(from: &Path, dir: &TempDir, name: &str) -> String {
+    let to = dir.path(name);
+    std::fs::copy(from, &to).unwrap();
+    to
+}
+
+/// Replaces the binary the way a deployment does (rename over it: the running file stays
+/// intact), here with a "build" that crashes a moment after it starts.
+fn ship_broken_build(path: &str) {
+    let temp = format!("{path}.new");
+    std::fs::write(
+        &temp,
+        "#!/bin/sh\necho 'broken build: crashing during boot' >&2\nsleep 0.2\nkill -SEGV $$\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+fn control(ctl: &str, cmd: &str) -> (i32, String, String) {
+    let (status, out, err) = run_bounded(DROVER, &[cmd, "--control", ctl], Duration::from_secs(90));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn status(ctl: &str) -> Value {
+    let (code, out, err) = control(ctl, "status");
+    assert_eq!(code, 0, "status failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The pid file's pid (None while it is missing or being replaced).
+fn pid_in(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn worker_pids(s: &Value) -> BTreeSet<u32> {
+    s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect()
+}
+
+/// The pool in charge has `target` Ready workers, all of generation `generation`.
+fn settled(ctl: &str, generation: u64) -> bool {
+    let s = status(ctl);
+    let workers = s["workers"].as_array().unwrap();
+    s["ready"] == s["target"]
+        && workers.len() as u64 == s["target"].as_u64().unwrap()
+        && workers.iter().all(|w| {
+            w["generation"].as_u64() == Some(generation)
+                && matches!(w["state"].as_str(), Some("idle" | "busy"))
+        })
+}
+
+fn wait_progress(load: &Load, what: &str) {
+    let from = load.ok();
+    wait_until(what, T, || load.ok() >= from + PROGRESS);
+}
+
+/// The whole sequence against one server, started by the test with `--pid-file PID` and
+/// `--control CTL` in its directory.
+fn restart_upgrade_rollback(mut server: Server, binary: &str, proto: Proto) {
+    let ctl = server.dir.path("ctl");
+    let pid_file = server.dir.path("pid");
+    let dir = server.dir.root().to_path_buf();
+    wait_until("the pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    let first = server.pid();
+    assert_eq!(pid_in(&pid_file), Some(first));
+    let load = Load::start(server.addr(), proto, CLIENTS, MAX_REQUESTS, MAX_LOAD_TIME);
+    wait_progress(&load, "answers before the rolling restart");
+
+    // 1. Rolling restart: every worker replaced, one at a time.
+    let before = worker_pids(&status(&ctl));
+    let (code, _, err) = control(&ctl, "restart");
+    assert_eq!(code, 0, "{err}");
+    wait_until(
+        "the rolling restart completes",
+        Duration::from_secs(30),
+        || settled(&ctl, 2),
+    );
+    assert!(worker_pids(&status(&ctl)).is_disjoint(&before));
+    wait_progress(&load, "answers after the rolling restart");
+
+    // 2. Live upgrade: `drover upgrade` answers once the successor took over.
+    let old_workers = worker_pids(&status(&ctl));
+    let (code, out, err) = control(&ctl, "upgrade");
+    assert_eq!(code, 0, "upgrade failed: {err}\n{}", server.log.dump());
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    let successor = answer["successor_pid"].as_u64().unwrap() as u32;
+    assert_ne!(successor, first);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(30)).code(),
+        Some(0),
+        "the predecessor must drain and exit 0; log:\n{}",
+        server.log.dump()
+    );
+    assert_eq!(
+        pid_in(&pid_file),
+        Some(successor),
+        "the pid file names the successor"
+    );
+    let s = status(&ctl);
+    assert_eq!(
+        s["pid"].as_u64(),
+        Some(successor as u64),
+        "control answers from the successor"
+    );
+    assert_eq!(s["role"], "primary");
+    wait_until("the old generation is gone", T, || {
+        let alive = survivors(&dir);
+        !alive.contains(&first) && old_workers.iter().all(|p| !alive.contains(p))
+    });
+    wait_progress(&load, "answers from the successor");
+
+    // 3. A broken build: the successor crashes during boot; the running drover keeps its
+    // workers and the pid file, and `drover upgrade` reports the rollback.
+    wait_until("the successor's pool is settled", T, || settled(&ctl, 1));
+    let serving = worker_pids(&status(&ctl));
+    let everyone: BTreeSet<u32> = survivors(&dir).into_iter().collect();
+    ship_broken_build(binary);
+    let (code, _, err) = control(&ctl, "upgrade");
+    assert_ne!(code, 0, "an upgrade to a crashing build must fail");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(
+        pid_in(&pid_file),
+        Some(successor),
+        "the pid file still names the survivor"
+    );
+    let s = status(&ctl);
+    assert_eq!(s["pid"].as_u64(), Some(successor as u64));
+    assert_eq!(s["upgrade"]["state"], "idle");
+    assert_eq!(
+        worker_pids(&s),
+        serving,
+        "the workers must be untouched by a rollback"
+    );
+    wait_until("no process of the crashed successor is left", T, || {
+        survivors(&dir).into_iter().collect::<BTreeSet<u32>>() == everyone
+    });
+    wait_progress(&load, "answers after the rollback");
+
+    let r = load.stop();
+    assert_eq!(
+        r.failed,
+        0,
+        "requests failed across restart/upgrade/rollback: {r:?}\nlog:\n{}",
+        server.log.dump()
+    );
+    assert!(
+        r.ok >= 4 * PROGRESS,
+        "too few answers to mean anything: {r:?}"
+    );
+
+    // The successor is not the test's child: stop it through its control socket.
+    let (code, _, err) = control(&ctl, "stop");
+    assert_eq!(code, 0, "{err}");
+    wait_until("the successor exits", T, || !alive(successor));
+    assert!(
+        !Path::new(&pid_file).exists(),
+        "the last drover removes its pid file"
+    );
+    assert!(
+        !Path::new(&ctl).exists(),
+        "the last drover removes its control socket"
+    );
+    assert_no_survivors(&dir, &server.log.dump());
+}
+
+#[test]
+fn command_pool_fails_no_request_across_restart_upgrade_and_rollback() {
+    let dir = test_dir("upgrade-cmd");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
+    let server = Server::start(
+        dir,
+        &binary,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid,
+            "--control",
+            &ctl,
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    restart_upgrade_rollback(server, &binary, Proto::Line);
+}
+
+#[test]
+fn embedded_hello_fails_no_request_across_restart_upgrade_and_rollback() {
+    let dir = TempDir::new("upgrade-hello");
+    let binary = copy_binary(hello_bin(), &dir, "hello");
+    let (pid, ctl) = (dir.path("pid"), dir.path("ctl"));
+    let server = Server::start(
+        dir,
+        &binary,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+            "--pid-file",
+            &pid,
+            "--control",
+            &ctl,
+        ],
+    );
+    restart_upgrade_rollback(server, &binary, Proto::Http);
+}
+
+#[test]
+fn usr2_upgrades_and_a_second_upgrade_in_flight_is_refused() {
+    let dir = test_dir("upgrade-usr2");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
+    let mut server = Server::start(
+        dir,
+        &binary,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid,
+            "--control",
+            &ctl,
+            "--",
+            python(),
+            &worker,
+            // The successor's worker boots slowly: the upgrade stays in flight a while.
+            "--boot-delay",
+            "1.5",
+        ],
+    );
+    wait_until("the pool is ready", Duration::from_secs(20), || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    server.signal(libc::SIGUSR2);
+    server
+        .log
+        .wait_for(&["live upgrade: started successor pid"], T);
+    let (code, _, err) = control(&ctl, "upgrade");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("already in flight") || err.contains("in flight"),
+        "{err}"
+    );
+    let first = server.pid();
+    assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let successor = pid_in(&pid).unwrap();
+    assert_ne!(successor, first);
+    assert_eq!(status(&ctl)["pid"].as_u64(), Some(successor as u64));
+    let (code, _, err) = control(&ctl, "stop");
+    assert_eq!(code, 0, "{err}");
+    wait_until("the successor exits", T, || !alive(successor));
+    assert_no_survivors(server.dir.root(), &server.log.dump());
+}
+
+#[test]
+fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
+    let dir = test_dir("supervise");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
+    let mut server = Server::start(
+        dir,
+        &binary,
+        &[
+            "run",
+            "--supervise",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid,
+            "--control",
+            &ctl,
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    let parent = server.pid();
+    wait_until("the supervised pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    assert_eq!(
+        pid_in(&pid),
+        Some(parent),
+        "the pid file names the supervising parent"
+    );
+    let child = status(&ctl)["pid"].as_u64().unwrap() as u32;
+    assert_eq!(status(&ctl)["role"], "supervised");
+    assert_ne!(child, parent);
+
+    // A crash of the supervised drover: its workers die with it, the parent starts a new
+    // one on the same sockets.
+    let workers = worker_pids(&status(&ctl));
+    signal(child, libc::SIGKILL);
+    wait_until("a new supervised drover serves", T, || {
+        let s = std::panic::catch_unwind(|| status(&ctl));
+        s.is_ok_and(|s| s["pid"].as_u64() != Some(child as u64) && s["ready"] == s["target"])
+    });
+    wait_until("the crashed drover's workers are gone", T, || {
+        workers.iter().all(|p| !alive(*p))
+    });
+    let second = status(&ctl)["pid"].as_u64().unwrap() as u32;
+
+    // USR2 to the parent: a new drover beside the old one, no request lost.
+    let load = Load::start(
+        server.addr(),
+        Proto::Line,
+        CLIENTS,
+        MAX_REQUESTS,
+        MAX_LOAD_TIME,
+    );
+    wait_progress(&load, "answers before the replacement");
+    signal(parent, libc::SIGUSR2);
+    wait_until(
+        "the old supervised drover is replaced",
+        Duration::from_secs(30),
+        || !alive(second) && status(&ctl)["ready"] == status(&ctl)["target"],
+    );
+    wait_progress(&load, "answers after the replacement");
+    let r = load.stop();
+    assert_eq!(r.failed, 0, "{r:?}\nlog:\n{}", server.log.dump());
+    assert_eq!(pid_in(&pid), Some(parent));
+
+    server.signal(libc::SIGTERM);
+    server.assert_clean_exit(Duration::from_secs(30));
+    assert!(!Path::new(&pid).exists());
+}
