@@ -17,21 +17,6 @@ fn drover(dir: TempDir, args: &[&str]) -> Server {
     Server::start(dir, DROVER, args)
 }
 
-/// One request on the line protocol, bounded in time.
-fn request(port: u16, line: &str, timeout: Duration) -> std::io::Result<String> {
-    let addr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    if answer.is_empty() {
-        return Err(std::io::Error::other("empty answer"));
-    }
-    Ok(answer)
-}
-
 /// `drover <args>` as a control client: (exit code, stdout, stderr).
 fn client(args: &[&str]) -> (i32, String, String) {
     let out = run_bounded(DROVER, args, Duration::from_secs(15));

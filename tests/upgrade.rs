@@ -376,3 +376,232 @@ fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
     server.assert_clean_exit(Duration::from_secs(30));
     assert!(!Path::new(&pid).exists());
 }
+
+/// A port nothing listens on right now (bound and released: good enough on loopback).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(path: &str, listen: &str, extra: &str, worker: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "listen = [\"{listen}\"]\nworkers = 2\nreadiness = \"notify\"\n{extra}\ncommand = [\"{}\", \"{worker}\"]\n",
+            python()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_successor_not_ready_within_upgrade_timeout_is_killed_with_its_workers() {
+    let dir = test_dir("upgrade-timeout");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, ctl, config) = (
+        dir.path("worker.py"),
+        dir.path("ctl"),
+        dir.path("drover.toml"),
+    );
+    let successor_config = dir.path("successor.toml");
+    write_config(
+        &config,
+        "127.0.0.1:0",
+        &format!("upgrade_timeout = 2\nupgrade_command = [\"{binary}\", \"run\", \"--config\", \"{successor_config}\", \"--control\", \"{ctl}\"]"),
+        &worker,
+    );
+    // The successor's workers never get ready in time.
+    std::fs::write(
+        &successor_config,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nworkers = 2\nreadiness = \"notify\"\ncommand = [\"{}\", \"{worker}\", \"--boot-delay\", \"60\"]\n",
+            python()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(
+        dir,
+        &binary,
+        &["run", "--config", &config, "--control", &ctl],
+    );
+    wait_until("the pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    let everyone: BTreeSet<u32> = survivors(server.dir.root()).into_iter().collect();
+    let serving = worker_pids(&status(&ctl));
+    let (code, _, err) = control(&ctl, "upgrade");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("not ready within upgrade_timeout (2 s) and was killed"),
+        "{err}\n{}",
+        server.log.dump()
+    );
+    wait_until("the successor and its workers are gone", T, || {
+        survivors(server.dir.root())
+            .into_iter()
+            .collect::<BTreeSet<u32>>()
+            == everyone
+    });
+    let s = status(&ctl);
+    assert_eq!(s["pid"].as_u64(), Some(server.pid() as u64));
+    assert_eq!(worker_pids(&s), serving);
+    assert!(request(server.port(), "hi", T).is_ok());
+    server.signal(libc::SIGTERM);
+    server.assert_clean_exit(T);
+}
+
+#[test]
+fn listen_addresses_change_on_reload_and_an_unbindable_one_keeps_the_old_socket() {
+    let dir = test_dir("relisten");
+    let (worker, ctl, config) = (
+        dir.path("worker.py"),
+        dir.path("ctl"),
+        dir.path("drover.toml"),
+    );
+    let (a, b) = (free_port(), free_port());
+    write_config(&config, &format!("127.0.0.1:{a}"), "", &worker);
+    let mut server = Server::start(
+        dir,
+        DROVER,
+        &["run", "--config", &config, "--control", &ctl],
+    );
+    wait_until("the pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    assert!(request(a, "hi", T).is_ok());
+
+    // A new address: opened before the old one closes; the workers roll onto it.
+    write_config(&config, &format!("127.0.0.1:{b}"), "", &worker);
+    let (code, _, err) = control(&ctl, "reload");
+    assert_eq!(code, 0, "{err}");
+    wait_until("the workers moved to the new address", T, || {
+        settled(&ctl, 2)
+    });
+    assert!(request(b, "hi", T).is_ok(), "{}", server.log.dump());
+    wait_until("the old address is closed", T, || {
+        request(a, "hi", Duration::from_secs(1)).is_err()
+    });
+    let s = status(&ctl);
+    assert_eq!(s["listeners"][0]["address"], format!("127.0.0.1:{b}"));
+
+    // An address someone else holds: the running socket stays, and the answer says so.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = busy.local_addr().unwrap().port();
+    write_config(&config, &format!("127.0.0.1:{c}"), "", &worker);
+    let (code, out, err) = control(&ctl, "reload");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("address already in use")
+            && out.contains(&format!("keeping the existing socket on 127.0.0.1:{b}")),
+        "{out}"
+    );
+    assert!(request(b, "hi", T).is_ok());
+    drop(busy);
+    server.signal(libc::SIGTERM);
+    server.assert_clean_exit(T);
+}
+
+/// Reads the datagrams drover sends to its own NOTIFY_SOCKET, in order.
+struct FakeSystemd {
+    socket: std::os::unix::net::UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl FakeSystemd {
+    fn bind(path: &str) -> FakeSystemd {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        FakeSystemd {
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a message containing `part` and returns it.
+    fn expect(&mut self, part: &str) -> String {
+        self.expect_from(0, part)
+    }
+
+    /// Waits for a message containing `part`, the `from`th message or a later one.
+    fn expect_from(&mut self, from: usize, part: &str) -> String {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            if let Some(m) = self.seen.iter().skip(from).find(|m| m.contains(part)) {
+                return m.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {part:?} on NOTIFY_SOCKET; got {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
+    fn position(&self, part: &str) -> usize {
+        self.seen.iter().position(|m| m.contains(part)).unwrap()
+    }
+}
+
+#[test]
+fn drover_tells_its_service_manager_ready_reloading_mainpid_watchdog_and_stopping() {
+    let dir = test_dir("sd-notify");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, ctl, pid) = (dir.path("worker.py"), dir.path("ctl"), dir.path("pid"));
+    let notify_path = dir.path("systemd.sock");
+    let mut systemd = FakeSystemd::bind(&notify_path);
+    let server = Server::start_with_env(
+        dir,
+        &binary,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid,
+            "--control",
+            &ctl,
+            "--",
+            python(),
+            &worker,
+        ],
+        &[
+            ("NOTIFY_SOCKET", &notify_path),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let ready = systemd.expect("READY=1");
+    assert!(ready.contains("STATUS=2 workers ready"), "{ready}");
+    systemd.expect("WATCHDOG=1");
+    let (code, out, err) = control(&ctl, "upgrade");
+    assert_eq!(code, 0, "{err}");
+    let successor = serde_json::from_str::<Value>(&out).unwrap()["successor_pid"]
+        .as_u64()
+        .unwrap();
+    let reloading = systemd.expect("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    systemd.expect(&format!("MAINPID={successor}"));
+    let mut server = server;
+    assert_eq!(server.wait_exit(T).code(), Some(0));
+    // The successor's READY=1 comes after the MAINPID= that names it.
+    let mainpid_at = systemd.position(&format!("MAINPID={successor}"));
+    systemd.expect_from(mainpid_at, "READY=1");
+    let (code, _, err) = control(&ctl, "stop");
+    assert_eq!(code, 0, "{err}");
+    systemd.expect("STOPPING=1");
+    wait_until("the successor exits", T, || !alive(successor as u32));
+    assert_no_survivors(server.dir.root(), &server.log.dump());
+}

@@ -325,6 +325,21 @@ pub fn test_dir(name: &str) -> TempDir {
     dir
 }
 
+/// One request on the line protocol, bounded in time.
+pub fn request(port: u16, line: &str, timeout: Duration) -> std::io::Result<String> {
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::other("empty answer"));
+    }
+    Ok(answer)
+}
+
 // ------------------------------------------------------------------ log capture
 
 /// A child's output, collected line by line by a thread of its own.
@@ -429,9 +444,20 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: TempDir, program: impl AsRef<OsStr>, args: &[&str]) -> Server {
+        Server::start_with_env(dir, program, args, &[])
+    }
+
+    /// With extra environment variables (e.g. a NOTIFY_SOCKET standing in for systemd).
+    pub fn start_with_env(
+        dir: TempDir,
+        program: impl AsRef<OsStr>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let program = program.as_ref();
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -590,7 +616,7 @@ impl Load {
                         && Instant::now() < deadline
                         && shared.issued.fetch_add(1, Ordering::SeqCst) < max_requests
                     {
-                        match request(addr, proto) {
+                        match load_request(addr, proto) {
                             Ok(by) => {
                                 if let Some(by) = by {
                                     shared.notes.lock().unwrap().answered_by.insert(by);
@@ -650,7 +676,7 @@ impl Load {
 }
 
 /// One request on a fresh connection: who answered, if the answer says, or what went wrong.
-fn request(addr: SocketAddr, proto: Proto) -> Result<Option<String>, String> {
+fn load_request(addr: SocketAddr, proto: Proto) -> Result<Option<String>, String> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut s =
         TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
