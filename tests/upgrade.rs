@@ -372,7 +372,9 @@ fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
     assert_eq!(r.failed, 0, "{r:?}\nlog:\n{}", server.log.dump());
     assert_eq!(pid_in(&pid), Some(parent));
 
-    server.signal(libc::SIGTERM);
+    // `drover stop` reaches the supervised drover; the whole service stops.
+    let (code, _, err) = control(&ctl, "stop");
+    assert_eq!(code, 0, "{err}");
     server.assert_clean_exit(Duration::from_secs(30));
     assert!(!Path::new(&pid).exists());
 }

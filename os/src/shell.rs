@@ -1158,6 +1158,26 @@ impl Shell {
                     Err(e) => control::error(&e),
                 };
             }
+            // A supervised drover that stopped alone would only be restarted by its parent:
+            // the stop is the parent's, which stops this drover through its ladder.
+            Request::Stop | Request::StopNow if self.role == Role::Supervised => {
+                let (sig, name) = match request {
+                    Request::Stop => (NixSignal::SIGTERM, "stop"),
+                    _ => (NixSignal::SIGQUIT, "stop-now"),
+                };
+                let parent = nix::unistd::getppid();
+                tracing::info!("control: {name}, passed to the supervising drover pid {parent}");
+                return match kill(parent, sig) {
+                    Ok(()) => json!({
+                        "ok": true,
+                        "command": name,
+                        "message": format!("the supervising drover (pid {parent}) stops, and this drover with it"),
+                    }),
+                    Err(e) => control::error(&format!(
+                        "cannot signal the supervising drover (pid {parent}): {e}"
+                    )),
+                };
+            }
             Request::Stop => Command::Stop,
             Request::StopNow => Command::StopNow,
             Request::Restart => Command::Restart,
