@@ -607,3 +607,44 @@ fn drover_tells_its_service_manager_ready_reloading_mainpid_watchdog_and_stoppin
     wait_until("the successor exits", T, || !alive(successor as u32));
     assert_no_survivors(server.dir.root(), &server.log.dump());
 }
+
+#[test]
+fn a_live_upgrade_can_move_to_a_new_address() {
+    let dir = test_dir("upgrade-relisten");
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, ctl, config) = (
+        dir.path("worker.py"),
+        dir.path("ctl"),
+        dir.path("drover.toml"),
+    );
+    let (a, b) = (free_port(), free_port());
+    write_config(&config, &format!("127.0.0.1:{a}"), "", &worker);
+    let mut server = Server::start(
+        dir,
+        &binary,
+        &["run", "--config", &config, "--control", &ctl],
+    );
+    wait_until("the pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    write_config(&config, &format!("127.0.0.1:{b}"), "", &worker);
+    let (code, out, err) = control(&ctl, "upgrade");
+    assert_eq!(code, 0, "{err}\n{}", server.log.dump());
+    let successor = serde_json::from_str::<Value>(&out).unwrap()["successor_pid"]
+        .as_u64()
+        .unwrap() as u32;
+    assert_eq!(server.wait_exit(T).code(), Some(0));
+    assert!(request(b, "hi", T).is_ok(), "{}", server.log.dump());
+    assert!(
+        request(a, "hi", Duration::from_secs(1)).is_err(),
+        "the old address must be closed"
+    );
+    assert_eq!(
+        status(&ctl)["listeners"][0]["address"],
+        format!("127.0.0.1:{b}")
+    );
+    let (code, _, err) = control(&ctl, "stop");
+    assert_eq!(code, 0, "{err}");
+    wait_until("the successor exits", T, || !alive(successor));
+    assert_no_survivors(server.dir.root(), &server.log.dump());
+}

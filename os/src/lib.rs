@@ -3,10 +3,12 @@
 //! system calls. Every decision (when to spawn, kill, restart, drain) is the machine's.
 //! [`embedded`] runs a Rust handler in forked workers under the same shell.
 //!
-//! Modules: `settings` (flags + TOML → `Config`), `listen` (listening sockets), `spawn`
-//! (fork/exec with systemd conventions, or fork alone for embedded workers), `notify`
-//! (sd_notify socket), `control` (the JSON control socket), `pidfile`, `shell` (the event
-//! loop), and `embedded` (the embedded runtime, public).
+//! Modules: `settings` (flags + TOML → `Config`), `listen` (listening sockets, opened or
+//! adopted), `spawn` (fork/exec with systemd conventions, or fork alone for embedded
+//! workers), `notify` (the workers' sd_notify socket), `sdnotify` (drover's own messages to
+//! its service manager), `control` (the JSON control socket), `pidfile`, `upgrade` (the
+//! live-upgrade channel), `supervise` (`--supervise`), `shell` (the event loop), and
+//! `embedded` (the embedded runtime, public).
 
 mod control;
 pub mod embedded;
@@ -39,7 +41,7 @@ pub mod parse {
     name = "drover",
     version,
     about = "Runs any program as a supervised prefork pool",
-    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, TTIN/TTOU one worker more/fewer."
+    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,7 +67,7 @@ enum Cmd {
     Restart(ControlArgs),
     /// Reload the config file.
     Reload(ControlArgs),
-    /// Live upgrade (not implemented yet).
+    /// Live upgrade: start the successor, wait until it took over (exit 0) or rolled back (exit 1).
     Upgrade(ControlArgs),
     /// Set the pool's size (static: workers; dynamic: min).
     Scale {
