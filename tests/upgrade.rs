@@ -29,6 +29,37 @@ fn copy_binary(from: &Path, dir: &TempDir, name: &str) -> String {
     to
 }
 
+/// A copy of `drover` in the test directory, started as `drover run [flags]
+/// --listen 127.0.0.1:0 --readiness notify --pid-file PID --control CTL -- python3
+/// worker.py [worker_args]`: (server, binary, pid file, control socket).
+fn python_pool(
+    dir: TempDir,
+    flags: &[&str],
+    worker_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Server, String, String, String) {
+    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
+    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
+    let mut args = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend([
+        "--listen",
+        "127.0.0.1:0",
+        "--readiness",
+        "notify",
+        "--pid-file",
+        &pid,
+        "--control",
+        &ctl,
+        "--",
+        python(),
+        &worker,
+    ]);
+    args.extend_from_slice(worker_args);
+    let server = Server::start_with_env(dir, &binary, &args, env);
+    (server, binary, pid, ctl)
+}
+
 /// Replaces the binary the way a deployment does (rename over it: the running file stays
 /// intact), here with a "build" that crashes a moment after it starts.
 fn ship_broken_build(path: &str) {
@@ -198,29 +229,8 @@ fn restart_upgrade_rollback(mut server: Server, binary: &str, proto: Proto) {
 
 #[test]
 fn command_pool_fails_no_request_across_restart_upgrade_and_rollback() {
-    let dir = test_dir("upgrade-cmd");
-    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
-    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
-    let server = Server::start(
-        dir,
-        &binary,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--readiness",
-            "notify",
-            "--pid-file",
-            &pid,
-            "--control",
-            &ctl,
-            "--",
-            python(),
-            &worker,
-        ],
-    );
+    let (server, binary, _, _) =
+        python_pool(test_dir("upgrade-cmd"), &["--workers", "2"], &[], &[]);
     restart_upgrade_rollback(server, &binary, Proto::Line);
 }
 
@@ -250,31 +260,12 @@ fn embedded_hello_fails_no_request_across_restart_upgrade_and_rollback() {
 
 #[test]
 fn usr2_upgrades_and_a_second_upgrade_in_flight_is_refused() {
-    let dir = test_dir("upgrade-usr2");
-    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
-    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
-    let mut server = Server::start(
-        dir,
-        &binary,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--readiness",
-            "notify",
-            "--pid-file",
-            &pid,
-            "--control",
-            &ctl,
-            "--",
-            python(),
-            &worker,
-            // The successor's worker boots slowly: the upgrade stays in flight a while.
-            "--boot-delay",
-            "1.5",
-        ],
+    // The successor's worker boots slowly: the upgrade stays in flight a while.
+    let (mut server, _, pid, ctl) = python_pool(
+        test_dir("upgrade-usr2"),
+        &["--workers", "1"],
+        &["--boot-delay", "1.5"],
+        &[],
     );
     wait_until("the pool is ready", Duration::from_secs(20), || {
         Path::new(&ctl).exists() && settled(&ctl, 1)
@@ -302,29 +293,11 @@ fn usr2_upgrades_and_a_second_upgrade_in_flight_is_refused() {
 
 #[test]
 fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
-    let dir = test_dir("supervise");
-    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
-    let (worker, pid, ctl) = (dir.path("worker.py"), dir.path("pid"), dir.path("ctl"));
-    let mut server = Server::start(
-        dir,
-        &binary,
-        &[
-            "run",
-            "--supervise",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--readiness",
-            "notify",
-            "--pid-file",
-            &pid,
-            "--control",
-            &ctl,
-            "--",
-            python(),
-            &worker,
-        ],
+    let (mut server, _, pid, ctl) = python_pool(
+        test_dir("supervise"),
+        &["--supervise", "--workers", "2"],
+        &[],
+        &[],
     );
     let parent = server.pid();
     wait_until("the supervised pool is ready", T, || {
@@ -557,29 +530,12 @@ impl FakeSystemd {
 #[test]
 fn drover_tells_its_service_manager_ready_reloading_mainpid_watchdog_and_stopping() {
     let dir = test_dir("sd-notify");
-    let binary = copy_binary(Path::new(DROVER), &dir, "drover");
-    let (worker, ctl, pid) = (dir.path("worker.py"), dir.path("ctl"), dir.path("pid"));
     let notify_path = dir.path("systemd.sock");
     let mut systemd = FakeSystemd::bind(&notify_path);
-    let server = Server::start_with_env(
+    let (server, _, _, ctl) = python_pool(
         dir,
-        &binary,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--readiness",
-            "notify",
-            "--pid-file",
-            &pid,
-            "--control",
-            &ctl,
-            "--",
-            python(),
-            &worker,
-        ],
+        &["--workers", "2"],
+        &[],
         &[
             ("NOTIFY_SOCKET", &notify_path),
             ("WATCHDOG_USEC", "1000000"),
