@@ -11,14 +11,17 @@
 # All three serve the same HTTP/1.1 keep-alive answer (hello's parser and response bytes).
 # It measures requests/s (median of RUNS wrk runs, as a ratio to the baseline), kill -9 of
 # a worker -> its replacement answering (median of TRIALS, on 1-worker pools), failed
-# requests across rolling restarts (USR1) under wrk load, supervisor RSS, and supervisor
-# wake-ups and CPU while idle for IDLE seconds with the heartbeat watchdog on; then prints a
-# markdown table with the machine and the date.
+# requests across rolling restarts (USR1) under wrk load, supervisor RSS, supervisor
+# wake-ups and CPU while idle for IDLE seconds with the heartbeat watchdog on, and failed
+# requests across live upgrades (`drover upgrade`, one after another) under wrk load; then
+# prints a markdown table with the machine and the date.
 #
 # Installs wrk (apt-get) if missing and builds the release binaries. Every process it starts
-# is stopped on exit. About 3 minutes after the build with the defaults. Knobs (env):
+# is stopped on exit, live-upgrade successors included (they are not this script's children:
+# found through the pid files). About 3.5 minutes after the build with the defaults. Knobs
+# (env):
 #   WORKERS=4 THREADS=4 CONNS=WORKERS*THREADS DURATION=10 RUNS=3 TRIALS=10 RESTARTS=3
-#   IDLE=10 HEARTBEAT=10 PORT_BASE=18080
+#   UPGRADES=3 IDLE=10 HEARTBEAT=10 PORT_BASE=18080
 # CONNS must not exceed WORKERS*THREADS: every server here gives a connection a thread of
 # its own, so a connection beyond the threads would wait in the accept queue.
 set -uo pipefail
@@ -31,6 +34,7 @@ DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
 TRIALS=${TRIALS:-10}
 RESTARTS=${RESTARTS:-3}
+UPGRADES=${UPGRADES:-3}
 IDLE=${IDLE:-10}
 HEARTBEAT=${HEARTBEAT:-10}
 PORT_BASE=${PORT_BASE:-18080}
@@ -85,17 +89,26 @@ PROBE=$TARGET/examples/replace_probe
 # ------------------------------------------------------------------ processes
 
 TMP=$(mktemp -d /tmp/drover-sysbench.XXXXXX)
-STARTED=() # pids of the servers this script started
+STARTED=()    # pids of the servers this script started
+SUCCESSORS=() # pids of the drovers that live upgrades started (children of a drover, not ours)
+
+# alive PID: the process exists and is not a zombie (an upgraded drover's predecessor is
+# reaped by whoever adopted it, maybe late).
+alive() {
+  local st
+  st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
 
 # Stops one server: TERM (drover drains its workers), then KILL after 10 s; its children
 # (workers die with their parent anyway: PR_SET_PDEATHSIG) are killed if any is left.
 stop_server() {
   local pid=$1 kids i
-  kill -0 "$pid" 2>/dev/null || return 0
+  alive "$pid" || return 0
   kids=$(pgrep -P "$pid" || true)
   kill -TERM "$pid" 2>/dev/null
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null
@@ -105,9 +118,20 @@ stop_server() {
 }
 
 cleanup() {
-  local pid
-  for pid in "${STARTED[@]}"; do stop_server "$pid"; done
-  [ -n "${WRK_PID:-}" ] && kill -KILL "$WRK_PID" 2>/dev/null
+  local pid f
+  if [ -n "${WRK_PID:-}" ]; then
+    # A background run_wrk is a subshell running timeout, which passes TERM on to wrk.
+    pkill -TERM -P "$WRK_PID" 2>/dev/null
+    kill -TERM "$WRK_PID" 2>/dev/null
+  fi
+  # The drover named by each pid file first (after a live upgrade, a successor), then every
+  # successor seen and every server started here; stop_server skips the dead ones.
+  for f in "$TMP"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(tr -dc 0-9 <"$f")
+    [ -n "$pid" ] && stop_server "$pid"
+  done
+  for pid in ${SUCCESSORS[@]+"${SUCCESSORS[@]}"} ${STARTED[@]+"${STARTED[@]}"}; do stop_server "$pid"; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -228,11 +252,11 @@ say "pools: $WORKERS workers x $THREADS threads; wrk -t$WRK_THREADS -c$CONNS -d$
 start baseline "$P_BASE" "$BASELINE" --listen "127.0.0.1:$P_BASE" --workers "$WORKERS" --threads "$THREADS"
 PID_BASE=$LAST_PID
 start embedded "$P_EMB" "$HELLO" --listen "127.0.0.1:$P_EMB" --workers "$WORKERS" --threads "$THREADS" \
-  --heartbeat-timeout "$HEARTBEAT" --control "$TMP/embedded.sock"
+  --heartbeat-timeout "$HEARTBEAT" --control "$TMP/embedded.sock" --pid-file "$TMP/embedded.pid"
 PID_EMB=$LAST_PID
 start command "$P_CMD" "$DROVER" run --listen "127.0.0.1:$P_CMD" --workers "$WORKERS" --threads "$THREADS" \
   --readiness notify --heartbeat-timeout "$HEARTBEAT" --control "$TMP/command.sock" \
-  -- "$WORKER" --threads "$THREADS"
+  --pid-file "$TMP/command.pid" -- "$WORKER" --threads "$THREADS"
 PID_CMD=$LAST_PID
 wait_http "$P_BASE"
 wait_http "$P_EMB"
@@ -281,11 +305,20 @@ done
 rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_of() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 declare -A SUP=([baseline]=$PID_BASE [embedded]=$PID_EMB [command]=$PID_CMD)
-declare -A RSS HWM
+# "PSS PRIVATE ANON" (kB) from smaps_rollup: VmRSS counts the shared libraries' and the
+# binary's mapped pages in full (embedded workers share the supervisor's), PSS divides
+# each shared page among its mappers, PRIVATE is what only this process maps.
+mem_of() {
+  awk '/^Pss:/ {p = $2} /^Private_(Clean|Dirty):/ {u += $2} /^Anonymous:/ {a = $2} END {print p + 0, u + 0, a + 0}' \
+    "/proc/$1/smaps_rollup" 2>/dev/null
+}
+declare -A RSS HWM PSS USS ANON
 for m in "${MODES[@]}"; do
   RSS[$m]=$(rss_of "${SUP[$m]}")
   HWM[$m]=$(hwm_of "${SUP[$m]}")
-  printf '   %-9s supervisor pid %s: VmRSS %s kB, VmHWM %s kB\n' "$m" "${SUP[$m]}" "${RSS[$m]}" "${HWM[$m]}"
+  read -r PSS[$m] USS[$m] ANON[$m] <<<"$(mem_of "${SUP[$m]}")"
+  printf '   %-9s supervisor pid %s: VmRSS %s kB, VmHWM %s kB, PSS %s kB, private %s kB, anonymous %s kB\n' \
+    "$m" "${SUP[$m]}" "${RSS[$m]}" "${HWM[$m]}" "${PSS[$m]}" "${USS[$m]}" "${ANON[$m]}"
 done
 
 # ------------------------------------------------------------------ 2. kill -9 -> replacement
@@ -391,6 +424,76 @@ for m in embedded command; do
     "$m" "${WAKE[$m]}" "${CTXT[$m]}" "${CPU_US[$m]}" "$IDLE"
 done
 
+# ------------------------------------------------------------------ 5. live upgrades
+
+# Last, since each upgrade replaces the supervisor (the figures above are the first one's).
+# Under the same wrk load as the rolling restarts, UPGRADES times in a row per mode:
+# `drover upgrade` (answers once the successor took over), then wait until the old drover
+# has exited, the pid file names the successor and its pool is settled.
+pid_in() { tr -dc 0-9 <"$1" 2>/dev/null; }
+UPGRADE_SECS=$((2 + UPGRADES * 3 + 2))
+declare -A UFAIL UREQS UDETAIL UDONE UHAND UEXIT URSS UPIDS
+say "live upgrades: $UPGRADES x \`drover upgrade\` under wrk -c$CONNS for ${UPGRADE_SECS}s, per mode"
+for m in embedded command; do
+  sock=$TMP/$m.sock
+  pidf=$TMP/$m.pid
+  f=$TMP/wrk-upgrade-$m.txt
+  run_wrk "${PORT[$m]}" "$UPGRADE_SECS" "$f" &
+  WRK_PID=$!
+  sleep 2
+  done_n=0
+  UPIDS[$m]=$(pid_in "$pidf")
+  for ((i = 1; i <= UPGRADES; i++)); do
+    old=$(pid_in "$pidf")
+    t0=$(date +%s%N)
+    answer=$(timeout 30 "$DROVER" upgrade --control "$sock" 2>&1)
+    t_hand=$((($(date +%s%N) - t0) / 1000000))
+    new=$(jq -r 'select(.ok == true) | .successor_pid // empty' <<<"$answer" 2>/dev/null)
+    if [ -z "$new" ]; then
+      printf '   %-9s upgrade %d: refused or failed: %s\n' "$m" "$i" "$(tr '\n' ' ' <<<"$answer")"
+      sleep 1
+      continue
+    fi
+    SUCCESSORS+=("$new")
+    settled=0
+    t_exit=""
+    for ((k = 0; k < 200; k++)); do # 10 s at most
+      if [ -z "$t_exit" ] && ! alive "$old"; then t_exit=$((($(date +%s%N) - t0) / 1000000)); fi
+      if [ -n "$t_exit" ] && [ "$(pid_in "$pidf")" = "$new" ] && pool_settled "$sock" "$WORKERS"; then
+        settled=1
+        break
+      fi
+      sleep 0.05
+    done
+    # The old drover, when it is this script's child (the first upgrade), tells its code.
+    code=""
+    [ "$old" = "${SUP[$m]}" ] && { wait "$old" 2>/dev/null; code=" (exit code $?)"; }
+    if ((settled)); then
+      done_n=$((done_n + 1))
+      UHAND[$m]="${UHAND[$m]:-} $t_hand"
+      UEXIT[$m]="${UEXIT[$m]:-} $t_exit"
+      UPIDS[$m]="${UPIDS[$m]} $new"
+      printf '   %-9s upgrade %d: pid %s -> %s: took over after %d ms, old drover gone after %d ms%s\n' \
+        "$m" "$i" "$old" "$new" "$t_hand" "$t_exit" "$code"
+    else
+      printf '   %-9s upgrade %d: pid %s -> %s did not settle within 10 s (old drover %s; pid file %s)\n' \
+        "$m" "$i" "$old" "$new" "$(alive "$old" && echo alive || echo gone)" "$(pid_in "$pidf")"
+    fi
+    sleep 1
+  done
+  wait "$WRK_PID"
+  WRK_PID=""
+  read -r c rd w t <<<"$(sockerr_of "$f")"
+  UFAIL[$m]=$(failed_of "$f")
+  UREQS[$m]=$(reqs_of "$f")
+  UDONE[$m]=$done_n
+  UDETAIL[$m]="non-2xx $(non2xx_of "$f"), connect $c, read $rd, write $w, timeout $t"
+  cur=$(pid_in "$pidf")
+  URSS[$m]=$(rss_of "$cur" 2>/dev/null)
+  printf '   %-9s %s failed of %s requests (%s); supervisor now pid %s, VmRSS %s kB\n' \
+    "$m" "${UFAIL[$m]}" "${UREQS[$m]}" "${UDETAIL[$m]}" "$cur" "${URSS[$m]:-?}"
+done
+
 # ------------------------------------------------------------------ table
 
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
@@ -411,6 +514,8 @@ V_RATIO=$(verdict "$(ge "${RATIO[embedded]}" 0.98)")
 ((SPREAD > 2)) && V_RATIO="$V_RATIO, but the runs spread over ${SPREAD}% of the median"
 V_REPL=$(both "$(le "${REPL[embedded]}" 2000)" "$(le "${REPL[command]}" 2000)")
 V_FAIL=$(both "$([ "${RFAIL[embedded]}" = 0 ] && echo 1)" "$([ "${RFAIL[command]}" = 0 ] && echo 1)")
+V_UFAIL=$(both "$([ "${UFAIL[embedded]}" = 0 ] && [ "${UDONE[embedded]}" = "$UPGRADES" ] && echo 1)" \
+  "$([ "${UFAIL[command]}" = 0 ] && [ "${UDONE[command]}" = "$UPGRADES" ] && echo 1)")
 V_RSS=$(both "$([ "${RSS[embedded]}" -le 2048 ] && echo 1)" "$([ "${RSS[command]}" -le 2048 ] && echo 1)")
 # The goal is per 10 s: scale when IDLE is another length.
 V_WAKE=$(both "$(le $((WAKE[embedded] * 10)) $((3 * IDLE)))" "$(le $((WAKE[command] * 10)) $((3 * IDLE)))")
@@ -427,7 +532,7 @@ echo "| requests/s, median (min–max) of $RUNS | $(span baseline) | $(span embe
 echo "| ratio to the baseline | 1.000 | ${RATIO[embedded]} | ${RATIO[command]} | embedded ≥ 0.98 | $V_RATIO |"
 echo "| \`kill -9\` of a worker → replacement answering (median of $TRIALS) | — (nothing replaces) | $(ms "${REPL[embedded]}") | $(ms "${REPL[command]}") | ≤ 2 ms | $V_REPL |"
 echo "| failed requests across $RESTARTS rolling restarts (USR1) under wrk | — | ${RFAIL[embedded]} of ${RREQS[embedded]} | ${RFAIL[command]} of ${RREQS[command]} | 0 | $V_FAIL |"
-echo "| failed requests across a live upgrade | — | n/a (not implemented) | n/a (not implemented) | 0 | n/a |"
+echo "| failed requests across $UPGRADES live upgrades (\`drover upgrade\`) under wrk | — | ${UFAIL[embedded]} of ${UREQS[embedded]} | ${UFAIL[command]} of ${UREQS[command]} | 0 | $V_UFAIL |"
 echo "| supervisor RSS after load (VmRSS) | $(mb "${RSS[baseline]}") (parent that only waits) | $(mb "${RSS[embedded]}") | $(mb "${RSS[command]}") | ≤ 2 MB | $V_RSS |"
 echo "| supervisor wake-ups in ${IDLE} s idle, watchdog on | — | ${WAKE[embedded]} | ${WAKE[command]} | ≤ 3 per 10 s | $V_WAKE |"
 echo "| supervisor CPU in ${IDLE} s idle | — | $(ms "${CPU_US[embedded]}") | $(ms "${CPU_US[command]}") | | |"
@@ -435,6 +540,13 @@ echo
 echo "Replacement trials (ms): embedded ${REPL_ALL[embedded]}; command ${REPL_ALL[command]}."
 echo "Rolling restarts settled: embedded ${RDONE[embedded]}/$RESTARTS, command ${RDONE[command]}/$RESTARTS;"
 echo "failures by kind: embedded (${RDETAIL[embedded]}); command (${RDETAIL[command]})."
+echo "Live upgrades completed: embedded ${UDONE[embedded]}/$UPGRADES, command ${UDONE[command]}/$UPGRADES; successor took over after"
+echo "(ms) embedded${UHAND[embedded]:- —}, command${UHAND[command]:- —}; old drover gone after (ms) embedded${UEXIT[embedded]:- —},"
+echo "command${UEXIT[command]:- —}; supervisor pids: embedded ${UPIDS[embedded]}, command ${UPIDS[command]};"
+echo "failures by kind: embedded (${UDETAIL[embedded]}); command (${UDETAIL[command]});"
+echo "last successor's VmRSS after the load: embedded $(mb "${URSS[embedded]:-0}"), command $(mb "${URSS[command]:-0}")."
+echo "Supervisor memory after load, PSS / private / anonymous: baseline $(mb "${PSS[baseline]}") / $(mb "${USS[baseline]}") / $(mb "${ANON[baseline]}"),"
+echo "embedded $(mb "${PSS[embedded]}") / $(mb "${USS[embedded]}") / $(mb "${ANON[embedded]}"), command $(mb "${PSS[command]}") / $(mb "${USS[command]}") / $(mb "${ANON[command]}")."
 echo "Throughput runs: non-2xx + socket errors: baseline ${ERRS[baseline]}, embedded ${ERRS[embedded]}, command ${ERRS[command]}."
 echo "Idle context switches in ${IDLE} s: embedded ${CTXT[embedded]}, command ${CTXT[command]}."
 echo "CPU used by other processes (not this benchmark's): ${OTHER_BEFORE}% of the machine before the run, ${OTHER_LOAD}% during the"
