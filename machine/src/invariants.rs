@@ -56,18 +56,14 @@ impl Supervisor {
             counts.live += c.live;
             counts.spawning += c.spawning;
             counts.idle_threads += c.idle_threads;
+            counts.unreported += c.unreported;
             let deadline = self.slot_deadline(slot);
             let key = slot.deadline_key();
             if let Some(at) = key {
                 timers += 1;
                 index_holds(self.timers.contains(&(at, i as u32)), "timer index", i)?;
             }
-            let keyed = match (key, deadline) {
-                (Some(key), Some(at)) => key <= at,
-                (None, None) => true,
-                _ => false,
-            };
-            check(keyed, "slot deadline indexed no later than due", || {
+            check(key == deadline, "slot deadline indexed exactly", || {
                 format!("slot {i}: due {deadline:?}, indexed {key:?}")
             })?;
             if let Some(key) = self.slot_retire_key(i, slot) {

@@ -151,9 +151,17 @@ pub enum Input {
     Ready {
         worker: WorkerId,
     },
-    /// Liveness evidence for the watchdog (WATCHDOG=1 or the embedded heartbeat).
+    /// Liveness evidence for the watchdog, as of now (WATCHDOG=1).
     Heartbeat {
         worker: WorkerId,
+    },
+    /// Liveness evidence as of `at`: a heartbeat the worker stamped itself and the driver
+    /// read later (the embedded runtime's shared memory, sampled on wake-ups). The watchdog
+    /// counts from `at`, so reading late never stretches it; an `at` later than now counts
+    /// as now, and one older than the last heartbeat changes nothing.
+    HeartbeatAt {
+        worker: WorkerId,
+        at: Instant,
     },
     /// The worker's load: threads busy now, since when the longest-running request has
     /// run, and requests served in total. Per-thread busy-since times reduce to their

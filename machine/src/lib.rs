@@ -5,7 +5,9 @@
 //!
 //! # The run-loop contract
 //!
-//! 1. [`Supervisor::handle`]`(now, input)`; `now` never decreases.
+//! 1. [`Supervisor::handle`]`(now, input)`; `now` never decreases. Facts read together
+//!    (every worker's heartbeat and load, read from shared memory on a wake-up) go in one
+//!    [`Supervisor::handle_all`], so that no deadline fires between two of them.
 //! 2. Drain [`Supervisor::poll_action`] until `None`, performing each action. Results of an
 //!    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) may be fed back with `handle`
 //!    inside the drain.

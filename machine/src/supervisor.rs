@@ -78,6 +78,9 @@ pub(crate) struct Worker {
     /// boot timeout for its first heartbeat, as it may still be starting.
     pub beat_seen: bool,
     pub busy: u32,
+    /// A load report arrived: the worker tells its busy threads, so a connection taken by
+    /// one of its idle threads will show up as a load input (see `demand_hidden`).
+    pub load_seen: bool,
     pub oldest_busy_since: Option<Instant>,
     /// Since when every thread is idle (None while busy or booting).
     pub idle_since: Option<Instant>,
@@ -113,7 +116,7 @@ pub(crate) struct Slot {
     /// Unexpected deaths and failure kills over the slot's life, for status.
     pub restarts: u32,
     pub last_stop: Option<StopReason>,
-    /// The slot's key in `timers`: at or before its real deadline (see `rearm`).
+    /// The slot's key in `timers`: its real deadline (see `rearm`).
     deadline: Option<Instant>,
     retire_key: Option<RetireKey>,
     place_key: Option<Generation>,
@@ -158,6 +161,8 @@ pub(crate) struct Counts {
     /// Idle thread slots: booting workers count whole (don't swamp the machine while they
     /// start), ready ones their idle threads.
     pub idle_threads: u64,
+    /// Ready workers (not stopping) that never reported their load.
+    pub unreported: u32,
 }
 
 pub struct Supervisor {
@@ -179,6 +184,10 @@ pub struct Supervisor {
     pub(crate) counts: Counts,
     pub(crate) queue: VecDeque<Action>,
     pub(crate) spawn_rate: u32,
+    /// The maintenance tick's grid: ticks fall every `maintenance_interval` from here on.
+    /// Always set while the policy ticks and the pool runs; `poll_timeout` shows it only
+    /// when a tick could change something (`maintenance_wakeup`), and ticks skipped while it
+    /// was hidden are no-ops by definition (`run_timers` moves the grid past them).
     pub(crate) next_maintenance: Option<Instant>,
     /// The last `intensity_deaths + 1` deaths, oldest first.
     pub(crate) deaths: VecDeque<Instant>,
@@ -389,8 +398,10 @@ impl Supervisor {
         self.queue.pop_front()
     }
 
-    /// The earliest deadline, or `None` if nothing will happen without an input. Changes
-    /// only through `handle` and `poll_action`.
+    /// The earliest deadline, or `None` if nothing will happen without an input. A
+    /// maintenance tick that could change nothing is no deadline: a calm dynamic or ondemand
+    /// pool sleeps until an input, or until its next idle retirement (see
+    /// `maintenance_wakeup`). Changes only through `handle` and `poll_action`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Exited {
@@ -398,7 +409,7 @@ impl Supervisor {
         }
         [
             self.timers.first().map(|t| t.0),
-            self.next_maintenance,
+            self.maintenance_wakeup(),
             self.upgrade_deadline(),
             self.crash_loop_end(),
         ]
@@ -413,15 +424,59 @@ impl Supervisor {
     ///
     /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
     pub fn handle(&mut self, now: Instant, input: Input) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        self.apply(input);
+        self.end(announced);
+    }
+
+    /// Applies several inputs at `now` as one `handle`: each in turn, then every timer due
+    /// at `now`, once. For facts the driver reads together, such as the heartbeats and
+    /// loads of every worker read from shared memory on a wake-up: a deadline that one of
+    /// them meets must not fire while an earlier one is applied (fed one by one, the first
+    /// report would let the timers kill a worker whose own fresh report comes next). No
+    /// input is the same as `Input::Tick`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle_all(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        for input in inputs {
+            self.apply(input);
+        }
+        self.end(announced);
+    }
+
+    /// Moves the clock to `now`. Returns the maintenance deadline the driver was shown
+    /// before (the state has not changed since its last drain: whether a due tick was
+    /// announced or skipped while hidden), or `None` once exited (inputs are ignored).
+    #[inline]
+    fn begin(&mut self, now: Instant) -> Option<Option<Instant>> {
         assert!(
             now >= self.now,
             "time went backwards: {now} after {}; the driver must pass a monotonic clock",
             self.now
         );
+        let announced = self.maintenance_wakeup();
         self.now = now;
-        if self.phase == Phase::Exited {
-            return;
+        (self.phase != Phase::Exited).then_some(announced)
+    }
+
+    /// After the inputs: every timer due at `now`.
+    #[inline]
+    fn end(&mut self, announced: Option<Instant>) {
+        self.run_timers(announced);
+        #[cfg(debug_assertions)]
+        if let Err(v) = self.check_invariants() {
+            panic!("invariant violated after handle: {v}");
         }
+    }
+
+    /// Records one input's facts at `self.now`; the timers run after.
+    fn apply(&mut self, input: Input) {
+        let now = self.now;
         match input {
             Input::Tick => {}
             Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
@@ -432,6 +487,15 @@ impl Supervisor {
                     self.detach(i);
                     let w = self.worker_mut(i);
                     w.last_heartbeat = now;
+                    w.beat_seen = true;
+                    self.attach(i);
+                }
+            }
+            Input::HeartbeatAt { worker, at } => {
+                if let Some(i) = self.live_slot(worker) {
+                    self.detach(i);
+                    let w = self.worker_mut(i);
+                    w.last_heartbeat = w.last_heartbeat.max(at.min(now));
                     w.beat_seen = true;
                     self.attach(i);
                 }
@@ -456,11 +520,6 @@ impl Supervisor {
                 _ => self.event(Event::Ignored(Ignored::NoUpgrade)),
             },
             Input::SuccessorReady => self.on_successor_ready(),
-        }
-        self.run_timers();
-        #[cfg(debug_assertions)]
-        if let Err(v) = self.check_invariants() {
-            panic!("invariant violated after handle: {v}");
         }
     }
 
@@ -559,6 +618,7 @@ impl Supervisor {
             w.idle_since = Some(now);
         }
         w.requests = requests;
+        w.load_seen = true;
         let over_limit = w.stop.is_none() && w.request_limit.is_some_and(|l| requests >= l);
         self.attach(i);
         if over_limit {
@@ -965,7 +1025,9 @@ impl Supervisor {
 
     // ----------------------------------------------------------------- timers
 
-    fn run_timers(&mut self) {
+    /// Fires every deadline due at `now`. `announced` is the maintenance deadline
+    /// `poll_timeout` showed before this input.
+    fn run_timers(&mut self, announced: Option<Instant>) {
         // Bounded: a slot fires at most three times at one instant (spawn timeout, zero
         // backoff, respawn) and then re-arms strictly later.
         let limit = 3 * self.slots.len() + 8;
@@ -995,10 +1057,20 @@ impl Supervisor {
             self.crash_looping = false;
             self.event(Event::CrashLoopEnded);
         }
-        if self.next_maintenance.is_some_and(|d| d <= self.now) {
-            self.next_maintenance = None;
-            self.maintain();
-            self.schedule_maintenance();
+        if let Some(next) = self.next_maintenance.filter(|&d| d <= self.now) {
+            // Announced and due (the driver may wake late): tick now, as always. Not
+            // announced: no tick on the grid since `next` could have changed anything, so
+            // each was a no-op; only one falling exactly now runs (after the input, like
+            // every timer), else the grid moves to its next point.
+            let tick_now = announced.is_some_and(|a| a <= self.now)
+                || self.grid_at_or_after(next, self.now) == self.now;
+            if tick_now {
+                self.next_maintenance = None;
+                self.maintain();
+                self.schedule_maintenance();
+            } else {
+                self.next_maintenance = Some(self.grid_at_or_after(next, self.now));
+            }
         }
     }
 
@@ -1057,8 +1129,9 @@ impl Supervisor {
         }
     }
 
-    /// Keeps the maintenance tick scheduled while it is useful. An operator command does
-    /// not postpone a tick already due (a stream of commands must not starve scaling).
+    /// Keeps the maintenance grid while the policy has a tick (`poll_timeout` shows it only
+    /// when the tick is useful). An operator command does not postpone a tick already due
+    /// (a stream of commands must not starve scaling).
     fn schedule_maintenance(&mut self) {
         let useful = !matches!(self.config.policy, Policy::Static { .. })
             || self.config.idle_timeout.is_some();
@@ -1076,17 +1149,8 @@ impl Supervisor {
             return;
         }
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
-        if let (Some(timeout), Some(&(since, slot))) = (self.config.idle_timeout, self.idle.first())
-        {
-            // A dynamic pool keeps min_spare idle threads even when they idle past the
-            // timeout: retiring them would only make the next tick spawn again.
-            let spare_after = (self.counts.idle_threads.saturating_sub(self.queued))
-                .saturating_sub(u64::from(self.config.threads));
-            let keeps_spares = match self.config.policy {
-                Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
-                _ => true,
-            };
-            if since + timeout <= self.now && self.target > min && keeps_spares {
+        if let Some((due, slot)) = self.idle_retirement() {
+            if due <= self.now {
                 self.spawn_rate = 1;
                 self.set_target(self.target - 1);
                 self.retire(slot as usize, StopReason::Idle);
@@ -1127,6 +1191,93 @@ impl Supervisor {
                 self.set_target(self.target - 1);
             }
         }
+    }
+
+    /// The longest-idle worker and when the idle timeout retires it, if the pool may lose
+    /// it: above `min`, and a dynamic pool keeps `min_spare` idle threads even when they
+    /// idle past the timeout (retiring them would only make the next tick spawn again).
+    fn idle_retirement(&self) -> Option<(Instant, u32)> {
+        let timeout = self.config.idle_timeout?;
+        let &(since, slot) = self.idle.first()?;
+        if self.target <= self.config.policy.min() {
+            return None;
+        }
+        let spare_after = (self.counts.idle_threads.saturating_sub(self.queued))
+            .saturating_sub(u64::from(self.config.threads));
+        let keeps_spares = match self.config.policy {
+            Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
+            _ => true,
+        };
+        keeps_spares.then_some((since + timeout, slot))
+    }
+
+    /// Whether a maintenance tick now would change anything (other than an idle
+    /// retirement, which is a deadline of its own), or the listeners' accept queues must be
+    /// sampled. Depends on the state only, never on the time: it is what `maintain` would
+    /// do, read without doing it.
+    pub(crate) fn maintenance_useful(&self) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        // A calm tick puts the ramp back to 1.
+        if self.spawn_rate > 1 {
+            return true;
+        }
+        let (min, max) = (self.config.policy.min(), self.config.policy.max());
+        let idle = self.counts.idle_threads;
+        let room = self.target < max;
+        match self.config.policy {
+            Policy::Static { .. } => false,
+            Policy::Dynamic {
+                min_spare,
+                max_spare,
+                ..
+            } => {
+                let short = u64::from(min_spare) + self.queued > idle;
+                let surplus = idle.saturating_sub(self.queued) > u64::from(max_spare);
+                (short && room) || (surplus && self.target > min) || self.demand_hidden(room)
+            }
+            Policy::Ondemand { .. } => (self.queued > idle && room) || self.demand_hidden(room),
+        }
+    }
+
+    /// The shell learns of connections waiting in the accept queues only by sampling them
+    /// when it wakes up (`Input::Backlog`), so a pool that may still grow keeps ticking
+    /// while such a queue could be building unseen: when connections were queued at the
+    /// last sample (until the queue is seen empty), when no thread is idle (nothing would
+    /// take a new connection, so no load report would tell), or while a Ready worker has
+    /// never reported its load (a program that reports none looks idle forever; the queue
+    /// is then the only sign of demand). Otherwise every connection lands on an idle thread
+    /// of a worker that reports its load, and that report is the input that wakes the pool.
+    fn demand_hidden(&self, room: bool) -> bool {
+        self.queued > 0 || (room && (self.counts.idle_threads == 0 || self.counts.unreported > 0))
+    }
+
+    /// The maintenance deadline to show the driver: the next tick on the grid if a tick
+    /// could change anything, else the grid point of the next idle retirement, else none:
+    /// an idle pool sleeps until an input (load, backlog, exit, readiness, a command)
+    /// changes what a tick would do.
+    #[inline]
+    pub(crate) fn maintenance_wakeup(&self) -> Option<Instant> {
+        let next = self.next_maintenance?;
+        if self.maintenance_useful() {
+            return Some(next);
+        }
+        let (due, _) = self.idle_retirement()?;
+        Some(self.grid_at_or_after(next, due))
+    }
+
+    /// The first point of the maintenance grid through `next` at or after `t`.
+    fn grid_at_or_after(&self, next: Instant, t: Instant) -> Instant {
+        if t <= next {
+            return next;
+        }
+        let interval = u128::from(crate::time::duration_nanos(
+            self.config.maintenance_interval,
+        ));
+        let steps = u128::from(t.as_nanos() - next.as_nanos()).div_ceil(interval.max(1));
+        let nanos = u128::from(next.as_nanos()) + steps * interval;
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     fn set_target(&mut self, to: u32) {
@@ -1224,6 +1375,7 @@ impl Supervisor {
             last_heartbeat: self.now,
             beat_seen: false,
             busy: 0,
+            load_seen: false,
             oldest_busy_since: None,
             idle_since: None,
             requests: 0,
@@ -1428,6 +1580,7 @@ impl Supervisor {
                     c.filled = 1;
                     c.filled_current = current(w.generation);
                     c.ready = u32::from(w.ready);
+                    c.unreported = u32::from(w.ready && !w.load_seen);
                     let threads = u64::from(self.config.threads);
                     c.idle_threads = if w.ready {
                         threads.saturating_sub(u64::from(w.busy))
@@ -1491,6 +1644,7 @@ impl Supervisor {
         counts.live -= c.live;
         counts.spawning -= c.spawning;
         counts.idle_threads -= c.idle_threads;
+        counts.unreported -= c.unreported;
     }
 
     /// Adds slot `i`'s contribution to the counters and re-keys it in the ordered indexes,
@@ -1504,6 +1658,7 @@ impl Supervisor {
         counts.live += c.live;
         counts.spawning += c.spawning;
         counts.idle_threads += c.idle_threads;
+        counts.unreported += c.unreported;
         self.rearm(i);
         let retire_key = self.slot_retire_key(i, &self.slots[i]);
         let place_key = Self::slot_place_key(&self.slots[i]);
@@ -1548,25 +1703,22 @@ impl Supervisor {
         }
     }
 
-    /// Keeps the slot's timer key at or before its real deadline. A deadline that moves
-    /// later (every heartbeat) leaves the key alone: when the key fires, `run_timers` finds
-    /// nothing due and re-arms at the real deadline. So a heartbeat costs no tree update.
+    /// Keys the slot's timer at its real deadline. Exact, so the driver never wakes for a
+    /// deadline that a heartbeat has moved (an early key would cost a wake-up per worker and
+    /// heartbeat interval, and would keep deadlines that a shared-memory sample aligns from
+    /// waking the supervisor together); a heartbeat that moves a deadline costs one tree
+    /// update, O(log n).
     fn rearm(&mut self, i: usize) {
         let deadline = self.slot_deadline(&self.slots[i]);
-        let now = self.now;
         let slot = &mut self.slots[i];
-        match (slot.deadline, deadline) {
-            // An expired key is never kept: nothing may stay due after `handle`.
-            (Some(key), Some(at)) if now < key && key <= at => {}
-            (old, new) => {
-                if let Some(key) = old {
-                    self.timers.remove(&(key, i as u32));
-                }
-                if let Some(at) = new {
-                    self.timers.insert((at, i as u32));
-                }
-                slot.deadline = new;
+        if slot.deadline != deadline {
+            if let Some(key) = slot.deadline {
+                self.timers.remove(&(key, i as u32));
             }
+            if let Some(at) = deadline {
+                self.timers.insert((at, i as u32));
+            }
+            slot.deadline = deadline;
         }
     }
 

@@ -97,6 +97,9 @@ impl fmt::Display for Input {
             }
             Input::Ready { worker } => write!(f, "{:<14} w={worker}", "ready"),
             Input::Heartbeat { worker } => write!(f, "{:<14} w={worker}", "heartbeat"),
+            Input::HeartbeatAt { worker, at } => {
+                write!(f, "{:<14} w={worker} at={at}", "heartbeat-at")
+            }
             Input::Load {
                 worker,
                 busy,

@@ -251,6 +251,9 @@ enum Op {
     Tick,
     Ready(Pick),
     Heartbeat(Pick),
+    /// Heartbeats stamped `ago_ms` before now (after now when negative), read late and
+    /// together (`handle_all`), as the shell reads the embedded runtime's report board.
+    Reports(Vec<(Pick, i64)>),
     Load {
         pick: Pick,
         busy: u32,
@@ -296,6 +299,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Tick),
         8 => pick().prop_map(Op::Ready),
         8 => pick().prop_map(Op::Heartbeat),
+        4 => prop::collection::vec((pick(), -2_000i64..=60_000), 1..=4).prop_map(Op::Reports),
         8 => (pick(), 0u32..=6, prop::option::of(0u64..=300_000), 0u64..=1_000).prop_map(
             |(pick, busy, since_ago_ms, requests)| Op::Load { pick, busy, since_ago_ms, requests }
         ),
@@ -884,6 +888,31 @@ impl Model {
                 let worker = self.resolve(p);
                 self.input(Input::Heartbeat { worker })
             }
+            Op::Reports(beats) => {
+                let now = self.now.as_nanos();
+                let inputs: Vec<Input> = beats
+                    .iter()
+                    .map(|(pick, ago_ms)| {
+                        let shift = millis(ago_ms.unsigned_abs()).as_nanos() as u64;
+                        let at = Instant::from_nanos(if *ago_ms >= 0 {
+                            now.saturating_sub(shift)
+                        } else {
+                            now.saturating_add(shift)
+                        });
+                        Input::HeartbeatAt {
+                            worker: self.resolve(pick),
+                            at,
+                        }
+                    })
+                    .collect();
+                for input in &inputs {
+                    self.trace.push(input_line(self.now, input));
+                }
+                let before = self.sup.phase();
+                self.sup.handle_all(self.now, inputs);
+                self.check_after_handle(before)?;
+                self.drain()
+            }
             Op::Load {
                 pick,
                 busy,
@@ -1225,6 +1254,239 @@ proptest! {
         steps in prop::collection::vec(step(), 1..200),
     ) {
         run(config, reloads, faults, &steps)?;
+    }
+}
+
+/// The maintenance tick sleeps while it could change nothing (`poll_timeout` hides it). The
+/// proof that it loses nothing: a driver that also ticks at every point of the maintenance
+/// grid must see exactly the actions of one that sleeps until `poll_timeout()`, for
+/// dynamic and ondemand pools under arbitrary load, queue, readiness, exit and scale
+/// inputs. A tick hidden while it would have acted shows up as a difference.
+mod hidden_ticks {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum TwinOp {
+        Load {
+            pick: usize,
+            busy: u32,
+            requests: u64,
+        },
+        Backlog(u32),
+        Ready(usize),
+        Exit(usize),
+        ScaleTo(u32),
+    }
+
+    fn twin_op() -> impl Strategy<Value = TwinOp> {
+        prop_oneof![
+            8 => (any::<usize>(), 0u32..=4, 0u64..=50)
+                .prop_map(|(pick, busy, requests)| TwinOp::Load { pick, busy, requests }),
+            4 => (0u32..=12).prop_map(TwinOp::Backlog),
+            3 => any::<usize>().prop_map(TwinOp::Ready),
+            2 => any::<usize>().prop_map(TwinOp::Exit),
+            1 => (0u32..=8).prop_map(TwinOp::ScaleTo),
+        ]
+    }
+
+    fn twin_config() -> impl Strategy<Value = Config> {
+        (1u32..=3)
+            .prop_flat_map(|threads| {
+                (
+                    Just(threads),
+                    policy(threads),
+                    1u32..=8,
+                    prop::sample::select(vec![1u64, 2, 5]),
+                    prop::option::of(1u64..=30),
+                    prop_oneof![Just(Readiness::AtSpawn), Just(Readiness::Notify)],
+                )
+            })
+            .prop_filter("dynamic or ondemand", |(_, policy, ..)| {
+                !matches!(policy, Policy::Static { .. })
+            })
+            .prop_map(|(threads, policy, rate, interval, idle, readiness)| {
+                let ondemand = matches!(policy, Policy::Ondemand { .. });
+                let mut c = Config::new(policy);
+                c.threads = threads;
+                c.max_spawn_rate = rate;
+                c.maintenance_interval = secs(interval);
+                c.idle_timeout = idle.map(secs).or(ondemand.then(|| secs(10)));
+                c.readiness = readiness;
+                c.boot_timeout = secs(600);
+                c
+            })
+            .prop_filter("config must validate", |c| c.validate().is_ok())
+    }
+
+    /// One driver: pids in spawn order, every signal ends its process (reaped after the
+    /// drain), the trace of every action.
+    struct Twin {
+        sup: Supervisor,
+        now: Instant,
+        next_pid: u32,
+        signalled: Vec<Pid>,
+        gone: BTreeSet<Pid>,
+        actions: Vec<String>,
+        /// Tick at every grid point too (multiples of the interval: no reload, stop or
+        /// late wake-up moves the grid here).
+        grid: Option<Duration>,
+    }
+
+    impl Twin {
+        fn new(config: &Config, grid: bool) -> Twin {
+            let interval = config.maintenance_interval;
+            let mut t = Twin {
+                sup: Supervisor::new(config.clone(), Instant::ZERO).unwrap(),
+                now: Instant::ZERO,
+                next_pid: 100,
+                signalled: Vec::new(),
+                gone: BTreeSet::new(),
+                actions: Vec::new(),
+                grid: grid.then_some(interval),
+            };
+            t.drain();
+            t
+        }
+
+        fn input(&mut self, input: Input) {
+            self.sup.handle(self.now, input);
+            self.drain();
+        }
+
+        fn drain(&mut self) {
+            loop {
+                while let Some(action) = self.sup.poll_action() {
+                    self.actions.push(action_line(self.now, &action));
+                    match action {
+                        Action::Spawn { worker, .. } => {
+                            self.next_pid += 1;
+                            let pid = Pid(self.next_pid);
+                            self.sup.handle(self.now, Input::Spawned { worker, pid });
+                        }
+                        Action::Signal { pid, .. } if !self.gone.contains(&pid) => {
+                            self.gone.insert(pid);
+                            self.signalled.push(pid);
+                        }
+                        _ => {}
+                    }
+                }
+                if self.signalled.is_empty() {
+                    return;
+                }
+                let pid = self.signalled.remove(0);
+                self.sup.handle(
+                    self.now,
+                    Input::Exited {
+                        pid,
+                        status: ExitStatus::Code(0),
+                    },
+                );
+            }
+        }
+
+        fn advance_to(&mut self, t: Instant) {
+            for _ in 0..100_000 {
+                let grid = self.grid.map(|d| {
+                    let d = d.as_nanos() as u64;
+                    Instant::from_nanos((self.now.as_nanos() / d + 1) * d)
+                });
+                let next = [self.sup.poll_timeout(), grid].into_iter().flatten().min();
+                match next {
+                    Some(at) if at <= t => {
+                        self.now = at;
+                        self.input(Input::Tick);
+                    }
+                    _ => {
+                        self.now = t;
+                        return;
+                    }
+                }
+            }
+            panic!("timer livelock");
+        }
+
+        fn apply(&mut self, op: &TwinOp) {
+            let workers: Vec<WorkerId> = self
+                .sup
+                .workers()
+                .filter(|w| w.pid.is_some())
+                .map(|w| w.id)
+                .collect();
+            let pick = |i: usize| workers.get(i % workers.len().max(1)).copied();
+            match *op {
+                TwinOp::Load {
+                    pick: i,
+                    busy,
+                    requests,
+                } => {
+                    if let Some(worker) = pick(i) {
+                        self.input(Input::Load {
+                            worker,
+                            busy,
+                            oldest_busy_since: (busy > 0).then_some(self.now),
+                            requests,
+                        });
+                    }
+                }
+                TwinOp::Backlog(queued) => self.input(Input::Backlog {
+                    listener: 0,
+                    queued,
+                }),
+                TwinOp::Ready(i) => {
+                    if let Some(worker) = pick(i) {
+                        self.input(Input::Ready { worker });
+                    }
+                }
+                TwinOp::Exit(i) => {
+                    let pid = pick(i)
+                        .and_then(|w| self.sup.workers().find(|v| v.id == w).and_then(|v| v.pid));
+                    if let Some(pid) = pid.filter(|p| !self.gone.contains(p)) {
+                        self.gone.insert(pid);
+                        self.input(Input::Exited {
+                            pid,
+                            status: ExitStatus::Code(1),
+                        });
+                    }
+                }
+                TwinOp::ScaleTo(n) => self.input(Input::Command(Command::ScaleTo(n))),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn hidden_maintenance_ticks_would_have_done_nothing(
+            config in twin_config(),
+            steps in prop::collection::vec((0u64..20_000, twin_op()), 1..80),
+        ) {
+            let mut sleeper = Twin::new(&config, false);
+            let mut ticker = Twin::new(&config, true);
+            for (ms, op) in &steps {
+                let t = sleeper.now + millis(*ms);
+                sleeper.advance_to(t);
+                ticker.advance_to(t);
+                sleeper.apply(op);
+                ticker.apply(op);
+                prop_assert_eq!(
+                    &sleeper.actions,
+                    &ticker.actions,
+                    "a tick the sleeping driver skipped would have acted (config {:?})",
+                    config
+                );
+                // A calm tick acts without an action: it puts the spawn ramp back to 1.
+                prop_assert_eq!(sleeper.sup.spawn_rate(), ticker.sup.spawn_rate());
+            }
+            let end = sleeper.now + secs(120);
+            sleeper.advance_to(end);
+            ticker.advance_to(end);
+            prop_assert_eq!(&sleeper.actions, &ticker.actions);
+        }
     }
 }
 

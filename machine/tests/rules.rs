@@ -545,3 +545,181 @@ fn stop_now_sends_the_immediate_stage_first() {
     let first: Vec<Signal> = signals(&h).iter().map(|s| s.1).collect();
     assert_eq!(first, vec![Signal::Quit, Signal::Quit]);
 }
+
+/// The times a driver that sleeps until `poll_timeout()` wakes up, from now to `until`.
+fn wakeups(h: &mut Harness, until: f64) -> Vec<Instant> {
+    let end = Instant::from_secs_f64(until);
+    let mut woke = Vec::new();
+    while let Some(t) = h.sup.poll_timeout().filter(|&t| t <= end) {
+        woke.push(t);
+        h.advance_to(t);
+    }
+    h.advance_to(end);
+    woke
+}
+
+#[test]
+fn an_idle_dynamic_pool_sleeps_until_an_input_could_change_a_tick() {
+    // 2 workers x 1 thread, spares 1..=3.
+    let mut h = Harness::new(Config::dynamic(1, 8, 1, 3));
+    assert_eq!(h.sup.target(), 2);
+    // Ready at spawn but silent about their load: the accept queue is the only sign of
+    // demand, so the pool keeps its tick (the shell samples the queue on it).
+    assert_eq!(wakeups(&mut h, 3.5).len(), 3);
+    h.load(0, 0, 0).load(1, 0, 0);
+    assert_eq!(h.sup.poll_timeout(), None, "no tick could change anything");
+    assert!(wakeups(&mut h, 600.0).is_empty());
+    // One thread busy: one idle is still min_spare.
+    h.at(600.3).load(0, 1, 1);
+    assert_eq!(h.sup.poll_timeout(), None);
+    // No idle thread: short of spares. The tick is back, on its grid (not at once).
+    h.at(600.5).load(1, 1, 1);
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(601)));
+    h.at(601.0);
+    assert_eq!(h.sup.target(), 3);
+    assert!(events(&h).contains(&Event::Scaled { from: 2, to: 3 }));
+}
+
+#[test]
+fn a_pool_whose_workers_report_no_load_keeps_sampling_the_accept_queue() {
+    let mut h = Harness::new(Config::dynamic(1, 8, 1, 3));
+    assert_eq!(
+        wakeups(&mut h, 30.5).len(),
+        30,
+        "one tick per maintenance interval"
+    );
+    h.input(Input::Backlog {
+        listener: 0,
+        queued: 5,
+    });
+    h.at(31.0);
+    assert_eq!(
+        h.sup.target(),
+        3,
+        "the queue seen on a tick scales the pool"
+    );
+}
+
+#[test]
+fn an_ondemand_pool_samples_while_no_thread_is_idle_then_sleeps_to_its_idle_retirement() {
+    let mut h = Harness::new(Config::ondemand(4)); // idle_timeout 10 s
+    assert_eq!(
+        wakeups(&mut h, 5.5).len(),
+        5,
+        "no thread to take a connection: every tick samples the queue"
+    );
+    h.input(Input::Backlog {
+        listener: 0,
+        queued: 1,
+    });
+    assert_eq!(h.sup.live_workers(), 1);
+    h.input(Input::Backlog {
+        listener: 0,
+        queued: 0,
+    });
+    h.load(0, 0, 1);
+    // Idle since 5.5 s: it retires on the first tick at or after 15.5 s, and nothing can
+    // happen before.
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(16)));
+    assert_eq!(wakeups(&mut h, 16.0), vec![Instant::from_secs(16)]);
+    assert!(signals(&h)
+        .iter()
+        .any(|s| s.0 == Instant::from_secs(16) && s.2 == StopReason::Idle));
+}
+
+#[test]
+fn a_static_pool_with_an_idle_timeout_never_ticks() {
+    // A static pool never shrinks below its size: its maintenance tick can do nothing.
+    let mut c = Config::static_pool(2);
+    c.idle_timeout = Some(Duration::from_secs(5));
+    let mut h = Harness::new(c);
+    assert_eq!(h.sup.poll_timeout(), None);
+    assert!(wakeups(&mut h, 100.0).is_empty());
+}
+
+#[test]
+fn heartbeats_move_deadlines_exactly_so_no_wake_up_is_wasted() {
+    let mut c = Config::static_pool(2);
+    c.readiness = Readiness::Notify;
+    c.heartbeat_timeout = Some(Duration::from_secs(5));
+    let mut h = Harness::new(c);
+    h.at(0.5).ready(0).ready(1); // deadlines 5.5 s
+    h.at(3.0).heartbeat(0);
+    h.at(4.0).heartbeat(1);
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(8)));
+    assert!(
+        wakeups(&mut h, 7.9).is_empty(),
+        "no wake-up at the old 5.5 s"
+    );
+}
+
+#[test]
+fn a_stamped_heartbeat_counts_from_its_stamp_not_from_its_reading() {
+    let mut c = Config::static_pool(1);
+    c.readiness = Readiness::Notify;
+    c.heartbeat_timeout = Some(Duration::from_secs(5));
+    let mut h = Harness::new(c);
+    h.at(1.0).ready(0); // deadline 6 s
+    let w = h.worker(0);
+    let beat = |at: f64| Input::HeartbeatAt {
+        worker: w,
+        at: Instant::from_secs_f64(at),
+    };
+    // Read at 5.5 s, stamped at 2 s: the deadline is 7 s, not 10.5 s.
+    h.at(5.5).input(beat(2.0));
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(7)));
+    // An older stamp changes nothing; a stamp from the future counts as now.
+    h.input(beat(1.5));
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(7)));
+    h.at(6.0).input(beat(60.0));
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(11)));
+    // A driver that wakes late (no tick at 11 s) and reads a stamp of 5.9 s: the worker is
+    // overdue since 10.9 s and is killed at once, after the input.
+    h.now = Instant::from_secs(12);
+    h.input(beat(5.9));
+    assert_eq!(
+        signals(&h),
+        vec![(
+            Instant::from_secs(12),
+            Signal::Kill,
+            StopReason::HeartbeatTimeout
+        )]
+    );
+}
+
+#[test]
+fn reports_read_together_are_judged_together() {
+    // Two workers due at the same deadline; the driver reads both fresh stamps at once.
+    let config = || {
+        let mut c = Config::static_pool(2);
+        c.readiness = Readiness::Notify;
+        c.heartbeat_timeout = Some(Duration::from_secs(5));
+        c
+    };
+    let start = |c: Config| {
+        let mut h = Harness::new(c);
+        h.at(1.0).ready(0).ready(1); // both due at 6 s
+        h
+    };
+    let stamps = |h: &Harness| {
+        [0, 1].map(|slot| Input::HeartbeatAt {
+            worker: h.worker(slot),
+            at: Instant::from_secs_f64(5.9),
+        })
+    };
+    // One `handle` for the batch: both renewed, nobody killed.
+    let mut h = start(config());
+    let batch = stamps(&h);
+    h.sup.handle_all(Instant::from_secs(6), batch);
+    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs_f64(10.9)));
+    assert!(std::iter::from_fn(|| h.sup.poll_action()).all(|a| !matches!(a, Action::Signal { .. })));
+    // Fed one by one, the first one's timers would already kill the other worker.
+    let mut h = start(config());
+    let [a, b] = stamps(&h);
+    h.sup.handle(Instant::from_secs(6), a);
+    let killed: Vec<Action> = std::iter::from_fn(|| h.sup.poll_action())
+        .filter(|a| matches!(a, Action::Signal { .. }))
+        .collect();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    h.sup.handle(Instant::from_secs(6), b);
+}

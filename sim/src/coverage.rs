@@ -46,6 +46,8 @@ marks! {
     ClockJump => "clock-jump",
     ConnectionRefused => "connection-refused",
     ConnectionBroken => "connection-broken",
+    SampledHeartbeat => "sampled-heartbeat",
+    TickSlept => "maintenance-tick-slept",
 }
 
 /// How often each mark was hit.

@@ -51,6 +51,12 @@ pub struct Faults {
     pub successor_fail: f64,
     /// Children inherited from a previous supervisor (an upgrade) exit under this one.
     pub inherited: bool,
+    /// Not a fault but a way of reporting, kept when the faults heal: workers publish
+    /// heartbeats and load in shared memory, as the embedded runtime does, which the
+    /// supervisor reads when it wakes up (feeding `HeartbeatAt` with the worker's own
+    /// stamp) and when a worker rings the doorbell after a load change; no heartbeat or load
+    /// message.
+    pub shm_reports: bool,
 }
 
 impl Faults {
@@ -75,6 +81,7 @@ impl Faults {
             operator: 0.0,
             successor_fail: 0.0,
             inherited: false,
+            shm_reports: false,
         }
     }
 
@@ -107,11 +114,12 @@ impl Faults {
             operator: rate(0.2, 4.0),
             successor_fail: rate(0.1, 0.9),
             inherited: rate(1.0, 2.0) > 0.0,
+            shm_reports: rate(1.0, 2.0) > 0.0,
         }
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 19] {
+    fn fields(&self) -> [(&'static str, f64); 20] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -133,6 +141,7 @@ impl Faults {
             ("operator", self.operator),
             ("successor_fail", self.successor_fail),
             ("inherited", b(self.inherited)),
+            ("shm_reports", b(self.shm_reports)),
         ]
     }
 }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
-    Action, Command, Config, Event, ExitStatus, Ignored, Input, Instant, Phase, Pid, Readiness,
-    Signal, SpawnError, StopReason, Supervisor, WorkerId, WorkerState,
+    Action, Command, Config, Event, ExitStatus, Ignored, Input, Instant, Phase, Pid, Policy,
+    Readiness, Signal, SpawnError, StopReason, Supervisor, WorkerId, WorkerState,
 };
 
 use crate::coverage::{Coverage, Mark};
@@ -135,7 +135,9 @@ pub struct RunResult {
 #[derive(Clone, Debug)]
 enum Ev {
     Wake,
-    ForkDone { worker: WorkerId },
+    ForkDone {
+        worker: WorkerId,
+    },
     Booted(u64),
     Beat(u64),
     Crash(u64),
@@ -146,7 +148,8 @@ enum Ev {
     Deliver(Input),
     Arrival,
     RequestDone(u64, Instant),
-    BacklogReport,
+    /// A worker's doorbell datagram (`Faults::shm_reports`): its load changed.
+    Doorbell,
     Operator,
     SuccessorReady(u64),
     ClockJump,
@@ -182,6 +185,8 @@ struct Proc {
     kill_delay: Duration,
     crash_in_drain: bool,
     stop_deadline: Option<Instant>,
+    /// The last heartbeat the process sent or published.
+    last_beat: Option<Instant>,
     /// Forked so late that the machine gave up on the spawn: not one of its workers (it
     /// kills it on sight), so not counted against max + max_surge.
     stray: bool,
@@ -191,6 +196,22 @@ impl Proc {
     fn alive(&self) -> bool {
         matches!(self.state, ProcState::Booting | ProcState::Running)
     }
+}
+
+/// Busy threads, start of the oldest request, requests served.
+type Reported = (u32, Option<Instant>, u64);
+
+/// A worker's slot of the shared-memory report board (`Faults::shm_reports`).
+#[derive(Clone, Debug, Default)]
+struct Cell {
+    /// The worker's own stamp of its last heartbeat.
+    beat: Option<Instant>,
+    load: Option<Reported>,
+    /// The load the worker last rang the doorbell for.
+    rung: Option<Reported>,
+    /// What the supervisor last read and fed to the machine.
+    fed_beat: Option<Instant>,
+    fed_load: Option<Reported>,
 }
 
 /// FNV-1a over numbers: the determinism fingerprint of a run.
@@ -244,6 +265,8 @@ pub struct World {
     idle_procs: BTreeSet<u64>,
     backlog: VecDeque<Instant>,
     reported_backlog: u32,
+    /// The report board, by process serial (`Faults::shm_reports`).
+    board: BTreeMap<u64, Cell>,
     bad_generation: BTreeMap<u32, bool>,
     stop_deadlines: BTreeSet<(Instant, u64)>,
     /// Longest kill ladder of any config in force so far (a stopping worker keeps its own).
@@ -251,6 +274,7 @@ pub struct World {
     max_slots: u32,
     exited: Option<i32>,
     healed: bool,
+    healed_at: Option<Instant>,
     liveness_deadline: Option<Instant>,
     final_stop_deadline: Option<Instant>,
     beat_interval: Duration,
@@ -331,10 +355,12 @@ impl World {
             idle_procs: BTreeSet::new(),
             backlog: VecDeque::new(),
             reported_backlog: 0,
+            board: BTreeMap::new(),
             bad_generation: BTreeMap::new(),
             stop_deadlines: BTreeSet::new(),
             exited: None,
             healed: false,
+            healed_at: None,
             liveness_deadline: None,
             final_stop_deadline: None,
             beat_interval,
@@ -354,7 +380,6 @@ impl World {
         let heal_at = Instant::ZERO + Duration::from_secs_f64(minutes * 60.0);
         w.schedule_at(heal_at, Ev::Heal);
         w.schedule(Duration::ZERO, Ev::Arrival);
-        w.schedule(Duration::from_secs(1), Ev::BacklogReport);
         if w.faults.operator > 0.0 {
             let d = w.operator_gap();
             w.schedule(d, Ev::Operator);
@@ -453,6 +478,16 @@ impl World {
     /// After a drain: make sure a wake-up is scheduled for the machine's next deadline,
     /// possibly late.
     fn schedule_wake(&mut self) {
+        let config = self.sup.config();
+        if !matches!(config.policy, Policy::Static { .. })
+            && self.sup.phase() == Phase::Running
+            && self
+                .sup
+                .poll_timeout()
+                .is_none_or(|t| t > self.now + config.maintenance_interval)
+        {
+            self.coverage.hit(Mark::TickSlept);
+        }
         let Some(deadline) = self.sup.poll_timeout() else {
             return;
         };
@@ -473,8 +508,13 @@ impl World {
 
     // ------------------------------------------------------------- the machine
 
-    /// Hands one input to the machine and performs what it asks.
+    /// Hands one input to the machine and performs what it asks. Like the shell, which
+    /// reads the report board first thing on every wake-up (a deadline that an input's
+    /// timers would fire may have been met on the board).
     fn feed(&mut self, input: Input) {
+        if self.faults.shm_reports {
+            self.read_reports(false);
+        }
         self.handle(input);
         self.drain();
     }
@@ -649,6 +689,13 @@ impl World {
     }
 
     fn observe(&mut self, event: &Event) {
+        if let Event::Retiring {
+            worker,
+            reason: StopReason::HeartbeatTimeout,
+        } = event
+        {
+            self.check_heartbeat_kill(*worker);
+        }
         match event {
             Event::CrashLooping { .. } => self.coverage.hit(Mark::CrashLooping),
             Event::GaveUp { .. } => self.coverage.hit(Mark::GaveUp),
@@ -660,6 +707,34 @@ impl World {
             Event::Scaled { from, to } if *to >= from + 2 => self.coverage.hit(Mark::RampDoubled),
             Event::Reloaded { restart: true, .. } => self.coverage.hit(Mark::RollingRestart),
             _ => {}
+        }
+    }
+
+    /// Unless messages are delayed, a worker that keeps beating is never killed by the watchdog before its timeout has passed since
+    /// its last beat: the supervisor must not lose or misdate a heartbeat.
+    fn check_heartbeat_kill(&mut self, worker: WorkerId) {
+        let Some(timeout) = self.sup.config().heartbeat_timeout else {
+            return;
+        };
+        // Delayed messages make the supervisor see beats late: only runs without them, or
+        // once the last delayed one has landed after the heal.
+        let calm = self.fault_draw.msg_delay == 0.0
+            || self
+                .healed_at
+                .is_some_and(|t| self.now >= t + Duration::from_secs(2));
+        if !calm {
+            return;
+        }
+        let beating = self.procs.values().find(|p| {
+            p.worker == Some(worker) && p.state == ProcState::Running && !p.hung && !p.stray
+        });
+        if let Some(beat) = beating.and_then(|p| p.last_beat) {
+            if self.now < beat + timeout {
+                self.fail_safety(format!(
+                    "{worker} was killed for a missed heartbeat, but it beat at {beat} and its timeout is {:?}",
+                    timeout
+                ));
+            }
         }
     }
 
@@ -714,6 +789,7 @@ impl World {
             },
             crash_in_drain: rng.chance(crash_drain),
             stop_deadline: None,
+            last_beat: None,
             stray: false,
             inherited: false,
         };
@@ -800,6 +876,11 @@ impl World {
 
     fn reap(&mut self) {
         self.reap_scheduled = false;
+        // The wake-up's board read comes before `waitpid`: between a reap and its `Exited`
+        // no other input may run (an action could aim at the reaped pid).
+        if self.faults.shm_reports {
+            self.read_reports(false);
+        }
         let zombies = std::mem::take(&mut self.zombies);
         if zombies.len() > 1 {
             self.coverage.hit(Mark::CoalescedReap);
@@ -819,7 +900,10 @@ impl World {
                 self.stop_deadlines.remove(&(d, serial));
             }
             self.by_pid.remove(&pid);
-            self.feed(Input::Exited { pid, status });
+            // The shell stops reading a slot once its worker is reaped.
+            self.board.remove(&serial);
+            self.handle(Input::Exited { pid, status });
+            self.drain();
             // Keep the table small: a reaped process can no longer be named by anyone.
             self.procs.remove(&serial);
         }
@@ -885,6 +969,10 @@ impl World {
             Ev::Wake => {
                 if self.wake_at == Some(self.now) || self.wake_at.is_some_and(|w| w <= self.now) {
                     self.wake_at = None;
+                    // As the shell: read what the workers published and the accept queue,
+                    // then the timers.
+                    self.read_reports(true);
+                    self.read_backlog();
                     self.feed(Input::Tick);
                 }
             }
@@ -928,15 +1016,47 @@ impl World {
                     return;
                 }
                 let worker = p.worker.expect("only workers beat");
-                let load = Input::Load {
-                    worker,
-                    busy: p.in_flight.len() as u32,
-                    oldest_busy_since: p.in_flight.iter().min().copied(),
-                    requests: p.requests,
-                };
-                self.send(Input::Heartbeat { worker });
-                self.send(load);
+                let now = self.now;
+                if let Some(p) = self.procs.get_mut(&serial) {
+                    p.last_beat = Some(now);
+                }
+                let p = &self.procs[&serial];
+                let reported = (
+                    p.in_flight.len() as u32,
+                    p.in_flight.iter().min().copied(),
+                    p.requests,
+                );
                 self.schedule(self.beat_interval, Ev::Beat(serial));
+                if self.faults.shm_reports {
+                    // Published, not sent: read on the supervisor's next wake-up. A load
+                    // change rings the doorbell (a datagram: delayed like any message).
+                    let now = self.now;
+                    let cell = self.board.entry(serial).or_default();
+                    cell.beat = Some(now);
+                    cell.load = Some(reported);
+                    if cell.rung != Some(reported) {
+                        cell.rung = Some(reported);
+                        if self.rng_os.chance(self.faults.msg_delay) {
+                            let d = self
+                                .rng_os
+                                .duration(Duration::from_millis(1), Duration::from_millis(800));
+                            self.schedule(d, Ev::Doorbell);
+                        } else {
+                            self.read_reports(false);
+                            self.read_backlog();
+                        }
+                    }
+                    return;
+                }
+                let (busy, oldest_busy_since, requests) = reported;
+                self.send(Input::Heartbeat { worker });
+                self.send(Input::Load {
+                    worker,
+                    busy,
+                    oldest_busy_since,
+                    requests,
+                });
+                self.read_backlog();
             }
             Ev::Crash(serial) => {
                 let unrecoverable = !self.config.restart.unrecoverable_exit_codes.is_empty()
@@ -979,20 +1099,16 @@ impl World {
             }
             Ev::Die(serial, status) => self.die(serial, status),
             Ev::Reap => self.reap(),
-            Ev::Deliver(input) => self.feed(input),
+            Ev::Deliver(input) => {
+                self.feed(input);
+                self.read_backlog();
+            }
+            Ev::Doorbell => {
+                self.read_reports(false);
+                self.read_backlog();
+            }
             Ev::Arrival => self.on_arrival(),
             Ev::RequestDone(serial, started) => self.on_request_done(serial, started),
-            Ev::BacklogReport => {
-                let queued = self.backlog.len() as u32;
-                if queued != self.reported_backlog {
-                    self.reported_backlog = queued;
-                    self.feed(Input::Backlog {
-                        listener: 0,
-                        queued,
-                    });
-                }
-                self.schedule(Duration::from_secs(1), Ev::BacklogReport);
-            }
             Ev::Operator => {
                 if !self.healed {
                     self.operator_command();
@@ -1032,6 +1148,71 @@ impl World {
                 self.schedule(self.sample_every, Ev::Sample);
             }
         }
+    }
+
+    /// The shell samples the listener's accept queue on each wake-up and reports a change.
+    fn read_backlog(&mut self) {
+        let queued = self.backlog.len() as u32;
+        if queued != self.reported_backlog {
+            self.reported_backlog = queued;
+            self.feed(Input::Backlog {
+                listener: 0,
+                queued,
+            });
+        }
+    }
+
+    /// The shell reads the report board on each wake-up: a newer heartbeat stamp becomes
+    /// `HeartbeatAt`, a changed load `Load`, for every worker not yet reaped, all in one
+    /// `handle_all` (so no deadline fires between two of them).
+    fn read_reports(&mut self, timer: bool) {
+        let mut inputs = Vec::new();
+        for (serial, cell) in &mut self.board {
+            let Some(worker) = self.procs.get(serial).and_then(|p| p.worker) else {
+                continue;
+            };
+            if let Some(at) = cell.beat.filter(|b| cell.fed_beat != Some(*b)) {
+                inputs.push(Input::HeartbeatAt { worker, at });
+            }
+            if let Some((busy, oldest_busy_since, requests)) =
+                cell.load.filter(|l| cell.fed_load != Some(*l))
+            {
+                inputs.push(Input::Load {
+                    worker,
+                    busy,
+                    oldest_busy_since,
+                    requests,
+                });
+            }
+            cell.fed_beat = cell.beat;
+            cell.fed_load = cell.load;
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        if timer
+            && inputs
+                .iter()
+                .any(|i| matches!(i, Input::HeartbeatAt { .. }))
+        {
+            self.coverage.hit(Mark::SampledHeartbeat);
+        }
+        if self.exited.is_some() || self.failure.is_some() {
+            return;
+        }
+        for input in &inputs {
+            self.events += 1;
+            self.hash_input(input);
+            if self.opts.keep_trace {
+                self.lines.push(input_line(self.now, input));
+            }
+            self.inputs.push((self.now, input.clone()));
+        }
+        self.sup.handle_all(self.now, inputs);
+        if let Err(v) = self.sup.check_invariants() {
+            self.fail_safety(format!("machine invariant: {v}"));
+        }
+        self.drain();
     }
 
     fn capacity(&self) -> f64 {
@@ -1149,7 +1330,9 @@ impl World {
 
     fn heal(&mut self) {
         self.healed = true;
+        self.healed_at = Some(self.now);
         let mut healed = Faults::none();
+        healed.shm_reports = self.faults.shm_reports;
         if self.opts.canary {
             healed.ignore_term = 1.0;
         }
@@ -1333,6 +1516,11 @@ impl World {
             }
             Input::SuccessorFailed { .. } => h.add(10),
             Input::SuccessorReady => h.add(11),
+            Input::HeartbeatAt { worker, at } => {
+                h.add(12);
+                h.add(u64::from(worker.slot) << 32 | u64::from(worker.incarnation));
+                h.add(at.as_nanos());
+            }
         }
     }
 
