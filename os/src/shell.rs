@@ -26,6 +26,7 @@ use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::control::{self, ControlServer, Request};
+use crate::embedded::{Report, DOORBELL};
 use crate::listen::{self, Listener};
 use crate::notify::{self, Notice, NotifySocket};
 use crate::pidfile::PidFile;
@@ -220,6 +221,8 @@ struct Shell {
     refusals: Vec<String>,
     /// The accept-queue length last reported per listener.
     backlog_seen: Vec<Option<u32>>,
+    /// Per slot: the report-board values last fed, and of which incarnation.
+    reports_seen: BTreeMap<u32, (u32, Report)>,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     _runtime_dir: RuntimeDir,
@@ -367,6 +370,7 @@ impl Shell {
             exit: None,
             refusals: Vec::new(),
             backlog_seen: Vec::new(),
+            reports_seen: BTreeMap::new(),
             listeners,
             _runtime_dir: runtime_dir,
             pid_file,
@@ -384,6 +388,8 @@ impl Shell {
     fn run(&mut self) -> i32 {
         self.drain();
         self.reap();
+        // Arms the report board's doorbell before the first sleep.
+        self.read_reports();
         loop {
             self.tell_manager();
             if let Some(code) = self.exit {
@@ -391,6 +397,9 @@ impl Shell {
                 return code;
             }
             let ready = self.wait();
+            // First thing on every wake-up: what embedded workers published (a deadline
+            // that the next input's timers would fire may have been met on the board).
+            self.read_reports();
             if ready.signals {
                 self.on_signals();
             }
@@ -413,8 +422,8 @@ impl Shell {
                     }
                 }
             }
+            self.sample_backlog();
             if self.sup.poll_timeout().is_some_and(|t| t <= self.now()) {
-                self.sample_backlog();
                 self.feed(Input::Tick);
             }
             self.reap();
@@ -454,7 +463,8 @@ impl Shell {
 
     /// Reports each TCP listener's accept-queue length when it changed: the machine scales
     /// dynamic and ondemand pools on it (programs that report no load scale too). Sampled
-    /// on timer wake-ups, which such pools have every maintenance interval.
+    /// on every wake-up; while a queue could build up unseen, the machine keeps a tick every
+    /// maintenance interval for it (`Supervisor::poll_timeout`).
     fn sample_backlog(&mut self) {
         for i in 0..self.listeners.list.len() {
             let Some(queued) = self.listeners.list[i].accept_queue() else {
@@ -471,6 +481,66 @@ impl Shell {
         }
     }
 
+    /// Feeds what embedded workers published on the report board since the last read: a
+    /// newer heartbeat stamp as `HeartbeatAt` (the watchdog counts from the stamp), a
+    /// changed load as `Load`, all in one `handle_all`, so that no deadline fires between
+    /// two workers' reports. Arms the doorbell first, so a load change published after
+    /// this read wakes the next sleep.
+    fn read_reports(&mut self) {
+        let Some(board) = self.spawner.board() else {
+            return;
+        };
+        board.arm();
+        let mut fresh = Vec::new();
+        for &worker in self.pids.values() {
+            let Some(report) = board.read(worker) else {
+                continue;
+            };
+            let seen = self
+                .reports_seen
+                .get(&worker.slot)
+                .filter(|(incarnation, _)| *incarnation == worker.incarnation)
+                .map(|(_, r)| *r);
+            if seen != Some(report) {
+                fresh.push((worker, report, seen));
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let watchdog = self.sup.config().heartbeat_timeout.is_some();
+        let now = self.now();
+        let mut inputs = Vec::with_capacity(2 * fresh.len());
+        for (worker, report, seen) in fresh {
+            self.reports_seen
+                .insert(worker.slot, (worker.incarnation, report));
+            let new_beat = seen.is_none_or(|s| s.beat_usec != report.beat_usec);
+            if watchdog && report.beat_usec != 0 && new_beat {
+                inputs.push(Input::HeartbeatAt {
+                    worker,
+                    at: notify::busy_since(now, report.beat_usec),
+                });
+            }
+            let load = |r: &Report| (r.busy, r.busy_since_usec, r.requests);
+            if seen.is_none_or(|s| load(&s) != load(&report)) {
+                inputs.push(Input::Load {
+                    worker,
+                    busy: report.busy,
+                    oldest_busy_since: report.busy_since_usec.map(|t| notify::busy_since(now, t)),
+                    requests: report.requests,
+                });
+            }
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        for input in &inputs {
+            tracing::debug!("{}", input_line(now, input));
+        }
+        self.sup.handle_all(now, inputs);
+        self.drain();
+    }
+
     // ------------------------------------------------------------ machine plumbing
 
     /// One input, then the full drain.
@@ -484,9 +554,10 @@ impl Shell {
         let line = input_line(now, &input);
         match input {
             Input::Tick => tracing::trace!("{line}"),
-            Input::Heartbeat { .. } | Input::Load { .. } | Input::Backlog { .. } => {
-                tracing::debug!("{line}")
-            }
+            Input::Heartbeat { .. }
+            | Input::HeartbeatAt { .. }
+            | Input::Load { .. }
+            | Input::Backlog { .. } => tracing::debug!("{line}"),
             _ => tracing::info!("{line}"),
         }
         self.sup.handle(now, input);
@@ -1091,6 +1162,9 @@ impl Shell {
                             requests,
                         })
                     }
+                    // The board's doorbell only wakes the loop up, which has read the
+                    // board first thing (the worker published before it rang).
+                    Notice::Other(s) if s == DOORBELL => {}
                     Notice::Other(s) => {
                         tracing::debug!("notify: w={worker} pid={pid} sent {s}; ignored")
                     }

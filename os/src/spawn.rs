@@ -67,6 +67,14 @@ pub trait ForkedWorker {
     fn keep_fds(&self) -> &[RawFd];
     /// Runs in the supervisor just before each fork.
     fn before_fork(&mut self);
+    /// Runs in the supervisor before `worker` is forked (after `before_fork`): what the
+    /// slot's previous occupant left must not pass for the new worker's (the report board).
+    fn prepare(&mut self, _worker: WorkerId) {}
+    /// The report board the workers publish their heartbeats and load on, which the shell
+    /// reads on every wake-up.
+    fn board(&self) -> Option<&crate::embedded::Board> {
+        None
+    }
     /// Runs in the child and returns its exit code; the child never returns into the
     /// supervisor (a panic exits 70). Every signal is blocked on entry: the worker unblocks
     /// what it handles once its handlers are installed.
@@ -93,14 +101,26 @@ pub struct Spawner {
     death_write: OwnedFd,
 }
 
-/// Variables of a live upgrade's successor or a supervised drover, never passed on.
-pub const SUCCESSOR_VARS: &[&str] = &["DROVER_UPGRADE_FD", "DROVER_SUPERVISED"];
-
 fn var(k: &str, v: &str) -> CString {
     CString::new(format!("{k}={v}"))
         .unwrap_or_else(|_| CString::new("DROVER_BAD_VAR=").expect("no NUL"))
 }
 
+/// This process's environment as `KEY=VALUE` strings, without the variables in `strip`.
+fn environment_without(strip: &[&str]) -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| !strip.iter().any(|o| k.as_bytes() == o.as_bytes()))
+        .filter_map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            CString::new(kv.as_bytes()).ok()
+        })
+        .collect()
+}
+
+/// Variables drover sets for its children itself (a live upgrade's successor and a
+/// supervised drover's variables included: they are never passed on).
 const OURS: &[&str] = &[
     "LISTEN_FDS",
     "LISTEN_PID",
@@ -122,15 +142,7 @@ impl Spawner {
         notify_path: &Path,
         forked: Option<Box<dyn ForkedWorker>>,
     ) -> std::io::Result<Spawner> {
-        let base_env = std::env::vars_os()
-            .filter(|(k, _)| !OURS.iter().any(|o| k.as_bytes() == o.as_bytes()))
-            .filter_map(|(k, v)| {
-                let mut kv = k;
-                kv.push("=");
-                kv.push(v);
-                CString::new(kv.as_bytes()).ok()
-            })
-            .collect();
+        let base_env = environment_without(OURS);
         let (death_read, death_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         Ok(Spawner {
             spec,
@@ -180,6 +192,11 @@ impl Spawner {
         )
     }
 
+    /// The embedded runtime's report board, if workers publish on one.
+    pub fn board(&self) -> Option<&crate::embedded::Board> {
+        self.forked.as_ref()?.board()
+    }
+
     /// The listeners of a reload: the next workers get these.
     pub fn set_listeners(&mut self, fds: Vec<RawFd>, names: Vec<String>) {
         self.listen_fds = fds;
@@ -204,17 +221,8 @@ impl Spawner {
             .copied()
             // drover's own manager and watchdog period pass on; WATCHDOG_PID (ours) not.
             .filter(|k| *k != "NOTIFY_SOCKET" && *k != "WATCHDOG_USEC")
-            .chain(SUCCESSOR_VARS.iter().copied())
             .collect();
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| !strip.iter().any(|o| k.as_bytes() == o.as_bytes()))
-            .filter_map(|(k, v)| {
-                let mut kv = k;
-                kv.push("=");
-                kv.push(v);
-                CString::new(kv.as_bytes()).ok()
-            })
-            .collect();
+        let mut env = environment_without(&strip);
         env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
         env.push(var("LISTEN_FDNAMES", &self.listen_names));
         for (k, v) in extra_env {
@@ -323,6 +331,7 @@ impl Spawner {
             .as_mut()
             .expect("spawn_forked without a forked worker");
         forked.before_fork();
+        forked.prepare(worker);
         // fork() copies only the calling thread: a lock held by any other thread (the
         // allocator's, stdout's) would stay locked forever in the child.
         let threads = thread_count();
