@@ -455,14 +455,27 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Server {
         let program = program.as_ref();
-        let mut child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {program:?}: {e}"));
+        let spawn = || {
+            Command::new(program)
+                .args(args)
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        // A binary the test just copied can be "busy" for a moment: another test thread may
+        // have forked while the copy was open for writing, and its child holds that
+        // descriptor until it execs.
+        let deadline = Instant::now() + T;
+        let mut child = loop {
+            match spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => break other.unwrap_or_else(|e| panic!("start {program:?}: {e}")),
+            }
+        };
         let log = Log::capture(child.stderr.take().unwrap());
         Server { child, log, dir }
     }
