@@ -35,6 +35,9 @@ use crate::settings::{describe_config_error, RunArgs, Settings};
 use crate::spawn::{ForkedWorker, Spawner, WorkerSpec};
 use crate::upgrade::{self, Channel, Message, Relaunch};
 
+/// How many reaped worker pids are remembered (see `Shell::reaped`).
+const REAPED_KEPT: usize = 64;
+
 const HANDLED_SIGNALS: [i32; 9] = [
     SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
 ];
@@ -215,6 +218,8 @@ struct Shell {
     control: Option<Control>,
     /// Live worker processes (spawned, not yet reaped).
     pids: BTreeMap<u32, WorkerId>,
+    /// The last workers reaped, whose late datagrams are expected.
+    reaped: std::collections::VecDeque<u32>,
     /// Set by `Action::Exit`.
     exit: Option<i32>,
     /// Refusals seen in the current drain, reported back to a control client.
@@ -367,6 +372,7 @@ impl Shell {
             notify,
             control,
             pids: BTreeMap::new(),
+            reaped: std::collections::VecDeque::with_capacity(REAPED_KEPT),
             exit: None,
             refusals: Vec::new(),
             backlog_seen: Vec::new(),
@@ -637,7 +643,12 @@ impl Shell {
                 Err(_) => return, // ECHILD: no children
             };
             let pid = pid.as_raw() as u32;
-            self.pids.remove(&pid);
+            if self.pids.remove(&pid).is_some() {
+                if self.reaped.len() == REAPED_KEPT {
+                    self.reaped.pop_front();
+                }
+                self.reaped.push_back(pid);
+            }
             if let UpgradeState::Started { pid: s, .. }
             | UpgradeState::Succeeded { pid: s }
             | UpgradeState::Killing { pid: s } = self.sup.upgrade_state()
@@ -1129,9 +1140,16 @@ impl Shell {
             let Some(worker) = notify::find_worker(pid, |p| pids.contains_key(&p))
                 .and_then(|p| pids.get(&p).copied())
             else {
-                tracing::warn!(
-                    "notify: message from pid {pid}, which is no worker of this drover; ignored"
-                );
+                // A worker's last words (STOPPING=1) often arrive after it was reaped.
+                if self.reaped.contains(&pid) {
+                    tracing::debug!(
+                        "notify: message from pid {pid}, a worker already reaped; ignored"
+                    );
+                } else {
+                    tracing::warn!(
+                        "notify: message from pid {pid}, which is no worker of this drover; ignored"
+                    );
+                }
                 continue;
             };
             let notices = match dgram.text.and_then(|t| notify::parse(&t)) {
