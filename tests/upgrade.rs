@@ -544,12 +544,19 @@ fn drover_tells_its_service_manager_ready_reloading_mainpid_watchdog_and_stoppin
     let ready = systemd.expect("READY=1");
     assert!(ready.contains("STATUS=2 workers ready"), "{ready}");
     systemd.expect("WATCHDOG=1");
+    // A reload: RELOADING=1, then READY=1 once the pool is settled again.
+    let (code, _, err) = control(&ctl, "reload");
+    assert_eq!(code, 0, "{err}");
+    systemd.expect("RELOADING=1");
+    let reload_at = systemd.position("RELOADING=1");
+    systemd.expect_from(reload_at, "READY=1");
+    let before_upgrade = systemd.seen.len();
     let (code, out, err) = control(&ctl, "upgrade");
     assert_eq!(code, 0, "{err}");
     let successor = serde_json::from_str::<Value>(&out).unwrap()["successor_pid"]
         .as_u64()
         .unwrap();
-    let reloading = systemd.expect("RELOADING=1");
+    let reloading = systemd.expect_from(before_upgrade, "RELOADING=1");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     systemd.expect(&format!("MAINPID={successor}"));
     let mut server = server;

@@ -822,6 +822,11 @@ impl Shell {
         // drain already use the new command and listeners (a changed listener set changes
         // the worker fingerprint: the machine replaces the workers one by one).
         if self.sup.config() == &config {
+            // systemd's notify-reload protocol: RELOADING=1 now, READY=1 once settled again.
+            if let Some(m) = &self.manager {
+                m.reloading("reloading the config file");
+            }
+            self.announced_ready = false;
             self.spawner.spec = WorkerSpec::new(&new);
             if let Some(list) = listeners {
                 self.swap_listeners(list);
