@@ -196,6 +196,7 @@ struct Shell {
     manager: Option<Manager>,
     /// READY=1 sent for the current run (again after a reload or a rollback).
     announced_ready: bool,
+    announced_stopping: bool,
     next_watchdog: Option<std::time::Instant>,
     /// What a live upgrade starts, taken at start (see `Relaunch::current`).
     relaunch: Option<Relaunch>,
@@ -358,12 +359,13 @@ impl Shell {
             role,
             manager,
             announced_ready: false,
+            announced_stopping: false,
             next_watchdog,
             relaunch,
             successor: None,
             upgrade_waiters: Vec::new(),
             predecessor,
-            serving_control: role != Role::Successor { ready_sent: false },
+            serving_control: !matches!(role, Role::Successor { .. }),
             epoch,
             args,
             settings,
@@ -459,8 +461,8 @@ impl Shell {
             }
             _ => {}
         }
-        if matches!(self.sup.phase(), Phase::Stopping { .. }) && self.announced_ready {
-            self.announced_ready = false;
+        if matches!(self.sup.phase(), Phase::Stopping { .. }) && !self.announced_stopping {
+            self.announced_stopping = true;
             if let Some(m) = &self.manager {
                 m.stopping("stopping: draining workers");
             }
