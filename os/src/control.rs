@@ -58,7 +58,11 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 impl ControlServer {
     pub fn bind(path: &Path) -> Result<ControlServer, String> {
         crate::listen::remove_stale_socket(path).map_err(|e| format!("--control: {e}"))?;
-        ControlServer::bind_at(path, path)
+        // Bound and listening before it appears at `path`: a client that waits for the file
+        // never finds a socket that refuses connections.
+        let mut server = ControlServer::bind_beside(path)?;
+        server.install()?;
+        Ok(server)
     }
 
     /// Binds next to `path` (`PATH.<pid>.new`) for a drover that takes `path` over from a
