@@ -133,7 +133,10 @@ fn parse_args() -> Result<Args, String> {
     }
     match (a.seed, a.seeds, a.from) {
         (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(a),
-        (None, Some(_), None) => Err("--seeds needs --from".into()),
+        (None, Some(_), None) => Err(
+            "--seeds N needs --from S, the first seed of the batch (e.g. --seeds 200 --from 1)"
+                .into(),
+        ),
         (None, None, _) => Err("give --seed S, or --seeds N --from S".into()),
         _ => Err("--seed and --seeds cannot be combined".into()),
     }
