@@ -22,6 +22,9 @@
 # (env):
 #   WORKERS=4 THREADS=4 CONNS=WORKERS*THREADS DURATION=10 RUNS=3 TRIALS=10 RESTARTS=3
 #   UPGRADES=3 IDLE=10 HEARTBEAT=10 PORT_BASE=18080
+#   LIBC=gnu|musl   musl: every binary is built static for x86_64-unknown-linux-musl (the
+#                   target is added with rustup if missing); a static supervisor maps no
+#                   shared C library, which is most of a glibc supervisor's resident memory
 # CONNS must not exceed WORKERS*THREADS: every server here gives a connection a thread of
 # its own, so a connection beyond the threads would wait in the accept queue.
 set -uo pipefail
@@ -39,7 +42,18 @@ IDLE=${IDLE:-10}
 HEARTBEAT=${HEARTBEAT:-10}
 PORT_BASE=${PORT_BASE:-18080}
 WRK_THREADS=2
-TARGET=${CARGO_TARGET_DIR:-target}/release
+LIBC=${LIBC:-gnu}
+case $LIBC in
+  gnu) TRIPLE=() TARGET=${CARGO_TARGET_DIR:-target}/release ;;
+  musl)
+    TRIPLE=(--target x86_64-unknown-linux-musl)
+    TARGET=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release
+    ;;
+  *)
+    printf 'run.sh: LIBC=%s: use gnu or musl\n' "$LIBC" >&2
+    exit 2
+    ;;
+esac
 
 P_BASE=$PORT_BASE
 P_EMB=$((PORT_BASE + 1))
@@ -76,9 +90,13 @@ for tool in curl jq; do
   fi
 done
 
-say "building release binaries"
-cargo build --release -q -p drover-os --bin drover --example hello || die "build failed"
-cargo build --release -q -p drover-benches --example prefork_baseline \
+if [ "$LIBC" = musl ] && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  say "adding the x86_64-unknown-linux-musl target"
+  rustup target add x86_64-unknown-linux-musl >/dev/null || die "cannot add the musl target"
+fi
+say "building release binaries ($LIBC)"
+cargo build --release -q "${TRIPLE[@]}" -p drover-os --bin drover --example hello || die "build failed"
+cargo build --release -q "${TRIPLE[@]}" -p drover-benches --example prefork_baseline \
   --example command_worker --example replace_probe || die "build failed"
 DROVER=$TARGET/drover
 HELLO=$TARGET/examples/hello
@@ -240,7 +258,7 @@ DATE=$(date -u +%Y-%m-%d)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT (+ uncommitted changes)"
 
-say "machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL; drover $COMMIT; $DATE"
+say "machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL; drover $COMMIT ($LIBC); $DATE"
 A=$(acct_now)
 sleep 2
 OTHER_BEFORE=$(others_since "$A")
@@ -521,7 +539,7 @@ V_RSS=$(both "$([ "${RSS[embedded]}" -le 2048 ] && echo 1)" "$([ "${RSS[command]
 V_WAKE=$(both "$(le $((WAKE[embedded] * 10)) $((3 * IDLE)))" "$(le $((WAKE[command] * 10)) $((3 * IDLE)))")
 
 echo
-echo "Whole-system benchmark, $DATE: $NPROC cores (${CPU:-unknown CPU}), $KERNEL, drover $COMMIT."
+echo "Whole-system benchmark, $DATE: $NPROC cores (${CPU:-unknown CPU}), $KERNEL, drover $COMMIT, $LIBC build."
 echo "Loopback; $WORKERS workers x $THREADS threads each; wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, median of $RUNS"
 echo "runs (interleaved); wrk shares the $NPROC cores with the servers. Heartbeat watchdog ${HEARTBEAT}s."
 echo

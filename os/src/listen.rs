@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::socket::{
-    bind, connect, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog,
+    bind, connect, getsockname, setsockopt, socket, sockopt, AddressFamily,
     SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
 };
 
@@ -88,8 +88,7 @@ fn open(
             e => format!("--listen {}: {what}: {}", spec.text, e.desc()),
         }
     };
-    let backlog =
-        Backlog::new(backlog.min(i32::MAX as u32) as i32).map_err(|e| fail("backlog", e))?;
+    let backlog = backlog.min(i32::MAX as u32) as i32;
     match &spec.addr {
         ListenAddr::Tcp(addr) => {
             let family = if addr.is_ipv4() {
@@ -110,7 +109,7 @@ fn open(
                 }
             }
             .map_err(|e| fail("bind", e))?;
-            listen(&fd, backlog).map_err(|e| fail("listen", e))?;
+            listen_with(&fd, backlog).map_err(|e| fail("listen", e))?;
             let local = getsockname::<SockaddrStorage>(fd.as_raw_fd())
                 .ok()
                 .and_then(|s| {
@@ -138,13 +137,22 @@ fn open(
             bind(fd.as_raw_fd(), &addr).map_err(|e| fail("bind", e))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))
                 .map_err(|e| format!("--listen {}: chmod: {e}", spec.text))?;
-            listen(&fd, backlog).map_err(|e| {
+            listen_with(&fd, backlog).map_err(|e| {
                 let _ = std::fs::remove_file(path);
                 fail("listen", e)
             })?;
             Ok((fd, format!("unix:{}", path.display()), Some(path.clone())))
         }
     }
+}
+
+/// listen(2) with the operator's backlog as given: the kernel caps it at
+/// `net.core.somaxconn`. (nix's `Backlog` refuses values above the C library's SOMAXCONN
+/// constant, which is 128 on musl although Linux allows 4096 by default.)
+fn listen_with(fd: &OwnedFd, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: listen(2) on a socket we own; no memory is passed.
+    let rc = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
+    Errno::result(rc).map(drop)
 }
 
 /// A socket file left by a dead process is removed; one with a live listener is an error
