@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::socket::{
-    bind, connect, getsockname, setsockopt, socket, sockopt, AddressFamily,
-    SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
+    bind, connect, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
 };
 
 use crate::settings::{ListenAddr, ListenSpec};
