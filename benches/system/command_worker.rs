@@ -115,8 +115,10 @@ fn main() {
         let mut running = 0;
         for h in handles.iter().filter(|h| !h.is_finished()) {
             running += 1;
+            // std's handle is an integer; the C type is one on glibc, a pointer on musl.
+            let thread = h.as_pthread_t() as usize as libc::pthread_t;
             // SAFETY: the thread is not joined yet, so its pthread_t is valid.
-            unsafe { libc::pthread_kill(h.as_pthread_t(), libc::SIGUSR2) };
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
         }
         if running == 0 {
             break;

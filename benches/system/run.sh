@@ -94,6 +94,15 @@ if [ "$LIBC" = musl ] && ! rustup target list --installed | grep -qx x86_64-unkn
   say "adding the x86_64-unknown-linux-musl target"
   rustup target add x86_64-unknown-linux-musl >/dev/null || die "cannot add the musl target"
 fi
+# criterion's `alloca` (a dependency of the benches crate's examples) compiles C.
+if [ "$LIBC" = musl ] && ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+  say "installing musl-tools"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq musl-tools >/dev/null ||
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq musl-tools >/dev/null; } ||
+    die "cannot install musl-tools"
+fi
 say "building release binaries ($LIBC)"
 cargo build --release -q "${TRIPLE[@]}" -p drover-os --bin drover --example hello || die "build failed"
 cargo build --release -q "${TRIPLE[@]}" -p drover-benches --example prefork_baseline \
