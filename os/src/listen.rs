@@ -56,7 +56,7 @@ impl Listener {
 
 /// Opens every listener, then moves their fds to `3 + count` and above, so that a child can
 /// `dup2` them onto 3, 4, … without clobbering one it still has to copy.
-#[cfg_attr(not(test), allow(dead_code))] // the shell uses `open_all_with`
+#[cfg(test)]
 pub fn open_all(
     specs: &[ListenSpec],
     backlog: u32,

@@ -131,7 +131,7 @@ impl Manager {
 
     /// A manager listening on `socket` (an absolute path, or `@name` for the abstract
     /// namespace) with an optional watchdog interval in microseconds.
-    #[cfg_attr(not(test), allow(dead_code))] // the shell uses `from_env`
+    #[cfg(test)]
     pub fn from_parts(socket: &str, watchdog_usec: Option<u64>) -> Result<Manager, String> {
         Manager::from_bytes(socket.as_bytes(), watchdog_usec.filter(|&u| u > 0))
     }
@@ -188,12 +188,6 @@ impl Manager {
     /// `MAINPID=pid`: the service's main process is now `pid` (a live-upgrade successor).
     pub fn main_pid(&self, pid: u32) {
         self.send(&format!("MAINPID={pid}"));
-    }
-
-    /// `STATUS=…` alone.
-    #[allow(dead_code)] // not sent by the shell yet
-    pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", clean_status(status)));
     }
 
     /// `WATCHDOG=1`: drover's event loop is alive.
@@ -269,8 +263,8 @@ mod tests {
         assert_eq!(recv(sock), "STOPPING=1\nSTATUS=draining");
         manager.main_pid(4242);
         assert_eq!(recv(sock), "MAINPID=4242");
-        manager.status("evil\nREADY=1\r\n");
-        assert_eq!(recv(sock), "STATUS=evil READY=1  ");
+        manager.stopping("evil\nREADY=1\r\n");
+        assert_eq!(recv(sock), "STOPPING=1\nSTATUS=evil READY=1  ");
         manager.watchdog();
         assert_eq!(recv(sock), "WATCHDOG=1");
         let before = crate::notify::monotonic_usec();

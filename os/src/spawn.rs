@@ -130,8 +130,8 @@ const OURS: &[&str] = &[
     "WATCHDOG_PID",
     "DROVER_WORKER_ID",
     "DROVER_GENERATION",
-    "DROVER_UPGRADE_FD",
-    "DROVER_SUPERVISED",
+    crate::upgrade::UPGRADE_FD_VAR,
+    crate::upgrade::SUPERVISED_VAR,
 ];
 
 impl Spawner {
