@@ -77,6 +77,9 @@ pub(crate) struct Worker {
     /// A heartbeat arrived: the program is up. Until then a worker Ready at spawn gets the
     /// boot timeout for its first heartbeat, as it may still be starting.
     pub beat_seen: bool,
+    /// Time between the last two heartbeats: the pace of the worker's messages, which
+    /// bounds how long they may wait unread (`messages_due`).
+    pub beat_gap: Option<Duration>,
     pub busy: u32,
     /// A load report arrived: the worker tells its busy threads, so a connection taken by
     /// one of its idle threads will show up as a load input (see `demand_hidden`).
@@ -418,6 +421,53 @@ impl Supervisor {
         .min()
     }
 
+    /// Until when the driver may leave worker messages (sd_notify datagrams) unread, given
+    /// `queue`, how many datagrams its socket holds before a sender blocks (Linux:
+    /// `net.unix.max_dgram_qlen`). A driver that stops watching the socket until then, and
+    /// hands each heartbeat in as `HeartbeatAt` with its arrival time, sleeps through an
+    /// idle pool's heartbeats instead of waking for every one, and misjudges nothing: a
+    /// heartbeat that would meet a deadline is read at that deadline, which is a wake-up of
+    /// its own (`poll_timeout`), and all read together go in one `handle_all`.
+    ///
+    /// Messages may wait only while none of them could change a decision sooner: the pool
+    /// runs with no upgrade in flight, the watchdog is on, and every worker is Ready, not
+    /// stopping, has beaten at least twice and has never reported its load. A booting
+    /// worker's READY=1 must be seen at once, and load reports drive scaling and the request
+    /// watchdog and come at the program's pace, from which no queue bound follows. The wait
+    /// is as long as the fastest beat seen lets the messages expected meanwhile fill half the
+    /// queue (the other half is for an irregular beat or a STATUS= line), and never longer
+    /// than the heartbeat timeout. Otherwise the answer is the time of the last input:
+    /// messages are read as they come. O(workers).
+    #[must_use]
+    pub fn messages_due(&self, queue: u32) -> Instant {
+        let prompt = self.now;
+        let Some(timeout) = self.config.heartbeat_timeout else {
+            return prompt;
+        };
+        if self.phase != Phase::Running || self.upgrade != UpgradeState::Idle {
+            return prompt;
+        }
+        let mut workers: u64 = 0;
+        let mut fastest = timeout;
+        for slot in &self.slots {
+            let SlotState::Worker(w) = &slot.state else {
+                continue;
+            };
+            let quiet = w.ready && w.stop.is_none() && !w.load_seen;
+            let Some(gap) = w.beat_gap.filter(|_| quiet) else {
+                return prompt;
+            };
+            workers += 1;
+            fastest = fastest.min(gap);
+        }
+        let room = u64::from(queue / 2);
+        if workers == 0 || room == 0 {
+            return prompt;
+        }
+        let hold = crate::time::duration_nanos(fastest).saturating_mul(room) / workers;
+        prompt.saturating_add(Duration::from_nanos(hold).min(timeout))
+    }
+
     // ----------------------------------------------------------------- input
 
     /// Applies one input at `now`, then every timer due at `now`.
@@ -482,24 +532,9 @@ impl Supervisor {
             Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
             Input::SpawnFailed { worker, error: _ } => self.on_spawn_failed(worker),
             Input::Ready { worker } => self.on_ready(worker),
-            Input::Heartbeat { worker } => {
-                if let Some(i) = self.live_slot(worker) {
-                    self.detach(i);
-                    let w = self.worker_mut(i);
-                    w.last_heartbeat = now;
-                    w.beat_seen = true;
-                    self.attach(i);
-                }
-            }
-            Input::HeartbeatAt { worker, at } => {
-                if let Some(i) = self.live_slot(worker) {
-                    self.detach(i);
-                    let w = self.worker_mut(i);
-                    w.last_heartbeat = w.last_heartbeat.max(at.min(now));
-                    w.beat_seen = true;
-                    self.attach(i);
-                }
-            }
+            Input::Heartbeat { worker } => self.on_heartbeat(worker, now),
+            // A stamp from the future counts as now: the watchdog never runs ahead of the clock.
+            Input::HeartbeatAt { worker, at } => self.on_heartbeat(worker, at.min(now)),
             Input::Load {
                 worker,
                 busy,
@@ -521,6 +556,24 @@ impl Supervisor {
             },
             Input::SuccessorReady => self.on_successor_ready(),
         }
+    }
+
+    /// A heartbeat sent at `at`. An older stamp than the last one changes nothing (reports
+    /// read together may come in any order).
+    fn on_heartbeat(&mut self, worker: WorkerId, at: Instant) {
+        let Some(i) = self.live_slot(worker) else {
+            return;
+        };
+        self.detach(i);
+        let w = self.worker_mut(i);
+        if at > w.last_heartbeat {
+            if w.beat_seen {
+                w.beat_gap = Some(at.saturating_since(w.last_heartbeat));
+            }
+            w.last_heartbeat = at;
+        }
+        w.beat_seen = true;
+        self.attach(i);
     }
 
     fn on_spawned(&mut self, worker: WorkerId, pid: Pid) {
@@ -1374,6 +1427,7 @@ impl Supervisor {
             ready: false,
             last_heartbeat: self.now,
             beat_seen: false,
+            beat_gap: None,
             busy: 0,
             load_seen: false,
             oldest_busy_since: None,

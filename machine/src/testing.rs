@@ -87,6 +87,19 @@ impl Harness {
         self
     }
 
+    /// Feeds inputs read together (`Supervisor::handle_all`) and performs the actions.
+    pub fn inputs(&mut self, inputs: Vec<Input>) -> &mut Harness {
+        for input in &inputs {
+            self.lines.push(input_line(self.now, input));
+        }
+        self.sup.handle_all(self.now, inputs);
+        if let Err(v) = self.sup.check_invariants() {
+            panic!("invariant violated at {}: {v}\n{}", self.now, self.trace());
+        }
+        self.drain();
+        self
+    }
+
     pub fn command(&mut self, command: Command) -> &mut Harness {
         self.input(Input::Command(command))
     }

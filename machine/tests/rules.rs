@@ -723,3 +723,140 @@ fn reports_read_together_are_judged_together() {
     assert_eq!(killed.len(), 1, "{killed:?}");
     h.sup.handle(Instant::from_secs(6), b);
 }
+
+fn notify_pool(workers: u32) -> Config {
+    let mut c = Config::static_pool(workers);
+    c.readiness = Readiness::Notify;
+    c.heartbeat_timeout = Some(Duration::from_secs(10));
+    c
+}
+
+#[test]
+fn messages_may_wait_only_while_none_could_change_a_decision() {
+    let secs = Instant::from_secs_f64;
+    let mut h = Harness::new(notify_pool(4));
+    h.at(1.0).ready(0).ready(1).ready(2);
+    assert_eq!(
+        h.sup.messages_due(10),
+        secs(1.0),
+        "a booting worker's READY=1"
+    );
+    h.ready(3);
+    h.at(6.0);
+    for slot in 0..4 {
+        h.heartbeat(slot);
+    }
+    assert_eq!(
+        h.sup.messages_due(10),
+        secs(6.0),
+        "the pace of beats is unknown"
+    );
+    h.at(11.0);
+    for slot in 0..4 {
+        h.heartbeat(slot);
+    }
+    // Beats every 5 s from 4 workers, half of a 10-datagram queue: 5 x 5 s / 4.
+    assert_eq!(h.sup.messages_due(10), secs(17.25));
+    assert_eq!(
+        h.sup.messages_due(512),
+        secs(21.0),
+        "never beyond the timeout"
+    );
+    assert_eq!(h.sup.messages_due(1), secs(11.0), "no room in the queue");
+
+    // Any worker that reports its load makes every message prompt again.
+    h.load(2, 0, 0);
+    assert_eq!(h.sup.messages_due(10), secs(11.0));
+
+    let mut h = Harness::new(notify_pool(2));
+    h.at(1.0).ready(0).ready(1);
+    for t in [3.0, 5.0] {
+        h.at(t).heartbeat(0).heartbeat(1);
+    }
+    assert_eq!(h.sup.messages_due(10), secs(10.0)); // 5 x 2 s / 2
+    h.command(Command::Restart);
+    assert_eq!(h.sup.messages_due(10), secs(5.0), "a rolling restart");
+
+    let mut c = notify_pool(1);
+    c.heartbeat_timeout = None;
+    let mut h = Harness::new(c);
+    h.at(1.0).ready(0);
+    assert_eq!(
+        h.sup.messages_due(10),
+        secs(1.0),
+        "no watchdog: nothing to batch"
+    );
+}
+
+/// A driver that reads the notify socket only when `messages_due` has passed or a deadline
+/// wakes it: four workers beating every 5 s at staggered times are never misjudged, one
+/// that hangs is killed exactly at its deadline, and the driver wakes under twice per
+/// 10 s instead of eight times (reading 4 or 5 beats each time, half the queue).
+#[test]
+fn held_heartbeats_read_at_deadlines_keep_every_beating_worker() {
+    let mut h = Harness::new(notify_pool(4));
+    h.at(0.5);
+    for slot in 0..4 {
+        h.ready(slot);
+    }
+    let ids: Vec<WorkerId> = (0..4).map(|s| h.worker(s)).collect();
+    // Worker s beats at 1 + 1.3 s + 5 k; worker 3 hangs after its beat at 49.9 s.
+    let mut beats: Vec<(Instant, u32)> = (0..4u32)
+        .flat_map(|s| (0..12).map(move |k| (s, k)))
+        .map(|(s, k)| {
+            (
+                Instant::from_secs_f64(1.0 + 1.3 * f64::from(s) + 5.0 * f64::from(k)),
+                s,
+            )
+        })
+        .filter(|&(t, s)| s != 3 || t <= Instant::from_secs(50))
+        .collect();
+    beats.sort();
+    let mut beats = beats.into_iter().peekable();
+    let end = Instant::from_secs(60);
+    let (mut wakes, mut held_max) = (0, 0);
+    for _ in 0..10_000 {
+        let due = h.sup.messages_due(10);
+        let deadline = h.sup.poll_timeout().expect("the watchdog is on");
+        // Prompt: the next message wakes the driver. Held: only the deadline or `due` does.
+        let next_beat = beats.peek().map_or(end + Duration::from_secs(1), |b| b.0);
+        let wake = if due <= h.now {
+            next_beat.min(deadline)
+        } else {
+            deadline.min(due)
+        };
+        if wake > end {
+            break;
+        }
+        let mut read = Vec::new();
+        while let Some(&(t, s)) = beats.peek().filter(|(t, _)| *t <= wake) {
+            read.push(Input::HeartbeatAt {
+                worker: ids[s as usize],
+                at: t,
+            });
+            beats.next();
+        }
+        held_max = held_max.max(read.len());
+        h.now = wake;
+        h.inputs(read);
+        if wake > Instant::from_secs(15) {
+            wakes += 1;
+        }
+    }
+    let kills: Vec<_> = signals(&h)
+        .into_iter()
+        .filter(|s| s.2 == StopReason::HeartbeatTimeout)
+        .collect();
+    assert_eq!(
+        kills,
+        vec![(
+            Instant::from_secs_f64(59.9),
+            Signal::Kill,
+            StopReason::HeartbeatTimeout
+        )],
+        "only the hung worker, exactly 10 s after its last beat"
+    );
+    assert!(held_max <= 5, "at most half the queue held: {held_max}");
+    // From 15 s (the beats' pace known) to the kill: under two wake-ups per 10 s.
+    assert!(wakes <= 9, "{wakes} wake-ups in 45 s");
+}
