@@ -660,9 +660,25 @@ fn the_readme_python_worker_serves_beats_and_drains() {
         answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hello\n"),
         "{answer}"
     );
-    // Heartbeats at half the timeout keep both workers alive past several timeouts.
-    d.log.wait_for_n(&["in  heartbeat"], 8, T);
+    // Heartbeats at half the timeout keep both workers alive past several timeouts, though
+    // drover reads them in batches once their pace is known (`messages_due`): up to half a
+    // timeout after they came, each dated by its arrival.
+    let beats = d.log.wait_for_n(&["in  heartbeat-at"], 12, T);
     assert_eq!(d.log.count(&["heartbeat-timeout"]), 0, "{}", d.log.dump());
+    // "<read>s  in  heartbeat-at  w=.. at=<arrived>s": how long each waited unread.
+    let waited = |line: &String| -> Option<f64> {
+        let secs = |s: &str| s.trim_end_matches('s').parse::<f64>().ok();
+        let (head, tail) = line.split_once("  in  ")?;
+        let read = secs(head.split_whitespace().last()?)?;
+        let arrived = secs(tail.split("at=").nth(1)?.split_whitespace().next()?)?;
+        Some(read - arrived)
+    };
+    let late = beats.iter().filter(|l| waited(l).is_some_and(|w| w > 0.3));
+    assert!(
+        late.count() > 0,
+        "no heartbeat was read in a batch:\n{}",
+        d.log.dump()
+    );
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(T);
 }

@@ -4,12 +4,14 @@
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
     bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
     SockFlag, SockType, UnixAddr,
 };
+use nix::sys::time::TimeSpec;
 
 /// One field of an sd_notify message that drover acts on or logs.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,10 +38,24 @@ pub struct NotifySocket {
     pub path: PathBuf,
 }
 
-/// A datagram: the sender's pid (if the kernel attached credentials) and its text.
+/// A datagram: the sender's pid (if the kernel attached credentials), how long ago it
+/// arrived, and its text.
 pub struct Datagram {
     pub pid: Option<u32>,
+    /// From the kernel's receive stamp (SO_TIMESTAMPNS). The stamp is wall-clock time, so a
+    /// clock step between arrival and reading skews it: the caller clamps.
+    pub age: Duration,
     pub text: Result<String, String>,
+}
+
+/// How many datagrams a unix datagram socket queues before its senders block: the
+/// `net.unix.max_dgram_qlen` sysctl of this network namespace (the kernel's default is 10;
+/// systemd raises it to 512). 0 if it cannot be read: then nothing is left waiting.
+pub fn queue_capacity() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl NotifySocket {
@@ -55,6 +71,9 @@ impl NotifySocket {
         )
         .map_err(|e| err("socket", e))?;
         setsockopt(&fd, sockopt::PassCred, &true).map_err(|e| err("SO_PASSCRED", e))?;
+        // Arrival times: messages may be read later than they came (`messages_due`).
+        setsockopt(&fd, sockopt::ReceiveTimestampns, &true)
+            .map_err(|e| err("SO_TIMESTAMPNS", e))?;
         let addr = UnixAddr::new(path).map_err(|e| err("address", e))?;
         bind(fd.as_raw_fd(), &addr).map_err(|e| err("bind", e))?;
         Ok(NotifySocket {
@@ -66,8 +85,8 @@ impl NotifySocket {
     /// The next datagram, or `None` when none is waiting.
     pub fn recv(&self) -> Option<Datagram> {
         let mut buf = [0u8; 4096];
-        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-        let (bytes, truncated, pid) = loop {
+        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, TimeSpec);
+        let (bytes, truncated, pid, stamp) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match recvmsg::<()>(
                 self.fd.as_raw_fd(),
@@ -76,16 +95,20 @@ impl NotifySocket {
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
-                    let mut pid = None;
+                    let (mut pid, mut stamp) = (None, None);
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
-                            if let ControlMessageOwned::ScmCredentials(creds) = c {
-                                pid = Some(creds.pid() as u32);
+                            match c {
+                                ControlMessageOwned::ScmCredentials(creds) => {
+                                    pid = Some(creds.pid() as u32)
+                                }
+                                ControlMessageOwned::ScmTimestampns(ts) => stamp = Some(ts),
+                                _ => {}
                             }
                         }
                     }
                     let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-                    break (msg.bytes, truncated, pid);
+                    break (msg.bytes, truncated, pid, stamp);
                 }
                 Err(Errno::EINTR) => continue,
                 Err(_) => return None,
@@ -96,7 +119,13 @@ impl NotifySocket {
         } else {
             String::from_utf8(buf[..bytes].to_vec()).map_err(|_| "not UTF-8".to_string())
         };
-        Some(Datagram { pid, text })
+        let age = stamp.map_or(Duration::ZERO, |ts| {
+            let arrived = Duration::from(ts);
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(Duration::ZERO, |now| now.saturating_sub(arrived))
+        });
+        Some(Datagram { pid, age, text })
     }
 }
 
@@ -241,6 +270,24 @@ mod tests {
         assert!(parse("X_DROVER_LOAD=busy=1").is_err());
         assert!(parse("garbage").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn a_datagram_carries_its_sender_and_its_arrival() {
+        let dir = std::env::temp_dir().join(format!("drover-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = NotifySocket::bind(&dir.join("notify")).unwrap();
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        sender.send_to(b"WATCHDOG=1", &sock.path).unwrap();
+        let d = sock.recv().expect("queued");
+        assert_eq!(d.pid, Some(std::process::id()));
+        assert_eq!(d.text.as_deref(), Ok("WATCHDOG=1"));
+        // Stamped by the kernel on arrival, just now (a wall-clock step could skew it).
+        assert!(d.age < Duration::from_secs(60), "{:?}", d.age);
+        assert!(sock.recv().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Linux always has the sysctl; the kernel's default is 10.
+        assert!(queue_capacity() >= 1);
     }
 
     #[test]

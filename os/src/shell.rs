@@ -1,5 +1,8 @@
 //! The event loop: one thread, `poll(2)` on the signal self-pipe, the notify socket and the
-//! control socket, with the machine's next deadline as the timeout.
+//! control socket, with the machine's next deadline as the timeout. Every wake-up first
+//! hands in what the workers reported (notify socket and report board) in one
+//! `handle_all`; while `messages_due` lies ahead the notify socket is not watched at all,
+//! so an idle pool's heartbeats are read in batches rather than each waking drover.
 //!
 //! Run-loop contract (DESIGN.md §1): every `handle` is followed by a full drain of
 //! `poll_action`; children are reaped (`waitpid`) only after the drain, so no signal the
@@ -37,6 +40,8 @@ use crate::upgrade::{self, Channel, Message, Relaunch};
 
 /// How many reaped worker pids are remembered (see `Shell::reaped`).
 const REAPED_KEPT: usize = 64;
+/// Datagrams read from the notify socket per wake-up.
+const NOTIFY_READ_MAX: usize = 1024;
 
 const HANDLED_SIGNALS: [i32; 9] = [
     SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
@@ -216,6 +221,12 @@ struct Shell {
     spawner: Spawner,
     signals: SignalDelivery<UnixStream, SignalOnly>,
     notify: NotifySocket,
+    /// Datagrams the notify socket queues before a sender blocks (`messages_due`).
+    notify_queue: u32,
+    /// When the notify socket was last read empty: nothing still queued arrived earlier.
+    notify_empty_at: Instant,
+    /// The last read stopped at its bound with datagrams left: poll the socket.
+    notify_left: bool,
     control: Option<Control>,
     /// Live worker processes (spawned, not yet reaped).
     pids: BTreeMap<u32, WorkerId>,
@@ -372,6 +383,9 @@ impl Shell {
             spawner,
             signals,
             notify,
+            notify_queue: notify::queue_capacity(),
+            notify_empty_at: Instant::ZERO,
+            notify_left: false,
             control,
             pids: BTreeMap::new(),
             reaped: std::collections::VecDeque::with_capacity(REAPED_KEPT),
@@ -397,7 +411,7 @@ impl Shell {
         self.drain();
         self.reap();
         // Arms the report board's doorbell before the first sleep.
-        self.read_reports();
+        self.read_workers();
         loop {
             self.tell_manager();
             if let Some(code) = self.exit {
@@ -405,14 +419,12 @@ impl Shell {
                 return code;
             }
             let ready = self.wait();
-            // First thing on every wake-up: what embedded workers published (a deadline
-            // that the next input's timers would fire may have been met on the board).
-            self.read_reports();
+            // First thing on every wake-up: everything the workers reported since the last
+            // one (a deadline that the next input's timers would fire may have been met by
+            // a report the socket or the board holds).
+            self.read_workers();
             if ready.signals {
                 self.on_signals();
-            }
-            if ready.notify {
-                self.on_notify();
             }
             if ready.upgrade {
                 self.on_upgrade_channel();
@@ -489,17 +501,36 @@ impl Shell {
         }
     }
 
-    /// Feeds what embedded workers published on the report board since the last read: a
-    /// newer heartbeat stamp as `HeartbeatAt` (the watchdog counts from the stamp), a
-    /// changed load as `Load`, all in one `handle_all`, so that no deadline fires between
-    /// two workers' reports. Arms the doorbell first, so a load change published after
-    /// this read wakes the next sleep.
-    fn read_reports(&mut self) {
+    /// Hands in everything the workers reported since the last wake-up, in one
+    /// `handle_all` (no deadline fires between two workers' reports; none at all is a
+    /// tick, which moves `messages_due` on): the report board, then the notify socket.
+    fn read_workers(&mut self) {
+        let now = self.now();
+        let mut inputs = Vec::new();
+        self.read_board(now, &mut inputs);
+        self.read_notify(now, &mut inputs);
+        for input in &inputs {
+            match input {
+                Input::HeartbeatAt { .. } | Input::Load { .. } => {
+                    tracing::debug!("{}", input_line(now, input))
+                }
+                _ => tracing::info!("{}", input_line(now, input)),
+            }
+        }
+        self.sup.handle_all(now, inputs);
+        self.drain();
+    }
+
+    /// What embedded workers published on the report board since the last read: a newer
+    /// heartbeat stamp as `HeartbeatAt` (the watchdog counts from the stamp), a changed
+    /// load as `Load`. Arms the doorbell first, so a load change published after this read
+    /// wakes the next sleep.
+    fn read_board(&mut self, now: Instant, inputs: &mut Vec<Input>) {
         let Some(board) = self.spawner.board() else {
             return;
         };
         board.arm();
-        let mut fresh = Vec::new();
+        let watchdog = self.sup.config().heartbeat_timeout.is_some();
         for &worker in self.pids.values() {
             let Some(report) = board.read(worker) else {
                 continue;
@@ -509,17 +540,9 @@ impl Shell {
                 .get(&worker.slot)
                 .filter(|(incarnation, _)| *incarnation == worker.incarnation)
                 .map(|(_, r)| *r);
-            if seen != Some(report) {
-                fresh.push((worker, report, seen));
+            if seen == Some(report) {
+                continue;
             }
-        }
-        if fresh.is_empty() {
-            return;
-        }
-        let watchdog = self.sup.config().heartbeat_timeout.is_some();
-        let now = self.now();
-        let mut inputs = Vec::with_capacity(2 * fresh.len());
-        for (worker, report, seen) in fresh {
             self.reports_seen
                 .insert(worker.slot, (worker.incarnation, report));
             let new_beat = seen.is_none_or(|s| s.beat_usec != report.beat_usec);
@@ -539,14 +562,6 @@ impl Shell {
                 });
             }
         }
-        if inputs.is_empty() {
-            return;
-        }
-        for input in &inputs {
-            tracing::debug!("{}", input_line(now, input));
-        }
-        self.sup.handle_all(now, inputs);
-        self.drain();
     }
 
     // ------------------------------------------------------------ machine plumbing
@@ -680,10 +695,20 @@ impl Shell {
             .as_ref()
             .filter(|_| self.serving_control)
             .and_then(|c| c.0.deadline());
-        let deadline = [machine_deadline, control_deadline, self.next_watchdog]
-            .into_iter()
-            .flatten()
-            .min();
+        // While the machine lets worker messages wait, the socket is not watched: they are
+        // read at the next wake-up, at `messages_due` at the latest.
+        let due = self.sup.messages_due(self.notify_queue);
+        let hold = due > self.now() && !self.notify_left;
+        let hold_deadline = hold.then(|| self.epoch + Duration::from_nanos(due.as_nanos()));
+        let deadline = [
+            machine_deadline,
+            control_deadline,
+            self.next_watchdog,
+            hold_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => {
@@ -704,7 +729,14 @@ impl Shell {
         // none), so the control fds keep their places at 3 and onwards.
         let mut fds = vec![
             PollFd::new(self.signals.get_read().as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.notify.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(
+                self.notify.fd.as_fd(),
+                if hold {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLIN
+                },
+            ),
             PollFd::new(
                 upgrade.map_or(self.notify.fd.as_fd(), |c| c.fd()),
                 if upgrade.is_some() {
@@ -728,7 +760,6 @@ impl Shell {
         };
         Ready {
             signals: readable(0),
-            notify: readable(1),
             upgrade: upgrade.is_some() && readable(2),
             control_listener: fds.len() > 3 && readable(3),
             control_conns: (4..fds.len()).map(readable).collect(),
@@ -1133,11 +1164,17 @@ impl Shell {
 
     // ------------------------------------------------------------ notify
 
-    fn on_notify(&mut self) {
+    /// The datagrams queued on the notify socket, as inputs. A heartbeat counts from its
+    /// arrival (the kernel's stamp), which may be well before now while the machine lets
+    /// messages wait (`messages_due`); clamped to when the socket was last read empty, so a
+    /// wall-clock step cannot date a beat earlier than it can have come.
+    fn read_notify(&mut self, now: Instant, inputs: &mut Vec<Input>) {
         // Bounded per wake-up so a flood cannot starve signals and timers.
-        for _ in 0..1024 {
+        self.notify_left = true;
+        for _ in 0..NOTIFY_READ_MAX {
             let Some(dgram) = self.notify.recv() else {
-                return;
+                self.notify_left = false;
+                break;
             };
             let Some(pid) = dgram.pid else {
                 tracing::warn!("notify: message without sender credentials; ignored");
@@ -1168,33 +1205,41 @@ impl Shell {
                     continue;
                 }
             };
+            let arrived = Instant::from_nanos(
+                now.as_nanos()
+                    .saturating_sub(u64::try_from(dgram.age.as_nanos()).unwrap_or(u64::MAX)),
+            )
+            .max(self.notify_empty_at);
             for notice in notices {
                 match notice {
-                    Notice::Ready => self.feed(Input::Ready { worker }),
-                    Notice::Watchdog => self.feed(Input::Heartbeat { worker }),
+                    Notice::Ready => inputs.push(Input::Ready { worker }),
+                    Notice::Watchdog => inputs.push(Input::HeartbeatAt {
+                        worker,
+                        at: arrived,
+                    }),
                     Notice::Status(s) => tracing::info!("worker w={worker} pid={pid} status: {s}"),
                     Notice::Stopping => tracing::info!("worker w={worker} pid={pid} is stopping"),
                     Notice::Load {
                         busy,
                         requests,
                         busy_since_usec,
-                    } => {
-                        let now = self.now();
-                        self.feed(Input::Load {
-                            worker,
-                            busy,
-                            oldest_busy_since: busy_since_usec.map(|t| notify::busy_since(now, t)),
-                            requests,
-                        })
-                    }
-                    // The board's doorbell only wakes the loop up, which has read the
-                    // board first thing (the worker published before it rang).
+                    } => inputs.push(Input::Load {
+                        worker,
+                        busy,
+                        oldest_busy_since: busy_since_usec.map(|t| notify::busy_since(now, t)),
+                        requests,
+                    }),
+                    // The board's doorbell only wakes the loop up, which reads the board
+                    // first thing (the worker published before it rang).
                     Notice::Other(s) if s == DOORBELL => {}
                     Notice::Other(s) => {
                         tracing::debug!("notify: w={worker} pid={pid} sent {s}; ignored")
                     }
                 }
             }
+        }
+        if !self.notify_left {
+            self.notify_empty_at = now;
         }
     }
 
@@ -1366,9 +1411,9 @@ impl Shell {
     }
 }
 
+/// What woke the loop (the notify socket and the report board are read on every wake-up).
 struct Ready {
     signals: bool,
-    notify: bool,
     upgrade: bool,
     control_listener: bool,
     control_conns: Vec<bool>,
