@@ -4,7 +4,8 @@
 //! later; a successor starts, fails or hangs) is also read from the bytes.
 //!
 //! Checked after every `handle` (also inside a drain): `check_invariants()` is Ok,
-//! `poll_timeout() > now`. For every action: no `Signal` aims at a pid already reported
+//! `poll_timeout() > now`, `messages_due(queue)` within `now ..= now + heartbeat timeout`
+//! (never a wait with the watchdog off). For every action: no `Signal` aims at a pid already reported
 //! `Exited`, at a pid never spawned or at another worker's pid; no `KillSuccessor` at a pid
 //! that is not a live successor's; spawns are of the current generation and not of a worker
 //! already waiting for its fork; after `Exit` only events follow, and its code is 0 or one a
@@ -365,6 +366,16 @@ impl<'a, 'b> Model<'a, 'b> {
         if let Some(at) = self.sup.poll_timeout() {
             if at <= self.now {
                 self.fail(format!("poll_timeout {at} <= now {}", self.now));
+            }
+        }
+        let longest = self.sup.config().heartbeat_timeout.unwrap_or_default();
+        for queue in [10, u32::MAX] {
+            let due = self.sup.messages_due(queue);
+            if due < self.now || due > self.now + longest {
+                self.fail(format!(
+                    "messages_due({queue}) {due} outside {} ..= {} + {longest:?}",
+                    self.now, self.now
+                ));
             }
         }
     }
