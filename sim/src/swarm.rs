@@ -57,6 +57,13 @@ pub struct Faults {
     /// stamp) and when a worker rings the doorbell after a load change; no heartbeat or load
     /// message.
     pub shm_reports: bool,
+    /// Not a fault either, and kept when the faults heal: workers send heartbeats only, no
+    /// load reports (most programs under `drover run`), so the pool scales on the sampled
+    /// accept queue and the supervisor may leave their messages unread in the notify socket
+    /// until `messages_due`. Only messages are silenced: with `shm_reports` on the workers
+    /// publish load on the board, so this switch is off there (drawn off, and ignored if
+    /// set by hand).
+    pub load_silent: bool,
 }
 
 impl Faults {
@@ -82,6 +89,7 @@ impl Faults {
             successor_fail: 0.0,
             inherited: false,
             shm_reports: false,
+            load_silent: false,
         }
     }
 
@@ -115,11 +123,26 @@ impl Faults {
             successor_fail: rate(0.1, 0.9),
             inherited: rate(1.0, 2.0) > 0.0,
             shm_reports: rate(1.0, 2.0) > 0.0,
+            load_silent: false,
         }
     }
 
+    /// The switches added after the load model was drawn: drawn after it, on the same
+    /// swarm stream, so every older seed keeps its faults and its load. Call once, after
+    /// `draw` and the load pick.
+    pub fn draw_late(&mut self, rng: &mut Rng) {
+        let load_silent = rng.chance(0.5);
+        self.load_silent = load_silent && !self.shm_reports;
+    }
+
+    /// Workers send heartbeats without load reports (`load_silent`, which `shm_reports`
+    /// overrides).
+    pub fn silent_load(&self) -> bool {
+        self.load_silent && !self.shm_reports
+    }
+
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 20] {
+    fn fields(&self) -> [(&'static str, f64); 21] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -142,6 +165,7 @@ impl Faults {
             ("successor_fail", self.successor_fail),
             ("inherited", b(self.inherited)),
             ("shm_reports", b(self.shm_reports)),
+            ("load_silent", b(self.load_silent)),
         ]
     }
 }

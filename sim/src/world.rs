@@ -301,6 +301,9 @@ impl World {
             .clone()
             .unwrap_or_else(|| Faults::draw(&mut swarm_rng));
         let load = opts.load.unwrap_or_else(|| *swarm_rng.pick(&Load::ALL));
+        if opts.faults.is_none() {
+            fault_draw.draw_late(&mut swarm_rng);
+        }
         let config = opts
             .config
             .clone()
@@ -1050,12 +1053,14 @@ impl World {
                 }
                 let (busy, oldest_busy_since, requests) = reported;
                 self.send(Input::Heartbeat { worker });
-                self.send(Input::Load {
-                    worker,
-                    busy,
-                    oldest_busy_since,
-                    requests,
-                });
+                if !self.faults.silent_load() {
+                    self.send(Input::Load {
+                        worker,
+                        busy,
+                        oldest_busy_since,
+                        requests,
+                    });
+                }
                 self.read_backlog();
             }
             Ev::Crash(serial) => {
@@ -1333,6 +1338,7 @@ impl World {
         self.healed_at = Some(self.now);
         let mut healed = Faults::none();
         healed.shm_reports = self.faults.shm_reports;
+        healed.load_silent = self.faults.load_silent;
         if self.opts.canary {
             healed.ignore_term = 1.0;
         }
