@@ -48,6 +48,7 @@ marks! {
     ConnectionBroken => "connection-broken",
     SampledHeartbeat => "sampled-heartbeat",
     TickSlept => "maintenance-tick-slept",
+    HeldMessages => "messages-held",
 }
 
 /// How often each mark was hit.

@@ -27,6 +27,9 @@ const BACKLOG: usize = 128;
 const LADDER_SLACK: Duration = Duration::from_secs(8);
 /// Hard cap on simulator steps of one run: a run that needs more is stuck.
 const STEPS_MAX: u64 = 50_000_000;
+/// Datagrams the notify socket holds before a sender blocks: Linux's default
+/// `net.unix.max_dgram_qlen`, what the shell passes to `messages_due`.
+const NOTIFY_QUEUE: u32 = 10;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -267,6 +270,9 @@ pub struct World {
     reported_backlog: u32,
     /// The report board, by process serial (`Faults::shm_reports`).
     board: BTreeMap<u64, Cell>,
+    /// Worker messages left unread in the notify socket while `messages_due` is ahead, with
+    /// their arrival times, oldest first.
+    held: Vec<(Instant, Input)>,
     bad_generation: BTreeMap<u32, bool>,
     stop_deadlines: BTreeSet<(Instant, u64)>,
     /// Longest kill ladder of any config in force so far (a stopping worker keeps its own).
@@ -359,6 +365,7 @@ impl World {
             backlog: VecDeque::new(),
             reported_backlog: 0,
             board: BTreeMap::new(),
+            held: Vec::new(),
             bad_generation: BTreeMap::new(),
             stop_deadlines: BTreeSet::new(),
             exited: None,
@@ -491,7 +498,9 @@ impl World {
         {
             self.coverage.hit(Mark::TickSlept);
         }
-        let Some(deadline) = self.sup.poll_timeout() else {
+        // While messages wait unread, the shell also wakes when they are due.
+        let due = (!self.held.is_empty()).then(|| self.sup.messages_due(NOTIFY_QUEUE));
+        let Some(deadline) = self.sup.poll_timeout().into_iter().chain(due).min() else {
             return;
         };
         if self.wake_at.is_some_and(|w| w <= deadline) {
@@ -512,9 +521,11 @@ impl World {
     // ------------------------------------------------------------- the machine
 
     /// Hands one input to the machine and performs what it asks. Like the shell, which
-    /// reads the report board first thing on every wake-up (a deadline that an input's
-    /// timers would fire may have been met on the board).
+    /// reads the messages left in the notify socket and the report board first thing on
+    /// every wake-up (a deadline that an input's timers would fire may have been met by a
+    /// held heartbeat or on the board).
     fn feed(&mut self, input: Input) {
+        self.read_held(false);
         if self.faults.shm_reports {
             self.read_reports(false);
         }
@@ -714,7 +725,9 @@ impl World {
     }
 
     /// Unless messages are delayed, a worker that keeps beating is never killed by the watchdog before its timeout has passed since
-    /// its last beat: the supervisor must not lose or misdate a heartbeat.
+    /// its last beat: the supervisor must not lose or misdate a heartbeat. Beats left unread
+    /// in the notify socket (`arrive`) are no delay: the shell reads them at the deadline at
+    /// the latest, dated by their arrival, so the check stays strict for them.
     fn check_heartbeat_kill(&mut self, worker: WorkerId) {
         let Some(timeout) = self.sup.config().heartbeat_timeout else {
             return;
@@ -836,15 +849,52 @@ impl World {
     }
 
     /// A message from a worker to the supervisor, possibly delayed past the worker's exit.
-    fn send(&mut self, input: Input) {
+    /// True if it arrived and was left unread (`arrive`).
+    fn send(&mut self, input: Input) -> bool {
         if self.rng_os.chance(self.faults.msg_delay) {
             let d = self
                 .rng_os
                 .duration(Duration::from_millis(1), Duration::from_millis(800));
             self.schedule(d, Ev::Deliver(input));
+            false
         } else {
-            self.feed(input);
+            self.arrive(input)
         }
+    }
+
+    /// A message lands in the notify socket. While `messages_due` is ahead the shell does
+    /// not watch the socket: the message waits there (true) for the next wake-up, at
+    /// `messages_due` at the latest, or later if the timer is late (messages already waiting:
+    /// the shell has not woken since it stopped watching). Otherwise it wakes and reads it.
+    fn arrive(&mut self, input: Input) -> bool {
+        if self.exited.is_some() || self.failure.is_some() {
+            return false;
+        }
+        if !self.held.is_empty() || self.sup.messages_due(NOTIFY_QUEUE) > self.now {
+            if self.held.len() >= NOTIFY_QUEUE as usize {
+                let mut senders: BTreeMap<WorkerId, u32> = BTreeMap::new();
+                for (_, i) in self.held.iter().chain([&(self.now, input)]) {
+                    if let Input::Heartbeat { worker } | Input::Ready { worker } = i {
+                        *senders.entry(*worker).or_default() += 1;
+                    }
+                }
+                self.fail_safety(format!(
+                    "a worker would block in sendto: {} messages held unread since {}, the notify socket holds {NOTIFY_QUEUE} (messages_due {}; {} senders, at most {} from one, {} workers)",
+                    self.held.len() + 1,
+                    self.held[0].0,
+                    self.sup.messages_due(NOTIFY_QUEUE),
+                    senders.len(),
+                    senders.values().max().copied().unwrap_or(0),
+                    self.sup.workers().count(),
+                ));
+                return true;
+            }
+            self.held.push((self.now, input));
+            self.schedule_wake();
+            return true;
+        }
+        self.feed(input);
+        false
     }
 
     fn die(&mut self, serial: u64, status: ExitStatus) {
@@ -879,8 +929,9 @@ impl World {
 
     fn reap(&mut self) {
         self.reap_scheduled = false;
-        // The wake-up's board read comes before `waitpid`: between a reap and its `Exited`
-        // no other input may run (an action could aim at the reaped pid).
+        // The wake-up's socket and board reads come before `waitpid`: between a reap and its
+        // `Exited` no other input may run (an action could aim at the reaped pid).
+        self.read_held(false);
         if self.faults.shm_reports {
             self.read_reports(false);
         }
@@ -972,8 +1023,9 @@ impl World {
             Ev::Wake => {
                 if self.wake_at == Some(self.now) || self.wake_at.is_some_and(|w| w <= self.now) {
                     self.wake_at = None;
-                    // As the shell: read what the workers published and the accept queue,
-                    // then the timers.
+                    // As the shell: read what the workers sent and published and the accept
+                    // queue, then the timers.
+                    self.read_held(true);
                     self.read_reports(true);
                     self.read_backlog();
                     self.feed(Input::Tick);
@@ -1045,6 +1097,7 @@ impl World {
                                 .duration(Duration::from_millis(1), Duration::from_millis(800));
                             self.schedule(d, Ev::Doorbell);
                         } else {
+                            self.read_held(false);
                             self.read_reports(false);
                             self.read_backlog();
                         }
@@ -1052,16 +1105,19 @@ impl World {
                     return;
                 }
                 let (busy, oldest_busy_since, requests) = reported;
-                self.send(Input::Heartbeat { worker });
+                let mut held = self.send(Input::Heartbeat { worker });
                 if !self.faults.silent_load() {
-                    self.send(Input::Load {
+                    held |= self.send(Input::Load {
                         worker,
                         busy,
                         oldest_busy_since,
                         requests,
                     });
                 }
-                self.read_backlog();
+                // A message left unread wakes nobody: no sampling of the accept queue then.
+                if !held {
+                    self.read_backlog();
+                }
             }
             Ev::Crash(serial) => {
                 let unrecoverable = !self.config.restart.unrecoverable_exit_codes.is_empty()
@@ -1105,10 +1161,12 @@ impl World {
             Ev::Die(serial, status) => self.die(serial, status),
             Ev::Reap => self.reap(),
             Ev::Deliver(input) => {
-                self.feed(input);
-                self.read_backlog();
+                if !self.arrive(input) {
+                    self.read_backlog();
+                }
             }
             Ev::Doorbell => {
+                self.read_held(false);
                 self.read_reports(false);
                 self.read_backlog();
             }
@@ -1202,6 +1260,36 @@ impl World {
         {
             self.coverage.hit(Mark::SampledHeartbeat);
         }
+        self.handle_batch(inputs);
+    }
+
+    /// The shell reads every message left in the notify socket (`arrive`) on each wake-up,
+    /// all in one `handle_all`; a heartbeat becomes `HeartbeatAt` its arrival time.
+    /// `timer`: a timer wake-up (`messages_due` or a deadline).
+    fn read_held(&mut self, timer: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let inputs: Vec<Input> = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(at, input)| match input {
+                Input::Heartbeat { worker } => Input::HeartbeatAt { worker, at },
+                other => other,
+            })
+            .collect();
+        let beats = inputs
+            .iter()
+            .filter(|i| matches!(i, Input::HeartbeatAt { .. }))
+            .count();
+        if timer && beats >= 2 {
+            self.coverage.hit(Mark::HeldMessages);
+        }
+        self.handle_batch(inputs);
+    }
+
+    /// Hands inputs read together to the machine in one `handle_all` and performs what it
+    /// asks. Recorded one by one for replay, as `shrink::replay` feeds them.
+    fn handle_batch(&mut self, inputs: Vec<Input>) {
         if self.exited.is_some() || self.failure.is_some() {
             return;
         }

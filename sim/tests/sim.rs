@@ -112,3 +112,33 @@ fn recorded_inputs_replay_clean_for_a_passing_run() {
     assert!(r.inputs.len() > 100);
     assert_eq!(drover_sim::shrink::replay(&r.config, &r.inputs), None);
 }
+
+#[test]
+fn heartbeat_only_workers_are_read_in_batches() {
+    // Workers that send heartbeats and no load (`load_silent`): once their pace is known
+    // the supervisor leaves their messages in the socket and reads them at `messages_due`
+    // or a deadline, several at a time, and still kills no beating worker.
+    let mut faults = Faults::none();
+    faults.load_silent = true;
+    let mut o = quick(5);
+    o.faults = Some(faults);
+    o.load = Some(Load::Steady);
+    o.config = Some(
+        drover_sim::policy::parse("workers = 3\nreadiness = \"notify\"\nheartbeat_timeout = 6\n")
+            .unwrap(),
+    );
+    let r = run(o);
+    assert_eq!(r.outcome, Outcome::Passed);
+    assert!(r.coverage.count(Mark::HeldMessages) > 10, "{}", r.coverage);
+    let count = |f: fn(&drover_machine::Input) -> bool| r.inputs.iter().filter(|i| f(&i.1)).count();
+    let held = count(|i| matches!(i, drover_machine::Input::HeartbeatAt { .. }));
+    let prompt = count(|i| matches!(i, drover_machine::Input::Heartbeat { .. }));
+    assert!(
+        held > 4 * prompt,
+        "{held} beats read late, {prompt} at once"
+    );
+    assert_eq!(
+        count(|i| matches!(i, drover_machine::Input::Load { .. })),
+        0
+    );
+}
