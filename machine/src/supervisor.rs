@@ -77,9 +77,12 @@ pub(crate) struct Worker {
     /// A heartbeat arrived: the program is up. Until then a worker Ready at spawn gets the
     /// boot timeout for its first heartbeat, as it may still be starting.
     pub beat_seen: bool,
-    /// Time between the last two heartbeats: the pace of the worker's messages, which
-    /// bounds how long they may wait unread (`messages_due`).
+    /// The time between its last two heartbeats.
     pub beat_gap: Option<Duration>,
+    /// The shorter of its last two `beat_gap`s (so three beats are needed): the pace of the
+    /// worker's messages, which bounds how long they may wait unread (`messages_due`). Two
+    /// gaps, so that one stall (a pause, a suspend) does not pass for the pace.
+    pub beat_pace: Option<Duration>,
     pub busy: u32,
     /// A load report arrived: the worker tells its busy threads, so a connection taken by
     /// one of its idle threads will show up as a load input (see `demand_hidden`).
@@ -431,13 +434,15 @@ impl Supervisor {
     ///
     /// Messages may wait only while none of them could change a decision sooner: the pool
     /// runs with no upgrade in flight, the watchdog is on, and every worker is Ready, not
-    /// stopping, has beaten at least twice and has never reported its load. A booting
+    /// stopping, has a known pace (three beats) and has never reported its load. A booting
     /// worker's READY=1 must be seen at once, and load reports drive scaling and the request
     /// watchdog and come at the program's pace, from which no queue bound follows. The wait
-    /// is as long as the fastest beat seen lets the messages expected meanwhile fill half the
-    /// queue (the other half is for an irregular beat or a STATUS= line), and never longer
-    /// than the heartbeat timeout. Otherwise the answer is the time of the last input:
-    /// messages are read as they come. O(workers).
+    /// is a whole number of the fastest pace seen: as many as fit every worker's beats into
+    /// half the queue, counting each worker as beating once per pace and all of them in step
+    /// (workers forked together stay in step), so none at all while the workers outnumber
+    /// half the queue. The other half is for an irregular beat or a STATUS= line. Never
+    /// longer than the heartbeat timeout. Otherwise the answer is the time of the last
+    /// input: messages are read as they come. O(workers).
     #[must_use]
     pub fn messages_due(&self, queue: u32) -> Instant {
         let prompt = self.now;
@@ -454,17 +459,19 @@ impl Supervisor {
                 continue;
             };
             let quiet = w.ready && w.stop.is_none() && !w.load_seen;
-            let Some(gap) = w.beat_gap.filter(|_| quiet) else {
+            let Some(pace) = w.beat_pace.filter(|_| quiet) else {
                 return prompt;
             };
             workers += 1;
-            fastest = fastest.min(gap);
+            fastest = fastest.min(pace);
         }
         let room = u64::from(queue / 2);
-        if workers == 0 || room == 0 {
+        if workers == 0 {
             return prompt;
         }
-        let hold = crate::time::duration_nanos(fastest).saturating_mul(room) / workers;
+        // A window of k paces holds at most k beats of a worker beating at that pace.
+        let paces = room / workers;
+        let hold = crate::time::duration_nanos(fastest).saturating_mul(paces);
         prompt.saturating_add(Duration::from_nanos(hold).min(timeout))
     }
 
@@ -568,7 +575,9 @@ impl Supervisor {
         let w = self.worker_mut(i);
         if at > w.last_heartbeat {
             if w.beat_seen {
-                w.beat_gap = Some(at.saturating_since(w.last_heartbeat));
+                let gap = at.saturating_since(w.last_heartbeat);
+                w.beat_pace = w.beat_gap.map(|g| g.min(gap));
+                w.beat_gap = Some(gap);
             }
             w.last_heartbeat = at;
         }
@@ -1428,6 +1437,7 @@ impl Supervisor {
             last_heartbeat: self.now,
             beat_seen: false,
             beat_gap: None,
+            beat_pace: None,
             busy: 0,
             load_seen: false,
             oldest_busy_since: None,
