@@ -237,6 +237,63 @@ fn workers_die_with_drover_after_kill_9() {
     assert_no_survivors(d.dir.root(), &d.log.dump());
 }
 
+/// A worker is its process group: behind `sh -c 'PROGRAM; true'` the shell is the process
+/// drover started and PROGRAM its child. A stop ends the shell at once while PROGRAM drains
+/// for a second; drover waits for PROGRAM before it exits. And a `kill -9` of drover, which
+/// PR_SET_PDEATHSIG passes on to the shell only, reaches PROGRAM through the group guard.
+#[test]
+fn a_worker_is_its_process_group() {
+    let start = |name: &str| {
+        let dir = test_dir(name);
+        let script = format!(
+            "{} {} --stop-delay 1; true",
+            python(),
+            dir.path("worker.py")
+        );
+        let d = drover(
+            dir,
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--readiness",
+                "notify",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+        d.log.wait_for(&["in  ready", "w=0.1"], T);
+        let line = d.log.wait_for(&["worker pid="], T);
+        let program: u32 = field(&line, "pid=").parse().unwrap();
+        assert_ne!(
+            program,
+            d.worker_pid("0.1"),
+            "sh stays the program's parent"
+        );
+        (d, program)
+    };
+
+    let (mut d, program) = start("group-stop");
+    d.signal(libc::SIGTERM);
+    d.log.wait_for(&["while its process group still runs"], T);
+    d.assert_clean_exit(T);
+    assert!(!alive(program), "drover exited before its worker's program");
+    let exited = d.log.wait_for(&["ev  exited", "w=0.1"], T);
+    assert!(exited.contains("expected=yes"), "{exited}");
+
+    let (mut d, program) = start("group-kill");
+    d.signal(libc::SIGKILL);
+    d.wait_exit(T);
+    wait_until("the program behind sh -c to die with drover", T, || {
+        !alive(program)
+    });
+    assert_no_survivors(d.dir.root(), &d.log.dump());
+}
+
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = test_dir("bad");

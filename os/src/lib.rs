@@ -12,6 +12,7 @@
 
 mod control;
 pub mod embedded;
+mod guard;
 mod listen;
 mod notify;
 mod pidfile;

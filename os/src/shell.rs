@@ -30,6 +30,7 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::control::{self, ControlServer, Request};
 use crate::embedded::{Report, DOORBELL};
+use crate::guard::{self, Guard};
 use crate::listen::{self, Listener};
 use crate::notify::{self, Notice, NotifySocket};
 use crate::pidfile::PidFile;
@@ -40,6 +41,9 @@ use crate::upgrade::{self, Channel, Message, Relaunch};
 
 /// How many reaped worker pids are remembered (see `Shell::reaped`).
 const REAPED_KEPT: usize = 64;
+/// How often drover looks whether a lingering worker's process group is empty, when no
+/// exit of a child of its own tells it.
+const LINGER_CHECK: Duration = Duration::from_secs(1);
 /// Datagrams read from the notify socket per wake-up.
 const NOTIFY_READ_MAX: usize = 1024;
 
@@ -221,6 +225,11 @@ struct Shell {
     spawner: Spawner,
     signals: SignalDelivery<UnixStream, SignalOnly>,
     notify: NotifySocket,
+    /// Kills the workers' process groups if drover is killed.
+    guard: Option<Guard>,
+    /// Workers whose first process was reaped while others of their process group still
+    /// run, with its status: the worker exits when the group is empty.
+    lingering: BTreeMap<u32, ExitStatus>,
     /// Datagrams the notify socket queues before a sender blocks (`messages_due`).
     notify_queue: u32,
     /// When the notify socket was last read empty: nothing still queued arrived earlier.
@@ -276,6 +285,16 @@ impl Shell {
             None => None,
         };
         mark_inherited_fds_cloexec();
+        // A worker is its process group (see `reap`): its processes that outlive their
+        // parent are re-parented to drover, and the guard kills what is left of the groups
+        // if drover itself is killed. Forked first, so it inherits the fewest descriptors.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(
+                "PR_SET_CHILD_SUBREAPER: {}: a worker whose first process exits ends at once, though others of its group may run on",
+                e.desc()
+            );
+        }
+        let guard = Guard::start();
         let relaunch = match &settings.upgrade_command {
             Some(command) => Relaunch::command(command, &settings.upgrade_program),
             None => Relaunch::current(),
@@ -383,6 +402,8 @@ impl Shell {
             spawner,
             signals,
             notify,
+            guard,
+            lingering: BTreeMap::new(),
             notify_queue: notify::queue_capacity(),
             notify_empty_at: Instant::ZERO,
             notify_left: false,
@@ -612,11 +633,16 @@ impl Shell {
             Action::Spawn { worker, generation } => match self.spawner.spawn(worker, generation) {
                 Ok(pid) => {
                     self.pids.insert(pid.0, worker);
+                    if let Some(guard) = &mut self.guard {
+                        guard.watch(pid.0);
+                    }
                     self.handle(Input::Spawned { worker, pid });
                 }
                 Err(error) => self.handle(Input::SpawnFailed { worker, error }),
             },
-            Action::Signal { pid, signal, .. } => send(pid, signal),
+            Action::Signal { pid, signal, .. } => {
+                send(pid, signal, !self.lingering.contains_key(&pid.0))
+            }
             Action::StartSuccessor => match self.start_successor() {
                 Ok(pid) => self.handle(Input::SuccessorStarted { pid }),
                 Err(error) => self.handle(Input::SuccessorFailed { error }),
@@ -649,22 +675,42 @@ impl Shell {
     }
 
     /// Reaps every exited child, after the drain (see the module docs).
+    ///
+    /// A worker is its process group, as a systemd service is its control group: when the
+    /// process drover started exits while others of its group still run (a program behind
+    /// `sh -c 'a; b'`, the worker's own children), the worker goes on — its messages count,
+    /// the ladder signals the group — until the group is empty, and then exits with its
+    /// first process's status. Drover is their subreaper, so each exit of them wakes it.
+    /// Other children reaped here (such orphans, a live upgrade successor's orphaned
+    /// workers) are no worker and are not the machine's business.
     fn reap(&mut self) {
         loop {
             let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signaled(sig as i32)),
-                Ok(WaitStatus::StillAlive) => return,
+                Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
-                Err(_) => return, // ECHILD: no children
+                Err(_) => break, // ECHILD: no children
             };
             let pid = pid.as_raw() as u32;
-            if self.pids.remove(&pid).is_some() {
-                if self.reaped.len() == REAPED_KEPT {
-                    self.reaped.pop_front();
+            if let Some(&worker) = self.pids.get(&pid) {
+                if guard::group_alive(pid) {
+                    tracing::info!(
+                        "worker w={worker} pid={pid} exited ({}) while its process group still runs: the worker ends with the group",
+                        status_text(status)
+                    );
+                    self.lingering.insert(pid, status);
+                } else {
+                    self.worker_exited(pid, status);
                 }
-                self.reaped.push_back(pid);
+                continue;
+            }
+            if self.guard.as_ref().is_some_and(|g| g.pid() == pid) {
+                if let Some(guard) = &mut self.guard {
+                    guard.lost();
+                }
+                continue;
             }
             if let UpgradeState::Started { pid: s, .. }
             | UpgradeState::Succeeded { pid: s }
@@ -673,13 +719,44 @@ impl Shell {
                 if s.0 == pid {
                     tracing::info!(pid, ?status, "the live upgrade's successor exited");
                     self.successor = None;
+                    self.feed(Input::Exited {
+                        pid: Pid(pid),
+                        status,
+                    });
+                    continue;
                 }
             }
-            self.feed(Input::Exited {
-                pid: Pid(pid),
-                status,
-            });
+            tracing::debug!(
+                "reaped pid {pid} ({}), no worker: a process a worker left behind",
+                status_text(status)
+            );
         }
+        let emptied: Vec<u32> = self
+            .lingering
+            .keys()
+            .copied()
+            .filter(|&pgid| !guard::group_alive(pgid))
+            .collect();
+        for pid in emptied {
+            let status = self.lingering.remove(&pid).expect("listed just now");
+            self.worker_exited(pid, status);
+        }
+    }
+
+    /// The worker whose group `pid` leads is gone: the machine hears of it now.
+    fn worker_exited(&mut self, pid: u32, status: ExitStatus) {
+        self.pids.remove(&pid);
+        if self.reaped.len() == REAPED_KEPT {
+            self.reaped.pop_front();
+        }
+        self.reaped.push_back(pid);
+        if let Some(guard) = &mut self.guard {
+            guard.forget(pid);
+        }
+        self.feed(Input::Exited {
+            pid: Pid(pid),
+            status,
+        });
     }
 
     // ------------------------------------------------------------ waiting
@@ -700,11 +777,15 @@ impl Shell {
         let due = self.sup.messages_due(self.notify_queue);
         let hold = due > self.now() && !self.notify_left;
         let hold_deadline = hold.then(|| self.epoch + Duration::from_nanos(due.as_nanos()));
+        // The last process of a lingering group is normally drover's child (re-parented)
+        // and its exit wakes drover; one whose parent left the group does not.
+        let linger_deadline = (!self.lingering.is_empty()).then(|| now + LINGER_CHECK);
         let deadline = [
             machine_deadline,
             control_deadline,
             self.next_watchdog,
             hold_deadline,
+            linger_deadline,
         ]
         .into_iter()
         .flatten()
@@ -1420,8 +1501,9 @@ struct Ready {
 }
 
 /// Sends `signal` to the worker's process group (the worker runs in its own group, so a
-/// program behind `sh -c` gets it too), or to the pid if the group is gone.
-fn send(pid: Pid, signal: Signal) {
+/// program behind `sh -c` gets it too), or to the pid if the group is gone and the process
+/// is not yet reaped (a program that moved to a group of its own).
+fn send(pid: Pid, signal: Signal, unreaped: bool) {
     let sig = match signal {
         Signal::Term => NixSignal::SIGTERM,
         Signal::Int => NixSignal::SIGINT,
@@ -1434,10 +1516,17 @@ fn send(pid: Pid, signal: Signal) {
         Signal::Kill => NixSignal::SIGKILL,
     };
     let raw = pid.0 as i32;
-    if kill(nix::unistd::Pid::from_raw(-raw), sig).is_err() {
+    if kill(nix::unistd::Pid::from_raw(-raw), sig).is_err() && unreaped {
         if let Err(e) = kill(nix::unistd::Pid::from_raw(raw), sig) {
             tracing::debug!("kill({raw}, {}): {e}", signal.name());
         }
+    }
+}
+
+fn status_text(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(c) => format!("exit code {c}"),
+        ExitStatus::Signaled(s) => format!("signal {s}"),
     }
 }
 

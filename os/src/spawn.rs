@@ -402,7 +402,7 @@ impl Spawner {
 }
 
 /// Blocks every signal; returns the previous mask.
-fn block_all_signals() -> SigSet {
+pub(crate) fn block_all_signals() -> SigSet {
     let mut old = SigSet::empty();
     let _ = sigprocmask(
         SigmaskHow::SIG_SETMASK,
@@ -412,7 +412,7 @@ fn block_all_signals() -> SigSet {
     old
 }
 
-fn restore_signals(mask: &SigSet) {
+pub(crate) fn restore_signals(mask: &SigSet) {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
 
@@ -440,7 +440,7 @@ pub fn open_fds() -> Vec<RawFd> {
 
 /// Closes every fd of this (forked, single-threaded) process except stdio and `keep`: the
 /// supervisor's self-pipe, notify and control sockets and pid file lock are not the worker's.
-fn close_fds_except(keep: &[RawFd]) {
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
     for fd in open_fds() {
         if !keep.contains(&fd) {
             // SAFETY: closes descriptors the supervisor opened, whose owners never run in

@@ -255,8 +255,9 @@ pub fn run_bounded(
 // ------------------------------------------------------------------ the python worker
 
 /// A worker following the contract: socket on fd 3, READY=1, WATCHDOG=1 at a quarter of
-/// WATCHDOG_USEC, graceful exit on TERM after the request in hand. A line protocol:
-/// `slow SECS` answers after SECS, `crash` exits 3, anything else answers at once.
+/// WATCHDOG_USEC, graceful exit on TERM after the request in hand (`--stop-delay SECS`:
+/// SECS later). A line protocol: `slow SECS` answers after SECS, `crash` exits 3, anything
+/// else answers at once.
 pub const WORKER_PY: &str = r#"
 import os, socket, signal, sys, time, select
 args = sys.argv[1:]
@@ -314,6 +315,8 @@ while not stopping:
     conn.sendall(f"pid={os.getpid()} id={wid} gen={gen}\n".encode())
     conn.close()
 notify("STOPPING=1")
+if "--stop-delay" in args:
+    time.sleep(float(args[args.index("--stop-delay") + 1]))
 sys.exit(0)
 "#;
 
