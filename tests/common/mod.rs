@@ -154,9 +154,9 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// A supervisor reports a worker gone when its group leader exits; other members of the
-/// group that got the same signal (a shell's helpers, a program behind `sh -c`) may take a
-/// few more milliseconds to die. Bounded wait, then a report of what is left.
+/// After a `kill -9` of drover its workers die a few milliseconds later (PR_SET_PDEATHSIG,
+/// the group guard's SIGKILL), and the guard itself right after. Bounded wait, then a
+/// report of what is left.
 pub fn assert_no_survivors(dir: &Path, log: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !survivors(dir).is_empty() && Instant::now() < deadline {
