@@ -17,6 +17,17 @@ fn drover(dir: TempDir, args: &[&str]) -> Server {
     Server::start(dir, DROVER, args)
 }
 
+/// `drover run --listen 127.0.0.1:0 FLAGS -- python3 worker.py WORKER_ARGS` in `dir`: the
+/// kernel picks the port, so tests running at once never collide.
+fn python_pool(dir: TempDir, flags: &[&str], worker_args: &[&str]) -> Server {
+    let worker = dir.path("worker.py");
+    let mut args = vec!["run", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    args.extend(["--", python(), &worker]);
+    args.extend_from_slice(worker_args);
+    drover(dir, &args)
+}
+
 /// `drover <args>` as a control client: (exit code, stdout, stderr).
 fn client(args: &[&str]) -> (i32, String, String) {
     let out = run_bounded(DROVER, args, Duration::from_secs(15));
@@ -77,23 +88,17 @@ fn crashed_worker_is_replaced_and_workers_get_the_systemd_environment() {
 #[test]
 fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
     let dir = test_dir("hang");
-    let worker = dir.path("worker.py");
-    let d = drover(
+    let d = python_pool(
         dir,
         &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
             "--workers",
             "1",
             "--heartbeat-timeout",
             "1",
             "--log-level",
             "debug",
-            "--",
-            python(),
-            &worker,
         ],
+        &[],
     );
     let pid = d.worker_pid("0.1");
     // Heartbeats keep it alive past the timeout: 6 of them at 0.25 s span 1.25 s.
@@ -124,22 +129,7 @@ fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
 #[test]
 fn term_lets_the_in_flight_request_finish_then_exits_0() {
     let dir = test_dir("drain");
-    let worker = dir.path("worker.py");
-    let mut d = drover(
-        dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--stop-timeout",
-            "20",
-            "--",
-            python(),
-            &worker,
-        ],
-    );
+    let mut d = python_pool(dir, &["--workers", "1", "--stop-timeout", "20"], &[]);
     let port = d.port();
     let pid = d.worker_pid("0.1");
     let client = std::thread::spawn(move || request(port, "slow 1.5", T));
@@ -176,22 +166,10 @@ fn term_lets_the_in_flight_request_finish_then_exits_0() {
 #[test]
 fn second_term_stops_at_once() {
     let dir = test_dir("term2");
-    let worker = dir.path("worker.py");
-    let mut d = drover(
+    let mut d = python_pool(
         dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--stop-timeout",
-            "60",
-            "--",
-            python(),
-            &worker,
-            "--ignore-term",
-        ],
+        &["--workers", "2", "--stop-timeout", "60"],
+        &["--ignore-term"],
     );
     // STATUS=serving comes after the worker set TERM to ignored: a TERM before that would
     // kill it (the default action) and there would be nothing left to escalate.
@@ -210,20 +188,7 @@ fn second_term_stops_at_once() {
 #[test]
 fn workers_die_with_drover_after_kill_9() {
     let dir = test_dir("orphans");
-    let worker = dir.path("worker.py");
-    let mut d = drover(
-        dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "3",
-            "--",
-            python(),
-            &worker,
-        ],
-    );
+    let mut d = python_pool(dir, &["--workers", "3"], &[]);
     let pids: Vec<u32> = ["0.1", "1.1", "2.1"]
         .iter()
         .map(|w| d.worker_pid(w))
@@ -407,22 +372,17 @@ fn control_socket_pid_file_and_malformed_requests() {
     let worker = dir.path("worker.py");
     let control = dir.path("ctl");
     let pid_file = dir.path("drover.pid");
-    let mut d = drover(
+    let mut d = python_pool(
         dir,
         &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
             "--workers",
             "1",
             "--control",
             &control,
             "--pid-file",
             &pid_file,
-            "--",
-            python(),
-            &worker,
         ],
+        &[],
     );
     let pid = d.worker_pid("0.1");
     wait_until("the pid file", T, || {
@@ -559,23 +519,10 @@ fn reload_applies_the_config_file_and_survives_a_bad_one() {
 #[test]
 fn rolling_restart_under_load_fails_no_request() {
     let dir = test_dir("roll");
-    let worker = dir.path("worker.py");
-    let d = drover(
+    let d = python_pool(
         dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--readiness",
-            "notify",
-            "--",
-            python(),
-            &worker,
-            "--boot-delay",
-            "0.3",
-        ],
+        &["--workers", "2", "--readiness", "notify"],
+        &["--boot-delay", "0.3"],
     );
     d.log.wait_for_n(&["in  ready"], 2, T);
     let old = [d.worker_pid("0.1"), d.worker_pid("1.1")];
@@ -643,22 +590,7 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
     // The worker reports no load; connections waiting in the listener's accept queue
     // (TCP_INFO) are what tells the machine the pool is short.
     let dir = test_dir("backlog");
-    let worker = dir.path("worker.py");
-    let d = drover(
-        dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--min",
-            "1",
-            "--max",
-            "4",
-            "--",
-            python(),
-            &worker,
-        ],
-    );
+    let d = python_pool(dir, &["--min", "1", "--max", "4"], &[]);
     d.worker_pid("0.1");
     let port = d.port();
     // The pool starts with 2 workers (halfway between the default spares). Six slow
