@@ -204,7 +204,9 @@ fn workers_die_with_drover_after_kill_9() {
 
 /// A worker is its process group: behind `sh -c 'PROGRAM; true'` the shell is the process
 /// drover started and PROGRAM its child. A stop ends the shell at once while PROGRAM drains
-/// for a second; drover waits for PROGRAM before it exits. And a `kill -9` of drover, which
+/// for a second; drover waits for PROGRAM before it exits. A shell that dies on its own
+/// leaves PROGRAM to be stopped (TERM, so it drains) and counts as a crash, as systemd
+/// treats a service whose main process exited. And a `kill -9` of drover, which
 /// PR_SET_PDEATHSIG passes on to the shell only, reaches PROGRAM through the group guard.
 #[test]
 fn a_worker_is_its_process_group() {
@@ -249,6 +251,23 @@ fn a_worker_is_its_process_group() {
     assert!(!alive(program), "drover exited before its worker's program");
     let exited = d.log.wait_for(&["ev  exited", "w=0.1"], T);
     assert!(exited.contains("expected=yes"), "{exited}");
+
+    let (mut d, program) = start("group-main");
+    signal(d.worker_pid("0.1"), libc::SIGKILL);
+    d.log
+        .wait_for(&["ev  retiring", "w=0.1", "reason=main-exited"], T);
+    let exited = d.log.wait_for(&["ev  exited", "w=0.1"], T);
+    assert!(
+        exited.contains("status=signal:9") && exited.contains("expected=no"),
+        "{exited}"
+    );
+    assert!(
+        !alive(program),
+        "the group is empty before the worker counts as exited"
+    );
+    d.log.wait_for(&["in  ready", "w=0.2"], T);
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(T);
 
     let (mut d, program) = start("group-kill");
     d.signal(libc::SIGKILL);

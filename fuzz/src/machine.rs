@@ -688,6 +688,10 @@ impl<'a, 'b> Model<'a, 'b> {
                     n => ExitStatus::Signaled([6, 9, 11, 15][usize::from(n - 6)]),
                 };
                 match live.get(i % live.len().max(1)) {
+                    // Or only its main process does, and the rest of its group runs on.
+                    Some(&pid) if chance(self.u, 64) => {
+                        self.input(Input::MainExited { pid, status })
+                    }
                     Some(&pid) => self.reap(pid, status),
                     None => self.input(Input::Tick),
                 }

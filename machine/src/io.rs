@@ -177,7 +177,16 @@ pub enum Input {
         listener: u32,
         queued: u32,
     },
-    /// `waitpid` reaped this pid. It may be unknown (a child inherited across an upgrade).
+    /// The process the driver started for a worker exited while other processes of its
+    /// process group (a program behind `sh -c`, the worker's own children) still run.
+    /// `Exited` for the same pid follows once the group is empty: until then the worker
+    /// lives on in them, and its pid names the group.
+    MainExited {
+        pid: Pid,
+        status: ExitStatus,
+    },
+    /// `waitpid` reaped this pid (for a worker: the last of its process group is gone). It
+    /// may be unknown (a child inherited across an upgrade).
     Exited {
         pid: Pid,
         status: ExitStatus,
@@ -210,6 +219,9 @@ pub enum StopReason {
     Rollback,
     /// A reload shrank the pool's slot range below this worker's slot.
     Reload,
+    /// Its main process exited on its own while others of its group run on: they are
+    /// stopped as systemd stops what is left of a service whose main process exited.
+    MainExited,
 }
 
 impl StopReason {
@@ -226,6 +238,7 @@ impl StopReason {
             StopReason::Upgrade => "upgrade",
             StopReason::Rollback => "rollback",
             StopReason::Reload => "reload",
+            StopReason::MainExited => "main-exited",
         }
     }
 
@@ -233,13 +246,17 @@ impl StopReason {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            StopReason::HeartbeatTimeout | StopReason::BootTimeout | StopReason::RequestTimeout
+            StopReason::HeartbeatTimeout
+                | StopReason::BootTimeout
+                | StopReason::RequestTimeout
+                | StopReason::MainExited
         )
     }
 
-    /// A hung or wedged worker gets no graceful stage: it would not act on it.
+    /// A hung or wedged worker gets no graceful stage: it would not act on it. What is left
+    /// of a worker whose main process exited may well drain, so it gets TERM first.
     pub fn starts_immediate(self) -> bool {
-        self.is_failure()
+        self.is_failure() && self != StopReason::MainExited
     }
 }
 

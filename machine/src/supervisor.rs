@@ -93,6 +93,8 @@ pub(crate) struct Worker {
     pub requests: u64,
     pub request_limit: Option<u64>,
     pub stop: Option<Stop>,
+    /// How the main process exited on its own while the rest of its group ran on.
+    pub main_status: Option<ExitStatus>,
 }
 
 #[derive(Clone, Debug)]
@@ -549,6 +551,7 @@ impl Supervisor {
                 requests,
             } => self.on_load(worker, busy, oldest_busy_since, requests),
             Input::Backlog { listener, queued } => self.on_backlog(listener, queued),
+            Input::MainExited { pid, status } => self.on_main_exited(pid, status),
             Input::Exited { pid, status } => self.on_exited(pid, status),
             Input::Command(command) => self.on_command(command),
             Input::SuccessorStarted { pid } => self.on_successor_started(pid),
@@ -704,6 +707,21 @@ impl Supervisor {
         }
     }
 
+    /// The rest of the worker's group is stopped through the ladder, as a failure (the
+    /// main process died unasked), unless the worker is stopping already: then its ladder
+    /// goes on for the group. The final `Exited` judges the exit.
+    fn on_main_exited(&mut self, pid: Pid, status: ExitStatus) {
+        let Some(&i) = self.pids.get(&pid) else {
+            return self.event(Event::Ignored(Ignored::UnknownPid(pid)));
+        };
+        let i = i as usize;
+        let w = self.worker_mut(i);
+        if w.stop.is_none() {
+            w.main_status = Some(status);
+            self.retire(i, StopReason::MainExited);
+        }
+    }
+
     fn on_exited(&mut self, pid: Pid, status: ExitStatus) {
         if let UpgradeState::Started { pid: s, .. }
         | UpgradeState::Succeeded { pid: s }
@@ -720,6 +738,11 @@ impl Supervisor {
         let w = self.worker(i);
         let uptime = self.now.saturating_since(w.spawned_at);
         let stop_reason = w.stop.as_ref().map(|s| s.reason);
+        // A main process that exited on its own is what the exit is judged by.
+        let (status, stop_reason) = match w.main_status {
+            Some(main) => (main, None),
+            None => (status, stop_reason),
+        };
         self.event(Event::Exited {
             worker: id,
             status,
@@ -1445,6 +1468,7 @@ impl Supervisor {
             requests: 0,
             request_limit: limit,
             stop: None,
+            main_status: None,
         }));
         self.attach(i);
         self.queue.push_back(Action::Spawn {

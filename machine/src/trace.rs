@@ -119,6 +119,9 @@ impl fmt::Display for Input {
             Input::Backlog { listener, queued } => {
                 write!(f, "{:<14} listener={listener} queued={queued}", "backlog")
             }
+            Input::MainExited { pid, status } => {
+                write!(f, "{:<14} pid={pid} status={status}", "main-exited")
+            }
             Input::Exited { pid, status } => {
                 write!(f, "{:<14} pid={pid} status={status}", "exited")
             }

@@ -873,3 +873,75 @@ fn held_heartbeats_read_at_deadlines_keep_every_beating_worker() {
     // From 15 s (the beats' pace known) to the kill: two wake-ups per 10 s.
     assert!(wakes <= 10, "{wakes} wake-ups in 45 s");
 }
+
+/// systemd's rule for a service whose main process exits while others of its control group
+/// run on: they are stopped (TERM, then the rest of the ladder), and the exit counts as the
+/// main process's, a crash.
+#[test]
+fn a_main_process_exiting_alone_stops_the_rest_of_its_group_and_counts_as_a_crash() {
+    let mut c = Config::static_pool(1);
+    c.restart.unrecoverable_exit_codes = vec![2];
+    let mut h = Harness::new(c);
+    let pid = h.pid(0);
+    let main_exit = |pid, code| Input::MainExited {
+        pid,
+        status: ExitStatus::Code(code),
+    };
+    h.at(1.0).input(main_exit(pid, 1));
+    assert_eq!(
+        signals(&h),
+        vec![(Instant::from_secs(1), Signal::Term, StopReason::MainExited)],
+        "TERM first: what is left may drain"
+    );
+    assert_eq!(
+        h.sup.live_workers(),
+        1,
+        "no replacement beside the rest of the group"
+    );
+    h.at(1.5).input(Input::Exited {
+        pid,
+        status: ExitStatus::Signaled(15),
+    });
+    assert!(events(&h).contains(&Event::Exited {
+        worker: WorkerId {
+            slot: 0,
+            incarnation: 1
+        },
+        status: ExitStatus::Code(1),
+        uptime: Duration::from_millis(1500),
+        expected: false,
+    }));
+    h.at(1.6);
+    assert_eq!(h.worker(0).incarnation, 2, "restarted as after a crash");
+    assert_eq!(h.sup.workers().next().unwrap().restarts, 1);
+
+    // The main process's exit code is the one judged unrecoverable.
+    let pid = h.pid(0);
+    h.at(2.0).input(main_exit(pid, 2)).input(Input::Exited {
+        pid,
+        status: ExitStatus::Signaled(15),
+    });
+    h.at(30.0);
+    assert_eq!(h.state(0), Some(WorkerState::GaveUp { code: 2 }));
+}
+
+#[test]
+fn a_stopping_workers_main_exit_leaves_the_ladder_to_the_group() {
+    let mut h = Harness::new(Config::static_pool(1));
+    let pid = h.pid(0);
+    h.at(1.0).command(Command::Stop);
+    // A shell dies of the TERM at once; the program behind it drains, then hangs.
+    h.input(Input::MainExited {
+        pid,
+        status: ExitStatus::Signaled(15),
+    });
+    h.at(600.0);
+    let sent = signals(&h);
+    assert!(
+        sent.iter().all(|s| s.2 == StopReason::Stop),
+        "still the stop's ladder: {sent:?}"
+    );
+    assert_eq!(sent.first().map(|s| s.1), Some(Signal::Term));
+    assert_eq!(sent.last().map(|s| s.1), Some(Signal::Kill));
+    assert_eq!(exit_code(&h), Some(0));
+}

@@ -678,9 +678,11 @@ impl Shell {
     ///
     /// A worker is its process group, as a systemd service is its control group: when the
     /// process drover started exits while others of its group still run (a program behind
-    /// `sh -c 'a; b'`, the worker's own children), the worker goes on — its messages count,
-    /// the ladder signals the group — until the group is empty, and then exits with its
-    /// first process's status. Drover is their subreaper, so each exit of them wakes it.
+    /// `sh -c 'a; b'`, the worker's own children), the machine hears `MainExited` (and stops
+    /// the rest unless it is stopping the worker already), the worker goes on — its
+    /// messages count, the ladder signals the group — until the group is empty, and then
+    /// `Exited` with its first process's status. Drover is their subreaper, so each exit
+    /// of them wakes it.
     /// Other children reaped here (such orphans, a live upgrade successor's orphaned
     /// workers) are no worker and are not the machine's business.
     fn reap(&mut self) {
@@ -701,6 +703,10 @@ impl Shell {
                         status_text(status)
                     );
                     self.lingering.insert(pid, status);
+                    self.feed(Input::MainExited {
+                        pid: Pid(pid),
+                        status,
+                    });
                 } else {
                     self.worker_exited(pid, status);
                 }

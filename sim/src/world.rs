@@ -1585,8 +1585,12 @@ impl World {
                 h.add(6);
                 h.add(u64::from(*queued));
             }
-            Input::Exited { pid, status } => {
-                h.add(7);
+            Input::Exited { pid, status } | Input::MainExited { pid, status } => {
+                h.add(if matches!(input, Input::Exited { .. }) {
+                    7
+                } else {
+                    13
+                });
                 h.add(u64::from(pid.0));
                 h.add(match status {
                     ExitStatus::Code(c) => *c as u64,
