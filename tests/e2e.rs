@@ -28,6 +28,15 @@ fn python_pool(dir: TempDir, flags: &[&str], worker_args: &[&str]) -> Server {
     drover(dir, &args)
 }
 
+/// `drover run --listen 127.0.0.1:0 FLAGS -- sh -c SCRIPT` in `dir`: a worker whose first
+/// process is a shell.
+fn sh_pool(dir: TempDir, flags: &[&str], script: &str) -> Server {
+    let mut args = vec!["run", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", script]);
+    drover(dir, &args)
+}
+
 /// `drover <args>` as a control client: (exit code, stdout, stderr).
 fn client(args: &[&str]) -> (i32, String, String) {
     let out = run_bounded(DROVER, args, Duration::from_secs(15));
@@ -217,22 +226,7 @@ fn a_worker_is_its_process_group() {
             python(),
             dir.path("worker.py")
         );
-        let d = drover(
-            dir,
-            &[
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--readiness",
-                "notify",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        );
+        let d = sh_pool(dir, &["--workers", "1", "--readiness", "notify"], &script);
         d.log.wait_for(&["in  ready", "w=0.1"], T);
         let line = d.log.wait_for(&["worker pid="], T);
         let program: u32 = field(&line, "pid=").parse().unwrap();
@@ -344,12 +338,9 @@ fn notifications_from_behind_sh_c_reach_the_right_worker() {
     let control = dir.path("ctl");
     // `; exit $?` keeps sh as the parent, so python3 is drover's grandchild.
     let script = format!("{} {worker}; exit $?", python());
-    let mut d = drover(
+    let mut d = sh_pool(
         dir,
         &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
             "--workers",
             "1",
             "--readiness",
@@ -358,11 +349,8 @@ fn notifications_from_behind_sh_c_reach_the_right_worker() {
             "8",
             "--control",
             &control,
-            "--",
-            "sh",
-            "-c",
-            &script,
         ],
+        &script,
     );
     let sh = d.worker_pid("0.1");
     let line = d.log.wait_for(&["worker pid="], T);
