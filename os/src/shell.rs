@@ -683,6 +683,7 @@ impl Shell {
     /// messages count, the ladder signals the group — until the group is empty, and then
     /// `Exited` with its first process's status. Drover is their subreaper, so each exit
     /// of them wakes it.
+    ///
     /// Other children reaped here (such orphans, a live upgrade successor's orphaned
     /// workers) are no worker and are not the machine's business.
     fn reap(&mut self) {
