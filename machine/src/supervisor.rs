@@ -766,8 +766,11 @@ impl Supervisor {
             ExitStatus::Code(c) if stop_reason.is_none() => Some(c),
             _ => None,
         };
-        if let Some(code) =
-            code.filter(|c| self.config.restart.unrecoverable_exit_codes.contains(c))
+        // A place beyond a shrunk slot range is not kept, not even as given up.
+        let kept = i < self.slot_limit as usize;
+        if let Some(code) = code
+            .filter(|c| self.config.restart.unrecoverable_exit_codes.contains(c))
+            .filter(|_| kept)
         {
             return self.give_up(i, code);
         }

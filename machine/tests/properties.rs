@@ -265,6 +265,11 @@ enum Op {
         idx: usize,
         status: ExitStatus,
     },
+    /// Only its main process does: the rest of its group runs on (`MainExited`).
+    MainExit {
+        idx: usize,
+        status: ExitStatus,
+    },
     ExitUnknown,
     /// `Spawned` for an arbitrary worker (usually one that is not spawning).
     StraySpawned(Pick),
@@ -304,6 +309,7 @@ fn op() -> impl Strategy<Value = Op> {
             |(pick, busy, since_ago_ms, requests)| Op::Load { pick, busy, since_ago_ms, requests }
         ),
         6 => (any::<usize>(), exit_status()).prop_map(|(idx, status)| Op::Crash { idx, status }),
+        2 => (any::<usize>(), exit_status()).prop_map(|(idx, status)| Op::MainExit { idx, status }),
         2 => Just(Op::ExitUnknown),
         2 => pick().prop_map(Op::StraySpawned),
         2 => pick().prop_map(Op::StraySpawnFailed),
@@ -934,7 +940,7 @@ impl Model {
                     requests: *requests,
                 })
             }
-            Op::Crash { idx, status } => {
+            Op::Crash { idx, status } | Op::MainExit { idx, status } => {
                 let live: Vec<Pid> = self
                     .procs
                     .iter()
@@ -942,6 +948,13 @@ impl Model {
                     .map(|(&pid, _)| pid)
                     .collect();
                 match live.get(idx % live.len().max(1)) {
+                    // The group lives on in the model: signals still reach it, KILL ends it.
+                    Some(&pid) if matches!(step.op, Op::MainExit { .. }) => {
+                        self.input(Input::MainExited {
+                            pid,
+                            status: *status,
+                        })
+                    }
                     Some(&pid) => self.reap(pid, *status),
                     None => self.input(Input::Tick),
                 }
@@ -1384,13 +1397,20 @@ mod hidden_ticks {
             }
         }
 
+        /// Ticks at every deadline up to `t` and, for the ticking twin, at every grid point
+        /// before `t`: a grid point at `t` itself ticks after the input at `t`
+        /// (`tick_on_grid`), as the machine runs every timer due at an input's time after
+        /// the input.
         fn advance_to(&mut self, t: Instant) {
             for _ in 0..100_000 {
                 let grid = self.grid.map(|d| {
                     let d = d.as_nanos() as u64;
                     Instant::from_nanos((self.now.as_nanos() / d + 1) * d)
                 });
-                let next = [self.sup.poll_timeout(), grid].into_iter().flatten().min();
+                let next = [self.sup.poll_timeout(), grid.filter(|&g| g < t)]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 match next {
                     Some(at) if at <= t => {
                         self.now = at;
@@ -1403,6 +1423,15 @@ mod hidden_ticks {
                 }
             }
             panic!("timer livelock");
+        }
+
+        /// The ticking twin's tick on a grid point that falls exactly now, after the input.
+        fn tick_on_grid(&mut self) {
+            if let Some(d) = self.grid {
+                if self.now.as_nanos() % (d.as_nanos() as u64) == 0 {
+                    self.input(Input::Tick);
+                }
+            }
         }
 
         fn apply(&mut self, op: &TwinOp) {
@@ -1473,6 +1502,7 @@ mod hidden_ticks {
                 ticker.advance_to(t);
                 sleeper.apply(op);
                 ticker.apply(op);
+                ticker.tick_on_grid();
                 prop_assert_eq!(
                     &sleeper.actions,
                     &ticker.actions,
@@ -1495,6 +1525,31 @@ mod found {
     use super::*;
     use drover_machine::testing::Harness;
     use drover_machine::StopReason;
+
+    /// A worker whose main process exited alone is stopping as a failure and keeps its
+    /// place; a reload then shrank the slot range below it. Its exit carried an
+    /// unrecoverable code, and the give-up kept a place above the new range.
+    #[test]
+    fn an_unrecoverable_main_exit_above_a_shrunk_slot_range_keeps_no_place() {
+        let mut c = Config::static_pool(1);
+        c.max_surge = 0;
+        c.max_unavailable = 1;
+        let mut reload = c.clone();
+        reload.restart.unrecoverable_exit_codes = vec![2];
+        let mut h = Harness::new(c);
+        h.command(Command::ScaleTo(2));
+        let pid = h.pid(1);
+        h.input(Input::MainExited {
+            pid,
+            status: ExitStatus::Code(2),
+        });
+        h.command(Command::Reload(Box::new(reload)));
+        h.input(Input::Exited {
+            pid,
+            status: ExitStatus::Signaled(15),
+        });
+        assert_eq!(h.state(1), None, "slot 1 is beyond the pool now");
+    }
 
     fn spawns(h: &Harness) -> usize {
         h.performed()
