@@ -49,6 +49,7 @@ marks! {
     SampledHeartbeat => "sampled-heartbeat",
     TickSlept => "maintenance-tick-slept",
     HeldMessages => "messages-held",
+    MainExited => "main-exited",
 }
 
 /// How often each mark was hit.

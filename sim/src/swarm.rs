@@ -64,6 +64,11 @@ pub struct Faults {
     /// publish load on the board, so this switch is off there (drawn off, and ignored if
     /// set by hand).
     pub load_silent: bool,
+    /// Where a worker process would crash, its main process exits on its own instead while
+    /// the rest of its process group runs on (a shell wrapper killed, a program whose
+    /// children outlive it): the supervisor is told `MainExited`, and `Exited` with the
+    /// main process's status once the rest is gone too.
+    pub main_exit: f64,
 }
 
 impl Faults {
@@ -90,6 +95,7 @@ impl Faults {
             inherited: false,
             shm_reports: false,
             load_silent: false,
+            main_exit: 0.0,
         }
     }
 
@@ -124,15 +130,22 @@ impl Faults {
             inherited: rate(1.0, 2.0) > 0.0,
             shm_reports: rate(1.0, 2.0) > 0.0,
             load_silent: false,
+            main_exit: 0.0,
         }
     }
 
     /// The switches added after the load model was drawn: drawn after it, on the same
-    /// swarm stream, so every older seed keeps its faults and its load. Call once, after
-    /// `draw` and the load pick.
+    /// swarm stream, so every older seed keeps its faults and its load (and, with the new
+    /// switches off, its whole run). Call once, after `draw` and the load pick; append new
+    /// draws at the end.
     pub fn draw_late(&mut self, rng: &mut Rng) {
         let load_silent = rng.chance(0.5);
         self.load_silent = load_silent && !self.shm_reports;
+        self.main_exit = if rng.chance(0.5) {
+            0.05 * (0.6f64 / 0.05).powf(rng.unit())
+        } else {
+            0.0
+        };
     }
 
     /// Workers send heartbeats without load reports (`load_silent`, which `shm_reports`
@@ -142,7 +155,7 @@ impl Faults {
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 21] {
+    fn fields(&self) -> [(&'static str, f64); 22] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -166,6 +179,7 @@ impl Faults {
             ("inherited", b(self.inherited)),
             ("shm_reports", b(self.shm_reports)),
             ("load_silent", b(self.load_silent)),
+            ("main_exit", self.main_exit),
         ]
     }
 }

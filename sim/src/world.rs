@@ -1,8 +1,9 @@
 //! The simulated world: a model OS (pids with reuse, zombies until reaped, fork latency and
-//! failure, signal delivery, SIGCHLD coalescing), worker processes with behaviours, clients
-//! with an accept queue, an operator, and a clock that can wake late or jump. It drives the
-//! machine through the same run-loop contract as the real shell and checks, after every
-//! step, the machine's invariants plus its own ground truth.
+//! failure, signal delivery, SIGCHLD coalescing, a worker's process group outliving its main
+//! process), worker processes with behaviours, clients with an accept queue, an operator,
+//! and a clock that can wake late or jump. It drives the machine through the same run-loop
+//! contract as the real shell and checks, after every step, the machine's invariants plus
+//! its own ground truth.
 
 use core::time::Duration;
 use std::cmp::Reverse;
@@ -193,6 +194,15 @@ struct Proc {
     /// Forked so late that the machine gave up on the spawn: not one of its workers (it
     /// kills it on sight), so not counted against max + max_surge.
     stray: bool,
+    /// The main process of this worker's process group exited on its own with this status
+    /// (`Faults::main_exit`): the process lives on as the rest of the group, which serves
+    /// the requests it holds but accepts no more, sends nothing, and obeys signals as
+    /// before. Its pid (the group's id) stays taken until it is reaped, and its `Exited`
+    /// carries this status, as the real shell reports the group leader's.
+    main_gone: Option<ExitStatus>,
+    /// The machine retired it for `MainExited` (its main process exited while it ran): its
+    /// exit is a crash with the main process's status.
+    main_retired: bool,
 }
 
 impl Proc {
@@ -295,6 +305,13 @@ pub struct World {
     samples: Vec<Sample>,
     sample_every: Duration,
     failure: Option<Outcome>,
+    /// The worker a `MainExited` just fed must be retired for it (it was not stopping):
+    /// cleared by the `Retiring { reason: MainExited }` event of the same drain.
+    main_retire: Option<WorkerId>,
+    /// The worker whose `Exited` is being fed, retired for `MainExited`, and the status its
+    /// main process exited with: the machine's `Exited` event must report that status as a
+    /// crash (not expected).
+    main_judge: Option<(WorkerId, ExitStatus)>,
 }
 
 impl World {
@@ -385,6 +402,8 @@ impl World {
             samples: Vec::new(),
             sample_every,
             failure: None,
+            main_retire: None,
+            main_judge: None,
         };
         w.hash.add(seed);
         let heal_at = Instant::ZERO + Duration::from_secs_f64(minutes * 60.0);
@@ -703,6 +722,35 @@ impl World {
     }
 
     fn observe(&mut self, event: &Event) {
+        if let Event::Exited {
+            worker,
+            status,
+            expected,
+            ..
+        } = event
+        {
+            if let Some((judged, main)) = self.main_judge.filter(|(w, _)| w == worker) {
+                self.main_judge = None;
+                if *expected || *status != main {
+                    return self.fail_safety(format!(
+                        "{judged}, retired because its main process exited ({main:?}), was reported exited with {status:?}, expected={expected}: it must count as a crash with the main process's status"
+                    ));
+                }
+            }
+        }
+        if let Event::Retiring {
+            worker,
+            reason: StopReason::MainExited,
+        } = event
+        {
+            if self.main_retire.take() == Some(*worker) {
+                self.coverage.hit(Mark::MainExited);
+            } else {
+                return self.fail_safety(format!(
+                    "{worker} was retired for main-exited, but no MainExited of a running worker of that id was just fed"
+                ));
+            }
+        }
         if let Event::Retiring {
             worker,
             reason: StopReason::HeartbeatTimeout,
@@ -808,6 +856,8 @@ impl World {
             last_beat: None,
             stray: false,
             inherited: false,
+            main_gone: None,
+            main_retired: false,
         };
         self.by_pid.insert(pid, serial);
         self.live_workers += u64::from(worker.is_some());
@@ -904,6 +954,9 @@ impl World {
         if !p.alive() {
             return;
         }
+        // What is left of a group whose main process exited: the shell reports the main's
+        // status when the group is empty.
+        let status = p.main_gone.unwrap_or(status);
         self.live_workers -= u64::from(p.worker.is_some());
         let broken = p.in_flight.len() as u64;
         p.in_flight.clear();
@@ -956,10 +1009,62 @@ impl World {
             self.by_pid.remove(&pid);
             // The shell stops reading a slot once its worker is reaped.
             self.board.remove(&serial);
+            self.main_judge = p
+                .main_retired
+                .then(|| (p.worker.expect("a worker"), status));
             self.handle(Input::Exited { pid, status });
             self.drain();
+            if let Some((worker, _)) = self.main_judge.take() {
+                if self.exited.is_none() {
+                    self.fail_safety(format!(
+                        "{worker} (pid {pid}) was reaped, and the supervisor reported no exit of it"
+                    ));
+                }
+            }
             // Keep the table small: a reaped process can no longer be named by anyone.
             self.procs.remove(&serial);
+        }
+    }
+
+    /// A worker's main process exits on its own while the rest of its group runs on
+    /// (`Faults::main_exit`). The shell reaps the leader and, the group not empty, feeds
+    /// `MainExited`; the machine must retire a worker it was not already stopping.
+    fn main_exited(&mut self, serial: u64, status: ExitStatus) {
+        let p = self.procs.get_mut(&serial).expect("caller checked");
+        p.main_gone = Some(status);
+        p.accepting = false;
+        let pid = p.pid;
+        self.idle_procs.remove(&serial);
+        // As at any reap: the wake-up's socket and board reads come before `waitpid`.
+        self.read_held(false);
+        if self.faults.shm_reports {
+            self.read_reports(false);
+        }
+        if self.exited.is_some() || self.failure.is_some() {
+            return;
+        }
+        // Ground truth for "not stopping": the machine never signalled it (a stop of a
+        // worker whose pid is known signals at once). A stray is no worker of the machine.
+        let p = &self.procs[&serial];
+        self.main_retire = if p.stray || p.stop_deadline.is_some() {
+            None
+        } else {
+            p.worker
+        };
+        let expected = self.main_retire.is_some();
+        self.handle(Input::MainExited { pid, status });
+        self.drain();
+        if let Some(worker) = self.main_retire.take() {
+            if self.exited.is_none() {
+                self.fail_safety(format!(
+                    "the main process of {worker} (pid {pid}) exited ({status:?}) while it ran, and the supervisor did not retire it"
+                ));
+            }
+        } else if expected {
+            self.procs
+                .get_mut(&serial)
+                .expect("not reaped")
+                .main_retired = true;
         }
     }
 
@@ -1051,7 +1156,7 @@ impl World {
                 let Some(p) = self.procs.get_mut(&serial) else {
                     return;
                 };
-                if p.state != ProcState::Booting || p.hung {
+                if p.state != ProcState::Booting || p.hung || p.main_gone.is_some() {
                     return;
                 }
                 p.state = ProcState::Running;
@@ -1067,7 +1172,7 @@ impl World {
                 let Some(p) = self.procs.get(&serial) else {
                     return;
                 };
-                if !p.alive() || p.hung {
+                if !p.alive() || p.hung || p.main_gone.is_some() {
                     return;
                 }
                 let worker = p.worker.expect("only workers beat");
@@ -1129,7 +1234,16 @@ impl World {
                 } else {
                     ExitStatus::Signaled(11)
                 };
-                self.die(serial, status);
+                let main_exits = self
+                    .procs
+                    .get(&serial)
+                    .is_some_and(|p| p.alive() && p.worker.is_some() && p.main_gone.is_none())
+                    && self.rng_proc.chance(self.faults.main_exit);
+                if main_exits {
+                    self.main_exited(serial, status);
+                } else {
+                    self.die(serial, status);
+                }
             }
             Ev::Hang(serial) => {
                 if let Some(p) = self.procs.get_mut(&serial) {

@@ -142,3 +142,47 @@ fn heartbeat_only_workers_are_read_in_batches() {
         0
     );
 }
+
+#[test]
+fn a_worker_whose_main_process_exits_is_retired_and_judged_by_it() {
+    // Crashes become main-process exits half the time; the rest of the group serves on
+    // until the ladder ends it. The shell's `Exited` for that pid carries the main
+    // process's status, and some main processes die while their worker already drains.
+    use drover_machine::Input;
+    let mut faults = Faults::none();
+    faults.crash_ready = 0.5;
+    faults.crash_drain = 0.5;
+    faults.ignore_term = 0.3;
+    faults.pid_reuse = true;
+    faults.main_exit = 0.5;
+    let (mut fed, mut retired) = (0, 0);
+    for seed in 0..6 {
+        let mut o = quick(seed);
+        o.faults = Some(faults.clone());
+        o.load = Some(Load::Steady);
+        let r = run(o);
+        assert_eq!(r.outcome, Outcome::Passed, "seed {seed}");
+        retired += r.coverage.count(Mark::MainExited);
+        for (i, (_, input)) in r.inputs.iter().enumerate() {
+            let Input::MainExited { pid, status } = input else {
+                continue;
+            };
+            fed += 1;
+            let exited = r.inputs[i + 1..].iter().find_map(|(_, later)| match later {
+                Input::Exited { pid: p, status } if p == pid => Some(*status),
+                Input::MainExited { pid: p, .. } if p == pid => {
+                    panic!("seed {seed}: a second MainExited for pid {pid} before its Exited")
+                }
+                _ => None,
+            });
+            if let Some(exited) = exited {
+                assert_eq!(exited, *status, "seed {seed}: pid {pid}");
+            }
+        }
+    }
+    assert!(retired > 5, "{retired} workers retired for main-exited");
+    assert!(
+        fed > retired,
+        "no main process exited while its worker stopped"
+    );
+}
