@@ -352,6 +352,31 @@ fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
     assert!(!Path::new(&pid).exists());
 }
 
+/// `kill -9` of the supervising parent: nothing of the service is left — the supervised
+/// drover goes (PR_SET_PDEATHSIG and the parent's group guard), and its workers with it
+/// (their own PR_SET_PDEATHSIG and the supervised drover's guard).
+#[test]
+fn a_killed_supervising_drover_leaves_nothing_behind() {
+    let (mut server, _, _, ctl) = python_pool(
+        test_dir("supervise-kill"),
+        &["--supervise", "--workers", "2"],
+        &[],
+        &[],
+    );
+    wait_until("the supervised pool is ready", T, || {
+        Path::new(&ctl).exists() && settled(&ctl, 1)
+    });
+    let s = status(&ctl);
+    let child = s["pid"].as_u64().unwrap() as u32;
+    let workers = worker_pids(&s);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(T);
+    wait_until("the supervised drover and its workers to die", T, || {
+        !alive(child) && workers.iter().all(|p| !alive(*p))
+    });
+    assert_no_survivors(server.dir.root(), &server.log.dump());
+}
+
 /// A port nothing listens on right now (bound and released: good enough on loopback).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
