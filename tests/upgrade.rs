@@ -84,6 +84,15 @@ fn status(ctl: &str) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// `BINARY run --config CONFIG --control CTL` in `dir`, once its pool is ready.
+fn config_pool(dir: TempDir, binary: &str, config: &str, ctl: &str) -> Server {
+    let server = Server::start(dir, binary, &["run", "--config", config, "--control", ctl]);
+    wait_until("the pool is ready", T, || {
+        Path::new(ctl).exists() && settled(ctl, 1)
+    });
+    server
+}
+
 /// The pid file's pid (None while it is missing or being replaced).
 fn pid_in(path: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -422,14 +431,7 @@ fn a_successor_not_ready_within_upgrade_timeout_is_killed_with_its_workers() {
         ),
     )
     .unwrap();
-    let mut server = Server::start(
-        dir,
-        &binary,
-        &["run", "--config", &config, "--control", &ctl],
-    );
-    wait_until("the pool is ready", T, || {
-        Path::new(&ctl).exists() && settled(&ctl, 1)
-    });
+    let mut server = config_pool(dir, &binary, &config, &ctl);
     let everyone: BTreeSet<u32> = survivors(server.dir.root()).into_iter().collect();
     let serving = worker_pids(&status(&ctl));
     let (code, _, err) = control(&ctl, "upgrade");
@@ -463,14 +465,7 @@ fn listen_addresses_change_on_reload_and_an_unbindable_one_keeps_the_old_socket(
     );
     let (a, b) = (free_port(), free_port());
     write_config(&config, &format!("127.0.0.1:{a}"), "", &worker);
-    let mut server = Server::start(
-        dir,
-        DROVER,
-        &["run", "--config", &config, "--control", &ctl],
-    );
-    wait_until("the pool is ready", T, || {
-        Path::new(&ctl).exists() && settled(&ctl, 1)
-    });
+    let mut server = config_pool(dir, DROVER, &config, &ctl);
     assert!(request(a, "hi", T).is_ok());
 
     // A new address: opened before the old one closes; the workers roll onto it.
@@ -607,14 +602,7 @@ fn a_live_upgrade_can_move_to_a_new_address() {
     );
     let (a, b) = (free_port(), free_port());
     write_config(&config, &format!("127.0.0.1:{a}"), "", &worker);
-    let mut server = Server::start(
-        dir,
-        &binary,
-        &["run", "--config", &config, "--control", &ctl],
-    );
-    wait_until("the pool is ready", T, || {
-        Path::new(&ctl).exists() && settled(&ctl, 1)
-    });
+    let mut server = config_pool(dir, &binary, &config, &ctl);
     write_config(&config, &format!("127.0.0.1:{b}"), "", &worker);
     let (code, out, err) = control(&ctl, "upgrade");
     assert_eq!(code, 0, "{err}\n{}", server.log.dump());
