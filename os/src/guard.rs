@@ -20,6 +20,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+/// Messages kept for a guard that does not read (a stopped process): a pipe's worth.
+const UNSENT_MAX: usize = 64 * 1024;
+
 pub struct Guard {
     pid: Pid,
     /// Non-blocking write end.
@@ -87,11 +90,12 @@ impl Guard {
         self.send(format!("-{pgid}\n").as_bytes());
     }
 
-    /// The guard exited on its own: nothing guards the groups any more.
+    /// The guard is gone (exited, or killed for not reading): nothing guards the groups
+    /// any more.
     pub fn lost(&mut self) {
         if self.pipe.take().is_some() {
             tracing::warn!(
-                "the group guard (pid {}) exited: after a SIGKILL of drover, processes a worker started may outlive it",
+                "the group guard (pid {}) is gone: after a SIGKILL of drover, processes a worker started may outlive it",
                 self.pid
             );
         }
@@ -101,6 +105,12 @@ impl Guard {
         let Some(pipe) = &self.pipe else {
             return;
         };
+        if self.unsent.len() + message.len() > UNSENT_MAX {
+            // Stopped for that long, it guards nothing; left alone, it could act on an old
+            // list once it runs again.
+            let _ = kill(self.pid, Signal::SIGKILL);
+            return self.lost();
+        }
         self.unsent.extend_from_slice(message);
         while !self.unsent.is_empty() {
             match nix::unistd::write(pipe, &self.unsent) {
