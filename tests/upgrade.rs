@@ -184,7 +184,9 @@ fn restart_upgrade_rollback(mut server: Server, binary: &str, proto: Proto) {
 
     // 3. A broken build: the successor crashes during boot; the running drover keeps its
     // workers and the pid file, and `drover upgrade` reports the rollback.
-    wait_until("the successor's pool is settled", T, || settled(&ctl, 1));
+    // Its generations go on from the predecessor's 2, so no two workers running during the
+    // handover shared a slot and a generation.
+    wait_until("the successor's pool is settled", T, || settled(&ctl, 3));
     let serving = worker_pids(&status(&ctl));
     let everyone: BTreeSet<u32> = survivors(&dir).into_iter().collect();
     ship_broken_build(binary);

@@ -288,6 +288,19 @@ impl Supervisor {
 
     // ----------------------------------------------------------------- getters
 
+    /// `new` for a live upgrade's successor: its workers start at the generation after its
+    /// predecessor's, so no two workers that run at once (the predecessor's draining, the
+    /// successor's booting) share a slot and a generation.
+    pub fn succeeding(
+        config: Config,
+        now: Instant,
+        predecessor: Generation,
+    ) -> Result<Supervisor, ConfigError> {
+        let mut s = Supervisor::new(config, now)?;
+        s.generation = Generation(predecessor.0.saturating_add(1));
+        Ok(s)
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }

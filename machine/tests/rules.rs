@@ -945,3 +945,20 @@ fn a_stopping_workers_main_exit_leaves_the_ladder_to_the_group() {
     assert_eq!(sent.last().map(|s| s.1), Some(Signal::Kill));
     assert_eq!(exit_code(&h), Some(0));
 }
+
+#[test]
+fn a_successor_numbers_its_generations_on_from_its_predecessor() {
+    let mut sup =
+        Supervisor::succeeding(Config::static_pool(2), Instant::ZERO, Generation(4)).unwrap();
+    assert_eq!(sup.generation(), Generation(5));
+    let spawned: Vec<Generation> = std::iter::from_fn(|| sup.poll_action())
+        .filter_map(|a| match a {
+            Action::Spawn { generation, .. } => Some(generation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawned, vec![Generation(5), Generation(5)]);
+    let top = Generation(u32::MAX);
+    let sup = Supervisor::succeeding(Config::static_pool(1), Instant::ZERO, top).unwrap();
+    assert_eq!(sup.generation(), top, "saturates");
+}

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
-    Action, Command, Event, ExitStatus, Input, Instant, Phase, Pid, RollbackReason, Signal,
-    SpawnError, Supervisor, UpgradeState, WorkerId, WorkerState,
+    Action, Command, Event, ExitStatus, Generation, Input, Instant, Phase, Pid, RollbackReason,
+    Signal, SpawnError, Supervisor, UpgradeState, WorkerId, WorkerState,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -273,6 +273,14 @@ impl Shell {
             Some(_) => Role::Successor { ready_sent: false },
             None => role,
         };
+        let predecessor_generation = match role {
+            Role::Successor { .. } => {
+                upgrade::parse_generation(std::env::var_os(upgrade::GENERATION_VAR).as_deref())
+                    .map_err(|e| (2, e))?
+                    .map(Generation)
+            }
+            _ => None,
+        };
         // Socket activation (systemd, a supervising drover, a live upgrade's predecessor):
         // taken before anything else opens a descriptor over them.
         let inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
@@ -365,8 +373,11 @@ impl Shell {
         )
         .map_err(|e| (1, format!("spawner: {e}")))?;
         let epoch = std::time::Instant::now();
-        let sup = Supervisor::new(settings.machine.clone(), Instant::ZERO)
-            .map_err(|e| (2, describe_config_error(&e)))?;
+        let sup = match predecessor_generation {
+            Some(g) => Supervisor::succeeding(settings.machine.clone(), Instant::ZERO, g),
+            None => Supervisor::new(settings.machine.clone(), Instant::ZERO),
+        }
+        .map_err(|e| (2, describe_config_error(&e)))?;
         tracing::info!(
             pid = std::process::id(),
             policy = settings.machine.policy.name(),
@@ -1086,7 +1097,10 @@ impl Shell {
         let started = self.spawner.spawn_successor(
             &relaunch.program,
             &relaunch.argv,
-            &[(upgrade::UPGRADE_FD_VAR, at.to_string())],
+            &[
+                (upgrade::UPGRADE_FD_VAR, at.to_string()),
+                (upgrade::GENERATION_VAR, self.sup.generation().0.to_string()),
+            ],
             theirs.as_raw_fd(),
         );
         match started {

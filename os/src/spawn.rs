@@ -132,6 +132,7 @@ const OURS: &[&str] = &[
     "DROVER_GENERATION",
     crate::upgrade::UPGRADE_FD_VAR,
     crate::upgrade::SUPERVISED_VAR,
+    crate::upgrade::GENERATION_VAR,
 ];
 
 impl Spawner {

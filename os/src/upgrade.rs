@@ -25,6 +25,8 @@ use std::os::unix::net::UnixStream;
 pub const UPGRADE_FD_VAR: &str = "DROVER_UPGRADE_FD";
 /// Set by a supervising parent (`--supervise`): its pid file and its own upgrade.
 pub const SUPERVISED_VAR: &str = "DROVER_SUPERVISED";
+/// The predecessor's pool generation, for a successor to number its own on from.
+pub const GENERATION_VAR: &str = "DROVER_UPGRADE_GENERATION";
 
 const MAX_LINE: usize = 64;
 
@@ -163,6 +165,25 @@ pub fn parse_upgrade_fd(value: Option<&OsStr>) -> Result<Option<RawFd>, String> 
     }
 }
 
+/// `DROVER_UPGRADE_GENERATION`: the predecessor's generation, for a successor (`None`
+/// when unset: a predecessor of an older build). Errors name the variable.
+pub fn parse_generation(value: Option<&OsStr>) -> Result<Option<u32>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|t| t.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "{GENERATION_VAR}={}: not a generation number; it is set by a drover for its \
+             live-upgrade successor, unset it",
+                value.to_string_lossy()
+            )
+        })
+}
+
 /// The program a live upgrade starts: drover's own binary and arguments, taken at start so a
 /// binary replaced on disk since (a new build, a package upgrade) is the one started.
 pub struct Relaunch {
@@ -242,6 +263,12 @@ mod tests {
 
     #[test]
     fn upgrade_fd_variable_is_checked() {
+        assert_eq!(parse_generation(None), Ok(None));
+        assert_eq!(parse_generation(Some(OsStr::new("7"))), Ok(Some(7)));
+        for bad in ["", "-1", "x", "4294967296"] {
+            let e = parse_generation(Some(OsStr::new(bad))).unwrap_err();
+            assert!(e.contains(GENERATION_VAR), "{e}");
+        }
         assert_eq!(parse_upgrade_fd(None), Ok(None));
         assert_eq!(parse_upgrade_fd(Some(OsStr::new("7"))), Ok(Some(7)));
         for bad in ["", "x", "2", "-1"] {
