@@ -302,18 +302,21 @@ fn usr2_upgrades_and_a_second_upgrade_in_flight_is_refused() {
     assert_no_survivors(server.dir.root(), &server.log.dump());
 }
 
-#[test]
-fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
-    let (mut server, _, pid, ctl) = python_pool(
-        test_dir("supervise"),
-        &["--supervise", "--workers", "2"],
-        &[],
-        &[],
-    );
-    let parent = server.pid();
+/// `drover run --supervise` over 2 python workers, once the supervised pool is ready:
+/// (the parent, its pid file, the control socket).
+fn supervised_pool(name: &str) -> (Server, String, String) {
+    let (server, _, pid, ctl) =
+        python_pool(test_dir(name), &["--supervise", "--workers", "2"], &[], &[]);
     wait_until("the supervised pool is ready", T, || {
         Path::new(&ctl).exists() && settled(&ctl, 1)
     });
+    (server, pid, ctl)
+}
+
+#[test]
+fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
+    let (mut server, pid, ctl) = supervised_pool("supervise");
+    let parent = server.pid();
     assert_eq!(
         pid_in(&pid),
         Some(parent),
@@ -368,15 +371,7 @@ fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
 /// (their own PR_SET_PDEATHSIG and the supervised drover's guard).
 #[test]
 fn a_killed_supervising_drover_leaves_nothing_behind() {
-    let (mut server, _, _, ctl) = python_pool(
-        test_dir("supervise-kill"),
-        &["--supervise", "--workers", "2"],
-        &[],
-        &[],
-    );
-    wait_until("the supervised pool is ready", T, || {
-        Path::new(&ctl).exists() && settled(&ctl, 1)
-    });
+    let (mut server, _, ctl) = supervised_pool("supervise-kill");
     let s = status(&ctl);
     let child = s["pid"].as_u64().unwrap() as u32;
     let workers = worker_pids(&s);
