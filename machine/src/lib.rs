@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod driver;
 mod invariants;
 mod io;
 mod ladder;
@@ -52,6 +53,7 @@ pub mod trace;
 pub use config::{
     Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, MAX_WORKERS,
 };
+pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
 pub use invariants::Violation;
 pub use io::{
     Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,

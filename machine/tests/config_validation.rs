@@ -395,7 +395,7 @@ fn invalid_reload_is_refused_naming_the_field_and_changes_nothing() {
     let mut bad = Config::static_pool(3);
     bad.threads = 0;
     h.command(Command::Reload(Box::new(bad)));
-    let refusal = h.actions.iter().find_map(|(_, a)| match a {
+    let refusal = h.actions().iter().find_map(|(_, a)| match a {
         Action::Event(Event::Refused {
             command: "reload",
             reason: Refusal::Invalid(e),
@@ -404,8 +404,8 @@ fn invalid_reload_is_refused_naming_the_field_and_changes_nothing() {
     });
     let err = refusal.expect("the reload must be refused as invalid");
     assert_eq!(err.field, "threads", "{err}");
-    assert_eq!(h.sup.config().threads, 1, "the old config stays in force");
-    assert_eq!(h.sup.target(), 2);
+    assert_eq!(h.sup().config().threads, 1, "the old config stays in force");
+    assert_eq!(h.sup().target(), 2);
 }
 
 // ------------------------------------------------------------------------- never panics

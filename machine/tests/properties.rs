@@ -1558,8 +1558,8 @@ mod found {
     }
 
     fn stale_workers(h: &Harness) -> Vec<String> {
-        let generation = h.sup.generation();
-        h.sup
+        let generation = h.sup().generation();
+        h.sup()
             .workers()
             .filter(|w| w.generation < generation)
             .map(|w| format!("{:?} {:?} {:?}", w.id, w.generation, w.state))
@@ -1575,7 +1575,7 @@ mod found {
         c.max_unavailable = 1;
         let mut h = Harness::new(c);
         h.exit(0, ExitStatus::Code(1));
-        assert_eq!(h.sup.live_workers(), 2, "{}", h.trace());
+        assert_eq!(h.sup().live_workers(), 2, "{}", h.trace());
     }
 
     /// A reload that lowers max_spawn_rate below the current ramp step.
@@ -1591,10 +1591,10 @@ mod found {
         c.max_spawn_rate = 4;
         let mut h = Harness::new(c.clone());
         h.at(1.0);
-        assert_eq!(h.sup.spawn_rate(), 2);
+        assert_eq!(h.sup().spawn_rate(), 2);
         c.max_spawn_rate = 1;
         h.command(Command::Reload(Box::new(c)));
-        assert!(h.sup.spawn_rate() <= 1, "{}", h.trace());
+        assert!(h.sup().spawn_rate() <= 1, "{}", h.trace());
     }
 
     /// Idle retirement in a dynamic pool may not take the pool below min_spare idle threads:
@@ -1613,7 +1613,7 @@ mod found {
         let mut h = Harness::new(c);
         h.at(20.0);
         assert_eq!(spawns(&h), 1, "{}", h.trace());
-        assert_eq!(h.sup.ready_workers(), 1, "{}", h.trace());
+        assert_eq!(h.sup().ready_workers(), 1, "{}", h.trace());
     }
 
     /// A worker of the new generation exits with an unrecoverable code during a rolling
@@ -1627,13 +1627,13 @@ mod found {
         h.command(Command::Restart);
         h.exit(3, ExitStatus::Code(2));
         h.at(5000.0);
-        assert_eq!(h.sup.ready_workers(), 3, "{}", h.trace());
+        assert_eq!(h.sup().ready_workers(), 3, "{}", h.trace());
         // One old worker was replaced before the new one gave up; the other two stay.
         assert_eq!(stale_workers(&h).len(), 2, "{}", h.trace());
         h.command(Command::Restart);
         h.at(10_000.0);
         assert_eq!(stale_workers(&h), Vec::<String>::new(), "{}", h.trace());
-        assert_eq!(h.sup.ready_workers(), 3, "{}", h.trace());
+        assert_eq!(h.sup().ready_workers(), 3, "{}", h.trace());
     }
 
     /// Same with the gave-up place in an intermediate generation: the old-generation place
@@ -1658,7 +1658,7 @@ mod found {
         c.ladder = Arc::new(Ladder::serverengine());
         let mut h = Harness::new(c);
         h.command(Command::Stop);
-        h.now = Instant::from_secs(1000);
+        h.set_now(Instant::from_secs(1000));
         h.command(Command::Stop);
         h.at(2000.0);
         let kill_at = h
@@ -1676,7 +1676,7 @@ mod found {
             .map(|(t, _)| *t);
         assert_eq!(kill_at, Some(Instant::from_secs(1200)), "{}", h.trace());
         assert!(h
-            .actions
+            .actions()
             .iter()
             .any(|(_, a)| matches!(a, Action::Exit { code: 0 })));
     }

@@ -7,7 +7,7 @@ use drover_machine::testing::Harness;
 use drover_machine::*;
 
 fn events(h: &Harness) -> Vec<Event> {
-    h.actions
+    h.actions()
         .iter()
         .filter_map(|(_, a)| match a {
             Action::Event(e) => Some(e.clone()),
@@ -97,14 +97,14 @@ fn heartbeat_exactly_at_its_deadline_keeps_the_worker() {
 #[test]
 fn spurious_ticks_do_nothing() {
     let mut h = Harness::new(Config::static_pool(2));
-    let before = h.actions.len();
+    let before = h.actions().len();
     for s in 1..50 {
         h.at(f64::from(s) * 0.37);
         h.input(Input::Tick);
     }
-    assert_eq!(h.actions.len(), before);
+    assert_eq!(h.actions().len(), before);
     assert_eq!(
-        h.sup.poll_timeout(),
+        h.sup().poll_timeout(),
         None,
         "a calm static pool sleeps until an input"
     );
@@ -151,7 +151,7 @@ fn unrecoverable_exit_code_leaves_the_place_empty() {
     h.at(60.0);
     assert_eq!(h.state(0), Some(WorkerState::GaveUp { code: 2 }));
     assert_eq!(
-        h.sup.ready_workers(),
+        h.sup().ready_workers(),
         1,
         "the slot is not refilled elsewhere either"
     );
@@ -165,7 +165,7 @@ fn unrecoverable_exit_code_leaves_the_place_empty() {
     // An operator restart retries the place.
     h.command(Command::Restart);
     h.at(61.0);
-    assert_eq!(h.sup.ready_workers(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn stop_on_unrecoverable_exits_with_the_first_code() {
     h.exit(2, ExitStatus::Code(2));
     h.exit(0, ExitStatus::Code(0));
     assert_eq!(exit_code(&h), Some(3));
-    assert_eq!(h.sup.phase(), Phase::Exited);
+    assert_eq!(h.sup().phase(), Phase::Exited);
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn a_signal_death_is_never_unrecoverable() {
 #[test]
 fn failed_spawn_backs_off_and_resets_the_ramp() {
     let mut h = Harness::new(Config::static_pool(1));
-    h.fail_spawns = 3;
+    h.fail_spawns(3);
     h.at(1.0).exit(0, ExitStatus::Code(1));
     // Death (young 1: immediate), then failed spawns: young 2 → 1 s, 3 → 2 s, 4 → 4 s.
     h.at(20.0);
@@ -208,8 +208,8 @@ fn failed_spawn_backs_off_and_resets_the_ramp() {
         .map(|t| t.as_nanos() / 1_000_000_000)
         .collect();
     assert_eq!(secs, [0, 1, 2, 4, 8]);
-    assert_eq!(h.sup.ready_workers(), 1);
-    assert_eq!(h.sup.spawn_rate(), 1);
+    assert_eq!(h.sup().ready_workers(), 1);
+    assert_eq!(h.sup().spawn_rate(), 1);
 }
 
 #[test]
@@ -218,9 +218,9 @@ fn healthy_uptime_resets_the_backoff() {
     h.at(1.0).exit(0, ExitStatus::Code(1)); // young 1 → immediate
     h.at(2.0).exit(0, ExitStatus::Code(1)); // young 2 → 1 s
     h.at(3.0);
-    assert_eq!(h.sup.ready_workers(), 1);
+    assert_eq!(h.sup().ready_workers(), 1);
     h.at(20.0).exit(0, ExitStatus::Code(1)); // lived 17 s: healthy → immediate
-    assert_eq!(h.sup.ready_workers(), 1);
+    assert_eq!(h.sup().ready_workers(), 1);
     let last = events(&h).into_iter().rev().find_map(|e| match e {
         Event::RestartScheduled {
             delay,
@@ -235,18 +235,22 @@ fn healthy_uptime_resets_the_backoff() {
 #[test]
 fn ondemand_spawns_on_waiting_connections_and_scales_to_zero() {
     let mut h = Harness::new(Config::ondemand(4));
-    assert_eq!(h.sup.live_workers(), 0);
+    assert_eq!(h.sup().live_workers(), 0);
     h.at(1.0).input(Input::Backlog {
         listener: 0,
         queued: 3,
     });
-    assert_eq!(h.sup.live_workers(), 1, "one worker at once, php-fpm style");
+    assert_eq!(
+        h.sup().live_workers(),
+        1,
+        "one worker at once, php-fpm style"
+    );
     // The new worker is idle: more queue reports do not snowball.
     h.input(Input::Backlog {
         listener: 0,
         queued: 3,
     });
-    assert_eq!(h.sup.live_workers(), 1);
+    assert_eq!(h.sup().live_workers(), 1);
     h.load(0, 1, 1);
     h.input(Input::Backlog {
         listener: 0,
@@ -255,12 +259,12 @@ fn ondemand_spawns_on_waiting_connections_and_scales_to_zero() {
     h.at(5.0).load(0, 0, 5);
     // Idle timeout 10 s: retired at the first tick at or after 15 s.
     h.at(14.9);
-    assert_eq!(h.sup.live_workers(), 1);
+    assert_eq!(h.sup().live_workers(), 1);
     h.at(15.0);
     assert!(signals(&h).iter().any(|s| s.2 == StopReason::Idle));
     h.exit(0, ExitStatus::Code(0));
-    assert_eq!(h.sup.live_workers(), 0);
-    assert_eq!(h.sup.target(), 0);
+    assert_eq!(h.sup().live_workers(), 0);
+    assert_eq!(h.sup().target(), 0);
 }
 
 #[test]
@@ -320,10 +324,10 @@ fn busy_above_threads_is_clamped_and_reported() {
 fn scale_commands_move_the_base_size_within_bounds() {
     let mut h = Harness::new(Config::static_pool(2));
     h.command(Command::ScaleUp);
-    assert_eq!(h.sup.ready_workers(), 3);
+    assert_eq!(h.sup().ready_workers(), 3);
     h.command(Command::ScaleTo(1));
     h.at(40.0); // retired workers drain within the default ladder
-    assert_eq!(h.sup.target(), 1);
+    assert_eq!(h.sup().target(), 1);
     h.command(Command::ScaleDown);
     h.command(Command::ScaleTo(0));
     assert_eq!(
@@ -336,8 +340,8 @@ fn scale_commands_move_the_base_size_within_bounds() {
     h.command(Command::ScaleTo(4));
     assert_eq!(refused(&h), vec![Refusal::OutOfBounds { min: 0, max: 3 }]);
     h.command(Command::ScaleTo(3));
-    assert_eq!(h.sup.config().policy.min(), 3);
-    assert_eq!(h.sup.ready_workers(), 3);
+    assert_eq!(h.sup().config().policy.min(), 3);
+    assert_eq!(h.sup().ready_workers(), 3);
 }
 
 #[test]
@@ -356,7 +360,7 @@ fn invalid_reload_is_refused_and_changes_nothing() {
         [Refusal::Invalid(e)] => assert_eq!(e.field, "min"),
         other => panic!("expected one invalid-config refusal, got {other:?}"),
     }
-    assert_eq!(h.sup.config().policy, Policy::Static { workers: 2 });
+    assert_eq!(h.sup().config().policy, Policy::Static { workers: 2 });
 }
 
 #[test]
@@ -367,7 +371,7 @@ fn reload_shrinking_the_slot_range_moves_workers_down() {
     small.max_unavailable = 1;
     h.command(Command::Reload(Box::new(small)));
     h.at(40.0);
-    let slots: Vec<u32> = h.sup.workers().map(|w| w.id.slot).collect();
+    let slots: Vec<u32> = h.sup().workers().map(|w| w.id.slot).collect();
     assert_eq!(slots, [0], "only slot 0 is inside max + max_surge = 1");
 }
 
@@ -402,23 +406,23 @@ fn successor_dying_during_handover_makes_the_old_pool_resume() {
     let mut h = Harness::new(c);
     h.ready(0).ready(1);
     h.command(Command::Upgrade).input(Input::SuccessorReady);
-    assert_eq!(h.sup.phase(), Phase::Handover);
+    assert_eq!(h.sup().phase(), Phase::Handover);
     let successor = h.successor_pid().unwrap();
     h.at(1.0).input(Input::Exited {
         pid: successor,
         status: ExitStatus::Signaled(11),
     });
-    assert_eq!(h.sup.phase(), Phase::Running);
+    assert_eq!(h.sup().phase(), Phase::Running);
     // The draining workers are replaced as slots allow (max + max_surge = 3 processes);
     // nothing exits the supervisor.
-    assert_eq!(h.sup.live_workers(), 3);
+    assert_eq!(h.sup().live_workers(), 3);
     h.exit(0, ExitStatus::Code(0)).exit(1, ExitStatus::Code(0));
     for slot in [0, 1, 2] {
         if h.state(slot) == Some(WorkerState::Booting) {
             h.ready(slot);
         }
     }
-    assert_eq!(h.sup.ready_workers(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
     assert_eq!(exit_code(&h), None);
 }
 
@@ -432,9 +436,9 @@ fn crash_loop_ends_once_the_window_is_calm() {
     for t in [1.0, 2.0, 5.0] {
         h.at(t).exit(0, ExitStatus::Code(1));
     }
-    assert!(h.sup.is_crash_looping());
+    assert!(h.sup().is_crash_looping());
     h.at(100.0);
-    assert!(!h.sup.is_crash_looping());
+    assert!(!h.sup().is_crash_looping());
     assert!(events(&h).contains(&Event::CrashLoopEnded));
 }
 
@@ -455,7 +459,7 @@ fn a_hung_boot_under_the_serverengine_ladder_keeps_its_place() {
         })
     );
     assert_eq!(
-        h.sup.live_workers(),
+        h.sup().live_workers(),
         1,
         "no replacement while the hung worker lives"
     );
@@ -550,7 +554,7 @@ fn stop_now_sends_the_immediate_stage_first() {
 fn wakeups(h: &mut Harness, until: f64) -> Vec<Instant> {
     let end = Instant::from_secs_f64(until);
     let mut woke = Vec::new();
-    while let Some(t) = h.sup.poll_timeout().filter(|&t| t <= end) {
+    while let Some(t) = h.sup().poll_timeout().filter(|&t| t <= end) {
         woke.push(t);
         h.advance_to(t);
     }
@@ -562,21 +566,25 @@ fn wakeups(h: &mut Harness, until: f64) -> Vec<Instant> {
 fn an_idle_dynamic_pool_sleeps_until_an_input_could_change_a_tick() {
     // 2 workers x 1 thread, spares 1..=3.
     let mut h = Harness::new(Config::dynamic(1, 8, 1, 3));
-    assert_eq!(h.sup.target(), 2);
+    assert_eq!(h.sup().target(), 2);
     // Ready at spawn but silent about their load: the accept queue is the only sign of
     // demand, so the pool keeps its tick (the shell samples the queue on it).
     assert_eq!(wakeups(&mut h, 3.5).len(), 3);
     h.load(0, 0, 0).load(1, 0, 0);
-    assert_eq!(h.sup.poll_timeout(), None, "no tick could change anything");
+    assert_eq!(
+        h.sup().poll_timeout(),
+        None,
+        "no tick could change anything"
+    );
     assert!(wakeups(&mut h, 600.0).is_empty());
     // One thread busy: one idle is still min_spare.
     h.at(600.3).load(0, 1, 1);
-    assert_eq!(h.sup.poll_timeout(), None);
+    assert_eq!(h.sup().poll_timeout(), None);
     // No idle thread: short of spares. The tick is back, on its grid (not at once).
     h.at(600.5).load(1, 1, 1);
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(601)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(601)));
     h.at(601.0);
-    assert_eq!(h.sup.target(), 3);
+    assert_eq!(h.sup().target(), 3);
     assert!(events(&h).contains(&Event::Scaled { from: 2, to: 3 }));
 }
 
@@ -594,7 +602,7 @@ fn a_pool_whose_workers_report_no_load_keeps_sampling_the_accept_queue() {
     });
     h.at(31.0);
     assert_eq!(
-        h.sup.target(),
+        h.sup().target(),
         3,
         "the queue seen on a tick scales the pool"
     );
@@ -612,7 +620,7 @@ fn an_ondemand_pool_samples_while_no_thread_is_idle_then_sleeps_to_its_idle_reti
         listener: 0,
         queued: 1,
     });
-    assert_eq!(h.sup.live_workers(), 1);
+    assert_eq!(h.sup().live_workers(), 1);
     h.input(Input::Backlog {
         listener: 0,
         queued: 0,
@@ -620,7 +628,7 @@ fn an_ondemand_pool_samples_while_no_thread_is_idle_then_sleeps_to_its_idle_reti
     h.load(0, 0, 1);
     // Idle since 5.5 s: it retires on the first tick at or after 15.5 s, and nothing can
     // happen before.
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(16)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(16)));
     assert_eq!(wakeups(&mut h, 16.0), vec![Instant::from_secs(16)]);
     assert!(signals(&h)
         .iter()
@@ -633,7 +641,7 @@ fn a_static_pool_with_an_idle_timeout_never_ticks() {
     let mut c = Config::static_pool(2);
     c.idle_timeout = Some(Duration::from_secs(5));
     let mut h = Harness::new(c);
-    assert_eq!(h.sup.poll_timeout(), None);
+    assert_eq!(h.sup().poll_timeout(), None);
     assert!(wakeups(&mut h, 100.0).is_empty());
 }
 
@@ -646,7 +654,7 @@ fn heartbeats_move_deadlines_exactly_so_no_wake_up_is_wasted() {
     h.at(0.5).ready(0).ready(1); // deadlines 5.5 s
     h.at(3.0).heartbeat(0);
     h.at(4.0).heartbeat(1);
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(8)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(8)));
     assert!(
         wakeups(&mut h, 7.9).is_empty(),
         "no wake-up at the old 5.5 s"
@@ -667,15 +675,15 @@ fn a_stamped_heartbeat_counts_from_its_stamp_not_from_its_reading() {
     };
     // Read at 5.5 s, stamped at 2 s: the deadline is 7 s, not 10.5 s.
     h.at(5.5).input(beat(2.0));
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(7)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(7)));
     // An older stamp changes nothing; a stamp from the future counts as now.
     h.input(beat(1.5));
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(7)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(7)));
     h.at(6.0).input(beat(60.0));
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs(11)));
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs(11)));
     // A driver that wakes late (no tick at 11 s) and reads a stamp of 5.9 s: the worker is
     // overdue since 10.9 s and is killed at once, after the input.
-    h.now = Instant::from_secs(12);
+    h.set_now(Instant::from_secs(12));
     h.input(beat(5.9));
     assert_eq!(
         signals(&h),
@@ -710,18 +718,19 @@ fn reports_read_together_are_judged_together() {
     // One `handle` for the batch: both renewed, nobody killed.
     let mut h = start(config());
     let batch = stamps(&h);
-    h.sup.handle_all(Instant::from_secs(6), batch);
-    assert_eq!(h.sup.poll_timeout(), Some(Instant::from_secs_f64(10.9)));
-    assert!(std::iter::from_fn(|| h.sup.poll_action()).all(|a| !matches!(a, Action::Signal { .. })));
+    h.sup_mut().handle_all(Instant::from_secs(6), batch);
+    assert_eq!(h.sup().poll_timeout(), Some(Instant::from_secs_f64(10.9)));
+    assert!(std::iter::from_fn(|| h.sup_mut().poll_action())
+        .all(|a| !matches!(a, Action::Signal { .. })));
     // Fed one by one, the first one's timers would already kill the other worker.
     let mut h = start(config());
     let [a, b] = stamps(&h);
-    h.sup.handle(Instant::from_secs(6), a);
-    let killed: Vec<Action> = std::iter::from_fn(|| h.sup.poll_action())
+    h.sup_mut().handle(Instant::from_secs(6), a);
+    let killed: Vec<Action> = std::iter::from_fn(|| h.sup_mut().poll_action())
         .filter(|a| matches!(a, Action::Signal { .. }))
         .collect();
     assert_eq!(killed.len(), 1, "{killed:?}");
-    h.sup.handle(Instant::from_secs(6), b);
+    h.sup_mut().handle(Instant::from_secs(6), b);
 }
 
 fn notify_pool(workers: u32) -> Config {
@@ -737,7 +746,7 @@ fn messages_may_wait_only_while_none_could_change_a_decision() {
     let mut h = Harness::new(notify_pool(4));
     h.at(1.0).ready(0).ready(1).ready(2);
     assert_eq!(
-        h.sup.messages_due(10),
+        h.sup().messages_due(10),
         secs(1.0),
         "a booting worker's READY=1"
     );
@@ -749,7 +758,7 @@ fn messages_may_wait_only_while_none_could_change_a_decision() {
         }
     }
     assert_eq!(
-        h.sup.messages_due(10),
+        h.sup().messages_due(10),
         secs(11.0),
         "the pace takes two gaps"
     );
@@ -758,21 +767,21 @@ fn messages_may_wait_only_while_none_could_change_a_decision() {
         h.heartbeat(slot);
     }
     // A beat every 5 s from 4 workers in step: half of a 10-datagram queue holds one each.
-    assert_eq!(h.sup.messages_due(10), secs(21.0));
+    assert_eq!(h.sup().messages_due(10), secs(21.0));
     assert_eq!(
-        h.sup.messages_due(512),
+        h.sup().messages_due(512),
         secs(26.0),
         "never beyond the timeout"
     );
     assert_eq!(
-        h.sup.messages_due(6),
+        h.sup().messages_due(6),
         secs(16.0),
         "more workers than half the queue"
     );
 
     // Any worker that reports its load makes every message prompt again.
     h.load(2, 0, 0);
-    assert_eq!(h.sup.messages_due(10), secs(16.0));
+    assert_eq!(h.sup().messages_due(10), secs(16.0));
 
     // The pace is the shorter of the last two gaps: one stall does not stretch the wait.
     let mut h = Harness::new(notify_pool(2));
@@ -780,22 +789,22 @@ fn messages_may_wait_only_while_none_could_change_a_decision() {
     for t in [3.0, 5.0, 7.0] {
         h.at(t).heartbeat(0).heartbeat(1);
     }
-    assert_eq!(h.sup.messages_due(10), secs(11.0)); // 2 paces of 2 s each
+    assert_eq!(h.sup().messages_due(10), secs(11.0)); // 2 paces of 2 s each
     h.at(16.0).heartbeat(0).heartbeat(1);
     assert_eq!(
-        h.sup.messages_due(10),
+        h.sup().messages_due(10),
         secs(20.0),
         "a 9 s gap is not the pace"
     );
     h.command(Command::Restart);
-    assert_eq!(h.sup.messages_due(10), secs(16.0), "a rolling restart");
+    assert_eq!(h.sup().messages_due(10), secs(16.0), "a rolling restart");
 
     let mut c = notify_pool(1);
     c.heartbeat_timeout = None;
     let mut h = Harness::new(c);
     h.at(1.0).ready(0);
     assert_eq!(
-        h.sup.messages_due(10),
+        h.sup().messages_due(10),
         secs(1.0),
         "no watchdog: nothing to batch"
     );
@@ -829,11 +838,11 @@ fn held_heartbeats_read_at_deadlines_keep_every_beating_worker() {
     let end = Instant::from_secs(60);
     let (mut wakes, mut held_max) = (0, 0);
     for _ in 0..10_000 {
-        let due = h.sup.messages_due(10);
-        let deadline = h.sup.poll_timeout().expect("the watchdog is on");
+        let due = h.sup().messages_due(10);
+        let deadline = h.sup().poll_timeout().expect("the watchdog is on");
         // Prompt: the next message wakes the driver. Held: only the deadline or `due` does.
         let next_beat = beats.peek().map_or(end + Duration::from_secs(1), |b| b.0);
-        let wake = if due <= h.now {
+        let wake = if due <= h.now() {
             next_beat.min(deadline)
         } else {
             deadline.min(due)
@@ -850,7 +859,7 @@ fn held_heartbeats_read_at_deadlines_keep_every_beating_worker() {
             beats.next();
         }
         held_max = held_max.max(read.len());
-        h.now = wake;
+        h.set_now(wake);
         h.inputs(read);
         if wake > Instant::from_secs(15) {
             wakes += 1;
@@ -894,7 +903,7 @@ fn a_main_process_exiting_alone_stops_the_rest_of_its_group_and_counts_as_a_cras
         "TERM first: what is left may drain"
     );
     assert_eq!(
-        h.sup.live_workers(),
+        h.sup().live_workers(),
         1,
         "no replacement beside the rest of the group"
     );
@@ -913,7 +922,7 @@ fn a_main_process_exiting_alone_stops_the_rest_of_its_group_and_counts_as_a_cras
     }));
     h.at(1.6);
     assert_eq!(h.worker(0).incarnation, 2, "restarted as after a crash");
-    assert_eq!(h.sup.workers().next().unwrap().restarts, 1);
+    assert_eq!(h.sup().workers().next().unwrap().restarts, 1);
 
     // The main process's exit code is the one judged unrecoverable.
     let pid = h.pid(0);

@@ -42,7 +42,7 @@ fn spawns(h: &Harness) -> Vec<(u64, u32)> {
 
 /// Every event with its time in ms.
 fn events(h: &Harness) -> Vec<(u64, Event)> {
-    h.actions
+    h.actions()
         .iter()
         .filter_map(|(t, a)| match a {
             Action::Event(e) => Some((ms(*t), e.clone())),
@@ -106,10 +106,10 @@ fn dynamic_pool_starts_boots_and_follows_spare_capacity() {
     let mut config = Config::dynamic(2, 8, 2, 4);
     config.readiness = Readiness::Notify;
     let mut h = Harness::new(config);
-    assert_eq!(h.sup.target(), 3);
-    assert_eq!(h.sup.live_workers(), 3);
+    assert_eq!(h.sup().target(), 3);
+    assert_eq!(h.sup().live_workers(), 3);
     assert_eq!(
-        h.sup.ready_workers(),
+        h.sup().ready_workers(),
         0,
         "booting workers are not Ready yet"
     );
@@ -123,7 +123,7 @@ fn dynamic_pool_starts_boots_and_follows_spare_capacity() {
     h.at(2.5).load(0, 1, 1);
     h.load(1, 1, 1);
     h.at(3.0); // the maintenance tick spawns one worker
-    assert_eq!(h.sup.target(), 4);
+    assert_eq!(h.sup().target(), 4);
     h.at(3.5).ready(3);
     assert_eq!(h.ready_slots(), [0, 1, 2, 3]);
 
@@ -131,7 +131,7 @@ fn dynamic_pool_starts_boots_and_follows_spare_capacity() {
     h.at(5.5).load(0, 0, 7);
     h.load(1, 0, 9);
     h.at(10.0);
-    assert_eq!(h.sup.target(), 4, "4 spares is within max_spare = 4");
+    assert_eq!(h.sup().target(), 4, "4 spares is within max_spare = 4");
     assert!(retirements(&h).is_empty());
 
     insta::assert_snapshot!(h.trace());
@@ -166,7 +166,7 @@ fn dynamic_pool_retires_longest_idle_worker_above_max_spare() {
     h.exit(1, ExitStatus::Code(0));
     h.at(5.0);
     insta::assert_snapshot!(h.trace());
-    assert_eq!(h.sup.target(), 2);
+    assert_eq!(h.sup().target(), 2);
     assert_eq!(h.ready_slots(), [2, 3]);
     let retired: Vec<u32> = retirements(&h).iter().map(|r| r.1).collect();
     assert_eq!(
@@ -229,7 +229,7 @@ fn crash_loop_backs_off_exponentially_to_the_cap_and_reports_crash_looping() {
     for _ in 0..8 {
         die_young(&mut h, 0);
     }
-    assert!(h.sup.is_crash_looping());
+    assert!(h.sup().is_crash_looping());
     // The worker finally stays up.
     if let Some(WorkerState::Backoff { until }) = h.state(0) {
         h.advance_to(until);
@@ -264,7 +264,7 @@ fn crash_loop_backs_off_exponentially_to_the_cap_and_reports_crash_looping() {
         .collect();
     // The last 7 deaths are kept: the oldest of them (0.2 s) leaves the window at 60.2 s.
     assert_eq!(ended, [60_200]);
-    assert!(!h.sup.is_crash_looping());
+    assert!(!h.sup().is_crash_looping());
     assert_eq!(h.ready_slots(), [0]);
     assert_eq!(exit_code(&h), None, "OnCrashLoop::Backoff never exits");
 }
@@ -281,12 +281,12 @@ fn crash_loop_with_on_crash_loop_exit_stops_the_pool_and_exits_with_the_code() {
     for _ in 0..7 {
         die_young(&mut h, 0);
     }
-    assert_eq!(h.sup.phase(), Phase::Stopping { immediate: false });
+    assert_eq!(h.sup().phase(), Phase::Stopping { immediate: false });
     h.advance(Duration::from_secs(1));
     h.exit(1, ExitStatus::Code(0));
     insta::assert_snapshot!(h.trace());
 
-    assert_eq!(h.sup.phase(), Phase::Exited);
+    assert_eq!(h.sup().phase(), Phase::Exited);
     assert_eq!(exit_code(&h), Some(3));
     assert_eq!(
         backoff_delays(&h),
@@ -367,7 +367,7 @@ fn graceful_stop_under_serverengine_ladder_kills_at_exactly_1200s() {
     let mut h = Harness::new(config);
     h.at(10.0).command(Command::Stop);
     h.at(1209.0);
-    assert_eq!(h.sup.phase(), Phase::Stopping { immediate: false });
+    assert_eq!(h.sup().phase(), Phase::Stopping { immediate: false });
     h.at(1210.0);
     insta::assert_snapshot!(h.trace());
 
@@ -389,7 +389,7 @@ fn graceful_stop_under_serverengine_ladder_kills_at_exactly_1200s() {
     );
     assert_eq!(at(Signal::Kill), [1200]);
     assert!(sent.iter().all(|s| s.2 == StopReason::Stop));
-    assert_eq!(h.sup.phase(), Phase::Exited);
+    assert_eq!(h.sup().phase(), Phase::Exited);
     assert_eq!(exit_code(&h), Some(0));
 }
 
@@ -444,7 +444,7 @@ fn max_requests_retires_each_worker_at_its_own_jittered_limit() {
     for step in 0..7u64 {
         h.at(10.0 + step as f64);
         let draining: Vec<_> = h
-            .sup
+            .sup()
             .workers()
             .filter(|w| matches!(w.state, WorkerState::Stopping { .. }))
             .filter_map(|w| w.pid)
@@ -457,7 +457,7 @@ fn max_requests_retires_each_worker_at_its_own_jittered_limit() {
         }
         let requests = 96 + 4 * step;
         for worker in originals {
-            if h.sup
+            if h.sup()
                 .workers()
                 .any(|w| w.id == worker && matches!(w.state, WorkerState::Ready { .. }))
             {
@@ -467,7 +467,7 @@ fn max_requests_retires_each_worker_at_its_own_jittered_limit() {
                     oldest_busy_since: None,
                     requests,
                 });
-                if h.sup
+                if h.sup()
                     .workers()
                     .any(|w| w.id == worker && matches!(w.state, WorkerState::Stopping { .. }))
                 {
@@ -497,7 +497,7 @@ fn max_requests_retires_each_worker_at_its_own_jittered_limit() {
     let replacements: Vec<u64> = spawns(&h)[2..].iter().map(|s| s.0).collect();
     assert_eq!(replacements, [r[0].0, r[1].0]);
     assert_eq!(h.ready_slots().len(), 2);
-    assert_eq!(h.sup.live_workers(), 2);
+    assert_eq!(h.sup().live_workers(), 2);
 }
 
 // ------------------------------------------------------------------------- 7. idle
@@ -511,7 +511,7 @@ fn idle_workers_retire_one_per_tick_down_to_min() {
     let mut config = Config::dynamic(1, 8, 1, 8);
     config.idle_timeout = Some(Duration::from_secs(10));
     let mut h = Harness::new(config);
-    assert_eq!(h.sup.target(), 4);
+    assert_eq!(h.sup().target(), 4);
     h.at(0.5).load(1, 1, 1).load(2, 1, 1);
     h.at(3.0).load(1, 0, 5);
     h.at(5.0).load(2, 0, 9);
@@ -519,7 +519,7 @@ fn idle_workers_retire_one_per_tick_down_to_min() {
     h.at(10.5).exit(0, ExitStatus::Code(0));
     h.at(11.5).exit(3, ExitStatus::Code(0));
     h.at(12.5);
-    assert_eq!(h.sup.live_workers(), 2, "worker 1 is idle for 9.5 s only");
+    assert_eq!(h.sup().live_workers(), 2, "worker 1 is idle for 9.5 s only");
     h.at(13.5).exit(1, ExitStatus::Code(0));
     h.at(30.0);
     insta::assert_snapshot!(h.trace());
@@ -532,7 +532,7 @@ fn idle_workers_retire_one_per_tick_down_to_min() {
             (13_000, 1, StopReason::Idle),
         ]
     );
-    assert_eq!(h.sup.target(), 1);
+    assert_eq!(h.sup().target(), 1);
     assert_eq!(h.ready_slots(), [2]);
     assert_eq!(spawns(&h).len(), 4, "no replacement for an idle retirement");
 }
@@ -543,7 +543,7 @@ fn ondemand_pool_spawns_on_backlog_and_retires_to_zero_when_idle() {
     // without an idle slot; after idle_timeout (10 s by default) they retire, one per tick,
     // down to zero.
     let mut h = Harness::new(Config::ondemand(4));
-    assert_eq!(h.sup.live_workers(), 0);
+    assert_eq!(h.sup().live_workers(), 0);
     h.at(1.0).input(Input::Backlog {
         listener: 0,
         queued: 1,
@@ -557,7 +557,7 @@ fn ondemand_pool_spawns_on_backlog_and_retires_to_zero_when_idle() {
         .load(0, 1, 0);
     h.at(3.1).load(0, 0, 1);
     h.at(13.0);
-    assert_eq!(h.sup.live_workers(), 1, "idle for 9.9 s only");
+    assert_eq!(h.sup().live_workers(), 1, "idle for 9.9 s only");
     h.at(14.0);
     h.exit(0, ExitStatus::Code(0));
     h.at(20.0);
@@ -565,6 +565,6 @@ fn ondemand_pool_spawns_on_backlog_and_retires_to_zero_when_idle() {
 
     assert_eq!(spawns(&h), [(1_000, 0)]);
     assert_eq!(retirements(&h), [(14_000, 0, StopReason::Idle)]);
-    assert_eq!(h.sup.target(), 0);
-    assert_eq!(h.sup.live_workers(), 0);
+    assert_eq!(h.sup().target(), 0);
+    assert_eq!(h.sup().live_workers(), 0);
 }

@@ -18,7 +18,7 @@ fn t(secs: f64) -> Instant {
 
 /// Spawns performed at exactly `at`.
 fn spawns_at(h: &Harness, at: Instant) -> usize {
-    h.actions
+    h.actions()
         .iter()
         .filter(|(when, a)| *when == at && matches!(a, Action::Spawn { .. }))
         .count()
@@ -26,7 +26,7 @@ fn spawns_at(h: &Harness, at: Instant) -> usize {
 
 /// Every retirement so far: (time, slot, reason).
 fn retirements(h: &Harness) -> Vec<(Instant, u32, StopReason)> {
-    h.actions
+    h.actions()
         .iter()
         .filter_map(|(when, a)| match a {
             Action::Event(Event::Retiring { worker, reason }) => {
@@ -39,7 +39,7 @@ fn retirements(h: &Harness) -> Vec<(Instant, u32, StopReason)> {
 
 /// Every signal sent to a worker so far: (time, slot, signal).
 fn signals(h: &Harness) -> Vec<(Instant, u32, Signal)> {
-    h.actions
+    h.actions()
         .iter()
         .filter_map(|(when, a)| match a {
             Action::Signal { worker, signal, .. } => Some((*when, worker.slot, *signal)),
@@ -50,7 +50,7 @@ fn signals(h: &Harness) -> Vec<(Instant, u32, Signal)> {
 
 /// Every `Exit` action so far: (time, code).
 fn exits(h: &Harness) -> Vec<(Instant, i32)> {
-    h.actions
+    h.actions()
         .iter()
         .filter_map(|(when, a)| match a {
             Action::Exit { code } => Some((*when, *code)),
@@ -60,7 +60,7 @@ fn exits(h: &Harness) -> Vec<(Instant, i32)> {
 }
 
 fn count_actions(h: &Harness, pred: impl Fn(&Action) -> bool) -> usize {
-    h.actions.iter().filter(|(_, a)| pred(a)).count()
+    h.actions().iter().filter(|(_, a)| pred(a)).count()
 }
 
 /// Slots of Ready, not stopping workers, whatever their load.
@@ -71,7 +71,7 @@ fn ready_slots(h: &Harness) -> Vec<u32> {
 /// Every worker asked to stop drains and exits cleanly now.
 fn exit_stopping(h: &mut Harness) {
     let stopping: Vec<u32> = h
-        .sup
+        .sup()
         .workers()
         .filter(|w| matches!(w.state, WorkerState::Stopping { .. }) && w.pid.is_some())
         .map(|w| w.id.slot)
@@ -107,7 +107,7 @@ fn b1_dynamic_burst_ramps_up_then_scales_down_longest_idle_first() {
     config.threads = 1;
     config.max_spawn_rate = 8;
     let mut h = Harness::new(config);
-    assert_eq!(h.sup.ready_workers(), 1);
+    assert_eq!(h.sup().ready_workers(), 1);
 
     // Burst: before each maintenance tick every worker reports busy.
     for tick in 1..=5u32 {
@@ -119,10 +119,10 @@ fn b1_dynamic_burst_ramps_up_then_scales_down_longest_idle_first() {
         .map(|s| spawns_at(&h, Instant::from_secs(s)))
         .collect();
     assert_eq!(ramp, [1, 2, 4, 8, 8], "spawn ramp per maintenance tick");
-    assert_eq!(h.sup.target(), 24);
-    assert_eq!(h.sup.ready_workers(), 24);
+    assert_eq!(h.sup().target(), 24);
+    assert_eq!(h.sup().ready_workers(), 24);
     assert_eq!(
-        h.sup.spawn_rate(),
+        h.sup().spawn_rate(),
         8,
         "the ramp stays capped at max_spawn_rate"
     );
@@ -157,14 +157,14 @@ fn b1_dynamic_burst_ramps_up_then_scales_down_longest_idle_first() {
         );
     }
     assert_eq!(
-        h.sup.target(),
+        h.sup().target(),
         12,
         "idle (12) <= max_spare (12): scaling stops"
     );
-    assert_eq!(h.sup.ready_workers(), 12);
-    assert_eq!(h.sup.live_workers(), 12);
+    assert_eq!(h.sup().ready_workers(), 12);
+    assert_eq!(h.sup().live_workers(), 12);
     assert_eq!(spawns_at(&h, Instant::from_secs(6)), 0);
-    assert_eq!(h.sup.spawn_rate(), 1, "a calm tick resets the ramp");
+    assert_eq!(h.sup().spawn_rate(), 1, "a calm tick resets the ramp");
     assert!(signals(&h).iter().all(|s| s.2 == Signal::Term));
     insta::assert_snapshot!(h.trace());
 }
@@ -180,7 +180,7 @@ fn b1b_dynamic_burst_with_backlog_ramps_past_min_spare() {
     config.threads = 1;
     config.max_spawn_rate = 8;
     let mut h = Harness::new(config);
-    let start = h.sup.target();
+    let start = h.sup().target();
     for tick in 1..=5u32 {
         h.at(f64::from(tick) - 0.5);
         all_busy(&mut h, u64::from(tick));
@@ -199,7 +199,7 @@ fn b1b_dynamic_burst_with_backlog_ramps_past_min_spare() {
         "spawn ramp per maintenance tick with 50 queued\n{}",
         h.trace()
     );
-    assert_eq!(h.sup.target(), start + 23);
+    assert_eq!(h.sup().target(), start + 23);
     insta::assert_snapshot!(h.trace());
 }
 
@@ -215,7 +215,7 @@ fn b2_graceful_stop_waits_for_a_slow_drainer() {
     config.ladder = Arc::new(Ladder::for_any_program(Duration::from_secs(30)));
     let mut h = Harness::new(config);
     h.at(1.0).command(Command::Stop);
-    assert_eq!(h.sup.phase(), Phase::Stopping { immediate: false });
+    assert_eq!(h.sup().phase(), Phase::Stopping { immediate: false });
     h.at(1.5).exit(0, ExitStatus::Code(0));
     h.at(25.0);
     assert!(exits(&h).is_empty(), "no Exit while a worker still drains");
@@ -224,7 +224,7 @@ fn b2_graceful_stop_waits_for_a_slow_drainer() {
 
     assert_eq!(exits(&h), [(t(26.0), 0)]);
     assert!(
-        matches!(h.actions.last(), Some((_, Action::Exit { code: 0 }))),
+        matches!(h.actions().last(), Some((_, Action::Exit { code: 0 }))),
         "Exit is the last action"
     );
     assert_eq!(
@@ -238,7 +238,7 @@ fn b2_graceful_stop_waits_for_a_slow_drainer() {
         "TERM resent every 10 s to the drainer only; no KILL"
     );
     assert_eq!(count_actions(&h, |a| matches!(a, Action::Spawn { .. })), 2);
-    assert_eq!(h.sup.phase(), Phase::Exited);
+    assert_eq!(h.sup().phase(), Phase::Exited);
     insta::assert_snapshot!(h.trace());
 }
 
@@ -284,7 +284,7 @@ fn b3b_second_stop_escalates_to_quit_with_serverengine_ladder() {
     let mut h = Harness::new(config);
     h.at(1.0).command(Command::Stop);
     h.at(5.0).command(Command::Stop);
-    assert_eq!(h.sup.phase(), Phase::Stopping { immediate: true });
+    assert_eq!(h.sup().phase(), Phase::Stopping { immediate: true });
     h.at(6.0).exit(0, ExitStatus::Code(0));
     h.at(30.0).command(Command::Stop);
     h.at(2000.0);
@@ -406,15 +406,15 @@ fn b4_rolling_restart_keeps_capacity() {
     }
     let check = |h: &Harness, step: &str| {
         assert!(
-            h.sup.ready_workers() >= 3,
+            h.sup().ready_workers() >= 3,
             "{step}: ready {} < 3\n{}",
-            h.sup.ready_workers(),
+            h.sup().ready_workers(),
             h.trace()
         );
         assert!(
-            h.sup.live_workers() <= 4,
+            h.sup().live_workers() <= 4,
             "{step}: live {} > 4\n{}",
-            h.sup.live_workers(),
+            h.sup().live_workers(),
             h.trace()
         );
     };
@@ -422,7 +422,7 @@ fn b4_rolling_restart_keeps_capacity() {
 
     h.at(1.0).command(Command::Restart);
     check(&h, "restart");
-    assert_eq!(h.sup.generation(), Generation(2));
+    assert_eq!(h.sup().generation(), Generation(2));
     assert_eq!(h.state(3), Some(WorkerState::Booting), "surge replacement");
     h.at(1.9);
     check(&h, "replacement booting");
@@ -453,12 +453,16 @@ fn b4_rolling_restart_keeps_capacity() {
     }
     h.at(30.0);
     check(&h, "done");
-    let gens: Vec<(u32, Generation)> = h.sup.workers().map(|w| (w.id.slot, w.generation)).collect();
+    let gens: Vec<(u32, Generation)> = h
+        .sup()
+        .workers()
+        .map(|w| (w.id.slot, w.generation))
+        .collect();
     assert_eq!(
         gens,
         [(0, Generation(2)), (1, Generation(2)), (3, Generation(2))]
     );
-    assert_eq!(h.sup.live_workers(), 3);
+    assert_eq!(h.sup().live_workers(), 3);
     assert_eq!(count_actions(&h, |a| matches!(a, Action::Spawn { .. })), 6);
     assert!(signals(&h).iter().all(|s| s.2 == Signal::Term));
     insta::assert_snapshot!(h.trace());
@@ -474,17 +478,17 @@ fn b5_reload_resizes_and_fingerprint_change_rolls() {
     let mut h = Harness::new(Config::static_pool(2));
     h.at(1.0)
         .command(Command::Reload(Box::new(Config::static_pool(4))));
-    assert_eq!(h.sup.target(), 4);
-    assert_eq!(h.sup.ready_workers(), 4);
+    assert_eq!(h.sup().target(), 4);
+    assert_eq!(h.sup().ready_workers(), 4);
     assert_eq!(spawns_at(&h, t(1.0)), 2);
-    assert_eq!(h.sup.generation(), Generation(1), "no rolling restart");
+    assert_eq!(h.sup().generation(), Generation(1), "no rolling restart");
     assert!(retirements(&h).is_empty());
 
     h.at(2.0)
         .command(Command::Reload(Box::new(Config::static_pool(2))));
-    assert_eq!(h.sup.target(), 2);
-    assert_eq!(h.sup.ready_workers(), 2);
-    assert_eq!(h.sup.generation(), Generation(1), "no rolling restart");
+    assert_eq!(h.sup().target(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
+    assert_eq!(h.sup().generation(), Generation(1), "no rolling restart");
     let shrink = retirements(&h);
     assert_eq!(shrink.len(), 2, "exactly the two extra workers retire");
     assert!(shrink
@@ -493,7 +497,7 @@ fn b5_reload_resizes_and_fingerprint_change_rolls() {
     assert_eq!(spawns_at(&h, t(2.0)), 0);
     h.at(2.5);
     exit_stopping(&mut h);
-    assert_eq!(h.sup.live_workers(), 2);
+    assert_eq!(h.sup().live_workers(), 2);
     h.at(2.9);
     assert_eq!(
         count_actions(&h, |a| matches!(a, Action::Spawn { .. })),
@@ -504,21 +508,21 @@ fn b5_reload_resizes_and_fingerprint_change_rolls() {
     let mut changed = Config::static_pool(2);
     changed.worker_fingerprint = 7;
     h.at(3.0).command(Command::Reload(Box::new(changed)));
-    assert_eq!(h.sup.generation(), Generation(2), "rolling restart");
+    assert_eq!(h.sup().generation(), Generation(2), "rolling restart");
     for k in 0..4 {
         h.at(3.5 + f64::from(k) * 0.5);
         exit_stopping(&mut h);
-        assert!(h.sup.ready_workers() >= 2, "capacity kept\n{}", h.trace());
-        assert!(h.sup.live_workers() <= 3, "within surge\n{}", h.trace());
+        assert!(h.sup().ready_workers() >= 2, "capacity kept\n{}", h.trace());
+        assert!(h.sup().live_workers() <= 3, "within surge\n{}", h.trace());
     }
     h.at(10.0);
     let roll: Vec<StopReason> = retirements(&h)[2..].iter().map(|r| r.2).collect();
     assert_eq!(roll, [StopReason::Restart, StopReason::Restart]);
-    assert!(h.sup.workers().all(|w| w.generation == Generation(2)));
-    assert_eq!(h.sup.ready_workers(), 2);
-    assert_eq!(h.sup.live_workers(), 2);
+    assert!(h.sup().workers().all(|w| w.generation == Generation(2)));
+    assert_eq!(h.sup().ready_workers(), 2);
+    assert_eq!(h.sup().live_workers(), 2);
     let reloaded: Vec<(Generation, bool)> = h
-        .actions
+        .actions()
         .iter()
         .filter_map(|(_, a)| match a {
             Action::Event(Event::Reloaded {
@@ -554,15 +558,15 @@ fn b6_upgrade_hands_over_after_successor_ready() {
     );
     let successor = h.successor_pid().expect("successor started");
     assert!(matches!(
-        h.sup.upgrade_state(),
+        h.sup().upgrade_state(),
         UpgradeState::Started { pid, .. } if pid == successor
     ));
     h.at(4.9);
     assert!(signals(&h).is_empty(), "old workers serve until handover");
-    assert_eq!(h.sup.ready_workers(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
 
     h.at(5.0).input(Input::SuccessorReady);
-    assert_eq!(h.sup.phase(), Phase::Handover);
+    assert_eq!(h.sup().phase(), Phase::Handover);
     assert_eq!(
         count_actions(&h, |a| matches!(a, Action::Event(Event::UpgradeHandover))),
         1
@@ -602,8 +606,8 @@ fn b7a_upgrade_rolls_back_when_successor_exits_before_ready() {
         pid: successor,
         status: ExitStatus::Code(1),
     });
-    assert_eq!(h.sup.upgrade_state(), UpgradeState::Idle);
-    assert_eq!(h.sup.phase(), Phase::Running);
+    assert_eq!(h.sup().upgrade_state(), UpgradeState::Idle);
+    assert_eq!(h.sup().phase(), Phase::Running);
     assert_eq!(
         count_actions(&h, |a| matches!(
             a,
@@ -617,7 +621,7 @@ fn b7a_upgrade_rolls_back_when_successor_exits_before_ready() {
     assert!(signals(&h).is_empty(), "workers untouched");
     assert!(retirements(&h).is_empty());
     assert_eq!((h.pid(0), h.pid(1)), pids_before);
-    assert_eq!(h.sup.ready_workers(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
     assert_eq!(count_actions(&h, |a| matches!(a, Action::Spawn { .. })), 2);
     assert_eq!(
         count_actions(&h, |a| matches!(a, Action::KillSuccessor { .. })),
@@ -627,7 +631,7 @@ fn b7a_upgrade_rolls_back_when_successor_exits_before_ready() {
     // Rolled back: a new upgrade is accepted.
     h.at(101.0).command(Command::Upgrade);
     assert!(matches!(
-        h.sup.upgrade_state(),
+        h.sup().upgrade_state(),
         UpgradeState::Started { .. }
     ));
     assert_eq!(
@@ -664,12 +668,12 @@ fn b7b_upgrade_times_out_and_a_second_upgrade_is_refused() {
     );
     h.at(20.9);
     assert!(matches!(
-        h.sup.upgrade_state(),
+        h.sup().upgrade_state(),
         UpgradeState::Started { .. }
     ));
     h.at(100.0);
     let kills: Vec<(Instant, Action)> = h
-        .actions
+        .actions()
         .iter()
         .filter(|(_, a)| matches!(a, Action::KillSuccessor { .. }))
         .cloned()
@@ -685,16 +689,16 @@ fn b7b_upgrade_times_out_and_a_second_upgrade_is_refused() {
         )]
     );
     assert_eq!(
-        h.sup.upgrade_state(),
+        h.sup().upgrade_state(),
         UpgradeState::Idle,
         "successor reaped"
     );
-    assert_eq!(h.sup.phase(), Phase::Running);
+    assert_eq!(h.sup().phase(), Phase::Running);
     assert!(signals(&h).is_empty(), "workers untouched");
-    assert_eq!(h.sup.ready_workers(), 2);
+    assert_eq!(h.sup().ready_workers(), 2);
     // A late SuccessorReady from the killed successor is ignored, not a handover.
     h.at(101.0).input(Input::SuccessorReady);
-    assert_eq!(h.sup.phase(), Phase::Running);
+    assert_eq!(h.sup().phase(), Phase::Running);
     assert!(retirements(&h).is_empty());
     insta::assert_snapshot!(h.trace());
 }

@@ -1,0 +1,345 @@
+//! The run loop, written once. [`Driver`] owns the run-loop contract (docs/ARCHITECTURE.md
+//! §2): handle, drain, reap after the drain, batching of worker reports, and when to sleep
+//! until. Everything it asks of the world goes through the [`Os`] trait, which the `drover`
+//! shell implements with syscalls and the simulator, the property model, the fuzz target and
+//! the scenario harness implement with models. Where production and a model must differ (a
+//! slow fork, a fork that fails), the difference lives in the `Os` implementation only.
+//!
+//! The driver does no IO and reads no clock of its own: time comes from [`Os::now`]. It
+//! decides nothing either: every *when* and *whether* is the [`Supervisor`]'s.
+
+use crate::io::{
+    Action, Event, Generation, Input, Pid, RollbackReason, Signal, SpawnError, StopReason, WorkerId,
+};
+use crate::supervisor::Supervisor;
+use crate::time::Instant;
+
+/// Reaps handed in per turn. Past it the rest wait for the next turn, which comes at once
+/// ([`Driver::sleep`]), so a storm of exits cannot starve signals and the control socket.
+pub const REAPS_PER_TURN_MAX: usize = 1024;
+
+/// What a driver needs of its world. The shell implements it with syscalls; models with a
+/// simulated process table. Every method is called from inside the run loop, with the
+/// machine as it is at that moment (read only: inputs go back through the driver).
+pub trait Os {
+    /// Now, on a monotonic clock (nanoseconds since an epoch the `Os` chose). The driver
+    /// reads it before every `handle`, so time moves during a drain when the world takes
+    /// time (a fork does); an earlier value than the last one counts as the last one.
+    fn now(&mut self) -> Instant;
+
+    /// Starts the worker's process, synchronously, as `fork` does. The answer is fed back
+    /// at once, inside the drain, as `Spawned` or `SpawnFailed`.
+    fn spawn(
+        &mut self,
+        sup: &Supervisor,
+        worker: WorkerId,
+        generation: Generation,
+    ) -> Result<Pid, SpawnError>;
+
+    /// Sends `signal` to the worker (its process group). Its effect, an exit, comes back
+    /// through [`Os::reap`].
+    fn signal(
+        &mut self,
+        sup: &Supervisor,
+        worker: WorkerId,
+        pid: Pid,
+        signal: Signal,
+        reason: StopReason,
+    );
+
+    /// Starts a live upgrade's successor; fed back as `SuccessorStarted`/`SuccessorFailed`.
+    fn start_successor(&mut self, sup: &Supervisor) -> Result<Pid, SpawnError>;
+
+    /// Kills the successor (rollback). Its exit comes back through [`Os::reap`].
+    fn kill_successor(&mut self, sup: &Supervisor, pid: Pid, reason: RollbackReason);
+
+    /// The machine is done: the supervisor exits with `code` once the loop sees
+    /// [`Driver::exit_code`]. Only events follow.
+    fn exit(&mut self, sup: &Supervisor, code: i32);
+
+    /// Something to log or act on; the machine's own state does not depend on it.
+    fn event(&mut self, sup: &Supervisor, now: Instant, event: Event);
+
+    /// Everything the workers reported since the last call: heartbeats (as `HeartbeatAt`,
+    /// dated by their arrival), loads and readiness, from the notify socket and the report
+    /// board. Called first on every wake-up; all of it goes into one `handle_all`, so no
+    /// deadline fires between two workers' reports. Returns false if the read stopped at a
+    /// bound with messages left: the driver then reads again at once instead of letting
+    /// messages wait ([`Supervisor::messages_due`]).
+    fn read_workers(&mut self, sup: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool;
+
+    /// The next child reaped (`waitpid`), as `Exited` or `MainExited`; `None` when no
+    /// exit is waiting. Called only after a complete drain: a zombie keeps its pid until
+    /// reaped, so no signal of the drain can hit a recycled pid.
+    fn reap(&mut self, sup: &Supervisor) -> Option<Input>;
+
+    /// Before each input is handed in (logging, traces, recording). `sup` is as it was
+    /// before the input.
+    fn handling(&mut self, sup: &Supervisor, now: Instant, input: &Input) {
+        let _ = (sup, now, input);
+    }
+
+    /// After each `handle` or `handle_all` (invariant checks).
+    fn handled(&mut self, sup: &Supervisor, now: Instant) {
+        let _ = (sup, now);
+    }
+
+    /// Before each action is performed (logging, traces).
+    fn performing(&mut self, sup: &Supervisor, now: Instant, action: &Action) {
+        let _ = (sup, now, action);
+    }
+
+    /// After each drain, complete or cut (checks of the world against the machine).
+    fn drained(&mut self, sup: &Supervisor, now: Instant) {
+        let _ = (sup, now);
+    }
+}
+
+/// When the loop should wake next if no OS event comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sleep {
+    /// The deadline, or `None` for "only an OS event". May be now or past: wake at once.
+    pub until: Option<Instant>,
+    /// Watch the workers' message socket. False while the machine lets messages wait
+    /// ([`Supervisor::messages_due`]): they are read at `until` at the latest.
+    pub watch_messages: bool,
+}
+
+/// The one implementation of the run-loop contract, generic over the world it runs in.
+///
+/// A loop around it: wait for an OS event or [`Driver::sleep`]; [`Driver::begin_turn`];
+/// [`Driver::feed`] each input the wake-up brought (signals, control requests, the
+/// successor's messages, accept-queue lengths); [`Driver::end_turn`]. [`Driver::turn`] does
+/// the three for a list of inputs.
+pub struct Driver<O: Os> {
+    sup: Supervisor,
+    os: O,
+    /// Datagrams the workers' message socket holds before a sender blocks.
+    messages_queue: u32,
+    /// The time of the last input: `Os::now` never moves the machine's clock back.
+    now: Instant,
+    /// The last `read_workers` stopped at its bound.
+    messages_left: bool,
+    /// The last drain stopped at its bound with actions left in the machine.
+    drain_cut: bool,
+    /// The last turn reaped `REAPS_PER_TURN_MAX` and may have left exits waiting.
+    reaps_left: bool,
+    drains_cut: u64,
+    exit_code: Option<i32>,
+    reports: Vec<Input>,
+}
+
+impl<O: Os> Driver<O> {
+    /// Takes over a freshly built supervisor and performs its first actions (the first
+    /// spawns). `messages_queue`: datagrams the workers' message socket holds before a
+    /// sender blocks (Linux: `net.unix.max_dgram_qlen`; 0 never lets messages wait).
+    /// `sup` was built at an instant no later than `os.now()`.
+    pub fn new(sup: Supervisor, os: O, messages_queue: u32) -> Driver<O> {
+        let mut driver = Driver {
+            sup,
+            os,
+            messages_queue,
+            now: Instant::ZERO,
+            messages_left: false,
+            drain_cut: false,
+            reaps_left: false,
+            drains_cut: 0,
+            exit_code: None,
+            reports: Vec::new(),
+        };
+        driver.drain();
+        driver.reap();
+        driver
+    }
+
+    /// The machine, to read its state (status, the pool's phase).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// The machine itself, bypassing the contract: for tests that show what the contract
+    /// prevents (inputs fed one by one instead of together). A driver never needs it.
+    #[doc(hidden)]
+    pub fn supervisor_mut(&mut self) -> &mut Supervisor {
+        &mut self.sup
+    }
+
+    /// The world.
+    pub fn os(&self) -> &O {
+        &self.os
+    }
+
+    /// The world, to change it between turns (a model's faults, the shell's sockets).
+    pub fn os_mut(&mut self) -> &mut O {
+        &mut self.os
+    }
+
+    /// The code of the `Exit` action, once the machine emitted it.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// Drains stopped at their bound so far (each one a machine that asked for more than
+    /// `drain_max` actions in a row: a bug the simulator and the tests fail on).
+    pub fn drains_cut(&self) -> u64 {
+        self.drains_cut
+    }
+
+    /// The time of the last input handed to the machine.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Starts a turn (a wake-up): what the workers reported, in one `handle_all` (an empty
+    /// one is a tick), then the drain.
+    pub fn begin_turn(&mut self) {
+        let now = self.clock();
+        let mut reports = std::mem::take(&mut self.reports);
+        self.messages_left = !self.os.read_workers(&self.sup, now, &mut reports);
+        for input in &reports {
+            self.os.handling(&self.sup, now, input);
+        }
+        self.sup.handle_all(now, reports.drain(..));
+        self.os.handled(&self.sup, now);
+        self.reports = reports;
+        self.drain();
+    }
+
+    /// One input of the turn (a command, a successor's message, an accept-queue length):
+    /// handle, then drain.
+    pub fn feed(&mut self, input: Input) {
+        self.handle(input);
+        self.drain();
+    }
+
+    /// Ends the turn: a tick if a deadline has passed, then the children that exited, each
+    /// handed in and drained on its own.
+    pub fn end_turn(&mut self) {
+        if self
+            .sup
+            .poll_timeout()
+            .is_some_and(|t| t <= self.peek_clock())
+        {
+            self.feed(Input::Tick);
+        }
+        self.reap();
+    }
+
+    /// A whole turn whose wake-up brought `inputs`.
+    pub fn turn(&mut self, inputs: impl IntoIterator<Item = Input>) {
+        self.begin_turn();
+        for input in inputs {
+            self.feed(input);
+        }
+        self.end_turn();
+    }
+
+    /// Until when the loop may sleep, and whether it must watch the workers' messages
+    /// meanwhile. Work left over from a bounded drain, read or reap makes it now.
+    pub fn sleep(&self) -> Sleep {
+        if self.drain_cut || self.reaps_left || self.exit_code.is_some() {
+            return Sleep {
+                until: Some(self.now),
+                watch_messages: true,
+            };
+        }
+        let due = self.sup.messages_due(self.messages_queue);
+        let hold = due > self.now && !self.messages_left;
+        let until = [self.sup.poll_timeout(), hold.then_some(due)]
+            .into_iter()
+            .flatten()
+            .min();
+        Sleep {
+            until,
+            watch_messages: !hold,
+        }
+    }
+
+    /// Actions one drain may perform: far above what any input asks for (a reload that
+    /// replaces every slot asks for a few per slot), so only a machine bug reaches it.
+    pub fn drain_max(&self) -> usize {
+        64 * self.sup.config().slot_count() as usize + 1024
+    }
+
+    fn clock(&mut self) -> Instant {
+        self.now = self.os.now().max(self.now);
+        self.now
+    }
+
+    fn peek_clock(&mut self) -> Instant {
+        self.os.now().max(self.now)
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.clock();
+        self.os.handling(&self.sup, now, &input);
+        self.sup.handle(now, input);
+        self.os.handled(&self.sup, now);
+    }
+
+    /// Performs the machine's actions until it has none; results of an action go back in
+    /// at once. Bounded: past `drain_max` the rest waits for the next turn.
+    fn drain(&mut self) {
+        let max = self.drain_max();
+        self.drain_cut = false;
+        for _ in 0..max {
+            let Some(action) = self.sup.poll_action() else {
+                self.os.drained(&self.sup, self.now);
+                return;
+            };
+            self.perform(action);
+        }
+        self.drain_cut = true;
+        self.drains_cut += 1;
+        self.os.drained(&self.sup, self.now);
+    }
+
+    fn perform(&mut self, action: Action) {
+        let now = self.now;
+        self.os.performing(&self.sup, now, &action);
+        match action {
+            Action::Spawn { worker, generation } => {
+                let input = match self.os.spawn(&self.sup, worker, generation) {
+                    Ok(pid) => Input::Spawned { worker, pid },
+                    Err(error) => Input::SpawnFailed { worker, error },
+                };
+                self.handle(input);
+            }
+            Action::Signal {
+                worker,
+                pid,
+                signal,
+                reason,
+            } => self.os.signal(&self.sup, worker, pid, signal, reason),
+            Action::StartSuccessor => {
+                let input = match self.os.start_successor(&self.sup) {
+                    Ok(pid) => Input::SuccessorStarted { pid },
+                    Err(error) => Input::SuccessorFailed { error },
+                };
+                self.handle(input);
+            }
+            Action::KillSuccessor { pid, reason } => self.os.kill_successor(&self.sup, pid, reason),
+            Action::Exit { code } => {
+                self.exit_code = Some(code);
+                self.os.exit(&self.sup, code);
+            }
+            Action::Event(event) => self.os.event(&self.sup, now, event),
+        }
+    }
+
+    /// Hands in the children that exited, each with its own drain; never while a drain
+    /// left actions undone (one of them may name the pid a reap would free).
+    fn reap(&mut self) {
+        self.reaps_left = false;
+        for _ in 0..REAPS_PER_TURN_MAX {
+            if self.drain_cut {
+                return;
+            }
+            let Some(input) = self.os.reap(&self.sup) else {
+                return;
+            };
+            self.feed(input);
+        }
+        self.reaps_left = true;
+    }
+}
