@@ -1,0 +1,487 @@
+//! The `drover` shell: start-up (sockets, pid file, control socket, the group guard), and
+//! the one [`Driver`] of drover-machine run over [`System`], this module's implementation of
+//! the driver's `Os` trait with real syscalls. The run-loop contract (handle, bounded drain,
+//! reap after the drain, worker reports first and together) is the driver's
+//! (docs/ARCHITECTURE.md §2); this module must decide nothing of *when* or *whether*: it
+//! maps OS events to inputs and actions to syscalls.
+//!
+//! Rooms: `run` (the poll loop and what wakes it), `system` (the `Os` implementation:
+//! fork, signals, waitpid), `reports` (notify socket and report board), `signals` (signals
+//! and reload), `handover` (live upgrade, both sides), `control` (the control socket).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_machine::{Driver, Generation, Instant, Supervisor};
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+use crate::control::ControlServer;
+use crate::embedded::Report;
+use crate::guard::Guard;
+use crate::listen::{self, Listener};
+use crate::notify::{self, NotifySocket};
+use crate::pidfile::PidFile;
+use crate::sdnotify::Manager;
+use crate::settings::{describe_config_error, RunArgs, Settings};
+use crate::spawn::{ForkedWorker, Spawner, WorkerSpec};
+use crate::upgrade::{self, Channel, Relaunch};
+
+mod control;
+mod handover;
+mod reports;
+mod run;
+mod signals;
+mod system;
+
+/// How many reaped worker pids are remembered (see `System::reaped`).
+const REAPED_KEPT: usize = 64;
+/// How often drover looks whether a lingering worker's process group is empty, when no
+/// exit of a child of its own tells it.
+const LINGER_CHECK: Duration = Duration::from_secs(1);
+/// Datagrams read from the notify socket per wake-up.
+const NOTIFY_READ_MAX: usize = 1024;
+
+const HANDLED_SIGNALS: [i32; 9] = [
+    SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
+];
+
+/// `drover run`: returns the exit code (2 for bad usage or configuration).
+pub fn run(args: RunArgs) -> i32 {
+    run_with(args, None)
+}
+
+/// `drover run` with command workers, or with `forked` workers (the embedded runtime).
+pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> i32 {
+    let settings = match Settings::load(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("drover: {e}");
+            return 2;
+        }
+    };
+    let (settings, forked) = if args.supervise {
+        match crate::supervise::parent_settings(settings) {
+            // The child runs the embedded workers; the parent only runs the child.
+            Ok(s) => (s, None),
+            Err(e) => {
+                eprintln!("drover: {e}");
+                return 2;
+            }
+        }
+    } else {
+        (settings, forked)
+    };
+    // An embedded program may have installed its own subscriber: that one stays.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(settings.log_level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    // Two drovers share a log during a live upgrade or under --supervise: every line
+    // names its drover.
+    let _span = tracing::info_span!("drover", pid = std::process::id()).entered();
+    match Shell::start(args, settings, forked) {
+        Ok(mut shell) => shell.run(),
+        Err((code, msg)) => {
+            eprintln!("drover: {msg}");
+            code
+        }
+    }
+}
+
+/// A private directory for the notify socket, removed at exit.
+struct RuntimeDir(PathBuf);
+
+impl RuntimeDir {
+    fn create() -> Result<RuntimeDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        RuntimeDir::remove_stale(&base);
+        let mut last = None;
+        for attempt in 0..100u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir = base.join(format!(
+                "drover-{}-{:x}",
+                std::process::id(),
+                nanos ^ attempt
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(RuntimeDir(dir)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(format!(
+            "cannot create a runtime directory in {}: {}",
+            base.display(),
+            last.map_or_else(String::new, |e| e.to_string())
+        ))
+    }
+}
+
+impl RuntimeDir {
+    /// Removes `drover-<pid>-<hex>` directories of ours whose drover is gone (killed with
+    /// -9: nothing ran its cleanup). A recycled pid only postpones a removal.
+    fn remove_stale(base: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        for entry in entries.flatten().take(10_000) {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("drover-")) else {
+                continue;
+            };
+            let Some((pid, tag)) = rest.split_once('-') else {
+                continue;
+            };
+            let ours = entry
+                .metadata()
+                .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+            let dead = pid.parse::<u32>().is_ok_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if ours && dead && !tag.is_empty() && tag.chars().all(|c| c.is_ascii_hexdigit()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Listeners whose unix socket files are removed at exit, unless another drover owns them
+/// (a successor that took over, or the supervising parent).
+struct Listeners {
+    list: Vec<Listener>,
+    owns_files: bool,
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        if self.owns_files {
+            listen::remove_unix_files(&self.list);
+        }
+    }
+}
+
+struct Control(ControlServer);
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.0.remove_file();
+    }
+}
+
+/// How this drover came to be, which decides who owns the shared paths (pid file, control
+/// socket, unix socket files) and who tells the service manager what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Started by an operator or a service manager: owns everything from the start.
+    Primary,
+    /// A live upgrade's successor before the predecessor handed over.
+    Successor { ready_sent: bool },
+    /// Run by `drover run --supervise`: the parent holds the pid file and the listeners'
+    /// files and performs upgrades.
+    Supervised,
+}
+
+/// The world as drover sees it: every descriptor, process table and file the shell holds.
+/// Implements the driver's `Os` trait (`system.rs`); the rest of the shell changes it
+/// between turns.
+struct System {
+    role: Role,
+    /// The service manager (systemd, or a supervising drover), if drover runs under one.
+    manager: Option<Manager>,
+    /// READY=1 sent for the current run (again after a reload or a rollback).
+    announced_ready: bool,
+    announced_stopping: bool,
+    next_watchdog: Option<std::time::Instant>,
+    /// What a live upgrade starts, taken at start (see `Relaunch::current`).
+    relaunch: Option<Relaunch>,
+    /// The channel to a live upgrade's successor (its pid is the machine's `UpgradeState`).
+    successor: Option<Channel>,
+    /// Control clients of `drover upgrade`, answered at the handover or the rollback.
+    upgrade_waiters: Vec<UnixStream>,
+    /// A successor's channel to its predecessor.
+    predecessor: Option<Channel>,
+    /// False while another drover answers on the control path (a successor before the
+    /// takeover, a predecessor after the handover).
+    serving_control: bool,
+    /// Machine time is nanoseconds since this moment.
+    epoch: std::time::Instant,
+    args: RunArgs,
+    settings: Settings,
+    spawner: Spawner,
+    signals: SignalDelivery<UnixStream, SignalOnly>,
+    notify: NotifySocket,
+    /// Kills the workers' process groups if drover is killed.
+    guard: Option<Guard>,
+    /// Workers whose first process was reaped while others of their process group still
+    /// run: the worker exits when the group is empty (the machine keeps the main process's
+    /// status from `MainExited` and judges the exit by it).
+    lingering: BTreeSet<u32>,
+    /// When the notify socket was last read empty: nothing still queued arrived earlier.
+    notify_empty_at: Instant,
+    control: Option<Control>,
+    /// Live worker processes (spawned, not yet reaped).
+    pids: BTreeMap<u32, drover_machine::WorkerId>,
+    /// The last workers reaped, whose late datagrams are expected.
+    reaped: VecDeque<u32>,
+    /// Refusals seen in the current drain, reported back to a control client.
+    refusals: Vec<String>,
+    /// A reload waiting for the machine's answer: put in force at its `Reloaded` event,
+    /// before the drain's first spawn, so new workers already run the new command.
+    staged_reload: Option<StagedReload>,
+    /// The accept-queue length last reported per listener.
+    backlog_seen: Vec<Option<u32>>,
+    /// Per slot: the report-board values last fed, and of which incarnation.
+    reports_seen: BTreeMap<u32, (u32, Report)>,
+    // Dropped last, in this order: sockets and files are removed at exit.
+    listeners: Listeners,
+    _runtime_dir: RuntimeDir,
+    pid_file: Option<PidFile>,
+}
+
+/// A re-read config file the machine has not answered yet.
+struct StagedReload {
+    settings: Settings,
+    /// The listener set of the new config, when it changed.
+    listeners: Option<Vec<Listener>>,
+}
+
+/// The shell: the machine in the one driver, over the real system.
+struct Shell {
+    driver: Driver<System>,
+}
+
+impl Shell {
+    fn start(
+        args: RunArgs,
+        settings: Settings,
+        forked: Option<Box<dyn ForkedWorker>>,
+    ) -> Result<Shell, (i32, String)> {
+        let role = if std::env::var_os(upgrade::SUPERVISED_VAR).is_some_and(|v| v == "1") {
+            Role::Supervised
+        } else {
+            Role::Primary
+        };
+        let upgrade_fd =
+            upgrade::parse_upgrade_fd(std::env::var_os(upgrade::UPGRADE_FD_VAR).as_deref())
+                .map_err(|e| (2, e))?;
+        let role = match upgrade_fd {
+            Some(_) => Role::Successor { ready_sent: false },
+            None => role,
+        };
+        let predecessor_generation = match role {
+            Role::Successor { .. } => {
+                upgrade::parse_generation(std::env::var_os(upgrade::GENERATION_VAR).as_deref())
+                    .map_err(|e| (2, e))?
+                    .map(Generation)
+            }
+            _ => None,
+        };
+        // Socket activation (systemd, a supervising drover, a live upgrade's predecessor):
+        // taken before anything else opens a descriptor over them.
+        let inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let inherited_at: Vec<String> = inherited.iter().map(|i| i.local.clone()).collect();
+        let predecessor = match upgrade_fd {
+            Some(fd) => Some(
+                Channel::inherited(fd)
+                    .map_err(|e| (2, format!("{}={fd}: {e}", upgrade::UPGRADE_FD_VAR)))?,
+            ),
+            None => None,
+        };
+        mark_inherited_fds_cloexec();
+        // A worker is its process group (see `System::reap`): its processes that outlive
+        // their parent are re-parented to drover, and the guard kills what is left of the
+        // groups if drover itself is killed. Forked first, so it inherits the fewest
+        // descriptors.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(
+                "PR_SET_CHILD_SUBREAPER: {}: a worker whose first process exits ends at once, though others of its group may run on",
+                e.desc()
+            );
+        }
+        let guard = Guard::start();
+        let relaunch = match &settings.upgrade_command {
+            Some(command) => Relaunch::command(command, &settings.upgrade_program),
+            None => Relaunch::current(),
+        };
+        let (read, write) = UnixStream::pair().map_err(|e| (1, format!("socketpair: {e}")))?;
+        let signals = SignalDelivery::with_pipe(read, write, SignalOnly, HANDLED_SIGNALS)
+            .map_err(|e| (1, format!("signal handlers: {e}")))?;
+        // A successor takes the pid file over at the handover; a supervised drover's parent
+        // holds it.
+        let pid_file = match (&settings.pid_file, role) {
+            (Some(path), Role::Primary) => Some(PidFile::create(path).map_err(|e| (2, e))?),
+            _ => None,
+        };
+        let listeners = open_listeners(&settings, role, inherited, &inherited_at)?;
+        let runtime_dir = RuntimeDir::create().map_err(|e| (1, e))?;
+        let notify = NotifySocket::bind(&runtime_dir.0.join("notify")).map_err(|e| (1, e))?;
+        let control = match (&settings.control, role) {
+            (Some(path), Role::Primary) => {
+                Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?))
+            }
+            // The path still answers for the drover in charge until this one takes over.
+            (Some(path), _) => Some(Control(
+                ControlServer::bind_beside(path).map_err(|e| (2, e))?,
+            )),
+            (None, _) => None,
+        };
+        let spawner = Spawner::new(
+            WorkerSpec::new(&settings),
+            listeners.list.iter().map(|l| l.fd.as_raw_fd()).collect(),
+            listeners.list.iter().map(|l| l.spec.name.clone()).collect(),
+            &notify.path,
+            forked,
+        )
+        .map_err(|e| (1, format!("spawner: {e}")))?;
+        let epoch = std::time::Instant::now();
+        let sup = match predecessor_generation {
+            Some(g) => Supervisor::succeeding(settings.machine.clone(), Instant::ZERO, g),
+            None => Supervisor::new(settings.machine.clone(), Instant::ZERO),
+        }
+        .map_err(|e| (2, describe_config_error(&e)))?;
+        tracing::info!(
+            pid = std::process::id(),
+            policy = settings.machine.policy.name(),
+            target = sup.target(),
+            "drover started{}: {}",
+            match role {
+                Role::Primary => "",
+                Role::Successor { .. } => " as a live upgrade's successor",
+                Role::Supervised => " under --supervise",
+            },
+            settings.command.join(" ")
+        );
+        let manager = Manager::from_env();
+        let next_watchdog = manager
+            .as_ref()
+            .and_then(|m| m.watchdog_interval())
+            .map(|i| std::time::Instant::now() + i);
+        let mut system = System {
+            role,
+            manager,
+            announced_ready: false,
+            announced_stopping: false,
+            next_watchdog,
+            relaunch,
+            successor: None,
+            upgrade_waiters: Vec::new(),
+            predecessor,
+            serving_control: !matches!(role, Role::Successor { .. }),
+            epoch,
+            args,
+            settings,
+            spawner,
+            signals,
+            notify,
+            guard,
+            lingering: BTreeSet::new(),
+            notify_empty_at: Instant::ZERO,
+            control,
+            pids: BTreeMap::new(),
+            reaped: VecDeque::with_capacity(REAPED_KEPT),
+            refusals: Vec::new(),
+            staged_reload: None,
+            backlog_seen: Vec::new(),
+            reports_seen: BTreeMap::new(),
+            listeners,
+            _runtime_dir: runtime_dir,
+            pid_file,
+        };
+        if role == Role::Supervised {
+            system.install_control();
+        }
+        let driver = Driver::new(sup, system, notify::queue_capacity());
+        Ok(Shell { driver })
+    }
+
+    fn sup(&self) -> &Supervisor {
+        self.driver.supervisor()
+    }
+
+    fn sys(&mut self) -> &mut System {
+        self.driver.os_mut()
+    }
+}
+
+/// The listeners of the config: inherited sockets where they match, new ones for the rest.
+fn open_listeners(
+    settings: &Settings,
+    role: Role,
+    inherited: Vec<listen::Inherited>,
+    inherited_at: &[String],
+) -> Result<Listeners, (i32, String)> {
+    let opened = listen::open_all_with(
+        &settings.listen,
+        settings.backlog,
+        settings.unix_mode,
+        inherited,
+    )
+    .map_err(|e| (2, e))?;
+    for warning in &opened.warnings {
+        tracing::warn!("{warning}");
+    }
+    for unused in &opened.unused {
+        tracing::warn!(
+            "inherited socket {} ({}) matches no --listen; closed",
+            unused.local,
+            if unused.name.is_empty() {
+                "unnamed"
+            } else {
+                &unused.name
+            }
+        );
+    }
+    drop(opened.unused);
+    let mut list = opened.listeners;
+    if role == Role::Primary {
+        // Socket files systemd created are systemd's to remove, not ours.
+        for l in list.iter_mut().filter(|l| inherited_at.contains(&l.local)) {
+            l.unix_path = None;
+        }
+    }
+    for l in &list {
+        tracing::info!(name = %l.spec.name, "listening on {}", l.local);
+    }
+    Ok(Listeners {
+        list,
+        owns_files: role == Role::Primary,
+    })
+}
+
+/// Every fd drover inherited beyond stdio becomes close-on-exec, so workers get only their
+/// listeners and stdio (e.g. a build tool's jobserver pipe does not leak into workers).
+fn mark_inherited_fds_cloexec() {
+    let Ok(entries) = std::fs::read_dir(Path::new("/proc/self/fd")) else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only change the descriptor's flags; an fd that is not open
+        // (the directory handle above, closed by now) just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
