@@ -68,16 +68,7 @@ impl Os for System {
 
     fn read_workers(&mut self, sup: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool {
         self.read_board(sup, now, into);
-        let complete = self.read_notify(now, into);
-        for input in into.iter() {
-            match input {
-                Input::HeartbeatAt { .. } | Input::Load { .. } => {
-                    tracing::debug!("{}", input_line(now, input))
-                }
-                _ => tracing::info!("{}", input_line(now, input)),
-            }
-        }
-        complete
+        self.read_notify(now, into)
     }
 
     fn reap(&mut self, sup: &Supervisor) -> Option<Input> {
