@@ -2,33 +2,11 @@
 
 use std::process::ExitCode;
 
+use clap::parser::ValueSource;
+use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use drover_machine::trace::input_line;
 use drover_sim::report::{self, WallClock};
 use drover_sim::{shrink, world, Coverage, Faults, Load, Outcome, RunOptions, RunResult};
-
-const USAGE: &str = "\
-drover-sim: the deterministic simulator of drover's supervisor
-
-usage:
-  drover-sim --seed S [options]          run one seed (S: a number, or a 40-hex commit id)
-  drover-sim --seeds N --from S [opts]   run seeds S..S+N, one summary line at the end
-
-options:
-  --trace                 print the full fixed-column trace
-  --canary                plant a known bug (KILL is dropped); the run must fail
-  --policy FILE.toml      run this machine config instead of a random one
-  --load steady|burst|oscillating|idle
-  --minutes M             simulated minutes of the fault phase (default 10)
-  --no-faults             no faults: measure a policy under load alone
-  --plot FILE.svg         draw pool size by state, queue length and load over time
-  --report                print the policy report (queue waits, refused, broken, cost)
-  --shrink                on a machine-invariant failure, print a minimal input list
-  --check-determinism     run every seed twice and compare trace hashes
-  --require-coverage      (batch) fail if some interesting situation was never reached
-  --jobs J                (batch) seeds run on J threads (default 2)
-
-exit codes: 0 passed, 2 usage, 3 safety violation, 4 liveness failure,
-            5 non-determinism, 6 coverage gap";
 
 const EXIT_USAGE: u8 = 2;
 const EXIT_SAFETY: u8 = 3;
@@ -36,25 +14,128 @@ const EXIT_LIVENESS: u8 = 4;
 const EXIT_NONDETERMINISM: u8 = 5;
 const EXIT_COVERAGE: u8 = 6;
 
-#[derive(Default)]
+const EXIT_CODES: &str = "\
+Exit codes: 0 passed, 2 usage, 3 safety violation, 4 liveness failure, 5 non-determinism,
+6 coverage gap.
+
+A failing run ends with a repro line (drover-sim --seed S --trace ...): same binary, same
+seed, same trace, and the trace hash proves it.";
+
+/// The deterministic simulator of drover's supervisor.
+///
+/// One u64 seed draws the fault mix, the machine config, the load and every event of the
+/// model world, so a seed reproduces a run exactly.
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover-sim",
+    bin_name = "drover-sim",
+    verbatim_doc_comment,
+    override_usage = "drover-sim --seed S [OPTIONS]            run one seed\n       \
+                      drover-sim --seeds N --from S [OPTIONS]  run seeds S..S+N",
+    after_help = EXIT_CODES,
+    // A repeated flag takes its last value, as a shell script overriding a default expects.
+    args_override_self = true,
+    group(ArgGroup::new("mode").required(true).args(["seed", "seeds"])),
+)]
 struct Args {
+    /// Run one seed: a number, or a 40-hex commit id.
+    ///
+    /// A commit id seeds with its first 16 hex digits.
+    #[arg(long, value_name = "S", value_parser = parse_seed, help_heading = "Mode")]
     seed: Option<u64>,
+    /// Run N seeds, S..S+N (needs --from), and print one summary line at the end.
+    #[arg(long, value_name = "N", value_parser = parse_count, requires = "from", help_heading = "Mode")]
     seeds: Option<u64>,
+    /// The first seed of a batch (with --seeds): a number or a 40-hex commit id.
+    #[arg(long, value_name = "S", value_parser = parse_seed, requires = "seeds", help_heading = "Mode")]
     from: Option<u64>,
-    trace: bool,
+
+    /// Plant a known bug (KILL is dropped): the run must fail.
+    ///
+    /// The machine's KILLs never reach a worker, and the load is steady so that workers exist
+    /// at every stop. The simulator must catch it (exit 3 or 4).
+    #[arg(long, conflicts_with = "load")]
     canary: bool,
-    policy: Option<String>,
-    load: Option<Load>,
-    minutes: Option<f64>,
-    no_faults: bool,
-    plot: Option<String>,
-    report: bool,
-    shrink: bool,
+    /// Run every seed twice and compare the trace hashes (exit 5 if they differ).
+    #[arg(long)]
     check_determinism: bool,
+
+    /// Run this machine config instead of a random one.
+    ///
+    /// A TOML file of the machine settings the `drover` shell reads (`workers`, `min`, `max`,
+    /// `threads`, ...; tables join with `.`). Examples: sim/policies/.
+    #[arg(long, value_name = "FILE.toml", help_heading = "World")]
+    policy: Option<String>,
+    /// The clients' load instead of a random one.
+    #[arg(long, value_enum, value_name = "LOAD", help_heading = "World")]
+    load: Option<LoadArg>,
+    /// Simulated minutes of the fault phase, 0..1e6 [default: 10].
+    ///
+    /// The liveness phase follows: faults heal and the pool must converge, then stop.
+    #[arg(long, value_name = "M", value_parser = parse_minutes, allow_negative_numbers = true, help_heading = "World")]
+    minutes: Option<f64>,
+    /// No faults: measure a policy under load alone.
+    #[arg(long, help_heading = "World")]
+    no_faults: bool,
+
+    /// Print the full fixed-column trace: every input and action line.
+    #[arg(long, conflicts_with = "seeds", help_heading = "One seed")]
+    trace: bool,
+    /// Print the policy report.
+    ///
+    /// Queue waits, requests served, refused and broken, worker-seconds and spawns.
+    #[arg(long, conflicts_with = "seeds", help_heading = "One seed")]
+    report: bool,
+    /// Draw pool size by state, queue length and load over time into this SVG file.
+    #[arg(
+        long,
+        value_name = "FILE.svg",
+        conflicts_with = "seeds",
+        help_heading = "One seed"
+    )]
+    plot: Option<String>,
+    /// On a machine-invariant failure, print a minimal input list.
+    ///
+    /// The recorded inputs are replayed into a fresh machine and cut down (ddmin) to a list
+    /// that still fails. Failures that need the world's ground truth replay by seed only.
+    #[arg(long, conflicts_with = "seeds", help_heading = "One seed")]
+    shrink: bool,
+
+    /// Fail (exit 6) if some coverage mark was never reached.
+    ///
+    /// A mark is an interesting situation (ladder reached KILL, pid reused, ...) that the
+    /// batch as a whole must reach at least once.
+    #[arg(long, conflicts_with = "seed", help_heading = "Batch")]
     require_coverage: bool,
+    /// Run the seeds on J threads, 1..256 [default: 2].
+    ///
+    /// The output does not depend on J: results are printed in seed order.
+    #[arg(long, value_name = "J", value_parser = parse_jobs, conflicts_with = "seed", help_heading = "Batch")]
     jobs: Option<usize>,
-    /// The arguments as given, for the repro line.
-    echo: Vec<String>,
+}
+
+/// `--load`: the names `Load::name` prints, with a line of help each.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LoadArg {
+    /// Poisson arrivals at half the pool's capacity.
+    Steady,
+    /// A low base with bursts of three times capacity.
+    Burst,
+    /// A slow sine between a tenth and 1.2 times capacity.
+    Oscillating,
+    /// No clients.
+    Idle,
+}
+
+impl From<LoadArg> for Load {
+    fn from(l: LoadArg) -> Load {
+        match l {
+            LoadArg::Steady => Load::Steady,
+            LoadArg::Burst => Load::Burst,
+            LoadArg::Oscillating => Load::Oscillating,
+            LoadArg::Idle => Load::Idle,
+        }
+    }
 }
 
 fn parse_seed(s: &str) -> Result<u64, String> {
@@ -65,81 +146,64 @@ fn parse_seed(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{s}` is not a seed: give a number or a 40-hex commit id"))
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match flag.as_str() {
-            "--seed" => a.seed = Some(parse_seed(&value("--seed")?)?),
-            "--seeds" => {
-                let v = value("--seeds")?;
-                a.seeds = Some(
-                    v.parse()
-                        .map_err(|_| format!("--seeds: `{v}` is not a count"))?,
-                );
-            }
-            "--from" => a.from = Some(parse_seed(&value("--from")?)?),
-            "--trace" => a.trace = true,
-            "--canary" => a.canary = true,
-            "--policy" => {
-                let v = value("--policy")?;
-                a.echo.push(format!("--policy {v}"));
-                a.policy = Some(v);
-            }
-            "--load" => {
-                let v = value("--load")?;
-                a.load = Some(Load::from_name(&v).ok_or(format!(
-                    "--load: `{v}` is not a load; use steady, burst, oscillating or idle"
-                ))?);
-                a.echo.push(format!("--load {v}"));
-            }
-            "--minutes" => {
-                let v = value("--minutes")?;
-                let m: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|m: &f64| m.is_finite() && *m >= 0.0 && *m <= 1e6)
-                    .ok_or(format!(
-                        "--minutes: `{v}` is not a number of minutes (0..1e6)"
-                    ))?;
-                a.minutes = Some(m);
-                a.echo.push(format!("--minutes {v}"));
-            }
-            "--no-faults" => {
-                a.no_faults = true;
-                a.echo.push(flag.clone());
-            }
-            "--plot" => a.plot = Some(value("--plot")?),
-            "--report" => a.report = true,
-            "--shrink" => a.shrink = true,
-            "--check-determinism" => a.check_determinism = true,
-            "--require-coverage" => a.require_coverage = true,
-            "--jobs" => {
-                let v = value("--jobs")?;
-                a.jobs = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|j| (1..=256).contains(j))
-                        .ok_or(format!("--jobs: `{v}` is not a thread count (1..256)"))?,
-                );
-            }
-            "--help" | "-h" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
+fn parse_count(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("`{s}` is not a count"))
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    s.parse()
+        .ok()
+        .filter(|m: &f64| m.is_finite() && (0.0..=1e6).contains(m))
+        .ok_or(format!("`{s}` is not a number of minutes (0..1e6)"))
+}
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|j| (1..=256).contains(j))
+        .ok_or(format!("`{s}` is not a thread count (1..256)"))
+}
+
+/// The parsed flags, plus the flags that shape the world as given, for the repro line.
+struct Cli {
+    args: Args,
+    repro_flags: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the command line; on a usage error clap prints it and exits with code 2.
+    fn parse() -> Cli {
+        let matches = Args::command().get_matches();
+        let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let repro_flags = repro_flags(&matches);
+        Cli { args, repro_flags }
     }
-    if a.canary {
-        a.echo.push("--canary".into());
+}
+
+/// The flags that change what a seed runs, spelled as given and in the order given, with
+/// `--canary` last: `--seed S --trace` plus these reproduce a run.
+fn repro_flags(m: &ArgMatches) -> Vec<String> {
+    let given = |id: &str| {
+        (m.value_source(id) == Some(ValueSource::CommandLine))
+            .then(|| m.index_of(id))
+            .flatten()
+    };
+    let mut flags: Vec<(usize, String)> = ["policy", "load", "minutes"]
+        .into_iter()
+        .filter_map(|id| {
+            let raw = m.get_raw(id)?.next_back()?.to_string_lossy();
+            Some((given(id)?, format!("--{id} {raw}")))
+        })
+        .collect();
+    if let Some(at) = given("no_faults") {
+        flags.push((at, "--no-faults".into()));
     }
-    match (a.seed, a.seeds, a.from) {
-        (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(a),
-        (None, Some(_), None) => Err(
-            "--seeds N needs --from S, the first seed of the batch (e.g. --seeds 200 --from 1)"
-                .into(),
-        ),
-        (None, None, _) => Err("give --seed S, or --seeds N --from S".into()),
-        _ => Err("--seed and --seeds cannot be combined".into()),
+    flags.sort();
+    let mut flags: Vec<String> = flags.into_iter().map(|(_, f)| f).collect();
+    if m.get_flag("canary") {
+        flags.push("--canary".into());
     }
+    flags
 }
 
 fn options(a: &Args, seed: u64) -> Result<RunOptions, String> {
@@ -147,7 +211,7 @@ fn options(a: &Args, seed: u64) -> Result<RunOptions, String> {
     o.canary = a.canary;
     o.keep_trace = a.trace;
     o.keep_samples = a.plot.is_some();
-    o.load = a.load;
+    o.load = a.load.map(Load::from);
     if a.canary {
         // Workers must exist at every stop for the dropped KILL to matter.
         o.load = Some(Load::Steady);
@@ -192,17 +256,72 @@ fn exit_for(outcome: &Outcome) -> u8 {
     }
 }
 
-fn repro(a: &Args, seed: u64) -> String {
+fn failure_line(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Passed => None,
+        Outcome::Safety(what) => Some(format!("SAFETY VIOLATION {what}")),
+        Outcome::Liveness(what) => Some(format!("LIVENESS FAILURE {what}")),
+    }
+}
+
+fn repro(cli: &Cli, seed: u64) -> String {
     let mut s = format!("repro: drover-sim --seed {seed} --trace");
-    for e in &a.echo {
+    for flag in &cli.repro_flags {
         s.push(' ');
-        s.push_str(e);
+        s.push_str(flag);
     }
     s
 }
 
-fn run_one(a: &Args) -> Result<u8, String> {
-    let seed = a.seed.expect("checked by parse_args");
+fn write_plot(r: &RunResult, seed: u64, path: &str) -> Result<(), String> {
+    let title = format!(
+        "drover-sim seed {seed}: {} pool, {} load",
+        r.config.policy.name(),
+        r.load.name()
+    );
+    std::fs::write(path, report::plot_svg(&r.samples, &title))
+        .map_err(|e| format!("--plot {path}: {e}"))?;
+    println!("plot: {path}");
+    Ok(())
+}
+
+/// Runs the seed again; `EXIT_NONDETERMINISM` if the trace differs.
+fn check_determinism(r: &RunResult, opts: RunOptions) -> u8 {
+    let again = world::run(opts);
+    if again.trace_hash == r.trace_hash {
+        return 0;
+    }
+    println!(
+        "NON-DETERMINISM: trace hash {:016x} then {:016x}",
+        r.trace_hash, again.trace_hash
+    );
+    EXIT_NONDETERMINISM
+}
+
+fn print_shrunk(r: &RunResult) {
+    // ddmin replays inputs that make the machine panic; those panics are expected, not news.
+    std::panic::set_hook(Box::new(|_| {}));
+    let minimal = shrink::shrink(&r.config, &r.inputs);
+    let _ = std::panic::take_hook();
+    match shrink::replay(&r.config, &minimal) {
+        Some(failure) => {
+            println!(
+                "shrunk to {} of {} inputs ({failure}):",
+                minimal.len(),
+                r.inputs.len()
+            );
+            for (at, input) in &minimal {
+                println!("{}", input_line(*at, input));
+            }
+        }
+        None => {
+            println!("shrink: this failure needs the world (ground truth); replay it by seed")
+        }
+    }
+}
+
+fn run_one(cli: &Cli, seed: u64) -> Result<u8, String> {
+    let a = &cli.args;
     println!("SEED={seed}");
     let opts = options(a, seed)?;
     let wall = WallClock::start();
@@ -218,50 +337,18 @@ fn run_one(a: &Args) -> Result<u8, String> {
         print!("{}", report::policy_report(&r));
     }
     if let Some(path) = &a.plot {
-        let title = format!(
-            "drover-sim seed {seed}: {} pool, {} load",
-            r.config.policy.name(),
-            r.load.name()
-        );
-        std::fs::write(path, report::plot_svg(&r.samples, &title))
-            .map_err(|e| format!("--plot {path}: {e}"))?;
-        println!("plot: {path}");
+        write_plot(&r, seed, path)?;
     }
     let mut code = exit_for(&r.outcome);
-    match &r.outcome {
-        Outcome::Passed => println!("PASSED exit-code={:?}", r.exit_code),
-        Outcome::Safety(what) => println!("SAFETY VIOLATION {what}"),
-        Outcome::Liveness(what) => println!("LIVENESS FAILURE {what}"),
+    match failure_line(&r.outcome) {
+        None => println!("PASSED exit-code={:?}", r.exit_code),
+        Some(line) => println!("{line}"),
     }
     if a.check_determinism {
-        let again = world::run(opts);
-        if again.trace_hash != r.trace_hash {
-            println!(
-                "NON-DETERMINISM: trace hash {:016x} then {:016x}",
-                r.trace_hash, again.trace_hash
-            );
-            code = EXIT_NONDETERMINISM;
-        }
+        code = code.max(check_determinism(&r, opts));
     }
     if a.shrink && matches!(r.outcome, Outcome::Safety(_)) {
-        std::panic::set_hook(Box::new(|_| {}));
-        let minimal = shrink::shrink(&r.config, &r.inputs);
-        let _ = std::panic::take_hook();
-        match shrink::replay(&r.config, &minimal) {
-            Some(failure) => {
-                println!(
-                    "shrunk to {} of {} inputs ({failure}):",
-                    minimal.len(),
-                    r.inputs.len()
-                );
-                for (at, input) in &minimal {
-                    println!("{}", input_line(*at, input));
-                }
-            }
-            None => {
-                println!("shrink: this failure needs the world (ground truth); replay it by seed")
-            }
-        }
+        print_shrunk(&r);
     }
     println!("coverage: {}", r.coverage);
     println!(
@@ -272,92 +359,113 @@ fn run_one(a: &Args) -> Result<u8, String> {
         report::speed(r.sim_time, elapsed, r.events, r.steps)
     );
     if code != 0 {
-        println!("{}", repro(a, seed));
+        println!("{}", repro(cli, seed));
     }
     Ok(code)
 }
 
-fn run_batch(a: &Args) -> Result<u8, String> {
-    let (count, from) = (a.seeds.expect("checked"), a.from.expect("checked"));
+/// What a batch keeps of one seed's run.
+struct SeedResult {
+    seed: u64,
+    outcome: Outcome,
+    deterministic: bool,
+    events: u64,
+    steps: u64,
+    sim_time: core::time::Duration,
+    coverage: Coverage,
+}
+
+fn run_seed(opts0: &RunOptions, seed: u64, check_determinism: bool) -> SeedResult {
+    let mut o = opts0.clone();
+    o.seed = seed;
+    let r = world::run(o.clone());
+    let deterministic = !check_determinism || world::run(o).trace_hash == r.trace_hash;
+    SeedResult {
+        seed,
+        outcome: r.outcome,
+        deterministic,
+        events: r.events,
+        steps: r.steps,
+        sim_time: r.sim_time,
+        coverage: r.coverage,
+    }
+}
+
+/// Runs seeds from..from+count on `jobs` threads, each taking every jobs-th seed; the results
+/// come back in seed order, so the output does not depend on thread timing.
+fn run_seeds(
+    opts0: &RunOptions,
+    from: u64,
+    count: u64,
+    jobs: usize,
+    check: bool,
+) -> Vec<SeedResult> {
+    let jobs = jobs.max(1) as u64;
+    let mut results: Vec<SeedResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| {
+                scope.spawn(move || {
+                    (j..count)
+                        .step_by(jobs as usize)
+                        .map(|k| run_seed(opts0, from.wrapping_add(k), check))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a simulator thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|r| r.seed);
+    results
+}
+
+fn run_batch(cli: &Cli, count: u64, from: u64) -> Result<u8, String> {
+    let a = &cli.args;
     println!("SEEDS={from}..{}", from.saturating_add(count));
-    let jobs = a.jobs.unwrap_or(2).max(1);
     let opts0 = options(a, from)?;
     let wall = WallClock::start();
-    // Each thread takes every jobs-th seed; results are merged in seed order afterwards, so
-    // the output does not depend on thread timing.
-    let mut results: Vec<(u64, Outcome, bool, u64, u64, core::time::Duration, Coverage)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..jobs as u64)
-                .map(|j| {
-                    let opts0 = &opts0;
-                    scope.spawn(move || {
-                        let mut out = Vec::new();
-                        let mut k = j;
-                        while k < count {
-                            let seed = from.wrapping_add(k);
-                            let mut o = opts0.clone();
-                            o.seed = seed;
-                            let r = world::run(o.clone());
-                            let deterministic =
-                                !a.check_determinism || world::run(o).trace_hash == r.trace_hash;
-                            out.push((
-                                seed,
-                                r.outcome,
-                                deterministic,
-                                r.events,
-                                r.steps,
-                                r.sim_time,
-                                r.coverage,
-                            ));
-                            k += jobs as u64;
-                        }
-                        out
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a simulator thread panicked"))
-                .collect()
-        });
-    results.sort_by_key(|r| r.0);
+    let results = run_seeds(
+        &opts0,
+        from,
+        count,
+        a.jobs.unwrap_or(2),
+        a.check_determinism,
+    );
     let elapsed = wall.elapsed();
     let mut coverage = Coverage::new();
     let (mut passed, mut failed, mut events, mut steps, mut sim) =
         (0u64, 0u64, 0u64, 0u64, core::time::Duration::ZERO);
     let mut code = 0u8;
-    for (seed, outcome, deterministic, ev, st, sim_time, cov) in &results {
-        coverage.merge(cov);
-        events += ev;
-        steps += st;
-        sim += *sim_time;
-        if !deterministic {
-            println!("seed={seed} NON-DETERMINISM: two runs gave different trace hashes");
+    for r in &results {
+        coverage.merge(&r.coverage);
+        events += r.events;
+        steps += r.steps;
+        sim += r.sim_time;
+        if !r.deterministic {
+            println!(
+                "seed={} NON-DETERMINISM: two runs gave different trace hashes",
+                r.seed
+            );
             code = code.max(EXIT_NONDETERMINISM);
         }
-        match outcome {
-            Outcome::Passed if *deterministic => passed += 1,
-            Outcome::Passed => failed += 1,
-            other => {
+        match failure_line(&r.outcome) {
+            None if r.deterministic => passed += 1,
+            None => failed += 1,
+            Some(what) => {
                 failed += 1;
-                let what = match other {
-                    Outcome::Safety(w) => format!("SAFETY VIOLATION {w}"),
-                    Outcome::Liveness(w) => format!("LIVENESS FAILURE {w}"),
-                    Outcome::Passed => unreachable!(),
-                };
-                println!("seed={seed} {what}");
-                println!("  {}", repro(a, *seed));
-                code = code.max(exit_for(other));
+                println!("seed={} {what}", r.seed);
+                println!("  {}", repro(cli, r.seed));
+                code = code.max(exit_for(&r.outcome));
             }
         }
     }
     println!("coverage: {coverage}");
-    let missing = coverage.missing();
-    if a.require_coverage && !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|m| m.label()).collect();
-        println!("COVERAGE GAP: never reached: {}", names.join(", "));
+    if a.require_coverage {
+        let gap = coverage_gap(&coverage);
         if code == 0 {
-            code = EXIT_COVERAGE;
+            code = gap;
         }
     }
     println!(
@@ -367,28 +475,90 @@ fn run_batch(a: &Args) -> Result<u8, String> {
     Ok(code)
 }
 
+/// Prints the coverage marks never reached; `EXIT_COVERAGE` if there are any.
+fn coverage_gap(coverage: &Coverage) -> u8 {
+    let missing = coverage.missing();
+    if missing.is_empty() {
+        return 0;
+    }
+    let names: Vec<&str> = missing.iter().map(|m| m.label()).collect();
+    println!("COVERAGE GAP: never reached: {}", names.join(", "));
+    EXIT_COVERAGE
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("drover-sim: {e}\n\n{USAGE}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let result = if args.seed.is_some() {
-        run_one(&args)
-    } else {
-        run_batch(&args)
+    let cli = Cli::parse();
+    let result = match (cli.args.seed, cli.args.seeds, cli.args.from) {
+        (Some(seed), _, _) => run_one(&cli, seed),
+        (None, Some(count), Some(from)) => run_batch(&cli, count, from),
+        // clap enforces one of --seed and --seeds, and --seeds with --from.
+        _ => Err("give --seed S, or --seeds N --from S".into()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("drover-sim: {e}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<(Args, Vec<String>), clap::Error> {
+        let argv = std::iter::once("drover-sim").chain(line.split_whitespace());
+        let matches = Args::command().try_get_matches_from(argv)?;
+        Ok((Args::from_arg_matches(&matches)?, repro_flags(&matches)))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_ci_and_readme_invocations_parse() {
+        for line in [
+            "--seeds 1000 --from 1 --check-determinism --require-coverage",
+            "--seed 1 --canary",
+            "--canary --seed 7 --shrink",
+            "--seed 104971 --trace",
+            "--seeds 200 --from 1 --jobs 4",
+            "--seed 1 --policy p.toml --load burst --no-faults --minutes 30 --report --plot p.svg",
+        ] {
+            if let Err(e) = parse(line) {
+                panic!("`{line}` does not parse: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_repro_line_keeps_the_order_given_and_puts_canary_last() {
+        let (_, flags) =
+            parse("--canary --minutes 3 --seed 1 --no-faults --policy p.toml").expect("parses");
+        assert_eq!(
+            flags,
+            ["--minutes 3", "--no-faults", "--policy p.toml", "--canary"]
+        );
+    }
+
+    #[test]
+    fn flags_of_the_other_mode_are_usage_errors() {
+        for line in [
+            "--seed 1 --seeds 2 --from 1",
+            "--seeds 2",
+            "--from 1",
+            "--seeds 2 --from 1 --trace",
+            "--seed 1 --jobs 2",
+            "--seed 1 --canary --load idle",
+            "--seed 1 --minutes -1",
+        ] {
+            let e = parse(line)
+                .err()
+                .unwrap_or_else(|| panic!("`{line}` parses"));
+            assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{line}");
         }
     }
 }
