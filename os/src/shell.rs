@@ -28,8 +28,8 @@ use signal_hook::consts::signal::*;
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
+use crate::board::{Report, DOORBELL};
 use crate::control::{self, ControlServer, Request};
-use crate::embedded::{Report, DOORBELL};
 use crate::guard::{self, Guard};
 use crate::listen::{self, Listener};
 use crate::notify::{self, Notice, NotifySocket};
