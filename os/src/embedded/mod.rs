@@ -53,7 +53,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -64,9 +64,11 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 use drover_machine::WorkerId;
 
 mod conn;
+mod signals;
 mod threads;
 
 pub use conn::{Conn, STOP_GRACE};
+use signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use threads::{accept_loop, Listener, Shared, ThreadSlot};
 
 use crate::board::{Board, Report, DOORBELL};
@@ -327,35 +329,6 @@ impl<H: Handler> ForkedWorker for Runtime<H> {
     }
 }
 
-/// 0: serving; 1: graceful stop (TERM/INT); 2: immediate stop (QUIT).
-static STOP: AtomicU8 = AtomicU8::new(0);
-/// Write ends the signal handler pokes: the level-triggered stop pipe (never drained: every
-/// thread sees it) and the main thread's wake-up pipe (drained).
-static STOP_FD: AtomicI32 = AtomicI32::new(-1);
-static MAIN_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_stop_signal(sig: libc::c_int) {
-    let level = if sig == libc::SIGQUIT { 2 } else { 1 };
-    STOP.fetch_max(level, Ordering::SeqCst);
-    // SAFETY: async-signal-safe calls only (errno saved and restored, write on pipes).
-    unsafe {
-        let errno = *libc::__errno_location();
-        for fd in [
-            STOP_FD.load(Ordering::SeqCst),
-            MAIN_FD.load(Ordering::SeqCst),
-        ] {
-            if fd >= 0 {
-                libc::write(fd, b"x".as_ptr().cast(), 1);
-            }
-        }
-        *libc::__errno_location() = errno;
-    }
-}
-
-fn stop_level() -> u8 {
-    STOP.load(Ordering::SeqCst)
-}
-
 /// The longest an idle thread waits without beating.
 const MAX_TICK: Duration = Duration::from_millis(250);
 
@@ -369,33 +342,6 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
-}
-
-/// Installs the stop handlers (signals stay blocked in this thread until `unblock_signals`).
-fn install_stop_handlers() -> io::Result<()> {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
-        // SAFETY: a plain sigaction with a handler that only touches atomics and calls
-        // write(2); the struct is zeroed then filled.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, core::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn unblock_signals() {
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
 }
 
 /// sd_notify messages to the supervisor.
