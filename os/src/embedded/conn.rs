@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use super::server::WorkerInfo;
 use super::signals::stop_level;
 use super::threads::ThreadSlot;
-use super::WorkerInfo;
 use crate::notify::monotonic_usec;
 
 /// How long, once a graceful stop is seen, a connection waiting between requests (or for

@@ -20,8 +20,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{accept4, SockFlag};
 
 use super::conn::{Conn, Stream};
+use super::server::{Handler, WorkerInfo};
 use super::signals::stop_level;
-use super::{Handler, WorkerInfo};
 use crate::notify::monotonic_usec;
 
 /// One thread's reports, written by that thread only and read by the main thread.

@@ -20,9 +20,9 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 
 use drover_machine::WorkerId;
 
+use super::server::{Handler, Hook, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use super::threads::{accept_loop, Listener, Shared, ThreadSlot};
-use super::{Handler, Hook, WorkerInfo};
 use crate::board::{Board, Report, DOORBELL};
 use crate::notify::monotonic_usec;
 use crate::spawn::{ForkedChild, ForkedWorker};
