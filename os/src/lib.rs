@@ -10,6 +10,7 @@
 //! live-upgrade channel), `supervise` (`--supervise`), `shell` (the event loop), and
 //! `embedded` (the embedded runtime, public).
 
+mod board;
 mod control;
 pub mod embedded;
 mod guard;

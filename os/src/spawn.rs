@@ -72,7 +72,7 @@ pub trait ForkedWorker {
     fn prepare(&mut self, _worker: WorkerId) {}
     /// The report board the workers publish their heartbeats and load on, which the shell
     /// reads on every wake-up.
-    fn board(&self) -> Option<&crate::embedded::Board> {
+    fn board(&self) -> Option<&crate::board::Board> {
         None
     }
     /// Runs in the child and returns its exit code; the child never returns into the
@@ -194,7 +194,7 @@ impl Spawner {
     }
 
     /// The embedded runtime's report board, if workers publish on one.
-    pub fn board(&self) -> Option<&crate::embedded::Board> {
+    pub fn board(&self) -> Option<&crate::board::Board> {
         self.forked.as_ref()?.board()
     }
 

@@ -20,8 +20,8 @@ use signal_hook::consts::signal::*;
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
+use crate::board::Report;
 use crate::control::ControlServer;
-use crate::embedded::Report;
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
 use crate::notify::{self, NotifySocket};

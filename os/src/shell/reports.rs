@@ -7,7 +7,7 @@
 use drover_machine::{Input, Instant, Supervisor};
 
 use super::{System, NOTIFY_READ_MAX};
-use crate::embedded::{Report, DOORBELL};
+use crate::board::{Report, DOORBELL};
 use crate::notify::{self, Notice};
 
 impl System {

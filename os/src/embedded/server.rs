@@ -1,0 +1,219 @@
+//! The embedded server's public API: [`Server`] (the `drover run` options, from the command
+//! line or given, plus the lifecycle hooks), the [`Handler`] a worker thread calls once per
+//! connection, and the [`WorkerInfo`] the hooks and the handler see. It owns starting the
+//! pool: checking the usage and that the process is still single-threaded, naming this
+//! program as the workers' command, mapping the report board before the first fork, and
+//! handing the shell a worker [`Runtime`] to fork. It must not run worker code (that is
+//! `worker`'s) nor decide anything about supervision: the shell's loop and the machine do.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use super::conn::Conn;
+use super::worker::Runtime;
+use crate::board::Board;
+use crate::settings::{ReadinessArg, RunArgs};
+use crate::spawn::{open_fds, thread_count};
+
+/// Who a worker is, for the hooks and the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The slot, stable across restarts (`DROVER_WORKER_ID` of command workers).
+    pub slot: u32,
+    /// How many times this slot has been spawned, from 1.
+    pub incarnation: u32,
+    /// The configuration generation (`DROVER_GENERATION`).
+    pub generation: u32,
+    /// This worker's process id.
+    pub pid: u32,
+    /// Threads serving connections in this worker (`--threads`).
+    pub threads: u32,
+}
+
+/// Serves one connection on a worker thread. Closures `Fn(&mut Conn) -> io::Result<()>`
+/// are handlers too (see [`Server::run`]).
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per accepted connection; the connection closes when it returns. An error
+    /// or a panic ends only this connection.
+    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()>;
+}
+
+struct FnHandler<F>(F);
+
+impl<F> Handler for FnHandler<F>
+where
+    F: Fn(&mut Conn<'_>) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()> {
+        (self.0)(conn)
+    }
+}
+
+pub(super) type Hook = Box<dyn FnMut(&WorkerInfo)>;
+
+/// An embedded server: the `drover run` options plus hooks; [`Server::run`] serves.
+pub struct Server {
+    args: RunArgs,
+    name: String,
+    before_fork: Option<Box<dyn FnMut()>>,
+    after_fork: Option<Hook>,
+    on_worker_start: Option<Hook>,
+    on_worker_exit: Option<Hook>,
+}
+
+#[derive(Parser)]
+#[command(
+    about = "An embedded drover server: a supervised pool of forked workers",
+    after_help = "Signals: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, TTIN/TTOU one worker more/fewer."
+)]
+struct EmbeddedCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Server {
+    /// The options of `drover run` (without `-- COMMAND`) from the command line. Prints the
+    /// help, or a usage error and exits 2, like any command-line program.
+    pub fn from_args() -> Server {
+        match Server::try_from_args(std::env::args_os()) {
+            Ok(server) => server,
+            Err(e) => {
+                let code = if e.use_stderr() { 2 } else { 0 };
+                let _ = e.print();
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Like [`Server::from_args`] from any argument list (the first item is the program).
+    pub fn try_from_args<I, T>(args: I) -> Result<Server, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let name = args
+            .first()
+            .map(PathBuf::from)
+            .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "server".into());
+        let mut cmd = EmbeddedCli::command()
+            .bin_name(name.clone())
+            .mut_arg("command", |a| a.hide(true));
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = EmbeddedCli::from_arg_matches(&matches)?;
+        if !cli.run.command.is_empty() {
+            return Err(cmd.error(
+                clap::error::ErrorKind::UnknownArgument,
+                "an embedded server takes no `-- COMMAND`: its workers run this program",
+            ));
+        }
+        let mut server = Server::new(cli.run);
+        server.name = name;
+        Ok(server)
+    }
+
+    /// A server with these options (`RunArgs::default()` is one worker, no listener).
+    pub fn new(args: RunArgs) -> Server {
+        Server {
+            args,
+            name: "server".into(),
+            before_fork: None,
+            after_fork: None,
+            on_worker_start: None,
+            on_worker_exit: None,
+        }
+    }
+
+    /// Runs in the supervisor before every fork. It must not leave a thread running; what it
+    /// opens stays in the supervisor (workers inherit the descriptors open when `run` starts).
+    pub fn before_fork(mut self, f: impl FnMut() + 'static) -> Server {
+        self.before_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a new worker right after the fork (reseed, reconnect, drop what the
+    /// supervisor holds), before anything else.
+    pub fn after_fork(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.after_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a worker once it is set up, before its threads accept. A panic here (or in
+    /// `after_fork`) ends the worker with exit code 70; the supervisor restarts it.
+    pub fn on_worker_start(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.on_worker_start = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in a worker on a graceful exit, after its last request.
+    pub fn on_worker_exit(mut self, f: impl FnMut(&WorkerInfo) + 'static) -> Server {
+        self.on_worker_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Supervises workers serving `handler` until stopped; returns the exit code (0 after
+    /// a clean stop, 2 for bad usage). Call it before starting any thread.
+    pub fn run<F>(self, handler: F) -> i32
+    where
+        F: Fn(&mut Conn<'_>) -> io::Result<()> + Send + Sync + 'static,
+    {
+        self.run_handler(FnHandler(handler))
+    }
+
+    /// [`Server::run`] with a [`Handler`].
+    pub fn run_handler<H: Handler>(self, handler: H) -> i32 {
+        let mut args = self.args;
+        if !args.command.is_empty() {
+            eprintln!(
+                "{}: an embedded server takes no command; its workers run this program",
+                self.name
+            );
+            return 2;
+        }
+        let threads = thread_count();
+        if threads > 1 {
+            eprintln!(
+                "{}: {threads} threads are running; an embedded server forks its workers, so it must be started before any thread",
+                self.name
+            );
+            return 2;
+        }
+        // The "command" is this program: it names the workers in logs and status, and is part
+        // of the worker fingerprint. /proc/self/exe if the file has gone (a deploy).
+        let exe = std::env::current_exe()
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        args.command = vec![exe.to_string_lossy().into_owned()];
+        // Embedded workers always report READY=1 (after their threads run).
+        args.readiness = args.readiness.or(Some(ReadinessArg::Notify));
+        // Mapped before the first fork, so every worker shares it with the supervisor.
+        let board = match Board::map(drover_machine::MAX_WORKERS as usize) {
+            Ok(board) => Some(board),
+            Err(e) => {
+                eprintln!(
+                    "{}: cannot map the report board ({e}); workers report by datagrams",
+                    self.name
+                );
+                None
+            }
+        };
+        let runtime = Runtime {
+            board,
+            // What is open now is the program's: workers keep it. What the supervisor opens
+            // from here on (sockets, pipes, the pid file) is closed in each worker.
+            keep_fds: open_fds(),
+            handler: Arc::new(handler),
+            before_fork: self.before_fork,
+            after_fork: self.after_fork,
+            on_worker_start: self.on_worker_start,
+            on_worker_exit: self.on_worker_exit,
+        };
+        crate::shell::run_with(args, Some(Box::new(runtime)))
+    }
+}
