@@ -61,7 +61,7 @@ pub fn hello_bin() -> &'static Path {
                     "--example",
                     "hello",
                 ])
-                // The package of the test target (os/), whichever directory holds its source.
+                // Inside the workspace, wherever the test binary was started from.
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .stdin(Stdio::null())
                 .output()
