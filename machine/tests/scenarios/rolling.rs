@@ -1,0 +1,86 @@
+//! Rolling restart: replacing every worker without losing capacity.
+
+use drover_machine::testing::Harness;
+use drover_machine::{
+    Action, Command, Config, ExitStatus, Generation, Readiness, Signal, StopReason, WorkerState,
+};
+
+use crate::helpers::{count_actions, retirements, slot_signals, t};
+
+// A rolling restart must never lose capacity: with max_surge 1 and max_unavailable 0 a
+// replacement is started first and each old worker is retired only once its replacement
+// has said Ready, so Ready workers never drop below 3 and processes never exceed 4.
+#[test]
+fn b4_rolling_restart_keeps_capacity() {
+    let mut config = Config::static_pool(3);
+    config.readiness = Readiness::Notify;
+    config.max_surge = 1;
+    config.max_unavailable = 0;
+    let mut h = Harness::new(config);
+    h.at(0.5);
+    for slot in 0..3 {
+        h.ready(slot);
+    }
+    let check = |h: &Harness, step: &str| {
+        assert!(
+            h.sup().ready_workers() >= 3,
+            "{step}: ready {} < 3\n{}",
+            h.sup().ready_workers(),
+            h.trace()
+        );
+        assert!(
+            h.sup().live_workers() <= 4,
+            "{step}: live {} > 4\n{}",
+            h.sup().live_workers(),
+            h.trace()
+        );
+    };
+    check(&h, "booted");
+
+    h.at(1.0).command(Command::Restart);
+    check(&h, "restart");
+    assert_eq!(h.sup().generation(), Generation(2));
+    assert_eq!(h.state(3), Some(WorkerState::Booting), "surge replacement");
+    h.at(1.9);
+    check(&h, "replacement booting");
+    assert!(
+        retirements(&h).is_empty(),
+        "nothing retired before a replacement is Ready"
+    );
+
+    // Each round: the newest replacement says Ready, one old worker is retired, it drains,
+    // and its slot takes the next replacement.
+    let rounds = [(2.0, 3, 0), (3.5, 0, 1), (5.0, 1, 2)];
+    for (i, &(at, new_slot, old_slot)) in rounds.iter().enumerate() {
+        h.at(at).ready(new_slot);
+        check(&h, "replacement ready");
+        assert_eq!(
+            retirements(&h).last(),
+            Some(&(t(at), old_slot, StopReason::Restart)),
+            "round {i}: the old worker goes only when its replacement is Ready"
+        );
+        assert_eq!(retirements(&h).len(), i + 1, "one at a time");
+        h.at(at + 0.5).exit(old_slot, ExitStatus::Code(0));
+        check(&h, "old worker exited");
+        if i < 2 {
+            assert_eq!(h.state(old_slot), Some(WorkerState::Booting));
+            h.at(at + 1.0);
+            check(&h, "next replacement booting");
+        }
+    }
+    h.at(30.0);
+    check(&h, "done");
+    let gens: Vec<(u32, Generation)> = h
+        .sup()
+        .workers()
+        .map(|w| (w.id.slot, w.generation))
+        .collect();
+    assert_eq!(
+        gens,
+        [(0, Generation(2)), (1, Generation(2)), (3, Generation(2))]
+    );
+    assert_eq!(h.sup().live_workers(), 3);
+    assert_eq!(count_actions(&h, |a| matches!(a, Action::Spawn { .. })), 6);
+    assert!(slot_signals(&h).iter().all(|s| s.2 == Signal::Term));
+    insta::assert_snapshot!(h.trace());
+}
