@@ -39,7 +39,6 @@
 #![forbid(unsafe_code)]
 
 mod config;
-mod invariants;
 mod io;
 mod ladder;
 mod rng;
@@ -52,13 +51,12 @@ pub mod trace;
 pub use config::{
     Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, MAX_WORKERS,
 };
-pub use invariants::Violation;
 pub use io::{
     Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,
     Signal, SpawnError, StopReason, WorkerId,
 };
 pub use settings::{Setting, SETTING_KEYS};
-pub use supervisor::{Phase, Supervisor, UpgradeState, WorkerState, WorkerView};
+pub use supervisor::{Phase, Supervisor, UpgradeState, Violation, WorkerState, WorkerView};
 pub use time::Instant;
 
 pub use core::time::Duration;

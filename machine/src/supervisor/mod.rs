@@ -15,6 +15,10 @@ use crate::ladder::LadderPos;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 
+mod invariants;
+
+pub use invariants::Violation;
+
 /// The supervisor's overall state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
