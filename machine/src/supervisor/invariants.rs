@@ -4,8 +4,10 @@
 
 use core::fmt;
 
+use super::index::Counts;
+use super::slot::SlotState;
+use super::{Phase, Supervisor};
 use crate::io::Pid;
-use crate::supervisor::{Counts, Phase, SlotState, Supervisor};
 
 /// A broken invariant: which one, and the state that broke it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, MAX_WORKERS};
 use crate::io::*;
@@ -15,9 +14,14 @@ use crate::ladder::LadderPos;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 
+mod index;
 mod invariants;
+mod slot;
 
 pub use invariants::Violation;
+
+use index::{Counts, RetireKey, RANK_IDLE};
+use slot::{Slot, SlotState, Stop, Worker};
 
 /// The supervisor's overall state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,126 +59,6 @@ pub enum UpgradeState {
     Killing {
         pid: Pid,
     },
-}
-
-/// A stop in progress for one worker.
-#[derive(Clone, Debug)]
-pub(crate) struct Stop {
-    pub reason: StopReason,
-    /// The ladder in force when the stop began: a reload does not change a running ladder.
-    pub ladder: Arc<Ladder>,
-    /// Where the worker stands; entered when its pid is known.
-    pub pos: Option<LadderPos>,
-    /// Escalated before its pid was known: the ladder starts at the immediate stage.
-    pub immediate: bool,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Worker {
-    pub generation: Generation,
-    /// `None` while the spawn is in flight.
-    pub pid: Option<Pid>,
-    pub spawned_at: Instant,
-    pub ready: bool,
-    /// The last heartbeat, or when the watchdog started (Ready).
-    pub last_heartbeat: Instant,
-    /// A heartbeat arrived: the program is up. Until then a worker Ready at spawn gets the
-    /// boot timeout for its first heartbeat, as it may still be starting.
-    pub beat_seen: bool,
-    /// The time between its last two heartbeats.
-    pub beat_gap: Option<Duration>,
-    /// The shorter of its last two `beat_gap`s (so three beats are needed): the pace of the
-    /// worker's messages, which bounds how long they may wait unread (`messages_due`). Two
-    /// gaps, so that one stall (a pause, a suspend) does not pass for the pace.
-    pub beat_pace: Option<Duration>,
-    pub busy: u32,
-    /// A load report arrived: the worker tells its busy threads, so a connection taken by
-    /// one of its idle threads will show up as a load input (see `demand_hidden`).
-    pub load_seen: bool,
-    pub oldest_busy_since: Option<Instant>,
-    /// Since when every thread is idle (None while busy or booting).
-    pub idle_since: Option<Instant>,
-    pub requests: u64,
-    pub request_limit: Option<u64>,
-    pub stop: Option<Stop>,
-    /// How the main process exited on its own while the rest of its group ran on.
-    pub main_status: Option<ExitStatus>,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) enum SlotState {
-    Empty,
-    /// Waiting to restart. Counts as a filled place of the pool so that no other slot is
-    /// spawned around the backoff.
-    Backoff {
-        generation: Generation,
-        until: Instant,
-    },
-    /// The last worker exited with an unrecoverable code; the place stays empty until a
-    /// restart or reload.
-    GaveUp {
-        generation: Generation,
-        code: i32,
-    },
-    Worker(Box<Worker>),
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Slot {
-    pub incarnation: u32,
-    pub state: SlotState,
-    /// Consecutive deaths younger than `healthy_uptime`: the backoff exponent.
-    pub young_deaths: u32,
-    /// Unexpected deaths and failure kills over the slot's life, for status.
-    pub restarts: u32,
-    pub last_stop: Option<StopReason>,
-    /// The slot's key in `timers`: its real deadline (see `rearm`).
-    deadline: Option<Instant>,
-    retire_key: Option<RetireKey>,
-    place_key: Option<Generation>,
-    idle_key: Option<Instant>,
-    free: bool,
-}
-
-/// Order in which workers are retired: older generations first; then places with no
-/// process, booting workers, the longest-idle worker, busy workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct RetireKey {
-    generation: Generation,
-    rank: u8,
-    since: Instant,
-    slot: u32,
-}
-
-impl Slot {
-    pub(crate) fn deadline_key(&self) -> Option<Instant> {
-        self.deadline
-    }
-}
-
-const RANK_EMPTY_PLACE: u8 = 0;
-const RANK_BOOTING: u8 = 1;
-const RANK_IDLE: u8 = 2;
-const RANK_BUSY: u8 = 3;
-
-/// Counters derived from the slots; kept incrementally.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    /// Places of the pool (backoff, gave-up, spawning, booting, ready; not stopping).
-    pub filled: u32,
-    /// Of those, the current generation's.
-    pub filled_current: u32,
-    /// Ready and not stopping.
-    pub ready: u32,
-    /// Processes that exist (pid known), stopping or not.
-    pub live: u32,
-    /// Spawns in flight (no pid yet).
-    pub spawning: u32,
-    /// Idle thread slots: booting workers count whole (don't swamp the machine while they
-    /// start), ready ones their idle threads.
-    pub idle_threads: u64,
-    /// Ready workers (not stopping) that never reported their load.
-    pub unreported: u32,
 }
 
 pub struct Supervisor {
@@ -1603,24 +1487,6 @@ impl Supervisor {
 
     // ----------------------------------------------------------------- bookkeeping
 
-    fn grow_slots(&mut self, count: u32) {
-        while self.slots.len() < count as usize {
-            self.slots.push(Slot {
-                incarnation: 0,
-                state: SlotState::Empty,
-                young_deaths: 0,
-                restarts: 0,
-                last_stop: None,
-                deadline: None,
-                retire_key: None,
-                place_key: None,
-                idle_key: None,
-                free: false,
-            });
-            self.attach(self.slots.len() - 1);
-        }
-    }
-
     pub(crate) fn boot_deadline(&self, w: &Worker) -> Instant {
         w.spawned_at + self.config.boot_timeout
     }
@@ -1664,206 +1530,6 @@ impl Supervisor {
                     .flatten()
                     .min(),
             },
-        }
-    }
-
-    pub(crate) fn slot_counts(&self, slot: &Slot) -> Counts {
-        let mut c = Counts::default();
-        let current = |g: Generation| u32::from(g == self.generation);
-        match &slot.state {
-            SlotState::Empty => {}
-            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
-                c.filled = 1;
-                c.filled_current = current(*generation);
-            }
-            SlotState::Worker(w) => {
-                c.live = u32::from(w.pid.is_some());
-                c.spawning = u32::from(w.pid.is_none());
-                if w.stop.as_ref().is_some_and(|s| s.reason.is_failure()) {
-                    // A worker being killed for a failure keeps its place until it exits and
-                    // its slot's backoff runs: replacing it at once would bypass the backoff.
-                    c.filled = 1;
-                    c.filled_current = current(w.generation);
-                } else if w.stop.is_none() {
-                    c.filled = 1;
-                    c.filled_current = current(w.generation);
-                    c.ready = u32::from(w.ready);
-                    c.unreported = u32::from(w.ready && !w.load_seen);
-                    let threads = u64::from(self.config.threads);
-                    c.idle_threads = if w.ready {
-                        threads.saturating_sub(u64::from(w.busy))
-                    } else {
-                        threads
-                    };
-                }
-            }
-        }
-        c
-    }
-
-    pub(crate) fn slot_retire_key(&self, i: usize, slot: &Slot) -> Option<RetireKey> {
-        let (generation, rank, since) = match &slot.state {
-            SlotState::Empty => return None,
-            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
-                (*generation, RANK_EMPTY_PLACE, Instant::ZERO)
-            }
-            // A spawn in flight has no pid to signal yet; it becomes retirable on `Spawned`.
-            SlotState::Worker(w) if w.stop.is_some() || w.pid.is_none() => return None,
-            SlotState::Worker(w) if !w.ready => (w.generation, RANK_BOOTING, Instant::ZERO),
-            SlotState::Worker(w) => match w.idle_since {
-                Some(since) if w.busy == 0 => (w.generation, RANK_IDLE, since),
-                _ => (w.generation, RANK_BUSY, Instant::ZERO),
-            },
-        };
-        Some(RetireKey {
-            generation,
-            rank,
-            since,
-            slot: i as u32,
-        })
-    }
-
-    pub(crate) fn slot_place_key(slot: &Slot) -> Option<Generation> {
-        match &slot.state {
-            SlotState::Backoff { generation, .. } | SlotState::GaveUp { generation, .. } => {
-                Some(*generation)
-            }
-            _ => None,
-        }
-    }
-
-    pub(crate) fn slot_idle_key(slot: &Slot) -> Option<Instant> {
-        match &slot.state {
-            SlotState::Worker(w) if w.stop.is_none() && w.ready && w.busy == 0 => w.idle_since,
-            _ => None,
-        }
-    }
-
-    /// Removes slot `i`'s contribution to the counters, before it changes. The ordered
-    /// indexes are brought up to date by `attach`, which touches only what changed.
-    fn detach(&mut self, i: usize) {
-        let c = self.slot_counts(&self.slots[i]);
-        let counts = &mut self.counts;
-        counts.filled -= c.filled;
-        // A generation bump zeroes `filled_current` without detaching; older slots then
-        // contribute 0 here because `slot_counts` compares with the current generation.
-        counts.filled_current -= c.filled_current;
-        counts.ready -= c.ready;
-        counts.live -= c.live;
-        counts.spawning -= c.spawning;
-        counts.idle_threads -= c.idle_threads;
-        counts.unreported -= c.unreported;
-    }
-
-    /// Adds slot `i`'s contribution to the counters and re-keys it in the ordered indexes,
-    /// after it changed.
-    fn attach(&mut self, i: usize) {
-        let c = self.slot_counts(&self.slots[i]);
-        let counts = &mut self.counts;
-        counts.filled += c.filled;
-        counts.filled_current += c.filled_current;
-        counts.ready += c.ready;
-        counts.live += c.live;
-        counts.spawning += c.spawning;
-        counts.idle_threads += c.idle_threads;
-        counts.unreported += c.unreported;
-        self.rearm(i);
-        let retire_key = self.slot_retire_key(i, &self.slots[i]);
-        let place_key = Self::slot_place_key(&self.slots[i]);
-        let idle_key = Self::slot_idle_key(&self.slots[i]);
-        let is_free =
-            matches!(self.slots[i].state, SlotState::Empty) && i < self.slot_limit as usize;
-        let slot = &mut self.slots[i];
-        if slot.retire_key != retire_key {
-            if let Some(old) = slot.retire_key {
-                self.retire_order.remove(&old);
-            }
-            if let Some(key) = retire_key {
-                self.retire_order.insert(key);
-            }
-            slot.retire_key = retire_key;
-        }
-        if slot.place_key != place_key {
-            if let Some(old) = slot.place_key {
-                self.places.remove(&(old, i as u32));
-            }
-            if let Some(generation) = place_key {
-                self.places.insert((generation, i as u32));
-            }
-            slot.place_key = place_key;
-        }
-        if slot.idle_key != idle_key {
-            if let Some(old) = slot.idle_key {
-                self.idle.remove(&(old, i as u32));
-            }
-            if let Some(since) = idle_key {
-                self.idle.insert((since, i as u32));
-            }
-            slot.idle_key = idle_key;
-        }
-        if slot.free != is_free {
-            if is_free {
-                self.free.insert(i as u32);
-            } else {
-                self.free.remove(&(i as u32));
-            }
-            slot.free = is_free;
-        }
-    }
-
-    /// Keys the slot's timer at its real deadline. Exact, so the driver never wakes for a
-    /// deadline that a heartbeat has moved (an early key would cost a wake-up per worker and
-    /// heartbeat interval, and would keep deadlines that a shared-memory sample aligns from
-    /// waking the supervisor together); a heartbeat that moves a deadline costs one tree
-    /// update, O(log n).
-    fn rearm(&mut self, i: usize) {
-        let deadline = self.slot_deadline(&self.slots[i]);
-        let slot = &mut self.slots[i];
-        if slot.deadline != deadline {
-            if let Some(key) = slot.deadline {
-                self.timers.remove(&(key, i as u32));
-            }
-            if let Some(at) = deadline {
-                self.timers.insert((at, i as u32));
-            }
-            slot.deadline = deadline;
-        }
-    }
-
-    pub(crate) fn id_of(&self, i: usize) -> WorkerId {
-        WorkerId {
-            slot: i as u32,
-            incarnation: self.slots[i].incarnation,
-        }
-    }
-
-    fn slot_of(&self, worker: WorkerId) -> Option<usize> {
-        let i = worker.slot as usize;
-        (self.slots.get(i)?.incarnation == worker.incarnation).then_some(i)
-    }
-
-    /// The slot of a worker whose process exists, or `None` (traced) for a stale message.
-    fn live_slot(&mut self, worker: WorkerId) -> Option<usize> {
-        let live = self
-            .slot_of(worker)
-            .filter(|&i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_some()));
-        if live.is_none() {
-            self.event(Event::Ignored(Ignored::StaleMessage(worker)));
-        }
-        live
-    }
-
-    fn worker(&self, i: usize) -> &Worker {
-        match &self.slots[i].state {
-            SlotState::Worker(w) => w,
-            other => unreachable!("slot {i} holds no worker: {other:?}"),
-        }
-    }
-
-    fn worker_mut(&mut self, i: usize) -> &mut Worker {
-        match &mut self.slots[i].state {
-            SlotState::Worker(w) => w,
-            other => unreachable!("slot {i} holds no worker: {other:?}"),
         }
     }
 
