@@ -17,8 +17,10 @@ use crate::time::Instant;
 mod index;
 mod invariants;
 mod slot;
+mod upgrade;
 
 pub use invariants::Violation;
+pub use upgrade::UpgradeState;
 
 use index::{Counts, RetireKey, RANK_IDLE};
 use slot::{Slot, SlotState, Stop, Worker};
@@ -36,29 +38,6 @@ pub enum Phase {
     Handover,
     /// `Exit` was emitted; inputs are ignored.
     Exited,
-}
-
-/// Progress of a live upgrade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpgradeState {
-    Idle,
-    /// `StartSuccessor` emitted; waiting for `SuccessorStarted`.
-    Requested {
-        deadline: Instant,
-    },
-    /// The successor runs and boots its workers.
-    Started {
-        pid: Pid,
-        deadline: Instant,
-    },
-    /// The successor is Ready and serving; this supervisor drains.
-    Succeeded {
-        pid: Pid,
-    },
-    /// Rolled back: the successor was killed; waiting for its exit.
-    Killing {
-        pid: Pid,
-    },
 }
 
 pub struct Supervisor {
@@ -456,15 +435,7 @@ impl Supervisor {
             Input::Exited { pid, status } => self.on_exited(pid, status),
             Input::Command(command) => self.on_command(command),
             Input::SuccessorStarted { pid } => self.on_successor_started(pid),
-            Input::SuccessorFailed { error: _ } => match self.upgrade {
-                UpgradeState::Requested { .. } => {
-                    self.upgrade = UpgradeState::Idle;
-                    self.event(Event::UpgradeRolledBack {
-                        reason: RollbackReason::SuccessorFailedToStart,
-                    });
-                }
-                _ => self.event(Event::Ignored(Ignored::NoUpgrade)),
-            },
+            Input::SuccessorFailed { error: _ } => self.on_successor_failed(),
             Input::SuccessorReady => self.on_successor_ready(),
         }
     }
@@ -786,15 +757,7 @@ impl Supervisor {
                 self.new_generation();
             }
             Command::Reload(config) => self.reload(*config),
-            Command::Upgrade => {
-                if self.upgrade != UpgradeState::Idle {
-                    return self.refuse(name, Refusal::UpgradeInFlight);
-                }
-                self.upgrade = UpgradeState::Requested {
-                    deadline: self.now + self.config.upgrade_timeout,
-                };
-                self.queue.push_back(Action::StartSuccessor);
-            }
+            Command::Upgrade => self.request_upgrade(name),
             Command::ScaleTo(n) => self.scale_base(name, Some(n)),
             Command::ScaleUp => self.scale_base(name, self.config.policy.min().checked_add(1)),
             Command::ScaleDown => self.scale_base(name, self.config.policy.min().checked_sub(1)),
@@ -927,88 +890,6 @@ impl Supervisor {
             if immediate {
                 self.escalate(i);
             }
-        }
-    }
-
-    // ----------------------------------------------------------------- upgrade
-
-    fn on_successor_started(&mut self, pid: Pid) {
-        match self.upgrade {
-            UpgradeState::Requested { deadline } => {
-                self.upgrade = UpgradeState::Started { pid, deadline };
-            }
-            other => {
-                // A successor nobody waits for (rolled back before it started): stop it. Wait
-                // for its exit only if no other successor is tracked.
-                self.event(Event::Ignored(Ignored::NoUpgrade));
-                if other == UpgradeState::Idle {
-                    self.upgrade = UpgradeState::Killing { pid };
-                }
-                self.queue.push_back(Action::KillSuccessor {
-                    pid,
-                    reason: RollbackReason::Timeout,
-                });
-            }
-        }
-    }
-
-    fn on_successor_ready(&mut self) {
-        let UpgradeState::Started { pid, .. } = self.upgrade else {
-            return self.event(Event::Ignored(Ignored::NoUpgrade));
-        };
-        self.upgrade = UpgradeState::Succeeded { pid };
-        if self.phase == Phase::Running {
-            self.phase = Phase::Handover;
-            self.next_maintenance = None;
-            self.event(Event::UpgradeHandover);
-            self.stop_all(StopReason::Upgrade, false);
-        }
-    }
-
-    fn on_successor_exited(&mut self) {
-        match self.upgrade {
-            UpgradeState::Killing { .. } => self.upgrade = UpgradeState::Idle,
-            UpgradeState::Started { .. } => {
-                self.upgrade = UpgradeState::Idle;
-                self.event(Event::UpgradeRolledBack {
-                    reason: RollbackReason::SuccessorExited,
-                });
-            }
-            UpgradeState::Succeeded { .. } => {
-                self.upgrade = UpgradeState::Idle;
-                // The successor died while this supervisor drained: keep serving. Draining
-                // workers finish; reconcile refills the pool.
-                if self.phase == Phase::Handover {
-                    self.phase = Phase::Running;
-                    self.schedule_maintenance();
-                }
-                self.event(Event::UpgradeRolledBack {
-                    reason: RollbackReason::SuccessorExited,
-                });
-            }
-            _ => {}
-        }
-    }
-
-    fn rollback(&mut self, reason: RollbackReason) {
-        match self.upgrade {
-            UpgradeState::Started { pid, .. } => {
-                self.upgrade = UpgradeState::Killing { pid };
-                self.queue.push_back(Action::KillSuccessor { pid, reason });
-            }
-            // No pid yet: a late SuccessorStarted is killed on arrival.
-            UpgradeState::Requested { .. } => self.upgrade = UpgradeState::Idle,
-            _ => return,
-        }
-        self.event(Event::UpgradeRolledBack { reason });
-    }
-
-    fn upgrade_deadline(&self) -> Option<Instant> {
-        match self.upgrade {
-            UpgradeState::Requested { deadline } | UpgradeState::Started { deadline, .. } => {
-                Some(deadline)
-            }
-            _ => None,
         }
     }
 
