@@ -117,10 +117,6 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn deaths_limit(&self) -> usize {
-        self.config.restart.intensity_deaths as usize + 1
-    }
-
     /// Starts a rolling restart: every worker of an earlier generation is replaced, readiness
     /// gated, within `max_surge` / `max_unavailable` (see `reconcile`).
     pub(super) fn new_generation(&mut self) {
