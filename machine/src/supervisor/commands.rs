@@ -37,7 +37,7 @@ impl Supervisor {
 
     /// Bounds of the base size a scale command may set: a static pool from 1 up to the
     /// worker limit, a dynamic or ondemand pool's `min` from 0 up to its `max`.
-    pub(super) fn scale_bounds(&self) -> (u32, u32) {
+    fn scale_bounds(&self) -> (u32, u32) {
         match self.config.policy {
             Policy::Static { .. } => (1, MAX_WORKERS - self.config.max_surge),
             Policy::Dynamic { max, .. } | Policy::Ondemand { max, .. } => (0, max),
@@ -46,7 +46,7 @@ impl Supervisor {
 
     /// Moves the pool's base size: a static pool's `workers`, a dynamic or ondemand pool's
     /// `min` (the maximum stays as configured).
-    pub(super) fn scale_base(&mut self, name: &'static str, n: Option<u32>) {
+    fn scale_base(&mut self, name: &'static str, n: Option<u32>) {
         let (min, max) = self.scale_bounds();
         let Some(n) = n.filter(|n| (min..=max).contains(n)) else {
             return self.refuse(name, Refusal::OutOfBounds { min, max });
@@ -66,7 +66,7 @@ impl Supervisor {
         self.apply_config(config, false);
     }
 
-    pub(super) fn reload(&mut self, config: Config) {
+    fn reload(&mut self, config: Config) {
         if let Err(e) = config.validate() {
             return self.refuse("reload", Refusal::Invalid(e));
         }
@@ -77,7 +77,7 @@ impl Supervisor {
 
     /// Puts a validated config in force: sizes and timeouts at once (every slot re-attaches
     /// so its deadlines follow the new timeouts), worker-shaping changes by rolling restart.
-    pub(super) fn apply_config(&mut self, config: Config, restart: bool) {
+    fn apply_config(&mut self, config: Config, restart: bool) {
         let kind_changed =
             core::mem::discriminant(&config.policy) != core::mem::discriminant(&self.config.policy);
         let old_slots = self.slots.len();
@@ -119,7 +119,7 @@ impl Supervisor {
 
     /// Starts a rolling restart: every worker of an earlier generation is replaced, readiness
     /// gated, within `max_surge` / `max_unavailable` (see `reconcile`).
-    pub(super) fn new_generation(&mut self) {
+    fn new_generation(&mut self) {
         self.generation = Generation(self.generation.0 + 1);
         // Nobody has the new generation yet.
         self.counts.filled_current = 0;

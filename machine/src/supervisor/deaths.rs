@@ -75,7 +75,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn record_death(&mut self) {
+    fn record_death(&mut self) {
         let limit = self.config.restart.intensity_deaths as usize + 1;
         self.deaths.push_back(self.now);
         while self.deaths.len() > limit {

@@ -4,8 +4,9 @@
 //! facts; it must not run timers or derive spawns (`end` and `reconcile` do), and a message
 //! about a worker that no longer exists changes nothing but a trace line.
 
+use super::reconcile::entry_stage;
 use super::slot::SlotState;
-use super::{entry_stage, Phase, Supervisor, UpgradeState};
+use super::{Phase, Supervisor, UpgradeState};
 use crate::config::{Policy, Readiness};
 use crate::io::*;
 use crate::ladder::LadderPos;
@@ -41,7 +42,7 @@ impl Supervisor {
 
     /// A heartbeat sent at `at`. An older stamp than the last one changes nothing (reports
     /// read together may come in any order).
-    pub(super) fn on_heartbeat(&mut self, worker: WorkerId, at: Instant) {
+    fn on_heartbeat(&mut self, worker: WorkerId, at: Instant) {
         let Some(i) = self.live_slot(worker) else {
             return;
         };
@@ -59,7 +60,7 @@ impl Supervisor {
         self.attach(i);
     }
 
-    pub(super) fn on_spawned(&mut self, worker: WorkerId, pid: Pid) {
+    fn on_spawned(&mut self, worker: WorkerId, pid: Pid) {
         let Some(i) = self.slot_of(worker) else {
             return self.stray_spawn(worker, pid);
         };
@@ -89,7 +90,7 @@ impl Supervisor {
 
     /// A process the machine does not wait for (its spawn timed out or was abandoned). It is
     /// live and unknown: kill it so it cannot serve outside the pool's accounting.
-    pub(super) fn stray_spawn(&mut self, worker: WorkerId, pid: Pid) {
+    fn stray_spawn(&mut self, worker: WorkerId, pid: Pid) {
         self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
         self.queue.push_back(Action::Signal {
             worker,
@@ -99,7 +100,7 @@ impl Supervisor {
         });
     }
 
-    pub(super) fn on_spawn_failed(&mut self, worker: WorkerId) {
+    fn on_spawn_failed(&mut self, worker: WorkerId) {
         let pending = self
             .slot_of(worker)
             .filter(|&i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()));
@@ -111,7 +112,7 @@ impl Supervisor {
         self.failed_start(i, None);
     }
 
-    pub(super) fn on_ready(&mut self, worker: WorkerId) {
+    fn on_ready(&mut self, worker: WorkerId) {
         let Some(i) = self.live_slot(worker) else {
             return;
         };
@@ -129,7 +130,7 @@ impl Supervisor {
         self.attach(i);
     }
 
-    pub(super) fn on_load(
+    fn on_load(
         &mut self,
         worker: WorkerId,
         busy: u32,
@@ -168,7 +169,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_backlog(&mut self, listener: u32, queued: u32) {
+    fn on_backlog(&mut self, listener: u32, queued: u32) {
         let old = self.backlog.insert(listener, queued).unwrap_or(0);
         self.queued = self.queued - u64::from(old) + u64::from(queued);
         // ondemand answers waiting connections at once, one worker at a time (the booting
@@ -187,7 +188,7 @@ impl Supervisor {
     /// The rest of the worker's group is stopped through the ladder, as a failure (the
     /// main process died unasked), unless the worker is stopping already: then its ladder
     /// goes on for the group. The final `Exited` judges the exit.
-    pub(super) fn on_main_exited(&mut self, pid: Pid, status: ExitStatus) {
+    fn on_main_exited(&mut self, pid: Pid, status: ExitStatus) {
         let Some(&i) = self.pids.get(&pid) else {
             return self.event(Event::Ignored(Ignored::UnknownPid(pid)));
         };
@@ -199,7 +200,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_exited(&mut self, pid: Pid, status: ExitStatus) {
+    fn on_exited(&mut self, pid: Pid, status: ExitStatus) {
         if let UpgradeState::Started { pid: s, .. }
         | UpgradeState::Succeeded { pid: s }
         | UpgradeState::Killing { pid: s } = self.upgrade

@@ -1,0 +1,163 @@
+//! Timers and deadlines: every slot's deadline (backoff, boot, heartbeat, request, ladder),
+//! derived from its facts and the config in force, and `run_timers`, which fires whatever
+//! is due after an input. This module owns what a deadline is and what firing it means; it
+//! must not keep a deadline of its own that the facts do not imply (the timer index is only
+//! a cache of `slot_deadline`), so a reload or a heartbeat moves every deadline at once.
+
+use super::slot::{Slot, SlotState, Worker};
+use super::{Phase, Supervisor};
+use crate::config::Readiness;
+use crate::io::*;
+use crate::time::Instant;
+
+impl Supervisor {
+    /// Fires every deadline due at `now`. `announced` is the maintenance deadline
+    /// `poll_timeout` showed before this input.
+    pub(super) fn run_timers(&mut self, announced: Option<Instant>) {
+        // Bounded: a slot fires at most three times at one instant (spawn timeout, zero
+        // backoff, respawn) and then re-arms strictly later.
+        let limit = 3 * self.slots.len() + 8;
+        for _ in 0..limit {
+            let Some(&(at, i)) = self.timers.first().filter(|t| t.0 <= self.now) else {
+                break;
+            };
+            let i = i as usize;
+            self.timers.remove(&(at, i as u32));
+            self.slots[i].deadline = None;
+            if self
+                .slot_deadline(&self.slots[i])
+                .is_some_and(|d| d <= self.now)
+            {
+                self.on_slot_deadline(i);
+            }
+            self.rearm(i);
+        }
+        debug_assert!(
+            self.timers.first().is_none_or(|t| t.0 > self.now),
+            "a slot timer stayed expired after the timer pass"
+        );
+        if self.upgrade_deadline().is_some_and(|d| d <= self.now) {
+            self.rollback(RollbackReason::Timeout);
+        }
+        if self.crash_loop_end().is_some_and(|d| d <= self.now) {
+            self.crash_looping = false;
+            self.event(Event::CrashLoopEnded);
+        }
+        if let Some(next) = self.next_maintenance.filter(|&d| d <= self.now) {
+            // Announced and due (the driver may wake late): tick now, as always. Not
+            // announced: no tick on the grid since `next` could have changed anything, so
+            // each was a no-op; only one falling exactly now runs (after the input, like
+            // every timer), else the grid moves to its next point.
+            let tick_now = announced.is_some_and(|a| a <= self.now)
+                || self.grid_at_or_after(next, self.now) == self.now;
+            if tick_now {
+                self.next_maintenance = None;
+                self.maintain();
+                self.schedule_maintenance();
+            } else {
+                self.next_maintenance = Some(self.grid_at_or_after(next, self.now));
+            }
+        }
+    }
+
+    fn on_slot_deadline(&mut self, i: usize) {
+        enum Due {
+            Respawn,
+            Ladder,
+            AbandonSpawn,
+            SpawnTimeout,
+            Retire(StopReason),
+        }
+        let now = self.now;
+        let due = match &self.slots[i].state {
+            SlotState::Backoff { .. } => Due::Respawn,
+            SlotState::Worker(w) => match (&w.stop, w.pid) {
+                // Retired while spawning and the spawn never answered.
+                (Some(_), None) => Due::AbandonSpawn,
+                (Some(_), Some(_)) => Due::Ladder,
+                (None, None) => Due::SpawnTimeout,
+                (None, Some(_)) if !w.ready => Due::Retire(StopReason::BootTimeout),
+                (None, Some(_)) if self.heartbeat_deadline(w).is_some_and(|d| d <= now) => {
+                    Due::Retire(StopReason::HeartbeatTimeout)
+                }
+                (None, Some(_)) => {
+                    debug_assert!(self.request_deadline(w).is_some_and(|d| d <= now));
+                    Due::Retire(StopReason::RequestTimeout)
+                }
+            },
+            other => unreachable!("slot {i} timer fired in state {other:?}"),
+        };
+        match due {
+            Due::Respawn => {
+                // Refill this very slot so its backoff history follows the restart.
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+                if self.phase == Phase::Running
+                    && i < self.slot_limit as usize
+                    && self.wants_spawn()
+                {
+                    self.spawn(i);
+                }
+            }
+            Due::Ladder => self.fire_ladder(i),
+            Due::AbandonSpawn => {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+            }
+            Due::SpawnTimeout => {
+                // The fork never answered: a failed start. A late `Spawned` is killed.
+                self.slots[i].last_stop = Some(StopReason::BootTimeout);
+                self.failed_start(i, None);
+            }
+            Due::Retire(reason) => self.retire(i, reason),
+        }
+    }
+
+    /// The slot's next deadline, derived from its facts and the config in force.
+    pub(crate) fn slot_deadline(&self, slot: &Slot) -> Option<Instant> {
+        match &slot.state {
+            SlotState::Empty | SlotState::GaveUp { .. } => None,
+            SlotState::Backoff { until, .. } => Some(*until),
+            SlotState::Worker(w) => match &w.stop {
+                Some(stop) => match (w.pid, &stop.pos) {
+                    (Some(_), Some(pos)) => pos.next,
+                    // Still spawning: wait for the spawn to answer, within the boot timeout.
+                    _ => Some(self.boot_deadline(w)),
+                },
+                None if w.pid.is_none() || !w.ready => Some(self.boot_deadline(w)),
+                None => [self.heartbeat_deadline(w), self.request_deadline(w)]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+            },
+        }
+    }
+
+    pub(crate) fn boot_deadline(&self, w: &Worker) -> Instant {
+        w.spawned_at + self.config.boot_timeout
+    }
+
+    pub(crate) fn heartbeat_deadline(&self, w: &Worker) -> Option<Instant> {
+        let timeout = self.config.heartbeat_timeout?;
+        if !(w.ready && w.pid.is_some()) {
+            return None;
+        }
+        // Ready at spawn says nothing about the program being up (AtSpawn readiness): its
+        // first heartbeat may take as long as a boot. After that, or after a real READY, the
+        // heartbeat timeout applies.
+        let first_beat_grace = !w.beat_seen && self.config.readiness == Readiness::AtSpawn;
+        let allowed = if first_beat_grace {
+            timeout.max(self.config.boot_timeout)
+        } else {
+            timeout
+        };
+        Some(w.last_heartbeat + allowed)
+    }
+
+    pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {
+        let timeout = self.config.request_timeout?;
+        Some(w.oldest_busy_since? + timeout)
+    }
+}
