@@ -130,13 +130,7 @@ impl Supervisor {
         self.attach(i);
     }
 
-    fn on_load(
-        &mut self,
-        worker: WorkerId,
-        busy: u32,
-        since: Option<Instant>,
-        requests: u64,
-    ) {
+    fn on_load(&mut self, worker: WorkerId, busy: u32, since: Option<Instant>, requests: u64) {
         let Some(i) = self.live_slot(worker) else {
             return;
         };

@@ -29,6 +29,7 @@ pub use upgrade::UpgradeState;
 
 use index::{Counts, RetireKey};
 use slot::{Slot, SlotState};
+use timers::Timer;
 
 /// The supervisor's overall state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,15 +301,10 @@ impl Supervisor {
         if self.phase == Phase::Exited {
             return None;
         }
-        [
-            self.timers.first().map(|t| t.0),
-            self.maintenance_wakeup(),
-            self.upgrade_deadline(),
-            self.crash_loop_end(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        Timer::ALL
+            .into_iter()
+            .filter_map(|timer| self.deadline(timer))
+            .min()
     }
 
     /// Until when the driver may leave worker messages (sd_notify datagrams) unread, given

@@ -1,8 +1,9 @@
-//! Timers and deadlines: every slot's deadline (backoff, boot, heartbeat, request, ladder),
-//! derived from its facts and the config in force, and `run_timers`, which fires whatever
-//! is due after an input. This module owns what a deadline is and what firing it means; it
-//! must not keep a deadline of its own that the facts do not imply (the timer index is only
-//! a cache of `slot_deadline`), so a reload or a heartbeat moves every deadline at once.
+//! Timers and deadlines: the deadline sources (`Timer`), every slot's deadline (backoff,
+//! boot, heartbeat, request, ladder) derived from its facts and the config in force, and
+//! `run_timers`, which fires whatever is due after an input, source by source. This module
+//! owns what a deadline is and what firing it means; it must not keep a deadline of its own
+//! that the facts do not imply (the timer index is only a cache of `slot_deadline`), so a
+//! reload or a heartbeat moves every deadline at once.
 
 use super::slot::{Slot, SlotState, Worker};
 use super::{Phase, Supervisor};
@@ -10,10 +11,73 @@ use crate::config::Readiness;
 use crate::io::*;
 use crate::time::Instant;
 
+/// The supervisor's deadline sources. Each derives its deadline from the state, so nothing
+/// is stored twice: `poll_timeout` shows the earliest of them, and `run_timers` serves them
+/// in the order of [`Timer::ALL`]. The order is part of the behaviour: a slot's deadline may
+/// record a death that starts a stop (rolling an upgrade back) or a crash loop, which the
+/// sources served after it then see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The earliest slot deadline (backoff, boot, heartbeat, request, ladder): the first
+    /// key of the timer index.
+    Slot,
+    /// The live upgrade's deadline: a successor not Ready by then is rolled back.
+    Upgrade,
+    /// The end of the crash-loop window: the pool no longer counts as crash-looping.
+    CrashLoopEnd,
+    /// The pool maintenance tick, when it is worth a wake-up (`maintenance_wakeup`).
+    Maintenance,
+}
+
+impl Timer {
+    /// Every source, in the order `run_timers` serves them.
+    pub(super) const ALL: [Timer; 4] = [
+        Timer::Slot,
+        Timer::Upgrade,
+        Timer::CrashLoopEnd,
+        Timer::Maintenance,
+    ];
+}
+
 impl Supervisor {
-    /// Fires every deadline due at `now`. `announced` is the maintenance deadline
-    /// `poll_timeout` showed before this input.
+    /// When `timer` fires next, as the driver is shown it; `None` if it is not armed.
+    pub(super) fn deadline(&self, timer: Timer) -> Option<Instant> {
+        match timer {
+            Timer::Slot => self.timers.first().map(|t| t.0),
+            Timer::Upgrade => self.upgrade_deadline(),
+            Timer::CrashLoopEnd => self.crash_loop_end(),
+            Timer::Maintenance => self.maintenance_wakeup(),
+        }
+    }
+
+    /// Fires every deadline due at `now`, source by source. `announced` is the maintenance
+    /// deadline `poll_timeout` showed before this input.
     pub(super) fn run_timers(&mut self, announced: Option<Instant>) {
+        for timer in Timer::ALL {
+            match timer {
+                Timer::Slot => self.run_slot_timers(),
+                Timer::Upgrade => {
+                    if self.is_due(Timer::Upgrade) {
+                        self.rollback(RollbackReason::Timeout);
+                    }
+                }
+                Timer::CrashLoopEnd => {
+                    if self.is_due(Timer::CrashLoopEnd) {
+                        self.crash_looping = false;
+                        self.event(Event::CrashLoopEnded);
+                    }
+                }
+                Timer::Maintenance => self.run_maintenance_timer(announced),
+            }
+        }
+    }
+
+    fn is_due(&self, timer: Timer) -> bool {
+        self.deadline(timer).is_some_and(|d| d <= self.now)
+    }
+
+    /// Fires every slot deadline due at `now`.
+    fn run_slot_timers(&mut self) {
         // Bounded: a slot fires at most three times at one instant (spawn timeout, zero
         // backoff, respawn) and then re-arms strictly later.
         let limit = 3 * self.slots.len() + 8;
@@ -36,27 +100,26 @@ impl Supervisor {
             self.timers.first().is_none_or(|t| t.0 > self.now),
             "a slot timer stayed expired after the timer pass"
         );
-        if self.upgrade_deadline().is_some_and(|d| d <= self.now) {
-            self.rollback(RollbackReason::Timeout);
-        }
-        if self.crash_loop_end().is_some_and(|d| d <= self.now) {
-            self.crash_looping = false;
-            self.event(Event::CrashLoopEnded);
-        }
-        if let Some(next) = self.next_maintenance.filter(|&d| d <= self.now) {
-            // Announced and due (the driver may wake late): tick now, as always. Not
-            // announced: no tick on the grid since `next` could have changed anything, so
-            // each was a no-op; only one falling exactly now runs (after the input, like
-            // every timer), else the grid moves to its next point.
-            let tick_now = announced.is_some_and(|a| a <= self.now)
-                || self.grid_at_or_after(next, self.now) == self.now;
-            if tick_now {
-                self.next_maintenance = None;
-                self.maintain();
-                self.schedule_maintenance();
-            } else {
-                self.next_maintenance = Some(self.grid_at_or_after(next, self.now));
-            }
+    }
+
+    /// Runs the maintenance tick if one is due. Judged by the grid (`next_maintenance`), not
+    /// by `deadline(Timer::Maintenance)`: a tick hidden from the driver is still on the grid.
+    fn run_maintenance_timer(&mut self, announced: Option<Instant>) {
+        let Some(next) = self.next_maintenance.filter(|&d| d <= self.now) else {
+            return;
+        };
+        // Announced and due (the driver may wake late): tick now, as always. Not
+        // announced: no tick on the grid since `next` could have changed anything, so
+        // each was a no-op; only one falling exactly now runs (after the input, like
+        // every timer), else the grid moves to its next point.
+        let tick_now = announced.is_some_and(|a| a <= self.now)
+            || self.grid_at_or_after(next, self.now) == self.now;
+        if tick_now {
+            self.next_maintenance = None;
+            self.maintain();
+            self.schedule_maintenance();
+        } else {
+            self.next_maintenance = Some(self.grid_at_or_after(next, self.now));
         }
     }
 
