@@ -37,6 +37,7 @@
 //! assert_eq!(sup.ready_workers(), 2);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod config;
 mod io;
@@ -44,6 +45,7 @@ mod ladder;
 mod rng;
 mod settings;
 mod supervisor;
+#[doc(hidden)]
 pub mod testing;
 mod time;
 pub mod trace;

@@ -12,7 +12,9 @@ use crate::io::Pid;
 /// A broken invariant: which one, and the state that broke it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
+    /// The invariant's name.
     pub invariant: &'static str,
+    /// The state that broke it.
     pub detail: String,
 }
 
@@ -44,6 +46,9 @@ fn index_holds(present: bool, index: &'static str, slot: usize) -> Result<(), Vi
 }
 
 impl Supervisor {
+    /// Recomputes every counter and index from the slots and checks the safety invariants the
+    /// machine alone can see; the first broken one is the error. O(workers). Runs after every
+    /// `handle` in debug builds; the simulator calls it after every step.
     pub fn check_invariants(&self) -> Result<(), Violation> {
         let mut counts = Counts::default();
         // Each index must hold exactly the slots' keys: every expected key present, and no

@@ -1,9 +1,13 @@
 //! The supervisor: records facts in `handle`, derives the next step in `poll_action`.
 //!
-//! Bookkeeping is incremental so that one input costs O(log n) in the pool size: every
-//! mutation of a slot is bracketed by `detach(i)` / `attach(i)`, which remove and re-insert
-//! the slot's contribution to the counters, the timer set, the retirement order and the idle
-//! set. `check_invariants` recomputes all of it from scratch and compares.
+//! This module owns the [`Supervisor`] type, its construction and the run-loop surface:
+//! `handle`/`handle_all` (inputs, then due timers), `poll_action`, `poll_timeout` and
+//! `messages_due`. The work is done in the submodules, one concern each: `slot` (a place of
+//! the pool and its states), `index` (the incremental counters and ordered indexes, checked
+//! by `invariants`), `inputs`, `commands`, `upgrade`, `deaths`, `timers`, `scaling`,
+//! `reconcile` and `queries`. Nothing here may perform IO, read a clock or hold state that
+//! the slots and the few pool-wide facts of `Supervisor` do not imply (the indexes are
+//! derived from them), and every effect leaves as an `Action`.
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -36,9 +40,11 @@ use timers::Timer;
 /// The supervisor's overall state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Serving: the pool is kept at its target.
     Running,
     /// Draining every worker; `immediate` once escalated.
     Stopping {
+        /// Every worker entered its ladder's immediate stage.
         immediate: bool,
     },
     /// A successor took over: draining every worker, then exit 0. Reverts to `Running` if
@@ -48,6 +54,46 @@ pub enum Phase {
     Exited,
 }
 
+/// A prefork supervisor as a pure state machine: it holds the pool's state and decides
+/// every spawn, signal and exit, but performs none of them. A driver (the `drover-os` shell,
+/// the `drover-sim` simulator, a test harness) hands in facts stamped with the time and
+/// carries out the actions that come back.
+///
+/// The methods fall into four groups:
+///
+/// - **Construction.** [`new`](Self::new) validates a [`Config`] and starts the pool at a
+///   given time; [`succeeding`](Self::succeeding) does the same for the successor of a live
+///   upgrade. The first spawns are ready to poll at once.
+/// - **Inputs.** [`handle`](Self::handle) applies one [`Input`] at `now`, then fires every
+///   timer due at `now`. [`handle_all`](Self::handle_all) applies several facts read
+///   together (every worker's heartbeat and load from shared memory) as one input, so that
+///   no deadline fires between two of them.
+/// - **Outputs.** [`poll_action`](Self::poll_action) returns the next [`Action`] to
+///   perform; [`poll_timeout`](Self::poll_timeout) when the machine next needs an
+///   [`Input::Tick`]; [`messages_due`](Self::messages_due) how long worker messages may
+///   wait unread.
+/// - **Queries.** [`phase`](Self::phase), [`target`](Self::target),
+///   [`workers`](Self::workers), [`is_settled`](Self::is_settled) and the other getters
+///   read the state for status reports and checks and change nothing;
+///   [`check_invariants`](Self::check_invariants) recomputes the derived state and
+///   compares.
+///
+/// # Call order
+///
+/// The run-loop contract (the [crate] documentation has the details and an example):
+///
+/// 1. `handle` or `handle_all`, with a `now` that never decreases.
+/// 2. `poll_action` until it returns `None`, performing each action. The results of an
+///    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) may be handed in with `handle`
+///    within the drain.
+/// 3. Only after the drain, reap exited children and hand each in as [`Input::Exited`]
+///    (then drain again): a zombie keeps its pid until reaped, so no signal of the drain can
+///    reach a recycled pid.
+/// 4. Wait for the next OS event or until `poll_timeout` (then `Input::Tick`), reading
+///    worker messages no later than `messages_due`; go to 1.
+///
+/// `poll_timeout` and `messages_due` change only through `handle` and `poll_action`, so
+/// they are read after the drain. Queries may be called at any point.
 pub struct Supervisor {
     pub(crate) config: Config,
     pub(crate) now: Instant,
@@ -138,7 +184,59 @@ impl Supervisor {
         Ok(s)
     }
 
-    // ----------------------------------------------------------------- outputs
+    /// Applies one input at `now`, then every timer due at `now`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        self.apply(input);
+        self.end(announced);
+    }
+
+    /// Applies several inputs at `now` as one `handle`: each in turn, then every timer due
+    /// at `now`, once. For facts the driver reads together, such as the heartbeats and
+    /// loads of every worker read from shared memory on a wake-up: a deadline that one of
+    /// them meets must not fire while an earlier one is applied (fed one by one, the first
+    /// report would let the timers kill a worker whose own fresh report comes next). No
+    /// input is the same as `Input::Tick`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle_all(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        for input in inputs {
+            self.apply(input);
+        }
+        self.end(announced);
+    }
+
+    /// Moves the clock to `now`. Returns the maintenance deadline the driver was shown
+    /// before (the state has not changed since its last drain: whether a due tick was
+    /// announced or skipped while hidden), or `None` once exited (inputs are ignored).
+    #[inline]
+    fn begin(&mut self, now: Instant) -> Option<Option<Instant>> {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now} after {}; the driver must pass a monotonic clock",
+            self.now
+        );
+        let announced = self.maintenance_wakeup();
+        self.now = now;
+        (self.phase != Phase::Exited).then_some(announced)
+    }
+
+    /// After the inputs: every timer due at `now`.
+    #[inline]
+    fn end(&mut self, announced: Option<Instant>) {
+        self.run_timers(announced);
+        #[cfg(debug_assertions)]
+        if let Err(v) = self.check_invariants() {
+            panic!("invariant violated after handle: {v}");
+        }
+    }
 
     /// The next action to perform, or `None` when there is nothing to do until the next
     /// input or `poll_timeout()`. Spawns and retirements are derived here from wanted vs
@@ -216,60 +314,6 @@ impl Supervisor {
         let paces = room / workers;
         let hold = crate::time::duration_nanos(fastest).saturating_mul(paces);
         prompt.saturating_add(Duration::from_nanos(hold).min(timeout))
-    }
-
-    /// Applies one input at `now`, then every timer due at `now`.
-    ///
-    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
-    pub fn handle(&mut self, now: Instant, input: Input) {
-        let Some(announced) = self.begin(now) else {
-            return;
-        };
-        self.apply(input);
-        self.end(announced);
-    }
-
-    /// Applies several inputs at `now` as one `handle`: each in turn, then every timer due
-    /// at `now`, once. For facts the driver reads together, such as the heartbeats and
-    /// loads of every worker read from shared memory on a wake-up: a deadline that one of
-    /// them meets must not fire while an earlier one is applied (fed one by one, the first
-    /// report would let the timers kill a worker whose own fresh report comes next). No
-    /// input is the same as `Input::Tick`.
-    ///
-    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
-    pub fn handle_all(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
-        let Some(announced) = self.begin(now) else {
-            return;
-        };
-        for input in inputs {
-            self.apply(input);
-        }
-        self.end(announced);
-    }
-
-    /// Moves the clock to `now`. Returns the maintenance deadline the driver was shown
-    /// before (the state has not changed since its last drain: whether a due tick was
-    /// announced or skipped while hidden), or `None` once exited (inputs are ignored).
-    #[inline]
-    fn begin(&mut self, now: Instant) -> Option<Option<Instant>> {
-        assert!(
-            now >= self.now,
-            "time went backwards: {now} after {}; the driver must pass a monotonic clock",
-            self.now
-        );
-        let announced = self.maintenance_wakeup();
-        self.now = now;
-        (self.phase != Phase::Exited).then_some(announced)
-    }
-
-    /// After the inputs: every timer due at `now`.
-    #[inline]
-    fn end(&mut self, announced: Option<Instant>) {
-        self.run_timers(announced);
-        #[cfg(debug_assertions)]
-        if let Err(v) = self.check_invariants() {
-            panic!("invariant violated after handle: {v}");
-        }
     }
 
     fn event(&mut self, event: Event) {

@@ -12,26 +12,53 @@ use crate::time::Instant;
 /// A worker as status reports show it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerView {
+    /// Its slot and incarnation.
     pub id: WorkerId,
+    /// Its process, once spawned.
     pub pid: Option<Pid>,
+    /// The configuration generation it was spawned for.
     pub generation: Generation,
+    /// Where it stands.
     pub state: WorkerState,
+    /// Requests served, as last reported.
     pub requests: u64,
+    /// Unexpected deaths and failure kills over the slot's life.
     pub restarts: u32,
+    /// Why the slot's last worker was stopped, if one was.
     pub last_stop: Option<StopReason>,
 }
 
+/// What a slot holds, as status reports show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerState {
-    Backoff { until: Instant },
-    GaveUp { code: i32 },
+    /// Waiting out the restart backoff.
+    Backoff {
+        /// When the slot is refilled.
+        until: Instant,
+    },
+    /// Left empty after an unrecoverable exit, until a restart or reload.
+    GaveUp {
+        /// The unrecoverable exit code.
+        code: i32,
+    },
+    /// A `Spawn` was emitted; its answer has not come.
     Spawning,
+    /// The process exists and is not Ready yet.
     Booting,
-    Ready { busy: u32 },
-    Stopping { reason: StopReason },
+    /// Serving; idle when no thread is busy.
+    Ready {
+        /// Threads serving a request, as last reported.
+        busy: u32,
+    },
+    /// Asked to stop; its kill ladder runs.
+    Stopping {
+        /// Why it is stopped.
+        reason: StopReason,
+    },
 }
 
 impl WorkerState {
+    /// The state's name in status output (`idle` and `busy` for Ready).
     pub fn name(self) -> &'static str {
         match self {
             WorkerState::Backoff { .. } => "backoff",
@@ -46,14 +73,17 @@ impl WorkerState {
 }
 
 impl Supervisor {
+    /// Running, stopping, handing over or exited.
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
+    /// The config in force (reloads and scale commands change it).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// The current configuration generation.
     pub fn generation(&self) -> Generation {
         self.generation
     }
@@ -63,10 +93,12 @@ impl Supervisor {
         self.target
     }
 
+    /// Where a live upgrade stands.
     pub fn upgrade_state(&self) -> UpgradeState {
         self.upgrade
     }
 
+    /// Too many deaths within the restart intensity window.
     pub fn is_crash_looping(&self) -> bool {
         self.crash_looping
     }

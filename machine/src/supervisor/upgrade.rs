@@ -11,22 +11,28 @@ use crate::time::Instant;
 /// Progress of a live upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpgradeState {
+    /// No upgrade in flight.
     Idle,
     /// `StartSuccessor` emitted; waiting for `SuccessorStarted`.
     Requested {
+        /// The successor must be Ready by then.
         deadline: Instant,
     },
     /// The successor runs and boots its workers.
     Started {
+        /// The successor supervisor's pid.
         pid: Pid,
+        /// It must be Ready by then.
         deadline: Instant,
     },
     /// The successor is Ready and serving; this supervisor drains.
     Succeeded {
+        /// The successor supervisor's pid.
         pid: Pid,
     },
     /// Rolled back: the successor was killed; waiting for its exit.
     Killing {
+        /// The successor supervisor's pid.
         pid: Pid,
     },
 }
