@@ -484,12 +484,12 @@ impl Config {
                 ),
             );
         }
-        const MAX_STAGES: usize = 16;
-        if stages.len() > MAX_STAGES {
+        const STAGES_MAX: usize = 16;
+        if stages.len() > STAGES_MAX {
             return err(
                 "ladder",
                 format!(
-                    "has {} stages, above the limit of {MAX_STAGES}",
+                    "has {} stages, above the limit of {STAGES_MAX}",
                     stages.len()
                 ),
             );
