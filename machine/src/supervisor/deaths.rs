@@ -1,9 +1,9 @@
 //! Deaths and restarts: a worker that died unexpectedly, failed to spawn or was killed for a
-//! failure is counted (the slot's young deaths, the pool's death window) and its slot waits
+//! failure is counted (the slot's young deaths, the pool's death window), and its slot waits
 //! out an exponential backoff, or is given up on for an unrecoverable exit code; too many
-//! deaths in the window is a crash loop. This module owns the backoff, the death window and
-//! the crash-loop flag; it must not spawn: the backoff's end is a slot deadline (`timers`),
-//! and the respawn is `reconcile`'s.
+//! deaths within the window is a crash loop. This module owns the backoff, the death window
+//! and the crash-loop flag; it must not spawn: the end of a backoff is a slot deadline, and
+//! `timers` refills the slot.
 
 use core::time::Duration;
 

@@ -1,9 +1,9 @@
 //! Reconcile, spawn, retire and the kill ladder: `reconcile` compares the wanted pool (the
 //! target, the generation, the surge and unavailability bounds) with the slots and queues
 //! the next step; `retire` starts a worker's stop and `fire_ladder` sends its signals. This
-//! module owns every `Spawn` and `Signal` action and the exit; it must not decide how many
-//! workers the pool wants (`scaling`, `commands`) or when a worker failed (`inputs`,
-//! `timers`): it only closes the gap between wanted and actual.
+//! module owns the `Spawn` actions, the ladder's `Signal`s and the `Exit`; it must not
+//! decide how many workers the pool wants (`scaling`, `commands`) or that a worker failed
+//! (`inputs`, `timers`): it only closes the gap between wanted and actual.
 
 use super::index::{RetireKey, RANK_IDLE};
 use super::slot::{SlotState, Stop, Worker};

@@ -1,9 +1,8 @@
 //! Scaling and idle retirement: the maintenance tick of a dynamic or ondemand pool (grow by
-//! the spawn ramp, shrink by one above `max_spare`), the idle timeout, ondemand's answer to
-//! a waiting connection, and when a tick is worth a wake-up at all. This module owns the
-//! target and the spawn ramp; it must not spawn or retire a worker directly except the one
-//! idle retirement: it moves the target, and `reconcile` derives the spawns and the
-//! scale-down victims from it.
+//! the spawn ramp, shrink by one above `max_spare`), the idle timeout, and whether a tick is
+//! worth a wake-up at all. This module owns the target and the spawn ramp; it must not
+//! spawn or retire a worker itself except for the one idle retirement: it moves the target,
+//! and `reconcile` derives the spawns and the scale-down victims from it.
 
 use super::{Phase, Supervisor};
 use crate::config::Policy;

@@ -1,8 +1,8 @@
 //! The slot and its states: one place of the pool (`Slot`), what it holds (`SlotState`), the
 //! worker process in it (`Worker`) and a stop in progress (`Stop`), plus the lookups from a
 //! `WorkerId` to its slot. This module owns the data and the plain accessors; it decides
-//! nothing and must not change a slot's state itself: every mutation goes through the
-//! callers, bracketed by `detach`/`attach` (see `index`).
+//! nothing: a slot's state changes only where an input, a timer or a command is handled,
+//! each change bracketed by `detach`/`attach` (see `index`).
 
 use core::time::Duration;
 use std::sync::Arc;
