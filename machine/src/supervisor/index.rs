@@ -5,6 +5,9 @@
 //! keys and their upkeep; it must not decide anything: what a slot's keys are follows from
 //! its facts alone. `invariants` recomputes all of it from scratch and compares.
 
+use core::ops::{AddAssign, SubAssign};
+use std::collections::BTreeSet;
+
 use super::slot::{Slot, SlotState};
 use super::Supervisor;
 use crate::io::*;
@@ -43,6 +46,42 @@ pub(crate) struct Counts {
     pub idle_threads: u64,
     /// Ready workers (not stopping) that never reported their load.
     pub unreported: u32,
+}
+
+impl AddAssign for Counts {
+    fn add_assign(&mut self, c: Counts) {
+        self.filled += c.filled;
+        self.filled_current += c.filled_current;
+        self.ready += c.ready;
+        self.live += c.live;
+        self.spawning += c.spawning;
+        self.idle_threads += c.idle_threads;
+        self.unreported += c.unreported;
+    }
+}
+
+impl SubAssign for Counts {
+    fn sub_assign(&mut self, c: Counts) {
+        self.filled -= c.filled;
+        // A generation bump zeroes `filled_current` without detaching; older slots then
+        // contribute 0 here because `slot_counts` compares with the current generation.
+        self.filled_current -= c.filled_current;
+        self.ready -= c.ready;
+        self.live -= c.live;
+        self.spawning -= c.spawning;
+        self.idle_threads -= c.idle_threads;
+        self.unreported -= c.unreported;
+    }
+}
+
+/// Moves one entry of an ordered index from `old` to `new`; either may be absent.
+fn rekey<K: Ord>(index: &mut BTreeSet<K>, old: Option<K>, new: Option<K>) {
+    if let Some(old) = old {
+        index.remove(&old);
+    }
+    if let Some(new) = new {
+        index.insert(new);
+    }
 }
 
 impl Supervisor {
@@ -121,71 +160,55 @@ impl Supervisor {
     /// Removes slot `i`'s contribution to the counters, before it changes. The ordered
     /// indexes are brought up to date by `attach`, which touches only what changed.
     pub(super) fn detach(&mut self, i: usize) {
-        let c = self.slot_counts(&self.slots[i]);
-        let counts = &mut self.counts;
-        counts.filled -= c.filled;
-        // A generation bump zeroes `filled_current` without detaching; older slots then
-        // contribute 0 here because `slot_counts` compares with the current generation.
-        counts.filled_current -= c.filled_current;
-        counts.ready -= c.ready;
-        counts.live -= c.live;
-        counts.spawning -= c.spawning;
-        counts.idle_threads -= c.idle_threads;
-        counts.unreported -= c.unreported;
+        self.counts -= self.slot_counts(&self.slots[i]);
     }
 
     /// Adds slot `i`'s contribution to the counters and re-keys it in the ordered indexes,
     /// after it changed.
     pub(super) fn attach(&mut self, i: usize) {
-        let c = self.slot_counts(&self.slots[i]);
-        let counts = &mut self.counts;
-        counts.filled += c.filled;
-        counts.filled_current += c.filled_current;
-        counts.ready += c.ready;
-        counts.live += c.live;
-        counts.spawning += c.spawning;
-        counts.idle_threads += c.idle_threads;
-        counts.unreported += c.unreported;
+        self.counts += self.slot_counts(&self.slots[i]);
         self.rearm(i);
+        self.reindex(i);
+    }
+
+    /// Re-keys slot `i` in the retirement order and the place, idle and free-slot indexes,
+    /// wherever its key changed.
+    fn reindex(&mut self, i: usize) {
         let retire_key = self.slot_retire_key(i, &self.slots[i]);
         let place_key = Self::slot_place_key(&self.slots[i]);
         let idle_key = Self::slot_idle_key(&self.slots[i]);
         let is_free =
             matches!(self.slots[i].state, SlotState::Empty) && i < self.slot_limit as usize;
+        let at = i as u32;
         let slot = &mut self.slots[i];
         if slot.retire_key != retire_key {
-            if let Some(old) = slot.retire_key {
-                self.retire_order.remove(&old);
-            }
-            if let Some(key) = retire_key {
-                self.retire_order.insert(key);
-            }
+            rekey(&mut self.retire_order, slot.retire_key, retire_key);
             slot.retire_key = retire_key;
         }
         if slot.place_key != place_key {
-            if let Some(old) = slot.place_key {
-                self.places.remove(&(old, i as u32));
-            }
-            if let Some(generation) = place_key {
-                self.places.insert((generation, i as u32));
-            }
+            let entry = |generation| (generation, at);
+            rekey(
+                &mut self.places,
+                slot.place_key.map(entry),
+                place_key.map(entry),
+            );
             slot.place_key = place_key;
         }
         if slot.idle_key != idle_key {
-            if let Some(old) = slot.idle_key {
-                self.idle.remove(&(old, i as u32));
-            }
-            if let Some(since) = idle_key {
-                self.idle.insert((since, i as u32));
-            }
+            let entry = |since| (since, at);
+            rekey(
+                &mut self.idle,
+                slot.idle_key.map(entry),
+                idle_key.map(entry),
+            );
             slot.idle_key = idle_key;
         }
         if slot.free != is_free {
-            if is_free {
-                self.free.insert(i as u32);
-            } else {
-                self.free.remove(&(i as u32));
-            }
+            rekey(
+                &mut self.free,
+                slot.free.then_some(at),
+                is_free.then_some(at),
+            );
             slot.free = is_free;
         }
     }
@@ -199,12 +222,12 @@ impl Supervisor {
         let deadline = self.slot_deadline(&self.slots[i]);
         let slot = &mut self.slots[i];
         if slot.deadline != deadline {
-            if let Some(key) = slot.deadline {
-                self.timers.remove(&(key, i as u32));
-            }
-            if let Some(at) = deadline {
-                self.timers.insert((at, i as u32));
-            }
+            let entry = |at| (at, i as u32);
+            rekey(
+                &mut self.timers,
+                slot.deadline.map(entry),
+                deadline.map(entry),
+            );
             slot.deadline = deadline;
         }
     }
