@@ -37,18 +37,7 @@ impl Supervisor {
         if self.phase != Phase::Running || i >= self.slot_limit as usize {
             return;
         }
-        let restart = &self.config.restart;
-        let delay = if self.crash_looping {
-            restart.backoff_max
-        } else if young_deaths <= 1 {
-            Duration::ZERO
-        } else {
-            let doublings = (young_deaths - 2).min(32);
-            restart
-                .backoff_min
-                .saturating_mul(1u32 << doublings.min(31))
-                .min(restart.backoff_max)
-        };
+        let delay = self.backoff(young_deaths);
         self.detach(i);
         self.slots[i].state = SlotState::Backoff {
             generation,
@@ -60,6 +49,24 @@ impl Supervisor {
             delay,
             young_deaths,
         });
+    }
+
+    /// The delay before a slot's restart after its `young_deaths`-th consecutive young
+    /// death: none for the first, then `backoff_min` doubling up to `backoff_max`, and
+    /// `backoff_max` throughout a crash loop.
+    fn backoff(&self, young_deaths: u32) -> Duration {
+        let restart = &self.config.restart;
+        if self.crash_looping {
+            restart.backoff_max
+        } else if young_deaths <= 1 {
+            Duration::ZERO
+        } else {
+            let doublings = (young_deaths - 2).min(32);
+            restart
+                .backoff_min
+                .saturating_mul(1u32 << doublings.min(31))
+                .min(restart.backoff_max)
+        }
     }
 
     pub(super) fn give_up(&mut self, i: usize, code: i32) {

@@ -4,9 +4,11 @@
 //! facts; it must not run timers or derive spawns (`end` and `reconcile` do), and a message
 //! about a worker that no longer exists changes nothing but a trace line.
 
+use core::time::Duration;
+
 use super::reconcile::entry_stage;
 use super::slot::SlotState;
-use super::{Phase, Supervisor, UpgradeState};
+use super::{Phase, Supervisor};
 use crate::config::{Policy, Readiness};
 use crate::io::*;
 use crate::ladder::LadderPos;
@@ -195,13 +197,8 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, pid: Pid, status: ExitStatus) {
-        if let UpgradeState::Started { pid: s, .. }
-        | UpgradeState::Succeeded { pid: s }
-        | UpgradeState::Killing { pid: s } = self.upgrade
-        {
-            if s == pid {
-                return self.on_successor_exited();
-            }
+        if self.successor_pid() == Some(pid) {
+            return self.on_successor_exited();
         }
         let Some(i) = self.pids.remove(&pid).map(|i| i as usize) else {
             return self.event(Event::Ignored(Ignored::UnknownPid(pid)));
@@ -224,6 +221,19 @@ impl Supervisor {
         self.detach(i);
         // The pid is gone from `pids` already; the slot's process no longer exists.
         self.worker_mut(i).pid = None;
+        self.judge_exit(i, status, stop_reason, uptime);
+    }
+
+    /// Empties slot `i` after its worker's exit (detached, its pid gone), or schedules its
+    /// restart if the exit was a failure of a running pool. `stop_reason` is `None` for an
+    /// exit nobody asked for.
+    fn judge_exit(
+        &mut self,
+        i: usize,
+        status: ExitStatus,
+        stop_reason: Option<StopReason>,
+        uptime: Duration,
+    ) {
         let failed = stop_reason.is_none_or(StopReason::is_failure);
         if !failed || self.phase != Phase::Running {
             if uptime >= self.config.restart.healthy_uptime {

@@ -29,16 +29,7 @@ impl Supervisor {
     pub(super) fn reconcile(&mut self) {
         match self.phase {
             Phase::Running => {}
-            Phase::Stopping { .. } | Phase::Handover => {
-                let waiting_successor = matches!(self.upgrade, UpgradeState::Killing { .. });
-                if self.counts.live == 0 && self.counts.spawning == 0 && !waiting_successor {
-                    self.phase = Phase::Exited;
-                    self.next_maintenance = None;
-                    let code = self.exit_code.unwrap_or(0);
-                    self.queue.push_back(Action::Exit { code });
-                }
-                return;
-            }
+            Phase::Stopping { .. } | Phase::Handover => return self.exit_when_drained(),
             Phase::Exited => return,
         }
         if self.wants_spawn() {
@@ -74,6 +65,17 @@ impl Supervisor {
             if let Some(&key) = self.retire_order.range(current..).next() {
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
+        }
+    }
+
+    /// Exits once no worker process is left and no successor being killed is awaited.
+    fn exit_when_drained(&mut self) {
+        let waiting_successor = matches!(self.upgrade, UpgradeState::Killing { .. });
+        if self.counts.live == 0 && self.counts.spawning == 0 && !waiting_successor {
+            self.phase = Phase::Exited;
+            self.next_maintenance = None;
+            let code = self.exit_code.unwrap_or(0);
+            self.queue.push_back(Action::Exit { code });
         }
     }
 

@@ -39,6 +39,20 @@ impl Timer {
     ];
 }
 
+/// What a slot's deadline means when it fires.
+enum Due {
+    /// The backoff ended: refill the slot.
+    Respawn,
+    /// The next signal of a stopping worker's ladder.
+    Ladder,
+    /// Retired while spawning, and the spawn never answered.
+    AbandonSpawn,
+    /// The spawn never answered: a failed start.
+    SpawnTimeout,
+    /// A watchdog fired: retire the worker for this reason.
+    Retire(StopReason),
+}
+
 impl Supervisor {
     /// When `timer` fires next, as the driver is shown it; `None` if it is not armed.
     pub(super) fn deadline(&self, timer: Timer) -> Option<Instant> {
@@ -123,34 +137,9 @@ impl Supervisor {
         }
     }
 
+    /// Fires slot `i`'s deadline, which is due.
     fn on_slot_deadline(&mut self, i: usize) {
-        enum Due {
-            Respawn,
-            Ladder,
-            AbandonSpawn,
-            SpawnTimeout,
-            Retire(StopReason),
-        }
-        let now = self.now;
-        let due = match &self.slots[i].state {
-            SlotState::Backoff { .. } => Due::Respawn,
-            SlotState::Worker(w) => match (&w.stop, w.pid) {
-                // Retired while spawning and the spawn never answered.
-                (Some(_), None) => Due::AbandonSpawn,
-                (Some(_), Some(_)) => Due::Ladder,
-                (None, None) => Due::SpawnTimeout,
-                (None, Some(_)) if !w.ready => Due::Retire(StopReason::BootTimeout),
-                (None, Some(_)) if self.heartbeat_deadline(w).is_some_and(|d| d <= now) => {
-                    Due::Retire(StopReason::HeartbeatTimeout)
-                }
-                (None, Some(_)) => {
-                    debug_assert!(self.request_deadline(w).is_some_and(|d| d <= now));
-                    Due::Retire(StopReason::RequestTimeout)
-                }
-            },
-            other => unreachable!("slot {i} timer fired in state {other:?}"),
-        };
-        match due {
+        match self.slot_due(i) {
             Due::Respawn => {
                 // Refill this very slot so its backoff history follows the restart.
                 self.detach(i);
@@ -175,6 +164,29 @@ impl Supervisor {
                 self.failed_start(i, None);
             }
             Due::Retire(reason) => self.retire(i, reason),
+        }
+    }
+
+    /// What slot `i`'s due deadline means, read from its state.
+    fn slot_due(&self, i: usize) -> Due {
+        let now = self.now;
+        match &self.slots[i].state {
+            SlotState::Backoff { .. } => Due::Respawn,
+            SlotState::Worker(w) => match (&w.stop, w.pid) {
+                // Retired while spawning and the spawn never answered.
+                (Some(_), None) => Due::AbandonSpawn,
+                (Some(_), Some(_)) => Due::Ladder,
+                (None, None) => Due::SpawnTimeout,
+                (None, Some(_)) if !w.ready => Due::Retire(StopReason::BootTimeout),
+                (None, Some(_)) if self.heartbeat_deadline(w).is_some_and(|d| d <= now) => {
+                    Due::Retire(StopReason::HeartbeatTimeout)
+                }
+                (None, Some(_)) => {
+                    debug_assert!(self.request_deadline(w).is_some_and(|d| d <= now));
+                    Due::Retire(StopReason::RequestTimeout)
+                }
+            },
+            other => unreachable!("slot {i} timer fired in state {other:?}"),
         }
     }
 

@@ -132,6 +132,16 @@ impl Supervisor {
         self.event(Event::UpgradeRolledBack { reason });
     }
 
+    /// The pid of the successor this supervisor knows of, if one runs or is being killed.
+    pub(super) fn successor_pid(&self) -> Option<Pid> {
+        match self.upgrade {
+            UpgradeState::Started { pid, .. }
+            | UpgradeState::Succeeded { pid }
+            | UpgradeState::Killing { pid } => Some(pid),
+            UpgradeState::Idle | UpgradeState::Requested { .. } => None,
+        }
+    }
+
     pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
         match self.upgrade {
             UpgradeState::Requested { deadline } | UpgradeState::Started { deadline, .. } => {
