@@ -14,22 +14,36 @@ pub const MAX_WORKERS: u32 = 100_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Policy {
     /// Always `workers` workers.
-    Static { workers: u32 },
+    Static {
+        /// The pool size.
+        workers: u32,
+    },
     /// Between `min` and `max` workers, keeping between `min_spare` and `max_spare` idle
     /// thread slots; starts with `start` workers.
     Dynamic {
+        /// The fewest workers, however idle.
         min: u32,
+        /// The most workers, however busy.
         max: u32,
+        /// Workers at start-up.
         start: u32,
+        /// Fewer idle threads than this grows the pool.
         min_spare: u32,
+        /// More idle threads than this shrinks the pool.
         max_spare: u32,
     },
     /// `min` (often 0) up to `max` workers, spawned when connections wait with no idle slot,
     /// retired after `idle_timeout`.
-    Ondemand { min: u32, max: u32 },
+    Ondemand {
+        /// The fewest workers (often 0).
+        min: u32,
+        /// The most workers.
+        max: u32,
+    },
 }
 
 impl Policy {
+    /// The policy's name in config files and status (`static`, `dynamic`, `ondemand`).
     pub fn name(&self) -> &'static str {
         match self {
             Policy::Static { .. } => "static",
@@ -38,6 +52,7 @@ impl Policy {
         }
     }
 
+    /// The fewest workers the policy allows.
     pub fn min(&self) -> u32 {
         match *self {
             Policy::Static { workers } => workers,
@@ -45,6 +60,7 @@ impl Policy {
         }
     }
 
+    /// The most workers the policy allows (not counting the surge of a rollout).
     pub fn max(&self) -> u32 {
         match *self {
             Policy::Static { workers } => workers,
@@ -52,6 +68,7 @@ impl Policy {
         }
     }
 
+    /// The target at start-up.
     pub fn start(&self) -> u32 {
         match *self {
             Policy::Static { workers } => workers,
@@ -66,13 +83,18 @@ impl Policy {
 /// stage's start, when the next stage begins. The last stage is `KILL`, sent once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stage {
+    /// The signal this stage sends.
     pub signal: Signal,
+    /// The gap after the stage's first signal.
     pub interval: Duration,
+    /// How much each further gap grows.
     pub increment: Duration,
+    /// How long the stage lasts before the next begins.
     pub timeout: Duration,
 }
 
 impl Stage {
+    /// The final stage: KILL, once.
     pub fn kill() -> Stage {
         Stage {
             signal: Signal::Kill,
@@ -87,7 +109,9 @@ impl Stage {
 /// workers) at `immediate_from`. A worker never moves back down its ladder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ladder {
+    /// The stages in order; validation ends them in KILL.
     pub stages: Vec<Stage>,
+    /// The stage where immediate stops and hung workers enter.
     pub immediate_from: usize,
 }
 
@@ -176,7 +200,9 @@ pub struct Restart {
     pub healthy_uptime: Duration,
     /// More than `intensity_deaths` deaths within `intensity_window` is crash-looping.
     pub intensity_deaths: u32,
+    /// The window of the crash-loop count (see `intensity_deaths`).
     pub intensity_window: Duration,
+    /// What a crash loop does to the pool.
     pub on_crash_loop: OnCrashLoop,
     /// Worker exit codes that are not restarted: the slot stays empty.
     pub unrecoverable_exit_codes: Vec<i32>,
@@ -203,6 +229,7 @@ impl Default for Restart {
 /// `Supervisor::new` validates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// How many workers the pool wants.
     pub policy: Policy,
     /// Threads (accepting slots) per worker.
     pub threads: u32,
@@ -218,12 +245,17 @@ pub struct Config {
     pub max_requests_jitter: u64,
     /// Seed of the machine's own random stream (jitter). Same seed, same decisions.
     pub seed: u64,
+    /// When a spawned worker counts as Ready.
     pub readiness: Readiness,
     /// From spawn until Ready (or until the process exists, with `Readiness::AtSpawn`).
     pub boot_timeout: Duration,
+    /// A Ready worker silent this long is hung and killed; `None` turns the watchdog off.
     pub heartbeat_timeout: Option<Duration>,
+    /// A request running this long gets its worker killed; `None` for no limit.
     pub request_timeout: Option<Duration>,
+    /// The kill ladder of every stop that starts while this config is in force.
     pub ladder: Arc<Ladder>,
+    /// What happens after a worker dies.
     pub restart: Restart,
     /// Extra workers allowed during a rolling restart.
     pub max_surge: u32,
@@ -237,6 +269,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults for `policy`: one thread, readiness at spawn, a 60 s boot timeout, no
+    /// watchdogs, TERM then KILL after 30 s; an ondemand pool retires workers idle 10 s.
     pub fn new(policy: Policy) -> Config {
         let idle_timeout = match policy {
             Policy::Ondemand { .. } => Some(Duration::from_secs(10)),
@@ -264,6 +298,7 @@ impl Config {
         }
     }
 
+    /// A static pool of `workers` workers, other settings at their defaults.
     pub fn static_pool(workers: u32) -> Config {
         Config::new(Policy::Static { workers })
     }
@@ -280,6 +315,7 @@ impl Config {
         })
     }
 
+    /// An ondemand pool of up to `max` workers and none while idle.
     pub fn ondemand(max: u32) -> Config {
         Config::new(Policy::Ondemand { min: 0, max })
     }
@@ -448,12 +484,12 @@ impl Config {
                 ),
             );
         }
-        const MAX_STAGES: usize = 16;
-        if stages.len() > MAX_STAGES {
+        const STAGES_MAX: usize = 16;
+        if stages.len() > STAGES_MAX {
             return err(
                 "ladder",
                 format!(
-                    "has {} stages, above the limit of {MAX_STAGES}",
+                    "has {} stages, above the limit of {STAGES_MAX}",
                     stages.len()
                 ),
             );
@@ -501,7 +537,9 @@ impl Config {
 /// A configuration problem: `field` and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config field (or settings key) at fault.
     pub field: &'static str,
+    /// What is wrong with it and how to fix it.
     pub problem: String,
 }
 

@@ -31,18 +31,28 @@ pub struct Generation(pub u32);
 /// libc; the shell maps each to its platform number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Signal {
+    /// SIGTERM: the conventional request to shut down gracefully.
     Term,
+    /// SIGINT: an interrupt, as from Ctrl-C.
     Int,
+    /// SIGQUIT: graceful for nginx and unicorn, immediate for serverengine; programs differ.
     Quit,
+    /// SIGHUP: commonly, reload the configuration or reopen logs.
     Hup,
+    /// SIGUSR1: program-defined (commonly, reopen logs).
     Usr1,
+    /// SIGUSR2: program-defined.
     Usr2,
+    /// SIGABRT: abort, usually with a core dump.
     Abrt,
+    /// SIGWINCH: program-defined for daemons (nginx and unicorn stop their workers gracefully).
     Winch,
+    /// SIGKILL: cannot be caught; the last stage of every kill ladder.
     Kill,
 }
 
 impl Signal {
+    /// Every signal, for parsing and for tests.
     pub const ALL: [Signal; 9] = [
         Signal::Term,
         Signal::Int,
@@ -55,6 +65,7 @@ impl Signal {
         Signal::Kill,
     ];
 
+    /// The name without the `SIG` prefix, as the trace and config files write it (`TERM`).
     pub fn name(self) -> &'static str {
         match self {
             Signal::Term => "TERM",
@@ -80,6 +91,7 @@ impl Signal {
 /// How a process ended, as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitStatus {
+    /// Exited with this code.
     Code(i32),
     /// Killed by this signal number (platform numbering; the machine only prints it).
     Signaled(i32),
@@ -93,6 +105,7 @@ pub enum SpawnError {
     Resources,
     /// The program could not be executed (ENOENT, EACCES, ...).
     Exec,
+    /// Any other error, with its errno.
     Other(i32),
 }
 
@@ -118,6 +131,7 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name in traces and refusals (`stop-now`, `scale-up` …).
     pub fn name(&self) -> &'static str {
         match self {
             Command::Stop => "stop",
@@ -139,20 +153,26 @@ pub enum Input {
     Tick,
     /// The process for a `Spawn` action exists.
     Spawned {
+        /// The worker the `Spawn` action named.
         worker: WorkerId,
+        /// Its process (group leader).
         pid: Pid,
     },
     /// The `Spawn` action failed; no process exists.
     SpawnFailed {
+        /// The worker the `Spawn` action named.
         worker: WorkerId,
+        /// Why the fork or exec failed.
         error: SpawnError,
     },
     /// The worker finished booting (READY=1 or the embedded runtime's ready message).
     Ready {
+        /// The worker that is ready.
         worker: WorkerId,
     },
     /// Liveness evidence for the watchdog, as of now (WATCHDOG=1).
     Heartbeat {
+        /// The worker that is alive.
         worker: WorkerId,
     },
     /// Liveness evidence as of `at`: a heartbeat the worker stamped itself and the driver
@@ -160,21 +180,29 @@ pub enum Input {
     /// counts from `at`, so reading late never stretches it; an `at` later than now counts
     /// as now, and one older than the last heartbeat changes nothing.
     HeartbeatAt {
+        /// The worker that is alive.
         worker: WorkerId,
+        /// When the worker stamped the heartbeat.
         at: Instant,
     },
     /// The worker's load: threads busy now, since when the longest-running request has
     /// run, and requests served in total. Per-thread busy-since times reduce to their
     /// minimum, which is all the request watchdog needs.
     Load {
+        /// The worker reporting.
         worker: WorkerId,
+        /// Threads serving a request now (more than the worker has is clamped).
         busy: u32,
+        /// Since when the longest-running request has run; `None` when no thread is busy.
         oldest_busy_since: Option<Instant>,
+        /// Requests served since the worker started.
         requests: u64,
     },
     /// Connections waiting in a listener's accept queue.
     Backlog {
+        /// The driver's number for the listener.
         listener: u32,
+        /// Connections waiting to be accepted, as last sampled.
         queued: u32,
     },
     /// The process the driver started for a worker exited while other processes of its
@@ -182,22 +210,29 @@ pub enum Input {
     /// `Exited` for the same pid follows once the group is empty: until then the worker
     /// lives on in them, and its pid names the group.
     MainExited {
+        /// The worker's pid, which names its process group.
         pid: Pid,
+        /// How the main process ended.
         status: ExitStatus,
     },
     /// `waitpid` reaped this pid (for a worker: the last of its process group is gone). It
     /// may be unknown (a child inherited across an upgrade).
     Exited {
+        /// The reaped pid.
         pid: Pid,
+        /// How the process ended.
         status: ExitStatus,
     },
+    /// An operator command.
     Command(Command),
     /// The successor supervisor of a live upgrade was started.
     SuccessorStarted {
+        /// The successor supervisor's pid.
         pid: Pid,
     },
     /// The successor could not be started.
     SuccessorFailed {
+        /// Why the successor could not be started.
         error: SpawnError,
     },
     /// The successor reports its workers Ready: hand over.
@@ -207,15 +242,25 @@ pub enum Input {
 /// Why a worker is being stopped, and why a signal is sent. Carried into every log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StopReason {
+    /// No heartbeat within the heartbeat timeout: the worker is hung.
     HeartbeatTimeout,
+    /// Not Ready within the boot timeout (or its spawn never answered).
     BootTimeout,
+    /// A request ran longer than the request timeout.
     RequestTimeout,
+    /// The worker served its request limit (`max_requests` plus jitter).
     MaxRequests,
+    /// Idle for `idle_timeout` while the pool was above its minimum.
     Idle,
+    /// The pool's target shrank (spare threads, a scale command).
     ScaleDown,
+    /// The supervisor is stopping.
     Stop,
+    /// Replaced by a worker of a newer generation (rolling restart).
     Restart,
+    /// A live upgrade's successor took over.
     Upgrade,
+    /// Stopped as part of rolling back a live upgrade.
     Rollback,
     /// A reload shrank the pool's slot range below this worker's slot.
     Reload,
@@ -225,6 +270,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The reason's name in traces and status (`heartbeat-timeout` …).
     pub fn name(self) -> &'static str {
         match self {
             StopReason::HeartbeatTimeout => "heartbeat-timeout",
@@ -263,11 +309,15 @@ impl StopReason {
 /// Why a command was not carried out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The supervisor is stopping: only stop commands are taken.
     Stopping,
+    /// A live upgrade is in progress already.
     UpgradeInFlight,
     /// A scale request outside the pool's bounds.
     OutOfBounds {
+        /// The lowest base size allowed.
         min: u32,
+        /// The highest base size allowed.
         max: u32,
     },
     /// The new configuration (reload, or the one a scale request implies) is invalid.
@@ -277,8 +327,11 @@ pub enum Refusal {
 /// Why a live upgrade was abandoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RollbackReason {
+    /// The successor could not be started.
     SuccessorFailedToStart,
+    /// The successor exited before or after it took over.
     SuccessorExited,
+    /// The successor was not Ready within `upgrade_timeout` (or started when none was awaited).
     Timeout,
     /// An operator stop arrived before the successor was ready.
     Stopped,
@@ -289,51 +342,76 @@ pub enum RollbackReason {
 pub enum Event {
     /// A worker was asked to stop (its signals follow as `Signal` actions).
     Retiring {
+        /// The worker asked to stop.
         worker: WorkerId,
+        /// Why it is stopped.
         reason: StopReason,
     },
     /// A worker's process ended. `expected` is false for a crash.
     Exited {
+        /// The worker whose process ended.
         worker: WorkerId,
+        /// How it ended (its main process's status if that exited first).
         status: ExitStatus,
+        /// Time since its spawn.
         uptime: Duration,
+        /// The machine had asked it to stop.
         expected: bool,
     },
     /// The slot will be refilled after `delay` (restart backoff).
     RestartScheduled {
+        /// The slot to refill.
         slot: u32,
+        /// The backoff before the respawn.
         delay: Duration,
+        /// Consecutive deaths of the slot younger than `healthy_uptime`: the backoff exponent.
         young_deaths: u32,
     },
     /// The slot is left empty: the worker exited with an unrecoverable code.
     GaveUp {
+        /// The worker that exited.
         worker: WorkerId,
+        /// Its unrecoverable exit code.
         code: i32,
     },
+    /// More than `intensity_deaths` deaths within `intensity_window`: restarts wait the maximum
+    /// backoff, or the pool exits (`OnCrashLoop`).
     CrashLooping {
+        /// The deaths counted.
         deaths: u32,
+        /// The time they fell within.
         window: Duration,
     },
+    /// The crash-loop window passed without enough deaths: restarts use the normal backoff again.
     CrashLoopEnded,
     /// The pool's wanted size changed.
     Scaled {
+        /// The previous target.
         from: u32,
+        /// The new target.
         to: u32,
     },
     /// An odd but possible input that was ignored.
     Ignored(Ignored),
+    /// An operator command was not carried out.
     Refused {
+        /// The command's name (`Command::name`).
         command: &'static str,
+        /// Why it was refused.
         reason: Refusal,
     },
     /// The successor took over; this supervisor drains and exits.
     UpgradeHandover,
+    /// A live upgrade was abandoned; this supervisor keeps serving.
     UpgradeRolledBack {
+        /// Why it was abandoned.
         reason: RollbackReason,
     },
     /// A new configuration is in force.
     Reloaded {
+        /// The generation in force.
         generation: Generation,
+        /// Workers are replaced by a rolling restart.
         restart: bool,
     },
 }
@@ -341,13 +419,17 @@ pub enum Event {
 /// Inputs the machine ignored, and why. Never fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ignored {
+    /// An exit for a pid the machine does not know (e.g. a child inherited across an upgrade).
     UnknownPid(Pid),
     /// A message for an incarnation that is no longer live (e.g. a heartbeat after exit).
     StaleMessage(WorkerId),
+    /// A second `Ready` for a worker that is Ready already.
     DuplicateReady(WorkerId),
     /// A load report claiming more busy threads than the worker has; clamped, not ignored.
     BusyClamped {
+        /// The worker reporting.
         worker: WorkerId,
+        /// The busy count it claimed.
         busy: u32,
     },
     /// `Spawned`/`SpawnFailed` for a worker the machine is not spawning.
@@ -361,14 +443,20 @@ pub enum Ignored {
 pub enum Action {
     /// Start a worker process for this slot. Answer with `Spawned` or `SpawnFailed`.
     Spawn {
+        /// The worker to start; exported to it as `DROVER_WORKER_ID`.
         worker: WorkerId,
+        /// Its generation; exported as `DROVER_GENERATION`.
         generation: Generation,
     },
     /// Send `signal` to the worker's process.
     Signal {
+        /// The worker to signal.
         worker: WorkerId,
+        /// Its process (group).
         pid: Pid,
+        /// The signal to send.
         signal: Signal,
+        /// Why the worker is stopped.
         reason: StopReason,
     },
     /// Start the successor supervisor of a live upgrade, handing it the listeners. Answer
@@ -376,12 +464,16 @@ pub enum Action {
     StartSuccessor,
     /// Kill the successor (rollback). Its exit arrives as `Exited`.
     KillSuccessor {
+        /// The successor supervisor's pid.
         pid: Pid,
+        /// Why the upgrade is rolled back.
         reason: RollbackReason,
     },
     /// Stop the supervisor with this exit code. The last action the machine emits.
     Exit {
+        /// The process exit code.
         code: i32,
     },
+    /// Something to log; changes nothing outside the machine.
     Event(Event),
 }

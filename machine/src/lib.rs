@@ -37,15 +37,16 @@
 //! assert_eq!(sup.ready_workers(), 2);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod config;
 mod driver;
-mod invariants;
 mod io;
 mod ladder;
 mod rng;
 mod settings;
 mod supervisor;
+#[doc(hidden)]
 pub mod testing;
 mod time;
 pub mod trace;
@@ -54,13 +55,12 @@ pub use config::{
     Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, MAX_WORKERS,
 };
 pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
-pub use invariants::Violation;
 pub use io::{
     Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,
     Signal, SpawnError, StopReason, WorkerId,
 };
 pub use settings::{Setting, SETTING_KEYS};
-pub use supervisor::{Phase, Supervisor, UpgradeState, WorkerState, WorkerView};
+pub use supervisor::{Phase, Supervisor, UpgradeState, Violation, WorkerState, WorkerView};
 pub use time::Instant;
 
 pub use core::time::Duration;

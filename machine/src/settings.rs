@@ -10,10 +10,15 @@ use crate::config::{Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness}
 /// A value as a config file holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Setting {
+    /// An integer.
     Int(i64),
+    /// A number with a fraction (seconds may be given so).
     Float(f64),
+    /// A string.
     Str(String),
+    /// A boolean.
     Bool(bool),
+    /// A list of integers (exit codes).
     Ints(Vec<i64>),
 }
 

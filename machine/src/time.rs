@@ -9,20 +9,25 @@ use core::time::Duration;
 pub struct Instant(u64);
 
 impl Instant {
+    /// The epoch.
     pub const ZERO: Instant = Instant(0);
 
+    /// `nanos` nanoseconds after the epoch.
     pub const fn from_nanos(nanos: u64) -> Instant {
         Instant(nanos)
     }
 
+    /// `secs` seconds after the epoch (saturating).
     pub const fn from_secs(secs: u64) -> Instant {
         Instant(secs.saturating_mul(1_000_000_000))
     }
 
+    /// `secs` seconds after the epoch; negative or NaN is the epoch, too large saturates.
     pub fn from_secs_f64(secs: f64) -> Instant {
         Instant((secs * 1e9) as u64)
     }
 
+    /// Nanoseconds since the epoch.
     pub const fn as_nanos(self) -> u64 {
         self.0
     }

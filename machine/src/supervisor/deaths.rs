@@ -1,0 +1,120 @@
+//! Deaths and restarts: a worker that died unexpectedly, failed to spawn or was killed for a
+//! failure is counted (the slot's young deaths, the pool's death window), and its slot waits
+//! out an exponential backoff, or is given up on for an unrecoverable exit code; too many
+//! deaths within the window is a crash loop. This module owns the backoff, the death window
+//! and the crash-loop flag; it must not spawn: the end of a backoff is a slot deadline, and
+//! `timers` refills the slot.
+
+use core::time::Duration;
+
+use super::slot::SlotState;
+use super::{Phase, Supervisor};
+use crate::config::OnCrashLoop;
+use crate::io::*;
+use crate::time::Instant;
+
+impl Supervisor {
+    /// A worker died unexpectedly, failed to spawn, or was killed for a failure: count the
+    /// death and schedule the slot's restart.
+    pub(super) fn failed_start(&mut self, i: usize, uptime: Option<Duration>) {
+        // Empty the slot first: the death may stop the whole pool (crash-loop exit), and a
+        // process that no longer exists must not be retired.
+        let generation = self.worker(i).generation;
+        self.detach(i);
+        self.slots[i].state = SlotState::Empty;
+        self.attach(i);
+        let restart = &self.config.restart;
+        let young = uptime.is_none_or(|u| u < restart.healthy_uptime);
+        let slot = &mut self.slots[i];
+        slot.young_deaths = if young {
+            slot.young_deaths.saturating_add(1)
+        } else {
+            1
+        };
+        slot.restarts = slot.restarts.saturating_add(1);
+        let young_deaths = slot.young_deaths;
+        self.record_death();
+        if self.phase != Phase::Running || i >= self.slot_limit as usize {
+            return;
+        }
+        let delay = self.backoff(young_deaths);
+        self.detach(i);
+        self.slots[i].state = SlotState::Backoff {
+            generation,
+            until: self.now + delay,
+        };
+        self.attach(i);
+        self.event(Event::RestartScheduled {
+            slot: i as u32,
+            delay,
+            young_deaths,
+        });
+    }
+
+    /// The delay before a slot's restart after its `young_deaths`-th consecutive young
+    /// death: none for the first, then `backoff_min` doubling up to `backoff_max`, and
+    /// `backoff_max` throughout a crash loop.
+    fn backoff(&self, young_deaths: u32) -> Duration {
+        let restart = &self.config.restart;
+        if self.crash_looping {
+            restart.backoff_max
+        } else if young_deaths <= 1 {
+            Duration::ZERO
+        } else {
+            let doublings = (young_deaths - 2).min(32);
+            restart
+                .backoff_min
+                .saturating_mul(1u32 << doublings.min(31))
+                .min(restart.backoff_max)
+        }
+    }
+
+    pub(super) fn give_up(&mut self, i: usize, code: i32) {
+        let id = self.id_of(i);
+        let generation = self.worker(i).generation;
+        self.detach(i);
+        self.slots[i].state = SlotState::GaveUp { generation, code };
+        self.attach(i);
+        self.event(Event::GaveUp { worker: id, code });
+        if self.config.restart.stop_on_unrecoverable {
+            self.exit_code.get_or_insert(code);
+            self.begin_stop(false);
+        }
+    }
+
+    fn record_death(&mut self) {
+        let limit = self.config.restart.intensity_deaths as usize + 1;
+        self.deaths.push_back(self.now);
+        while self.deaths.len() > limit {
+            self.deaths.pop_front();
+        }
+        if self.crash_looping || self.deaths.len() < limit {
+            return;
+        }
+        let window = self.config.restart.intensity_window;
+        if self.now.saturating_since(self.deaths[0]) < window {
+            self.crash_looping = true;
+            self.event(Event::CrashLooping {
+                deaths: limit as u32,
+                window,
+            });
+            if let OnCrashLoop::Exit(code) = self.config.restart.on_crash_loop {
+                if self.phase == Phase::Running {
+                    self.exit_code.get_or_insert(code);
+                    self.begin_stop(false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn crash_loop_end(&self) -> Option<Instant> {
+        let oldest = self.crash_looping.then(|| self.deaths.front()).flatten()?;
+        Some(*oldest + self.config.restart.intensity_window)
+    }
+}
+
+impl Supervisor {
+    pub(super) fn deaths_limit(&self) -> usize {
+        self.config.restart.intensity_deaths as usize + 1
+    }
+}

@@ -1,0 +1,326 @@
+//! The supervisor: records facts in `handle`, derives the next step in `poll_action`.
+//!
+//! This module owns the [`Supervisor`] type, its construction and the run-loop surface:
+//! `handle`/`handle_all` (inputs, then due timers), `poll_action`, `poll_timeout` and
+//! `messages_due`. The work is done in the submodules, one concern each: `slot` (a place of
+//! the pool and its states), `index` (the incremental counters and ordered indexes, checked
+//! by `invariants`), `inputs`, `commands`, `upgrade`, `deaths`, `timers`, `scaling`,
+//! `reconcile` and `queries`. Nothing here may perform IO, read a clock or hold state that
+//! the slots and the few pool-wide facts of `Supervisor` do not imply (the indexes are
+//! derived from them), and every effect leaves as an `Action`.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::config::{Config, ConfigError};
+use crate::io::*;
+use crate::rng::SplitMix64;
+use crate::time::Instant;
+
+mod commands;
+mod deaths;
+mod index;
+mod inputs;
+mod invariants;
+mod queries;
+mod reconcile;
+mod scaling;
+mod slot;
+mod timers;
+mod upgrade;
+
+pub use invariants::Violation;
+pub use queries::{WorkerState, WorkerView};
+pub use upgrade::UpgradeState;
+
+use index::{Counts, RetireKey};
+use slot::{Slot, SlotState};
+use timers::Timer;
+
+/// The supervisor's overall state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving: the pool is kept at its target.
+    Running,
+    /// Draining every worker; `immediate` once escalated.
+    Stopping {
+        /// Every worker entered its ladder's immediate stage.
+        immediate: bool,
+    },
+    /// A successor took over: draining every worker, then exit 0. Reverts to `Running` if
+    /// the successor dies before the drain ends.
+    Handover,
+    /// `Exit` was emitted; inputs are ignored.
+    Exited,
+}
+
+/// A prefork supervisor as a pure state machine: it holds the pool's state and decides
+/// every spawn, signal and exit, but performs none of them. A driver (the `drover-os` shell,
+/// the `drover-sim` simulator, a test harness) hands in facts stamped with the time and
+/// carries out the actions that come back.
+///
+/// The methods fall into four groups:
+///
+/// - **Construction.** [`new`](Self::new) validates a [`Config`] and starts the pool at a
+///   given time; [`succeeding`](Self::succeeding) does the same for the successor of a live
+///   upgrade. The first spawns are ready to poll at once.
+/// - **Inputs.** [`handle`](Self::handle) applies one [`Input`] at `now`, then fires every
+///   timer due at `now`. [`handle_all`](Self::handle_all) applies several facts read
+///   together (every worker's heartbeat and load from shared memory) as one input, so that
+///   no deadline fires between two of them.
+/// - **Outputs.** [`poll_action`](Self::poll_action) returns the next [`Action`] to
+///   perform; [`poll_timeout`](Self::poll_timeout) when the machine next needs an
+///   [`Input::Tick`]; [`messages_due`](Self::messages_due) how long worker messages may
+///   wait unread.
+/// - **Queries.** [`phase`](Self::phase), [`target`](Self::target),
+///   [`workers`](Self::workers), [`is_settled`](Self::is_settled) and the other getters
+///   read the state for status reports and checks and change nothing;
+///   [`check_invariants`](Self::check_invariants) recomputes the derived state and
+///   compares.
+///
+/// # Call order
+///
+/// The run-loop contract (the [crate] documentation has the details and an example):
+///
+/// 1. `handle` or `handle_all`, with a `now` that never decreases.
+/// 2. `poll_action` until it returns `None`, performing each action. The results of an
+///    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) may be handed in with `handle`
+///    within the drain.
+/// 3. Only after the drain, reap exited children and hand each in as [`Input::Exited`]
+///    (then drain again): a zombie keeps its pid until reaped, so no signal of the drain can
+///    reach a recycled pid.
+/// 4. Wait for the next OS event or until `poll_timeout` (then `Input::Tick`), reading
+///    worker messages no later than `messages_due`; go to 1.
+///
+/// `poll_timeout` and `messages_due` change only through `handle` and `poll_action`, so
+/// they are read after the drain. Queries may be called at any point.
+pub struct Supervisor {
+    pub(crate) config: Config,
+    pub(crate) now: Instant,
+    pub(crate) phase: Phase,
+    pub(crate) generation: Generation,
+    pub(crate) target: u32,
+    pub(crate) slots: Vec<Slot>,
+    /// Slots at or above this index are not refilled (a reload shrank the pool).
+    pub(crate) slot_limit: u32,
+    pub(crate) pids: BTreeMap<Pid, u32>,
+    pub(crate) timers: BTreeSet<(Instant, u32)>,
+    pub(crate) free: BTreeSet<u32>,
+    pub(crate) retire_order: BTreeSet<RetireKey>,
+    /// Places with no process (backoff, gave up), oldest generation first.
+    pub(crate) places: BTreeSet<(Generation, u32)>,
+    pub(crate) idle: BTreeSet<(Instant, u32)>,
+    pub(crate) counts: Counts,
+    pub(crate) queue: VecDeque<Action>,
+    pub(crate) spawn_rate: u32,
+    /// The maintenance tick's grid: ticks fall every `maintenance_interval` from here on.
+    /// Always set while the policy ticks and the pool runs; `poll_timeout` shows it only
+    /// when a tick could change something (`maintenance_wakeup`), and ticks skipped while it
+    /// was hidden are no-ops by definition (`run_timers` moves the grid past them).
+    pub(crate) next_maintenance: Option<Instant>,
+    /// The last `intensity_deaths + 1` deaths, oldest first.
+    pub(crate) deaths: VecDeque<Instant>,
+    pub(crate) crash_looping: bool,
+    pub(crate) backlog: BTreeMap<u32, u32>,
+    pub(crate) queued: u64,
+    pub(crate) upgrade: UpgradeState,
+    pub(crate) exit_code: Option<i32>,
+    rng: SplitMix64,
+}
+
+/// The bound on one drain: every action is about one slot or a one-shot, so a drain longer
+/// than this is a bug (TigerStyle: put a limit on everything).
+fn drain_limit(slots: usize) -> usize {
+    4 * slots + 64
+}
+
+impl Supervisor {
+    /// Validates `config` and starts the pool at `now`. The first actions (spawns) are ready
+    /// to poll.
+    pub fn new(config: Config, now: Instant) -> Result<Supervisor, ConfigError> {
+        config.validate()?;
+        let slot_count = config.slot_count();
+        let mut s = Supervisor {
+            rng: SplitMix64::new(config.seed),
+            target: config.policy.start(),
+            slot_limit: slot_count,
+            config,
+            now,
+            phase: Phase::Running,
+            generation: Generation(1),
+            slots: Vec::new(),
+            pids: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            free: BTreeSet::new(),
+            retire_order: BTreeSet::new(),
+            places: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            counts: Counts::default(),
+            queue: VecDeque::new(),
+            spawn_rate: 1,
+            next_maintenance: None,
+            deaths: VecDeque::new(),
+            crash_looping: false,
+            backlog: BTreeMap::new(),
+            queued: 0,
+            upgrade: UpgradeState::Idle,
+            exit_code: None,
+        };
+        s.grow_slots(slot_count);
+        s.schedule_maintenance();
+        Ok(s)
+    }
+
+    /// `new` for a live upgrade's successor: its workers start at the generation after its
+    /// predecessor's, so no two workers that run at once (the predecessor's draining, the
+    /// successor's booting) share a slot and a generation.
+    pub fn succeeding(
+        config: Config,
+        now: Instant,
+        predecessor: Generation,
+    ) -> Result<Supervisor, ConfigError> {
+        let mut s = Supervisor::new(config, now)?;
+        s.generation = Generation(predecessor.0.saturating_add(1));
+        Ok(s)
+    }
+
+    /// Applies one input at `now`, then every timer due at `now`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        self.apply(input);
+        self.end(announced);
+    }
+
+    /// Applies several inputs at `now` as one `handle`: each in turn, then every timer due
+    /// at `now`, once. For facts the driver reads together, such as the heartbeats and
+    /// loads of every worker read from shared memory on a wake-up: a deadline that one of
+    /// them meets must not fire while an earlier one is applied (fed one by one, the first
+    /// report would let the timers kill a worker whose own fresh report comes next). No
+    /// input is the same as `Input::Tick`.
+    ///
+    /// Panics if `now` is earlier than the previous call's: the driver broke the contract.
+    pub fn handle_all(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        let Some(announced) = self.begin(now) else {
+            return;
+        };
+        for input in inputs {
+            self.apply(input);
+        }
+        self.end(announced);
+    }
+
+    /// Moves the clock to `now`. Returns the maintenance deadline the driver was shown
+    /// before (the state has not changed since its last drain: whether a due tick was
+    /// announced or skipped while hidden), or `None` once exited (inputs are ignored).
+    #[inline]
+    fn begin(&mut self, now: Instant) -> Option<Option<Instant>> {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now} after {}; the driver must pass a monotonic clock",
+            self.now
+        );
+        let announced = self.maintenance_wakeup();
+        self.now = now;
+        (self.phase != Phase::Exited).then_some(announced)
+    }
+
+    /// After the inputs: every timer due at `now`.
+    #[inline]
+    fn end(&mut self, announced: Option<Instant>) {
+        self.run_timers(announced);
+        #[cfg(debug_assertions)]
+        if let Err(v) = self.check_invariants() {
+            panic!("invariant violated after handle: {v}");
+        }
+    }
+
+    /// The next action to perform, or `None` when there is nothing to do until the next
+    /// input or `poll_timeout()`. Spawns and retirements are derived here from wanted vs
+    /// actual state, so they are never stale.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.queue.pop_front() {
+            return Some(action);
+        }
+        self.reconcile();
+        self.queue.pop_front()
+    }
+
+    /// The earliest deadline, or `None` if nothing will happen without an input. A
+    /// maintenance tick that could change nothing is no deadline: a calm dynamic or ondemand
+    /// pool sleeps until an input, or until its next idle retirement (see
+    /// `maintenance_wakeup`). Changes only through `handle` and `poll_action`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Exited {
+            return None;
+        }
+        Timer::ALL
+            .into_iter()
+            .filter_map(|timer| self.deadline(timer))
+            .min()
+    }
+
+    /// Until when the driver may leave worker messages (sd_notify datagrams) unread, given
+    /// `queue`, how many datagrams its socket holds before a sender blocks (Linux:
+    /// `net.unix.max_dgram_qlen`). A driver that stops watching the socket until then, and
+    /// hands each heartbeat in as `HeartbeatAt` with its arrival time, sleeps through an
+    /// idle pool's heartbeats instead of waking for every one, and misjudges nothing: a
+    /// heartbeat that would meet a deadline is read at that deadline, which is a wake-up of
+    /// its own (`poll_timeout`), and all read together go in one `handle_all`.
+    ///
+    /// Messages may wait only while none of them could change a decision sooner: the pool
+    /// runs with no upgrade in flight, the watchdog is on, and every worker is Ready, not
+    /// stopping, has a known pace (three beats) and has never reported its load. A booting
+    /// worker's READY=1 must be seen at once, and load reports drive scaling and the request
+    /// watchdog and come at the program's pace, from which no queue bound follows. The wait
+    /// is a whole number of the fastest pace seen: as many as fit every worker's beats into
+    /// half the queue, counting each worker as beating once per pace and all of them in step
+    /// (workers forked together stay in step), so none at all while the workers outnumber
+    /// half the queue. The other half is for an irregular beat or a STATUS= line. Never
+    /// longer than the heartbeat timeout. Otherwise the answer is the time of the last
+    /// input: messages are read as they come. O(workers).
+    #[must_use]
+    pub fn messages_due(&self, queue: u32) -> Instant {
+        let prompt = self.now;
+        let Some(timeout) = self.config.heartbeat_timeout else {
+            return prompt;
+        };
+        if self.phase != Phase::Running || self.upgrade != UpgradeState::Idle {
+            return prompt;
+        }
+        let mut workers: u64 = 0;
+        let mut fastest = timeout;
+        for slot in &self.slots {
+            let SlotState::Worker(w) = &slot.state else {
+                continue;
+            };
+            let quiet = w.ready && w.stop.is_none() && !w.load_seen;
+            let Some(pace) = w.beat_pace.filter(|_| quiet) else {
+                return prompt;
+            };
+            workers += 1;
+            fastest = fastest.min(pace);
+        }
+        let room = u64::from(queue / 2);
+        if workers == 0 {
+            return prompt;
+        }
+        // A window of k paces holds at most k beats of a worker beating at that pace.
+        let paces = room / workers;
+        let hold = crate::time::duration_nanos(fastest).saturating_mul(paces);
+        prompt.saturating_add(Duration::from_nanos(hold).min(timeout))
+    }
+
+    fn event(&mut self, event: Event) {
+        self.queue.push_back(Action::Event(event));
+        debug_assert!(
+            self.queue.len() <= drain_limit(self.slots.len()) * 4,
+            "the action queue grew without bound: the driver is not draining poll_action"
+        );
+    }
+}

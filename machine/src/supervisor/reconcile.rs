@@ -1,0 +1,231 @@
+//! Reconcile, spawn, retire and the kill ladder: `reconcile` compares the wanted pool (the
+//! target, the generation, the surge and unavailability bounds) with the slots and queues
+//! the next step; `retire` starts a worker's stop and `fire_ladder` sends its signals. This
+//! module owns the `Spawn` actions, the ladder's `Signal`s and the `Exit`; it must not
+//! decide how many workers the pool wants (`scaling`, `commands`) or that a worker failed
+//! (`inputs`, `timers`): it only closes the gap between wanted and actual.
+
+use super::index::{RetireKey, RANK_IDLE};
+use super::slot::{SlotState, Stop, Worker};
+use super::{Phase, Supervisor, UpgradeState};
+use crate::config::Ladder;
+use crate::io::*;
+use crate::ladder::LadderPos;
+use crate::time::Instant;
+
+impl Supervisor {
+    /// Places the pool may fill now: the target, plus the surge while old generations are
+    /// being replaced.
+    fn wanted_places(&self) -> u32 {
+        let rolling = self.counts.filled > self.counts.filled_current;
+        self.target + if rolling { self.config.max_surge } else { 0 }
+    }
+
+    pub(super) fn wants_spawn(&self) -> bool {
+        self.counts.filled_current < self.target && self.counts.filled < self.wanted_places()
+    }
+
+    /// Compares wanted with actual state and queues the next step, if any.
+    pub(super) fn reconcile(&mut self) {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Stopping { .. } | Phase::Handover => return self.exit_when_drained(),
+            Phase::Exited => return,
+        }
+        if self.wants_spawn() {
+            if let Some(&i) = self.free.first() {
+                return self.spawn(i as usize);
+            }
+        }
+        // Replace an earlier generation: places with no process go at once (whichever
+        // generation they are of); a Ready worker only while capacity stays above
+        // target - max_unavailable. A place of the current generation given up on holds the
+        // rollout: the old workers keep serving rather than be replaced by a release that
+        // exits unrecoverably, until the next restart or reload retries it.
+        if let Some(&(generation, slot)) = self.places.first() {
+            if generation < self.generation {
+                return self.retire(slot as usize, StopReason::Restart);
+            }
+        }
+        if let Some(&key) = self.retire_order.first() {
+            if key.generation < self.generation {
+                let floor = self.target.saturating_sub(self.config.max_unavailable);
+                if key.rank < RANK_IDLE || self.counts.ready > floor {
+                    return self.retire(key.slot as usize, StopReason::Restart);
+                }
+            }
+        }
+        if self.counts.filled_current > self.target {
+            let current = RetireKey {
+                generation: self.generation,
+                rank: 0,
+                since: Instant::ZERO,
+                slot: 0,
+            };
+            if let Some(&key) = self.retire_order.range(current..).next() {
+                self.retire(key.slot as usize, StopReason::ScaleDown);
+            }
+        }
+    }
+
+    /// Exits once no worker process is left and no successor being killed is awaited.
+    fn exit_when_drained(&mut self) {
+        let waiting_successor = matches!(self.upgrade, UpgradeState::Killing { .. });
+        if self.counts.live == 0 && self.counts.spawning == 0 && !waiting_successor {
+            self.phase = Phase::Exited;
+            self.next_maintenance = None;
+            let code = self.exit_code.unwrap_or(0);
+            self.queue.push_back(Action::Exit { code });
+        }
+    }
+
+    pub(super) fn spawn(&mut self, i: usize) {
+        debug_assert!(i < self.slot_limit as usize, "spawn above the slot limit");
+        let limit = self.config.max_requests.map(|max| {
+            let jitter = match self.config.max_requests_jitter {
+                0 => 0,
+                j => self.rng.below(j + 1),
+            };
+            max.saturating_add(jitter)
+        });
+        self.detach(i);
+        let slot = &mut self.slots[i];
+        slot.incarnation += 1;
+        slot.state = SlotState::Worker(Box::new(Worker {
+            generation: self.generation,
+            pid: None,
+            spawned_at: self.now,
+            ready: false,
+            last_heartbeat: self.now,
+            beat_seen: false,
+            beat_gap: None,
+            beat_pace: None,
+            busy: 0,
+            load_seen: false,
+            oldest_busy_since: None,
+            idle_since: None,
+            requests: 0,
+            request_limit: limit,
+            stop: None,
+            main_status: None,
+        }));
+        self.attach(i);
+        self.queue.push_back(Action::Spawn {
+            worker: self.id_of(i),
+            generation: self.generation,
+        });
+    }
+
+    /// Asks the worker in slot `i` to stop for `reason`, or empties a place with no process.
+    /// A worker already stopping keeps its ladder (a stop never resets it).
+    pub(super) fn retire(&mut self, i: usize, reason: StopReason) {
+        self.retire_with(i, reason, false);
+    }
+
+    /// `retire`, entering the ladder at its immediate stage when `immediate` (a stop-now
+    /// sends the immediate stage's signal first, not TERM then QUIT in one breath).
+    pub(super) fn retire_with(&mut self, i: usize, reason: StopReason, immediate: bool) {
+        match &self.slots[i].state {
+            SlotState::Empty => return,
+            SlotState::Backoff { .. } | SlotState::GaveUp { .. } => {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+                return;
+            }
+            SlotState::Worker(w) if w.stop.is_some() => return,
+            SlotState::Worker(_) => {}
+        }
+        let id = self.id_of(i);
+        self.event(Event::Retiring { worker: id, reason });
+        self.detach(i);
+        self.slots[i].last_stop = Some(reason);
+        let now = self.now;
+        let ladder = self.config.ladder.clone();
+        let w = self.worker_mut(i);
+        let pos = w
+            .pid
+            .map(|_| LadderPos::enter(entry_stage(reason, immediate, &ladder), now));
+        w.stop = Some(Stop {
+            reason,
+            ladder,
+            pos,
+            immediate,
+        });
+        self.attach(i);
+        self.fire_ladder(i);
+    }
+
+    /// Moves a stopping worker to its ladder's immediate stage.
+    pub(super) fn escalate(&mut self, i: usize) {
+        // On a late wake-up the ladder may be behind: catch up first, so a worker already
+        // past the immediate stage's start is not sent back to it (which would delay KILL).
+        self.fire_ladder(i);
+        let now = self.now;
+        let SlotState::Worker(w) = &mut self.slots[i].state else {
+            return;
+        };
+        let Some(stop) = &mut w.stop else { return };
+        let stage = stop.ladder.immediate_from;
+        let Some(pos) = &stop.pos else {
+            // No pid yet: remember, so the ladder starts at the immediate stage on `Spawned`.
+            stop.immediate = true;
+            return;
+        };
+        if pos.stage >= stage {
+            return;
+        }
+        self.detach(i);
+        let w = self.worker_mut(i);
+        let stop = w.stop.as_mut().expect("checked above");
+        stop.pos
+            .as_mut()
+            .expect("checked above")
+            .escalate(stage, now);
+        self.attach(i);
+        self.fire_ladder(i);
+    }
+
+    /// Sends the ladder's signal if one is due now.
+    pub(super) fn fire_ladder(&mut self, i: usize) {
+        let now = self.now;
+        let id = self.id_of(i);
+        let SlotState::Worker(w) = &self.slots[i].state else {
+            return;
+        };
+        let (Some(pid), Some(stop)) = (w.pid, &w.stop) else {
+            return;
+        };
+        if stop
+            .pos
+            .as_ref()
+            .and_then(|p| p.next)
+            .is_none_or(|t| t > now)
+        {
+            return;
+        }
+        self.detach(i);
+        let stop = self.worker_mut(i).stop.as_mut().expect("checked above");
+        let reason = stop.reason;
+        let pos = stop.pos.as_mut().expect("checked above");
+        let signal = pos.fire(&stop.ladder, now);
+        self.attach(i);
+        if let Some(signal) = signal {
+            self.queue.push_back(Action::Signal {
+                worker: id,
+                pid,
+                signal,
+                reason,
+            });
+        }
+    }
+}
+
+/// Where on its ladder a stop for `reason` begins.
+pub(super) fn entry_stage(reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
+    if immediate || reason.starts_immediate() {
+        ladder.immediate_from
+    } else {
+        0
+    }
+}
