@@ -208,7 +208,8 @@ pub enum Input {
     /// The process the driver started for a worker exited while other processes of its
     /// process group (a program behind `sh -c`, the worker's own children) still run.
     /// `Exited` for the same pid follows once the group is empty: until then the worker
-    /// lives on in them, and its pid names the group.
+    /// lives on in them, and its pid names the group. The machine keeps `status`: that
+    /// `Exited` is judged by it, whatever status it carries.
     MainExited {
         /// The worker's pid, which names its process group.
         pid: Pid,

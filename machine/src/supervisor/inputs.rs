@@ -183,15 +183,16 @@ impl Supervisor {
 
     /// The rest of the worker's group is stopped through the ladder, as a failure (the
     /// main process died unasked), unless the worker is stopping already: then its ladder
-    /// goes on for the group. The final `Exited` judges the exit.
+    /// goes on for the group. The main process's status is kept here, the one place that
+    /// knows it: the final `Exited` is judged and reported by it.
     fn on_main_exited(&mut self, pid: Pid, status: ExitStatus) {
         let Some(&i) = self.pids.get(&pid) else {
             return self.event(Event::Ignored(Ignored::UnknownPid(pid)));
         };
         let i = i as usize;
         let w = self.worker_mut(i);
+        w.main_status = Some(status);
         if w.stop.is_none() {
-            w.main_status = Some(status);
             self.retire(i, StopReason::MainExited);
         }
     }
@@ -206,12 +207,14 @@ impl Supervisor {
         let id = self.id_of(i);
         let w = self.worker(i);
         let uptime = self.now.saturating_since(w.spawned_at);
-        let stop_reason = w.stop.as_ref().map(|s| s.reason);
-        // A main process that exited on its own is what the exit is judged by.
-        let (status, stop_reason) = match w.main_status {
-            Some(main) => (main, None),
-            None => (status, stop_reason),
-        };
+        // A main process that exited on its own is what the exit is judged by: unasked, a
+        // crash; during a stop already under way, the stop's end.
+        let status = w.main_status.unwrap_or(status);
+        let stop_reason = w
+            .stop
+            .as_ref()
+            .map(|s| s.reason)
+            .filter(|r| *r != StopReason::MainExited);
         self.event(Event::Exited {
             worker: id,
             status,

@@ -54,7 +54,8 @@ pub(crate) struct Worker {
     pub requests: u64,
     pub request_limit: Option<u64>,
     pub stop: Option<Stop>,
-    /// How the main process exited on its own while the rest of its group ran on.
+    /// How the main process exited while the rest of its group ran on (`MainExited`): the
+    /// worker's exit status once the group is empty, whatever the driver reports then.
     pub main_status: Option<ExitStatus>,
 }
 
