@@ -238,6 +238,13 @@ pub enum Input {
     },
     /// The successor reports its workers Ready: hand over.
     SuccessorReady,
+    /// For a live upgrade's successor ([`Supervisor::succeeding`](crate::Supervisor::succeeding)):
+    /// its predecessor handed over (`takeover` on the upgrade channel), or is gone before it
+    /// did (the channel's end of file). Either way this supervisor is in charge from now on.
+    Takeover {
+        /// The predecessor vanished without handing over.
+        predecessor_gone: bool,
+    },
 }
 
 /// Why a worker is being stopped, and why a signal is sent. Carried into every log line.
@@ -314,6 +321,9 @@ pub enum Refusal {
     Stopping,
     /// A live upgrade is in progress already.
     UpgradeInFlight,
+    /// This supervisor is a live upgrade's successor its predecessor has not handed over
+    /// to yet.
+    AwaitingHandover,
     /// A scale request outside the pool's bounds.
     OutOfBounds {
         /// The lowest base size allowed.
@@ -403,6 +413,22 @@ pub enum Event {
     },
     /// The successor took over; this supervisor drains and exits.
     UpgradeHandover,
+    /// The pool is ready and this supervisor is in charge: tell the service manager
+    /// (READY=1). Once per run: again after an accepted reload, a live upgrade started or
+    /// rolled back, or a successor's takeover.
+    PoolReady {
+        /// Ready workers now.
+        ready: u32,
+    },
+    /// A live upgrade's successor whose pool is ready: ask the predecessor to hand over.
+    /// Once.
+    AskHandover,
+    /// A successor is in charge from now on (`Input::Takeover`): the shared paths (pid
+    /// file, control socket, socket files) are its own.
+    TookOver {
+        /// The predecessor vanished without handing over.
+        predecessor_gone: bool,
+    },
     /// A live upgrade was abandoned; this supervisor keeps serving.
     UpgradeRolledBack {
         /// Why it was abandoned.

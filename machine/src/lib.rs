@@ -60,7 +60,9 @@ pub use io::{
     Signal, SpawnError, StopReason, WorkerId,
 };
 pub use settings::{Setting, SETTING_KEYS};
-pub use supervisor::{Phase, Supervisor, UpgradeState, Violation, WorkerState, WorkerView};
+pub use supervisor::{
+    Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState, WorkerView,
+};
 pub use time::Instant;
 
 pub use core::time::Duration;

@@ -122,7 +122,12 @@ pub struct Harness {
 impl Harness {
     /// Starts a supervisor at time zero and performs its first actions.
     pub fn new(config: Config) -> Harness {
-        let sup = Supervisor::new(config, Instant::ZERO).expect("test config must be valid");
+        Harness::with(Supervisor::new(config, Instant::ZERO).expect("test config must be valid"))
+    }
+
+    /// Runs `sup`, built at time zero (a live upgrade's successor, say), and performs its
+    /// first actions.
+    pub fn with(sup: Supervisor) -> Harness {
         let os = ScriptOs {
             now: Instant::ZERO,
             lines: vec![format!(

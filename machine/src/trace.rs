@@ -62,6 +62,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Stopping => f.write_str("stopping"),
             Refusal::UpgradeInFlight => f.write_str("upgrade-in-flight"),
+            Refusal::AwaitingHandover => f.write_str("awaiting-handover"),
             Refusal::OutOfBounds { min, max } => write!(f, "out-of-bounds:{min}..{max}"),
             Refusal::Invalid(e) => write!(f, "invalid:{}", e.field),
         }
@@ -132,6 +133,12 @@ impl fmt::Display for Input {
                 write!(f, "{:<14} error={error}", "successor-fail")
             }
             Input::SuccessorReady => write!(f, "{:<14}", "successor-rdy"),
+            Input::Takeover { predecessor_gone } => write!(
+                f,
+                "{:<14} predecessor-gone={}",
+                "takeover",
+                yes_no(*predecessor_gone)
+            ),
         }
     }
 }
@@ -190,6 +197,14 @@ impl fmt::Display for Event {
                 write!(f, "{:<14} command={command} reason={reason}", "refused")
             }
             Event::UpgradeHandover => write!(f, "{:<14}", "handover"),
+            Event::PoolReady { ready } => write!(f, "{:<14} ready={ready}", "pool-ready"),
+            Event::AskHandover => write!(f, "{:<14}", "ask-handover"),
+            Event::TookOver { predecessor_gone } => write!(
+                f,
+                "{:<14} predecessor-gone={}",
+                "took-over",
+                yes_no(*predecessor_gone)
+            ),
             Event::UpgradeRolledBack { reason } => {
                 write!(f, "{:<14} reason={reason}", "rollback")
             }

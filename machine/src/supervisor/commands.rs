@@ -73,6 +73,8 @@ impl Supervisor {
         let restart = config.worker_fingerprint != self.config.worker_fingerprint
             || config.threads != self.config.threads;
         self.apply_config(config, restart);
+        // systemd's notify-reload protocol: READY=1 again once the new config settles.
+        self.announced = false;
     }
 
     /// Puts a validated config in force: sizes and timeouts at once (every slot re-attaches

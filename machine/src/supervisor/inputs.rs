@@ -39,6 +39,7 @@ impl Supervisor {
             Input::SuccessorStarted { pid } => self.on_successor_started(pid),
             Input::SuccessorFailed { error: _ } => self.on_successor_failed(),
             Input::SuccessorReady => self.on_successor_ready(),
+            Input::Takeover { predecessor_gone } => self.on_takeover(predecessor_gone),
         }
     }
 

@@ -31,7 +31,7 @@ mod upgrade;
 
 pub use invariants::Violation;
 pub use queries::{WorkerState, WorkerView};
-pub use upgrade::UpgradeState;
+pub use upgrade::{Succession, UpgradeState};
 
 use index::{Counts, RetireKey};
 use slot::{Slot, SlotState};
@@ -124,6 +124,11 @@ pub struct Supervisor {
     pub(crate) backlog: BTreeMap<u32, u32>,
     pub(crate) queued: u64,
     pub(crate) upgrade: UpgradeState,
+    /// Who hears that the pool is ready: the service manager, or (a successor before the
+    /// handover) the predecessor.
+    pub(crate) succession: Succession,
+    /// The pool's readiness was told for the current run.
+    pub(crate) announced: bool,
     pub(crate) exit_code: Option<i32>,
     rng: SplitMix64,
 }
@@ -164,6 +169,8 @@ impl Supervisor {
             backlog: BTreeMap::new(),
             queued: 0,
             upgrade: UpgradeState::Idle,
+            succession: Succession::InCharge,
+            announced: false,
             exit_code: None,
         };
         s.grow_slots(slot_count);
@@ -181,6 +188,7 @@ impl Supervisor {
     ) -> Result<Supervisor, ConfigError> {
         let mut s = Supervisor::new(config, now)?;
         s.generation = Generation(predecessor.0.saturating_add(1));
+        s.succession = Succession::Awaiting { asked: false };
         Ok(s)
     }
 
@@ -232,6 +240,7 @@ impl Supervisor {
     #[inline]
     fn end(&mut self, announced: Option<Instant>) {
         self.run_timers(announced);
+        self.announce();
         #[cfg(debug_assertions)]
         if let Err(v) = self.check_invariants() {
             panic!("invariant violated after handle: {v}");

@@ -1,6 +1,8 @@
 //! The live upgrade, a small state machine of its own (`UpgradeState`): a successor is
 //! requested, starts, becomes Ready (this supervisor hands over and drains) or fails, times
-//! out or dies (rolled back). This module owns the successor's progress and its deadline;
+//! out or dies (rolled back). The other side too (`Succession`): a successor asks for the
+//! handover once its pool is ready and is in charge from the takeover on; and who hears
+//! that the pool is ready, when. This module owns the successor's progress and its deadline;
 //! it must not touch the workers' slots except through `stop_all`, and it never decides
 //! when the supervisor exits (`reconcile` does, once the successor it kills is gone).
 
@@ -37,9 +39,70 @@ pub enum UpgradeState {
     },
 }
 
+/// Whether this supervisor is in charge, or a live upgrade's successor waiting for its
+/// predecessor to hand over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Succession {
+    /// In charge: the pool's readiness goes to the service manager.
+    InCharge,
+    /// A successor before the takeover: its pool's readiness goes to the predecessor.
+    Awaiting {
+        /// The handover was asked for.
+        asked: bool,
+    },
+}
+
 impl Supervisor {
-    /// An operator asked for a live upgrade: start a successor, unless one is in flight.
+    /// Whether this supervisor is in charge or still waits for its predecessor.
+    pub fn succession(&self) -> Succession {
+        self.succession
+    }
+
+    /// Tells whoever waits that the pool is ready, once it is: the predecessor (once), or
+    /// the service manager (once per run). O(workers) until told, O(1) after.
+    pub(super) fn announce(&mut self) {
+        let told = match self.succession {
+            Succession::Awaiting { asked } => asked,
+            Succession::InCharge => self.announced,
+        };
+        if told
+            || self.phase != Phase::Running
+            || self.upgrade != UpgradeState::Idle
+            || !self.is_settled()
+        {
+            return;
+        }
+        match self.succession {
+            Succession::Awaiting { .. } => {
+                self.succession = Succession::Awaiting { asked: true };
+                self.event(Event::AskHandover);
+            }
+            Succession::InCharge => {
+                self.announced = true;
+                self.event(Event::PoolReady {
+                    ready: self.counts.ready,
+                });
+            }
+        }
+    }
+
+    /// The predecessor handed over, or is gone: this supervisor is in charge, and the
+    /// service manager hears of its ready pool (after the predecessor's word on the pid).
+    pub(super) fn on_takeover(&mut self, predecessor_gone: bool) {
+        if self.succession == Succession::InCharge {
+            return self.event(Event::Ignored(Ignored::NoUpgrade));
+        }
+        self.succession = Succession::InCharge;
+        self.announced = false;
+        self.event(Event::TookOver { predecessor_gone });
+    }
+
+    /// An operator asked for a live upgrade: start a successor, unless one is in flight or
+    /// this one is a successor not yet in charge.
     pub(super) fn request_upgrade(&mut self, command: &'static str) {
+        if self.succession != Succession::InCharge {
+            return self.refuse(command, Refusal::AwaitingHandover);
+        }
         if self.upgrade != UpgradeState::Idle {
             return self.refuse(command, Refusal::UpgradeInFlight);
         }
@@ -53,6 +116,8 @@ impl Supervisor {
         match self.upgrade {
             UpgradeState::Requested { deadline } => {
                 self.upgrade = UpgradeState::Started { pid, deadline };
+                // READY=1 again once the upgrade is decided (rolled back: this pool).
+                self.announced = false;
             }
             other => {
                 // A successor nobody waits for (rolled back before it started): stop it. Wait
@@ -73,6 +138,7 @@ impl Supervisor {
         match self.upgrade {
             UpgradeState::Requested { .. } => {
                 self.upgrade = UpgradeState::Idle;
+                self.announced = false;
                 self.event(Event::UpgradeRolledBack {
                     reason: RollbackReason::SuccessorFailedToStart,
                 });
@@ -99,6 +165,7 @@ impl Supervisor {
             UpgradeState::Killing { .. } => self.upgrade = UpgradeState::Idle,
             UpgradeState::Started { .. } => {
                 self.upgrade = UpgradeState::Idle;
+                self.announced = false;
                 self.event(Event::UpgradeRolledBack {
                     reason: RollbackReason::SuccessorExited,
                 });
@@ -111,6 +178,7 @@ impl Supervisor {
                     self.phase = Phase::Running;
                     self.schedule_maintenance();
                 }
+                self.announced = false;
                 self.event(Event::UpgradeRolledBack {
                     reason: RollbackReason::SuccessorExited,
                 });
@@ -129,6 +197,7 @@ impl Supervisor {
             UpgradeState::Requested { .. } => self.upgrade = UpgradeState::Idle,
             _ => return,
         }
+        self.announced = false;
         self.event(Event::UpgradeRolledBack { reason });
     }
 

@@ -4,7 +4,8 @@
 use drover_machine::testing::Harness;
 use drover_machine::{
     Action, Command, Config, Duration, Event, ExitStatus, Generation, Input, Instant, Phase,
-    Readiness, RollbackReason, Signal, StopReason, Supervisor, UpgradeState, WorkerState,
+    Readiness, Refusal, RollbackReason, Signal, StopReason, Succession, Supervisor, UpgradeState,
+    WorkerState,
 };
 
 use crate::helpers::{count_actions, exit_code, exits, retirements, slot_signals, t};
@@ -224,4 +225,95 @@ fn a_successor_numbers_its_generations_on_from_its_predecessor() {
     let top = Generation(u32::MAX);
     let sup = Supervisor::succeeding(Config::static_pool(1), Instant::ZERO, top).unwrap();
     assert_eq!(sup.generation(), top, "saturates");
+}
+
+/// The events that tell the outside world about readiness and the handover, in order.
+fn announcements(h: &Harness) -> Vec<String> {
+    h.actions()
+        .iter()
+        .filter_map(|(at, a)| match a {
+            Action::Event(Event::PoolReady { ready }) => Some(format!("{at} pool-ready {ready}")),
+            Action::Event(Event::AskHandover) => Some(format!("{at} ask-handover")),
+            Action::Event(Event::TookOver { predecessor_gone }) => {
+                Some(format!("{at} took-over gone={predecessor_gone}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+// A successor asks its predecessor to hand over once its pool is ready, and only once; it
+// refuses an upgrade of its own until the takeover; from the takeover on it is in charge and
+// the service manager hears of its ready pool.
+#[test]
+fn a_successor_asks_for_the_handover_once_ready_and_is_in_charge_from_the_takeover() {
+    let mut c = Config::static_pool(2);
+    c.readiness = Readiness::Notify;
+    let sup = Supervisor::succeeding(c, Instant::ZERO, Generation(1)).unwrap();
+    let mut h = Harness::with(sup);
+    assert_eq!(h.sup().succession(), Succession::Awaiting { asked: false });
+    h.at(1.0).ready(0);
+    assert!(
+        announcements(&h).is_empty(),
+        "one worker of two is no ready pool"
+    );
+    h.ready(1);
+    assert_eq!(announcements(&h), ["1.000s ask-handover"]);
+    h.at(2.0).exit(0, ExitStatus::Signaled(9)).at(3.0).ready(0);
+    assert_eq!(announcements(&h), ["1.000s ask-handover"], "asked once");
+    h.command(Command::Upgrade);
+    assert!(h.actions().iter().any(|(_, a)| matches!(
+        a,
+        Action::Event(Event::Refused {
+            reason: Refusal::AwaitingHandover,
+            ..
+        })
+    )));
+    h.at(4.0).input(Input::Takeover {
+        predecessor_gone: false,
+    });
+    assert_eq!(h.sup().succession(), Succession::InCharge);
+    assert_eq!(
+        announcements(&h),
+        [
+            "1.000s ask-handover",
+            "4.000s took-over gone=false",
+            "4.000s pool-ready 2"
+        ]
+    );
+    h.input(Input::Takeover {
+        predecessor_gone: true,
+    });
+    assert_eq!(
+        announcements(&h).len(),
+        3,
+        "a second takeover changes nothing"
+    );
+}
+
+// READY=1 is told once per run: again after an accepted reload and after an upgrade that
+// rolled back, not after a refused reload or a scale command.
+#[test]
+fn the_pool_is_announced_ready_once_per_run() {
+    let mut c = Config::static_pool(2);
+    c.readiness = Readiness::Notify;
+    let mut h = Harness::new(c.clone());
+    h.at(1.0).ready(0).ready(1);
+    assert_eq!(announcements(&h), ["1.000s pool-ready 2"]);
+    h.at(2.0).command(Command::ScaleTo(2)).heartbeat(0);
+    assert_eq!(announcements(&h).len(), 1, "no new run");
+    let mut bad = c.clone();
+    bad.threads = 0;
+    h.command(Command::Reload(Box::new(bad)));
+    assert_eq!(announcements(&h).len(), 1, "a refused reload is no new run");
+    h.at(3.0).command(Command::Reload(Box::new(c)));
+    assert_eq!(announcements(&h)[1], "3.000s pool-ready 2");
+    h.at(4.0).command(Command::Upgrade);
+    let successor = h.successor_pid().unwrap();
+    h.at(5.0).input(Input::Exited {
+        pid: successor,
+        status: ExitStatus::Code(1),
+    });
+    assert_eq!(announcements(&h).len(), 3, "{:?}", announcements(&h));
+    assert_eq!(announcements(&h)[2], "5.000s pool-ready 2");
 }

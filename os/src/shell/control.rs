@@ -141,7 +141,7 @@ impl Shell {
             "crash_looping": sup.is_crash_looping(),
             "role": match sys.role {
                 Role::Primary => "primary",
-                Role::Successor { .. } => "successor",
+                Role::Successor => "successor",
                 Role::Supervised => "supervised",
             },
             "upgrade": match sup.upgrade_state() {

@@ -26,16 +26,15 @@ impl Shell {
                 // successor of our own would look like our exit to it.
                 let parent = nix::unistd::getppid();
                 kill(parent, NixSignal::SIGUSR2).map_err(|e| {
-                    format!("upgrade refused: cannot signal the supervising drover (pid {parent}): {e}")
+                    format!(
+                        "upgrade refused: cannot signal the supervising drover (pid {parent}): {e}"
+                    )
                 })?;
                 Ok(format!(
                     "delegated to the supervising drover (pid {parent}): it starts a new drover and retires this one once the new one is ready"
                 ))
             }
-            Role::Successor { .. } => Err(
-                "upgrade refused: this drover is a live upgrade's successor still waiting for its predecessor to hand over".into(),
-            ),
-            Role::Primary => {
+            Role::Primary | Role::Successor => {
                 self.command(Command::Upgrade)?;
                 match self.sup().upgrade_state() {
                     UpgradeState::Started { pid, .. } => Ok(format!(
@@ -75,14 +74,24 @@ impl Shell {
             if got.closed {
                 sys.predecessor = None;
             }
-            if takeover || (got.closed && matches!(sys.role, Role::Successor { .. })) {
-                sys.take_over(!takeover);
+            if takeover || (got.closed && matches!(sys.role, Role::Successor)) {
+                self.driver.feed(Input::Takeover {
+                    predecessor_gone: !takeover,
+                });
             }
         }
     }
 }
 
 impl System {
+    /// The machine's `AskHandover`: this successor's pool is ready.
+    pub(super) fn ask_handover(&mut self) {
+        tracing::info!("pool ready: asking the predecessor to hand over");
+        if let Some(channel) = &mut self.predecessor {
+            channel.send(Message::Ready);
+        }
+    }
+
     pub(super) fn start_successor(&mut self, generation: Generation) -> Result<Pid, SpawnError> {
         let Some(relaunch) = &self.relaunch else {
             tracing::error!("live upgrade: cannot tell which program to start (no path to this binary); set upgrade_command");
@@ -110,7 +119,6 @@ impl System {
                 if let Some(m) = &self.manager {
                     m.reloading(&format!("live upgrade: successor pid {pid} starting"));
                 }
-                self.announced_ready = false;
                 Ok(pid)
             }
             Err(e) => {
@@ -120,11 +128,9 @@ impl System {
         }
     }
 
-    /// The successor's side of the handover: the shared paths are ours from now on.
-    fn take_over(&mut self, predecessor_gone: bool) {
-        if !matches!(self.role, Role::Successor { .. }) {
-            return;
-        }
+    /// The successor's side of the handover (the machine's `TookOver`): the shared paths
+    /// are ours from now on.
+    pub(super) fn take_over(&mut self, predecessor_gone: bool) {
         if predecessor_gone {
             tracing::warn!("the predecessor is gone before it handed over; taking over");
         } else {
@@ -139,8 +145,6 @@ impl System {
             }
         }
         self.install_control();
-        // READY=1 (after the predecessor's MAINPID=) once settled, which it is by now.
-        self.announced_ready = false;
     }
 
     pub(super) fn install_control(&mut self) {
@@ -209,7 +213,6 @@ impl System {
         if !self.serving_control {
             self.take_paths_back();
         }
-        self.announced_ready = false;
     }
 
     /// After a rollback past the handover: pid file, socket files and control socket are

@@ -190,8 +190,9 @@ impl Drop for Control {
 enum Role {
     /// Started by an operator or a service manager: owns everything from the start.
     Primary,
-    /// A live upgrade's successor before the predecessor handed over.
-    Successor { ready_sent: bool },
+    /// A live upgrade's successor before the predecessor handed over (the machine's
+    /// `TookOver` makes it `Primary`).
+    Successor,
     /// Run by `drover run --supervise`: the parent holds the pid file and the listeners'
     /// files and performs upgrades.
     Supervised,
@@ -204,8 +205,6 @@ struct System {
     role: Role,
     /// The service manager (systemd, or a supervising drover), if drover runs under one.
     manager: Option<Manager>,
-    /// READY=1 sent for the current run (again after a reload or a rollback).
-    announced_ready: bool,
     announced_stopping: bool,
     next_watchdog: Option<std::time::Instant>,
     /// What a live upgrade starts, taken at start (see `Relaunch::current`).
@@ -281,11 +280,11 @@ impl Shell {
             upgrade::parse_upgrade_fd(std::env::var_os(upgrade::UPGRADE_FD_VAR).as_deref())
                 .map_err(|e| (2, e))?;
         let role = match upgrade_fd {
-            Some(_) => Role::Successor { ready_sent: false },
+            Some(_) => Role::Successor,
             None => role,
         };
         let predecessor_generation = match role {
-            Role::Successor { .. } => {
+            Role::Successor => {
                 upgrade::parse_generation(std::env::var_os(upgrade::GENERATION_VAR).as_deref())
                     .map_err(|e| (2, e))?
                     .map(Generation)
@@ -362,7 +361,7 @@ impl Shell {
             "drover started{}: {}",
             match role {
                 Role::Primary => "",
-                Role::Successor { .. } => " as a live upgrade's successor",
+                Role::Successor => " as a live upgrade's successor",
                 Role::Supervised => " under --supervise",
             },
             settings.command.join(" ")
@@ -375,14 +374,13 @@ impl Shell {
         let mut system = System {
             role,
             manager,
-            announced_ready: false,
             announced_stopping: false,
             next_watchdog,
             relaunch,
             successor: None,
             upgrade_waiters: Vec::new(),
             predecessor,
-            serving_control: !matches!(role, Role::Successor { .. }),
+            serving_control: !matches!(role, Role::Successor),
             epoch,
             args,
             settings,

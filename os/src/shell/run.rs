@@ -6,11 +6,10 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use drover_machine::{Input, Phase, UpgradeState};
+use drover_machine::{Input, Phase};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::{Role, Shell, System, LINGER_CHECK};
-use crate::upgrade::Message;
 
 /// What woke the loop (the notify socket and the report board are read on every wake-up).
 pub(super) struct Ready {
@@ -45,33 +44,11 @@ impl Shell {
         }
     }
 
-    /// What the service manager (and a waiting predecessor) should hear after this turn:
-    /// READY=1 once the pool is settled (again after a reload or a rolled-back upgrade),
-    /// STOPPING=1 once a stop begins. A successor says `ready` to its predecessor instead.
+    /// STOPPING=1 to the service manager once a stop begins. (READY=1 and a successor's
+    /// `ready` follow the machine's `PoolReady` and `AskHandover` events.)
     fn tell_manager(&mut self) {
-        let sup = self.driver.supervisor();
-        let settled = sup.phase() == Phase::Running
-            && sup.upgrade_state() == UpgradeState::Idle
-            && sup.is_settled();
-        let stopping = matches!(sup.phase(), Phase::Stopping { .. });
-        let ready_workers = sup.ready_workers();
+        let stopping = matches!(self.sup().phase(), Phase::Stopping { .. });
         let sys = self.sys();
-        match sys.role {
-            Role::Successor { ready_sent: false } if settled => {
-                tracing::info!("pool ready: asking the predecessor to hand over");
-                if let Some(channel) = &mut sys.predecessor {
-                    channel.send(Message::Ready);
-                }
-                sys.role = Role::Successor { ready_sent: true };
-            }
-            Role::Primary | Role::Supervised if settled && !sys.announced_ready => {
-                sys.announced_ready = true;
-                if let Some(m) = &sys.manager {
-                    m.ready(&format!("{ready_workers} workers ready"));
-                }
-            }
-            _ => {}
-        }
         if stopping && !sys.announced_stopping {
             sys.announced_stopping = true;
             if let Some(m) = &sys.manager {
@@ -154,7 +131,7 @@ impl System {
         if let Some(m) = &self.manager {
             // Until the handover the predecessor is the main process; the manager would
             // refuse (and log) a successor's beat.
-            if !matches!(self.role, Role::Successor { .. }) {
+            if !matches!(self.role, Role::Successor) {
                 m.watchdog();
             }
             self.next_watchdog = m.watchdog_interval().map(|i| at + i);

@@ -136,7 +136,8 @@ impl Shell {
 impl System {
     /// The machine accepted the staged reload (its `Reloaded` event, which comes before
     /// the drain's first spawn): new workers run the new command on the new listeners, and
-    /// the service manager hears RELOADING=1 now and READY=1 once the pool settles again.
+    /// the service manager hears RELOADING=1 now (and READY=1 when the machine says the pool
+    /// is ready again).
     pub(super) fn put_reload_in_force(&mut self) {
         let Some(staged) = self.staged_reload.take() else {
             return; // a rolling restart or a scale command: nothing staged
@@ -144,7 +145,6 @@ impl System {
         if let Some(m) = &self.manager {
             m.reloading("reloading the config file");
         }
-        self.announced_ready = false;
         let new = staged.settings;
         self.spawner.spec = WorkerSpec::new(&new);
         if let Some(list) = staged.listeners {

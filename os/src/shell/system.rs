@@ -54,6 +54,13 @@ impl Os for System {
     fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
         match event {
             Event::UpgradeHandover => self.hand_over(sup),
+            Event::PoolReady { ready } => {
+                if let Some(m) = &self.manager {
+                    m.ready(&format!("{ready} workers ready"));
+                }
+            }
+            Event::AskHandover => self.ask_handover(),
+            Event::TookOver { predecessor_gone } => self.take_over(predecessor_gone),
             Event::UpgradeRolledBack { reason } => self.after_rollback(sup, reason),
             // The machine's answer to a reload: its new config is in force from here on,
             // before any spawn of this drain.
@@ -212,6 +219,7 @@ fn refusal_text(sup: &Supervisor, reason: &Refusal) -> String {
             _ => "a live upgrade is already in flight; wait until it takes over or rolls back"
                 .into(),
         },
+        Refusal::AwaitingHandover => "this drover is a live upgrade's successor still waiting for its predecessor to hand over".into(),
         Refusal::OutOfBounds { min, max } => {
             format!("the pool size must stay within {min}..={max}")
         }
