@@ -1,5 +1,5 @@
 //! The whole-system benchmark's command worker for `drover run`: a small, fast worker that
-//! follows the worker contract (README, "The worker contract") and serves the same HTTP/1.1
+//! follows the worker contract (docs/protocol.md) and serves the same HTTP/1.1
 //! keep-alive loop and response bytes as `hello` (`http.rs`), so `drover run` is measured
 //! rather than the worker's language.
 //!

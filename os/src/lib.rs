@@ -1,14 +1,17 @@
 //! drover-os: the OS shell of drover. The `drover` binary runs any program as a supervised
-//! prefork pool (DESIGN.md §5): it maps OS events to machine inputs and machine actions to
-//! system calls. Every decision (when to spawn, kill, restart, drain) is the machine's.
+//! prefork pool (docs/ARCHITECTURE.md §6): it maps OS events to machine inputs and machine
+//! actions to system calls, through drover-machine's one `Driver` (§3). Every decision
+//! (when to spawn, kill, restart, drain) is the machine's.
 //! [`embedded`] runs a Rust handler in forked workers under the same shell.
 //!
 //! Modules: `settings` (flags + TOML → `Config`), `listen` (listening sockets, opened or
 //! adopted), `spawn` (fork/exec with systemd conventions, or fork alone for embedded
 //! workers), `notify` (the workers' sd_notify socket), `sdnotify` (drover's own messages to
 //! its service manager), `control` (the JSON control socket), `pidfile`, `upgrade` (the
-//! live-upgrade channel), `supervise` (`--supervise`), `shell` (the event loop), and
-//! `embedded` (the embedded runtime, public).
+//! live-upgrade channel), `supervise` (`--supervise`), `guard` (kills the workers' groups
+//! if drover is killed), `board` (the embedded workers' shared-memory report board),
+//! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
+//! runtime, public).
 
 mod board;
 mod control;

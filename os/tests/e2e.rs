@@ -621,7 +621,7 @@ fn a_dynamic_pool_of_silent_workers_scales_on_the_accept_queue() {
 
 #[test]
 fn the_readme_python_worker_serves_beats_and_drains() {
-    // os/examples/worker.py is the README's "good drover worker"; copied into the test's
+    // os/examples/worker.py is docs/protocol.md's "complete worker in Python"; copied into the test's
     // directory so the process guard recognises it.
     let dir = test_dir("readme");
     let worker = dir.path("readme_worker.py");

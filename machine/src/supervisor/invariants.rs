@@ -1,5 +1,5 @@
 //! `check_invariants`: recomputes every derived index from the slots and checks the safety
-//! properties of DESIGN.md §3 that the machine alone can see. O(workers); runs after every
+//! properties of docs/ARCHITECTURE.md §4 that the machine alone can see. O(workers); runs after every
 //! `handle` in debug builds and after every step of the simulator. This module only reads:
 //! it must not repair what it finds (a violation is a bug to report) and must not allocate
 //! on the passing path, as it runs on every step.

@@ -80,7 +80,7 @@ fn a_worker_ready_at_spawn_gets_the_boot_timeout_for_its_first_heartbeat() {
 
 #[test]
 fn heartbeat_exactly_at_its_deadline_keeps_the_worker() {
-    // DESIGN §1: timers fire after the input of the same handle.
+    // docs/ARCHITECTURE.md §2: timers fire after the input of the same handle.
     let mut c = Config::static_pool(1);
     c.heartbeat_timeout = Some(Duration::from_secs(5));
     // At most the heartbeat timeout, so the first-beat grace (the boot timeout) is 5 s too.
