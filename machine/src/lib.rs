@@ -3,13 +3,13 @@
 //! No IO, no clock, no threads, no OS randomness. Inputs carry `now`; effects come out as
 //! [`Action`]s for the driver (the `drover-os` shell, or the `drover-sim` simulator).
 //!
-//! # The run-loop contract
+//! # The run-loop contract, and the one driver
 //!
 //! 1. [`Supervisor::handle`]`(now, input)`; `now` never decreases. Facts read together
 //!    (every worker's heartbeat and load, read from shared memory on a wake-up) go in one
 //!    [`Supervisor::handle_all`], so that no deadline fires between two of them.
 //! 2. Drain [`Supervisor::poll_action`] until `None`, performing each action. Results of an
-//!    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) may be fed back with `handle`
+//!    action (`Spawned`, `SpawnFailed`, `SuccessorStarted`) are fed back with `handle`
 //!    inside the drain.
 //! 3. Reap exited children (`waitpid`) only after the drain, and feed each as
 //!    `Input::Exited`: a zombie holds its pid until reaped, so no signal of the drain can hit
@@ -19,6 +19,11 @@
 //!
 //! Timers fire after the input of the same `handle` is applied: a heartbeat arriving
 //! exactly at its deadline keeps the worker alive. Spurious ticks do nothing.
+//!
+//! [`Driver`] implements this contract once, over an [`Os`] that performs the actions and
+//! reports the world; the `drover` shell, the simulator, the property tests, the fuzz target
+//! and [`testing::Harness`] all run the machine through it (docs/ARCHITECTURE.md §3). The
+//! bare contract, by hand:
 //!
 //! ```
 //! use drover_machine::{Action, Config, Input, Instant, Pid, Supervisor};

@@ -1428,7 +1428,7 @@ mod hidden_ticks {
         /// The ticking twin's tick on a grid point that falls exactly now, after the input.
         fn tick_on_grid(&mut self) {
             if let Some(d) = self.grid {
-                if self.now.as_nanos() % (d.as_nanos() as u64) == 0 {
+                if self.now.as_nanos().is_multiple_of(d.as_nanos() as u64) {
                     self.input(Input::Tick);
                 }
             }

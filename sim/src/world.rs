@@ -1728,6 +1728,10 @@ impl World {
             }
             Input::SuccessorFailed { .. } => h.add(10),
             Input::SuccessorReady => h.add(11),
+            Input::Takeover { predecessor_gone } => {
+                h.add(15);
+                h.add(u64::from(*predecessor_gone));
+            }
             Input::HeartbeatAt { worker, at } => {
                 h.add(12);
                 h.add(u64::from(worker.slot) << 32 | u64::from(worker.incarnation));

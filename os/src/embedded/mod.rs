@@ -39,7 +39,7 @@
 //! cost it no wake-up: with the watchdog on, an idle pool wakes it about once per heartbeat
 //! timeout, when the earliest deadline comes and one read renews every worker. A load
 //! change must be seen sooner (scaling, `--max-requests`, the request timeout): the worker
-//! that publishes one while the supervisor sleeps rings it once ([`Board`]'s doorbell, a
+//! that publishes one while the supervisor sleeps rings it once (the report board's doorbell, a
 //! `X_DROVER_REPORTS=1` datagram). Without a board (it could not be mapped) the worker
 //! sends `WATCHDOG=1` at a quarter of the timeout and `X_DROVER_LOAD` on each change.
 //! TERM or INT: stop accepting, let each connection finish the request in hand, serve a
@@ -53,8 +53,6 @@
 //! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
 //! stop signals; `threads` the serving threads; `conn` a connection as the handler sees it.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
-//!
-//! [`Board`]: crate::board::Board
 
 mod conn;
 mod server;
