@@ -1,6 +1,6 @@
 //! Liveness, once the faults stop: the pool converges and is taken down in time.
 
-use drover_machine::{Command, Input, Instant, Phase, UpgradeState, WorkerState};
+use drover_machine::{Command, Input, Instant, Phase, Succession, UpgradeState, WorkerState};
 
 use crate::model::Model;
 use crate::secs;
@@ -117,6 +117,27 @@ impl Model {
                 Phase::Running if stable && idle => {
                     if stop_sent {
                         return self.fail("still Running after a Stop or handover".into());
+                    }
+                    // A settled pool has been told: a successor asked for the handover, a
+                    // supervisor in charge told its service manager. The healed predecessor
+                    // of a successor then hands over.
+                    if let Succession::Awaiting { .. } = sup.succession() {
+                        if self.world().handover_asked != 1 {
+                            return self
+                                .fail("a settled successor did not ask for the handover".into());
+                        }
+                        self.turn(vec![Input::Takeover {
+                            predecessor_gone: false,
+                        }])?;
+                        if self.world().pool_ready == 0 {
+                            return self
+                                .fail("no PoolReady after the takeover of a settled pool".into());
+                        }
+                        continue;
+                    }
+                    if self.world().pool_ready == 0 {
+                        return self
+                            .fail("a settled pool in charge never told it was ready".into());
                     }
                     match ending {
                         Ending::RestartThenStop if !restarted => {

@@ -3,7 +3,8 @@
 //! on any other OS event), and the fault phase's steps.
 
 use drover_machine::{
-    Command, Config, Driver, ExitStatus, Input, Instant, Policy, SpawnError, WorkerId, MAX_WORKERS,
+    Command, Config, Driver, ExitStatus, Generation, Input, Instant, Policy, SpawnError, WorkerId,
+    MAX_WORKERS,
 };
 use proptest::test_runner::TestCaseError;
 
@@ -28,9 +29,13 @@ impl Model {
         let mut all = vec![config.clone()];
         all.extend(reloads.iter().cloned());
         let queue = faults.messages_queue;
+        let successor = faults.successor;
         let world = World::new(&all, faults);
-        let sup = drover_machine::Supervisor::new(config, Instant::ZERO)
-            .map_err(|e| TestCaseError::fail(format!("valid config refused: {e}")))?;
+        let sup = match successor {
+            true => drover_machine::Supervisor::succeeding(config, Instant::ZERO, Generation(1)),
+            false => drover_machine::Supervisor::new(config, Instant::ZERO),
+        }
+        .map_err(|e| TestCaseError::fail(format!("valid config refused: {e}")))?;
         if let Err(v) = sup.check_invariants() {
             return Err(TestCaseError::fail(format!(
                 "invariant violated at start: {v}"
@@ -291,6 +296,9 @@ impl Model {
                 }
                 self.sigchld()
             }
+            Op::Takeover { predecessor_gone } => self.turn(vec![Input::Takeover {
+                predecessor_gone: *predecessor_gone,
+            }]),
             Op::FlushDelayed => {
                 if self.world_mut().flush_delayed() {
                     self.sigchld()

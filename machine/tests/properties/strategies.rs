@@ -254,6 +254,10 @@ pub(crate) enum Op {
     SuccessorExit(usize),
     /// Delayed KILL effects arrive: the next reap finds them.
     FlushDelayed,
+    /// The predecessor hands over (`takeover`), or its channel closes before it did.
+    Takeover {
+        predecessor_gone: bool,
+    },
 }
 
 pub(crate) fn exit_status() -> impl Strategy<Value = ExitStatus> {
@@ -284,6 +288,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::SuccessorReady),
         2 => any::<usize>().prop_map(Op::SuccessorExit),
         3 => Just(Op::FlushDelayed),
+        1 => any::<bool>().prop_map(|predecessor_gone| Op::Takeover { predecessor_gone }),
     ]
 }
 
@@ -340,6 +345,9 @@ pub(crate) struct Faults {
     /// Datagrams the workers' message socket holds: 0 reads every message at once, more
     /// lets the driver leave heartbeats unread until `messages_due`.
     pub messages_queue: u32,
+    /// The supervisor is a live upgrade's successor (`Supervisor::succeeding`) until an
+    /// `Op::Takeover`, or the healed predecessor's handover in the liveness phase.
+    pub successor: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -362,6 +370,7 @@ pub(crate) fn faults() -> impl Strategy<Value = Faults> {
             Just(Ending::Upgrade)
         ],
         prop::sample::select(vec![0u32, 10, 1024]),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
             |(
@@ -369,6 +378,7 @@ pub(crate) fn faults() -> impl Strategy<Value = Faults> {
                 healed_obey,
                 ending,
                 messages_queue,
+                successor,
             )| Faults {
                 spawn_fail,
                 slow_fork,
@@ -379,6 +389,7 @@ pub(crate) fn faults() -> impl Strategy<Value = Faults> {
                 healed_obey,
                 ending,
                 messages_queue,
+                successor,
             },
         )
 }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
     Action, Config, Duration, Event, ExitStatus, Generation, Input, Instant, OnCrashLoop, Os,
-    Phase, Pid, RollbackReason, Signal, SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
+    Phase, Pid, RollbackReason, Signal, SpawnError, StopReason, Succession, Supervisor,
+    UpgradeState, WorkerId,
 };
 
 use crate::millis;
@@ -93,6 +94,12 @@ pub(crate) struct World {
     forked: BTreeSet<WorkerId>,
     trace: Vec<String>,
     pub failure: Option<String>,
+    /// `AskHandover` events seen.
+    pub handover_asked: u32,
+    /// `PoolReady` events seen.
+    pub pool_ready: u32,
+    /// `TookOver` seen.
+    pub took_over: bool,
 }
 
 impl World {
@@ -134,6 +141,9 @@ impl World {
             forked: BTreeSet::new(),
             trace: Vec::new(),
             failure: None,
+            handover_asked: 0,
+            pool_ready: 0,
+            took_over: false,
         }
     }
 
@@ -371,7 +381,30 @@ impl Os for World {
         self.exit = Some((self.now, code));
     }
 
-    fn event(&mut self, _: &Supervisor, _: Instant, _: Event) {}
+    /// Readiness is told to the right party, once: a successor asks its predecessor for the
+    /// handover (once, and never after the takeover); only a supervisor in charge tells the
+    /// service manager.
+    fn event(&mut self, sup: &Supervisor, now: Instant, event: Event) {
+        match event {
+            Event::AskHandover => {
+                self.handover_asked += 1;
+                if self.handover_asked > 1 || self.took_over {
+                    self.fail(format!(
+                        "AskHandover at {now}: asked {} times, took over: {}",
+                        self.handover_asked, self.took_over
+                    ));
+                }
+            }
+            Event::PoolReady { .. } => {
+                self.pool_ready += 1;
+                if sup.succession() != Succession::InCharge {
+                    self.fail(format!("PoolReady at {now} from a successor not in charge"));
+                }
+            }
+            Event::TookOver { .. } => self.took_over = true,
+            _ => {}
+        }
+    }
 
     fn read_workers(&mut self, _: &Supervisor, _: Instant, into: &mut Vec<Input>) -> bool {
         into.append(&mut self.reports);
