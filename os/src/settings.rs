@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// Dynamic pool: keep at least N idle thread slots (default 1).
     #[arg(long, value_name = "N")]
     pub min_spare: Option<u32>,
-    /// Dynamic pool: keep at most N idle thread slots (default max(2, threads)).
+    /// Dynamic pool: keep at most N idle thread slots (default min_spare + max(threads, 3) - 1).
     #[arg(long, value_name = "N")]
     pub max_spare: Option<u32>,
     /// Threads (accepting slots) per worker (default 1).

@@ -68,7 +68,7 @@ pub struct Server {
 #[derive(Parser)]
 #[command(
     about = "An embedded drover server: a supervised pool of forked workers",
-    after_help = "Signals: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, TTIN/TTOU one worker more/fewer."
+    after_help = "Signals: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
 )]
 struct EmbeddedCli {
     #[command(flatten)]
