@@ -83,7 +83,7 @@ pub trait ForkedWorker {
 
 pub struct Spawner {
     pub spec: WorkerSpec,
-    /// Listener fds, all at `3 + listen_fds.len()` or above (see `listen::open_all`).
+    /// Listener fds, all at `3 + listen_fds.len()` or above (see `listen::open_all_with`).
     listen_fds: Vec<RawFd>,
     listen_names: String,
     listen_name_list: Vec<String>,
