@@ -18,15 +18,16 @@ use crate::coverage::Mark;
 /// Busy threads, start of the oldest request, requests served.
 pub(super) type Reported = (u32, Option<Instant>, u64);
 
-/// The pace of a worker under `config`: its heartbeat and its load reports (sent only
-/// when the load changed), a third of the heartbeat timeout, at most 2 s.
+/// The pace of a worker under `config`: its heartbeat at half the heartbeat timeout (the
+/// documented contract: `WATCHDOG=1` at least every half of `WATCHDOG_USEC`), its load
+/// reports at the program's own pace (a third of the timeout, at most 2 s), sent only when
+/// the load changed. Without a watchdog both are every 2 s.
 pub(super) fn paces(config: &Config) -> (Duration, Duration) {
-    let pace = config
-        .heartbeat_timeout
-        .map_or(Duration::from_secs(2), |t| {
-            (t / 3).min(Duration::from_secs(2))
-        });
-    (pace, pace)
+    let fallback = Duration::from_secs(2);
+    match config.heartbeat_timeout {
+        Some(t) => (t / 2, (t / 3).min(fallback)),
+        None => (fallback, fallback),
+    }
 }
 
 /// The process group: alive, or exited and not yet reaped (a reaped process leaves the
