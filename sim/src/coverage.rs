@@ -34,8 +34,6 @@ marks! {
     SlowFork => "slow-fork",
     PidReused => "pid-reused",
     CoalescedReap => "sigchld-coalesced",
-    StaleMessage => "stale-message",
-    UnknownPid => "unknown-pid-exit",
     RollingRestart => "rolling-restart",
     ReloadDuringReload => "reload-during-reload",
     UpgradeHandover => "upgrade-handover",

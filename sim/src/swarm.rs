@@ -15,7 +15,7 @@ use crate::rng::Rng;
 pub struct Faults {
     /// fork fails with EAGAIN.
     pub fork_fail: f64,
-    /// fork answers late (up to 3 s).
+    /// fork is slow: it blocks the supervisor's loop (10 ms to 2 s), as fork is synchronous.
     pub fork_slow: f64,
     /// A process crashes before it is booted.
     pub crash_boot: f64,
@@ -49,7 +49,8 @@ pub struct Faults {
     pub operator: f64,
     /// A live upgrade's successor fails to start, crashes or hangs.
     pub successor_fail: f64,
-    /// Children inherited from a previous supervisor (an upgrade) exit under this one.
+    /// Children inherited from a previous supervisor (an upgrade) exit under this one: the
+    /// shell reaps them and tells the machine nothing.
     pub inherited: bool,
     /// Not a fault but a way of reporting, kept when the faults heal: workers publish
     /// heartbeats and load in shared memory, as the embedded runtime does, which the

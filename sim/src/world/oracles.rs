@@ -1,0 +1,313 @@
+//! The oracles: what the world knows and the machine must agree with. It owns the first
+//! failure of the run and the bounds the checks use (the longest kill ladder in force so
+//! far, the most slots, each stopping process's deadline), and checks, through the model
+//! OS's hooks: no signal reaches a pid that is reaped or another worker's, every process
+//! asked to stop is dead within its ladder's bound, worker processes never exceed
+//! `max + max_surge`, a beating worker is never killed for a missed heartbeat, a running
+//! worker whose main process exited is retired for it in the same drain and its exit is
+//! judged a crash with the main's status, and the machine never takes an exit, a message
+//! or a fork's answer the shell hands it for unknown or stale. It also counts the coverage
+//! marks the machine's events show. It must not change the world or the machine: it only
+//! looks and fails.
+
+use core::time::Duration;
+use std::collections::BTreeSet;
+
+use drover_machine::{
+    Config, Event, ExitStatus, Ignored, Instant, Pid, Signal, StopReason, Supervisor, WorkerId,
+};
+
+use super::os::SimOs;
+use super::procs::{Main, ProcState};
+use super::Outcome;
+use crate::coverage::Mark;
+
+/// Slack on top of a kill ladder for the oracle: late wake-up, signal latency, a delayed
+/// KILL effect and the reap.
+pub(super) const LADDER_SLACK: Duration = Duration::from_secs(8);
+
+pub(super) struct Checks {
+    pub(super) failure: Option<Outcome>,
+    /// Processes asked to stop, by the deadline of their death.
+    pub(super) stop_deadlines: BTreeSet<(Instant, u64)>,
+    /// Longest kill ladder of any config in force so far (a stopping worker keeps its own).
+    pub(super) ladder_max: Duration,
+    pub(super) max_slots: u32,
+    /// A `MainExited` of a worker the machine was not stopping is being fed: the drain must
+    /// retire it for main-exited (worker, process serial).
+    main_retire: Option<(WorkerId, u64)>,
+    /// The `Exited` of a worker retired for main-exited is being fed: the machine must
+    /// report it exited with its main process's status, as a crash.
+    main_judge: Option<(WorkerId, ExitStatus)>,
+}
+
+impl Checks {
+    pub(super) fn new(config: &Config) -> Checks {
+        Checks {
+            failure: None,
+            stop_deadlines: BTreeSet::new(),
+            ladder_max: config.ladder.time_to_kill(0),
+            max_slots: config.slot_count(),
+            main_retire: None,
+            main_judge: None,
+        }
+    }
+
+    /// The bounds follow the config now in force.
+    pub(super) fn widen(&mut self, config: &Config) {
+        self.ladder_max = self.ladder_max.max(config.ladder.time_to_kill(0));
+        self.max_slots = self.max_slots.max(config.slot_count());
+    }
+}
+
+/// How long a healed pool may take to converge, from the config: a full ladder for every
+/// slot (a draining worker holds its slot), the slowest boot, backoff and crash-loop
+/// window, an upgrade timeout, and the ramp.
+pub(super) fn liveness_bound(c: &Config, checks: &Checks) -> Duration {
+    let per_wave = checks.ladder_max
+        + c.boot_timeout
+        + c.heartbeat_timeout.unwrap_or_default()
+        + c.restart.backoff_max
+        + LADDER_SLACK;
+    per_wave * (checks.max_slots + 2)
+        + c.restart.intensity_window
+        + c.upgrade_timeout
+        + c.maintenance_interval * (c.policy.max() + 10)
+        + Duration::from_secs(120)
+}
+
+impl SimOs {
+    pub(super) fn fail_safety(&mut self, what: String) {
+        if self.checks.failure.is_none() {
+            self.checks.failure = Some(Outcome::Safety(format!("at {}: {what}", self.now)));
+        }
+    }
+
+    pub(super) fn fail_liveness(&mut self, what: String) {
+        if self.checks.failure.is_none() {
+            self.checks.failure = Some(Outcome::Liveness(format!("at {}: {what}", self.now)));
+        }
+    }
+
+    /// The world stood still (a clock jump) or the supervisor's loop was blocked (a slow
+    /// fork) for `d`: no ladder could move meanwhile.
+    pub(super) fn postpone_stops(&mut self, d: Duration) {
+        let deadlines = std::mem::take(&mut self.checks.stop_deadlines);
+        for (deadline, serial) in deadlines {
+            let deadline = deadline + d;
+            self.table
+                .procs
+                .get_mut(&serial)
+                .expect("tracked")
+                .stop_deadline = Some(deadline);
+            self.checks.stop_deadlines.insert((deadline, serial));
+        }
+    }
+
+    /// Ground truth for a signal: the pid must still name that worker's process (alive, a
+    /// zombie, or a lingering group). Starts the process's stop deadline. The process's
+    /// serial if the signal may be delivered.
+    pub(super) fn check_signal(
+        &mut self,
+        sup: &Supervisor,
+        worker: WorkerId,
+        pid: Pid,
+        signal: Signal,
+        reason: StopReason,
+    ) -> Option<u64> {
+        let target = self.table.by_pid.get(&pid).copied();
+        let Some(serial) = target.filter(|s| self.table.procs[s].worker == Some(worker)) else {
+            let what = match target {
+                None => "no process (reaped)".to_string(),
+                Some(s) => format!("another process ({:?})", self.table.procs[&s].worker),
+            };
+            self.fail_safety(format!(
+                "{} for {worker} ({}) hit pid {pid}, which is {what}",
+                signal.name(),
+                reason.name()
+            ));
+            return None;
+        };
+        match reason {
+            StopReason::HeartbeatTimeout => self.coverage.hit(Mark::HeartbeatTimeout),
+            StopReason::BootTimeout => self.coverage.hit(Mark::BootTimeout),
+            StopReason::RequestTimeout => self.coverage.hit(Mark::RequestTimeout),
+            StopReason::MaxRequests => self.coverage.hit(Mark::MaxRequests),
+            StopReason::Idle => self.coverage.hit(Mark::IdleRetired),
+            StopReason::ScaleDown => self.coverage.hit(Mark::ScaleDown),
+            _ => {}
+        }
+        if signal == Signal::Kill {
+            self.stats.kills += 1;
+            self.coverage.hit(Mark::LadderKill);
+        }
+        // The ladder in force now is the one this stop uses (a reload may have just changed it).
+        self.checks.ladder_max = self
+            .checks
+            .ladder_max
+            .max(sup.config().ladder.time_to_kill(0));
+        let proc = self.table.procs.get_mut(&serial).expect("checked above");
+        if proc.stop_deadline.is_none() && proc.alive() {
+            let deadline = self.now + self.checks.ladder_max + LADDER_SLACK;
+            proc.stop_deadline = Some(deadline);
+            self.checks.stop_deadlines.insert((deadline, serial));
+        }
+        Some(serial)
+    }
+
+    /// An event of the machine: oracles on its content, and coverage.
+    pub(super) fn observe(&mut self, sup: &Supervisor, event: &Event) {
+        match event {
+            Event::Exited {
+                worker,
+                status,
+                expected,
+                ..
+            } => {
+                if let Some((judged, main)) = self.checks.main_judge.filter(|(w, _)| w == worker)
+                {
+                    self.checks.main_judge = None;
+                    if *expected || *status != main {
+                        self.fail_safety(format!(
+                            "{judged}, retired because its main process exited ({main:?}), was reported exited with {status:?}, expected={expected}: it must count as a crash with the main process's status"
+                        ));
+                    }
+                }
+            }
+            Event::Retiring {
+                worker,
+                reason: StopReason::MainExited,
+            } => match self.checks.main_retire.take() {
+                Some((w, serial)) if w == *worker => {
+                    self.coverage.hit(Mark::MainExited);
+                    if let Some(p) = self.table.procs.get_mut(&serial) {
+                        p.main_retired = true;
+                    }
+                }
+                _ => self.fail_safety(format!(
+                    "{worker} was retired for main-exited, but no MainExited of a running worker of that id was just fed"
+                )),
+            },
+            Event::Retiring {
+                worker,
+                reason: StopReason::HeartbeatTimeout,
+            } => self.check_heartbeat_kill(sup, *worker),
+            // The shell feeds only exits of its own children, messages of workers it has not
+            // reaped, and the answer of the fork just done: the machine must know them all.
+            Event::Ignored(
+                ignored @ (Ignored::UnknownPid(_)
+                | Ignored::StaleMessage(_)
+                | Ignored::UnexpectedSpawnResult(_)),
+            ) => self.fail_safety(format!(
+                "the machine ignored {ignored:?}: it and the shell disagree on which processes exist"
+            )),
+            Event::CrashLooping { .. } => self.coverage.hit(Mark::CrashLooping),
+            Event::GaveUp { .. } => self.coverage.hit(Mark::GaveUp),
+            Event::UpgradeHandover => self.coverage.hit(Mark::UpgradeHandover),
+            Event::UpgradeRolledBack { .. } => self.coverage.hit(Mark::UpgradeRolledBack),
+            Event::Refused { .. } => self.coverage.hit(Mark::CommandRefused),
+            Event::Scaled { from, to } if *to >= from + 2 => self.coverage.hit(Mark::RampDoubled),
+            Event::Reloaded { restart: true, .. } => self.coverage.hit(Mark::RollingRestart),
+            _ => {}
+        }
+    }
+
+    /// Unless messages are delayed, a worker that keeps beating is never killed by the
+    /// watchdog before its timeout has passed since its last beat: the supervisor must not
+    /// lose or misdate a heartbeat. Beats left unread in the notify socket are no delay: the
+    /// shell reads them at the deadline at the latest, dated by their arrival, so the check
+    /// stays strict for them.
+    fn check_heartbeat_kill(&mut self, sup: &Supervisor, worker: WorkerId) {
+        let Some(timeout) = sup.config().heartbeat_timeout else {
+            return;
+        };
+        // Delayed messages make the supervisor see beats late: only runs without them, or
+        // once the last delayed one has landed after the heal.
+        let calm = !self.msg_delay_drawn
+            || self
+                .healed_at
+                .is_some_and(|t| self.now >= t + Duration::from_secs(2));
+        if !calm {
+            return;
+        }
+        let beating = self.table.procs.values().find(|p| {
+            p.worker == Some(worker)
+                && p.state == ProcState::Running
+                && p.main == Main::Running
+                && !p.hung
+        });
+        if let Some(beat) = beating.and_then(|p| p.last_beat) {
+            if self.now < beat + timeout {
+                self.fail_safety(format!(
+                    "{worker} was killed for a missed heartbeat, but it beat at {beat} and its timeout is {timeout:?}"
+                ));
+            }
+        }
+    }
+
+    /// A `MainExited` is about to be fed for this process. Ground truth for "not
+    /// stopping": the machine never signalled it (a stop of a worker whose pid is known
+    /// signals at once); such a worker must be retired for main-exited in this drain.
+    pub(super) fn expect_main_retire(&mut self, serial: u64) {
+        let p = &self.table.procs[&serial];
+        self.checks.main_retire = match p.worker {
+            Some(worker) if p.stop_deadline.is_none() => Some((worker, serial)),
+            _ => None,
+        };
+    }
+
+    /// An `Exited` is about to be fed for this process.
+    pub(super) fn judge_exit(&mut self, serial: u64, status: ExitStatus) {
+        let p = &self.table.procs[&serial];
+        self.checks.main_judge = p
+            .main_retired
+            .then(|| (p.worker.expect("only workers are retired"), status));
+    }
+
+    /// After a drain: what the main-exit oracles expected of it happened.
+    pub(super) fn check_main_exit(&mut self, sup: &Supervisor) {
+        let exited = sup.phase() == drover_machine::Phase::Exited;
+        if let Some((worker, serial)) = self.checks.main_retire.take() {
+            if !exited {
+                let pid = self.table.procs.get(&serial).map(|p| p.pid);
+                self.fail_safety(format!(
+                    "the main process of {worker} (pid {pid:?}) exited while it ran, and the supervisor did not retire it"
+                ));
+            }
+        }
+        if let Some((worker, _)) = self.checks.main_judge.take() {
+            if !exited {
+                self.fail_safety(format!(
+                    "{worker} was reaped, and the supervisor reported no exit of it"
+                ));
+            }
+        }
+    }
+
+    /// After every step: no process outlives its stop deadline, and worker processes never
+    /// exceed `max + max_surge` of the largest config in force.
+    pub(super) fn check_processes(&mut self) {
+        if let Some(&(deadline, serial)) = self.checks.stop_deadlines.first() {
+            if self.now > deadline {
+                let p = &self.table.procs[&serial];
+                let what = format!(
+                    "{:?} (pid {}) was asked to stop and still lives past its ladder bound {}",
+                    p.worker, p.pid, deadline
+                );
+                return self.fail_safety(what);
+            }
+        }
+        let live = self
+            .table
+            .procs
+            .values()
+            .filter(|p| p.worker.is_some())
+            .count() as u32;
+        if live > self.checks.max_slots {
+            let max = self.checks.max_slots;
+            self.fail_safety(format!(
+                "{live} worker processes exist, above max + max_surge = {max}"
+            ));
+        }
+    }
+}
