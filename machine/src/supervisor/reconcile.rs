@@ -97,6 +97,7 @@ impl Supervisor {
             spawned_at: self.now,
             ready: false,
             last_heartbeat: self.now,
+            heartbeat_timeout: self.config.heartbeat_timeout,
             beat_seen: false,
             beat_gap: None,
             beat_pace: None,

@@ -35,6 +35,11 @@ pub(crate) struct Worker {
     pub ready: bool,
     /// The last heartbeat, or when the watchdog started (Ready).
     pub last_heartbeat: Instant,
+    /// The heartbeat timeout in force when the worker was spawned: the one it was told
+    /// (`WATCHDOG_USEC`) and beats for. A reload that turns the watchdog on or shortens it
+    /// rolls the workers (it changes the worker fingerprint); until replaced, each is held
+    /// to its own.
+    pub heartbeat_timeout: Option<Duration>,
     /// A heartbeat arrived: the program is up. Until then a worker Ready at spawn gets the
     /// boot timeout for its first heartbeat, as it may still be starting.
     pub beat_seen: bool,

@@ -215,7 +215,7 @@ impl Supervisor {
     }
 
     pub(crate) fn heartbeat_deadline(&self, w: &Worker) -> Option<Instant> {
-        let timeout = self.config.heartbeat_timeout?;
+        let timeout = w.heartbeat_timeout?;
         if !(w.ready && w.pid.is_some()) {
             return None;
         }

@@ -2,7 +2,9 @@
 //! invalid configuration refused.
 
 use drover_machine::testing::Harness;
-use drover_machine::{Action, Command, Config, Event, Generation, Policy, Refusal, StopReason};
+use drover_machine::{
+    Action, Command, Config, Duration, Event, Generation, Policy, Readiness, Refusal, StopReason,
+};
 
 use crate::helpers::{count_actions, exit_stopping, refused, retirements, spawns_at, t};
 
@@ -108,4 +110,40 @@ fn reload_shrinking_the_slot_range_moves_workers_down() {
     h.at(40.0);
     let slots: Vec<u32> = h.sup().workers().map(|w| w.id.slot).collect();
     assert_eq!(slots, [0], "only slot 0 is inside max + max_surge = 1");
+}
+
+// A reload that turns the heartbeat watchdog on rolls the workers (the timeout is part of
+// what a worker is told, so of its fingerprint), and until each is replaced it is held to
+// the watchdog it was started with: none. Found by the simulator once it modelled the
+// shell's board reads: every old worker was killed at once for a missed heartbeat.
+#[test]
+fn a_reload_that_turns_the_watchdog_on_kills_no_worker_started_without_it() {
+    let mut c = Config::static_pool(2);
+    c.readiness = Readiness::Notify;
+    c.worker_fingerprint = 1;
+    let mut h = Harness::new(c.clone());
+    h.at(1.0).ready(0).ready(1).at(60.0);
+    let mut on = c;
+    on.heartbeat_timeout = Some(Duration::from_secs(16));
+    on.worker_fingerprint = 2;
+    h.command(Command::Reload(Box::new(on)));
+    // The new worker (generation 2) becomes Ready and never beats; the old ones never did.
+    h.at(61.0).ready(2).at(100.0);
+    let watchdog_kills: Vec<u32> = h
+        .actions()
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Event(Event::Retiring {
+                worker,
+                reason: StopReason::HeartbeatTimeout,
+            }) => Some(worker.slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        watchdog_kills,
+        [2],
+        "only the worker told of the watchdog is held to it:\n{}",
+        h.trace()
+    );
 }
