@@ -4,7 +4,7 @@
 //! the kernel or the worker dated them; never judges them (a late heartbeat is the
 //! machine's business).
 
-use drover_machine::{Input, Instant, Supervisor};
+use drover_machine::{Input, Instant};
 
 use super::{System, NOTIFY_READ_MAX};
 use crate::board::{Report, DOORBELL};
@@ -15,12 +15,11 @@ impl System {
     /// heartbeat stamp as `HeartbeatAt` (the watchdog counts from the stamp), a changed
     /// load as `Load`. Arms the doorbell first, so a load change published after this read
     /// wakes the next sleep.
-    pub(super) fn read_board(&mut self, sup: &Supervisor, now: Instant, inputs: &mut Vec<Input>) {
+    pub(super) fn read_board(&mut self, now: Instant, inputs: &mut Vec<Input>) {
         let Some(board) = self.spawner.board() else {
             return;
         };
         board.arm();
-        let watchdog = sup.config().heartbeat_timeout.is_some();
         for &worker in self.pids.values() {
             let Some(report) = board.read(worker) else {
                 continue;
@@ -36,7 +35,9 @@ impl System {
             self.reports_seen
                 .insert(worker.slot, (worker.incarnation, report));
             let new_beat = seen.is_none_or(|s| s.beat_usec != report.beat_usec);
-            if watchdog && report.beat_usec != 0 && new_beat {
+            // Fed whether or not the config in force has a watchdog: each worker is held to
+            // the one it was started with (a reload may have turned it off or on since).
+            if report.beat_usec != 0 && new_beat {
                 inputs.push(Input::HeartbeatAt {
                     worker,
                     at: notify::busy_since(now, report.beat_usec),

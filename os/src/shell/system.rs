@@ -73,8 +73,8 @@ impl Os for System {
         }
     }
 
-    fn read_workers(&mut self, sup: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool {
-        self.read_board(sup, now, into);
+    fn read_workers(&mut self, _: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool {
+        self.read_board(now, into);
         self.read_notify(now, into)
     }
 

@@ -156,7 +156,7 @@ impl SimOs {
     }
 
     /// An event of the machine: oracles on its content, and coverage.
-    pub(super) fn observe(&mut self, sup: &Supervisor, event: &Event) {
+    pub(super) fn observe(&mut self, event: &Event) {
         match event {
             Event::Exited {
                 worker,
@@ -191,7 +191,7 @@ impl SimOs {
             Event::Retiring {
                 worker,
                 reason: StopReason::HeartbeatTimeout,
-            } => self.check_heartbeat_kill(sup, *worker),
+            } => self.check_heartbeat_kill(*worker),
             // The shell feeds only exits of its own children, messages of workers it has not
             // reaped, and the answer of the fork just done: the machine must know them all.
             Event::Ignored(
@@ -217,9 +217,21 @@ impl SimOs {
     /// lose or misdate a heartbeat. Beats left unread in the notify socket are no delay: the
     /// shell reads them at the deadline at the latest, dated by their arrival, so the check
     /// stays strict for them.
-    fn check_heartbeat_kill(&mut self, sup: &Supervisor, worker: WorkerId) {
-        let Some(timeout) = sup.config().heartbeat_timeout else {
+    fn check_heartbeat_kill(&mut self, worker: WorkerId) {
+        let Some(proc) = self
+            .table
+            .procs
+            .values()
+            .find(|p| p.worker == Some(worker) && p.alive())
+        else {
             return;
+        };
+        // Ground truth: the watchdog the process was started with, not the config in force
+        // now (a reload may have turned it on, off or shorter since).
+        let Some(timeout) = proc.watchdog else {
+            return self.fail_safety(format!(
+                "{worker} was killed for a missed heartbeat, but it was started without a watchdog"
+            ));
         };
         // Delayed messages make the supervisor see beats late: only runs without them, or
         // once the last delayed one has landed after the heal.
@@ -230,13 +242,8 @@ impl SimOs {
         if !calm {
             return;
         }
-        let beating = self.table.procs.values().find(|p| {
-            p.worker == Some(worker)
-                && p.state == ProcState::Running
-                && p.main == Main::Running
-                && !p.hung
-        });
-        if let Some(beat) = beating.and_then(|p| p.last_beat) {
+        let beating = proc.state == ProcState::Running && proc.main == Main::Running && !proc.hung;
+        if let Some(beat) = proc.last_beat.filter(|_| beating) {
             if self.now < beat + timeout {
                 self.fail_safety(format!(
                     "{worker} was killed for a missed heartbeat, but it beat at {beat} and its timeout is {timeout:?}"

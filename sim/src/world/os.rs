@@ -89,8 +89,6 @@ pub(super) struct SimOs {
     pub(super) healed: bool,
     pub(super) healed_at: Option<Instant>,
     /// How often a worker beats, and reports its load, under the config in force.
-    pub(super) beat_interval: Duration,
-    pub(super) report_interval: Duration,
     pub(super) table: Table,
     pub(super) clients: Clients,
     pub(super) notify: Notify,
@@ -123,7 +121,6 @@ impl SimOs {
         } else {
             1 << 22
         };
-        let (beat_interval, report_interval) = super::procs::paces(&config);
         let mut record = Recorder::new(opts.keep_trace);
         record.hash.add(seed);
         if opts.keep_trace {
@@ -149,8 +146,6 @@ impl SimOs {
             canary: opts.canary,
             healed: false,
             healed_at: None,
-            beat_interval,
-            report_interval,
             clients: Clients::default(),
             notify: Notify::default(),
             board: BTreeMap::new(),
@@ -386,16 +381,9 @@ impl SimOs {
     }
 
     /// The shell's read of the report board, before the socket's: a newer heartbeat stamp
-    /// as `HeartbeatAt`, a changed load as `Load`, for every worker not yet reaped. Arms
-    /// the doorbell.
-    ///
-    /// One deliberate difference: the shell hands stamps in only while the watchdog is on.
-    /// Modelled so, a reload that turns the watchdog on has the machine judge every running
-    /// worker by a heartbeat it never heard (its Ready) and KILL it at once although it
-    /// beat all along (in `Harness`: a Ready worker, 60 s, a reload adding
-    /// `heartbeat_timeout = 16 s`: `retiring reason=heartbeat-timeout`, KILL; 25 of 1000
-    /// seeds fail the heartbeat oracle so). Until the machine or the shell settles that,
-    /// the model hands stamps in always, as it did.
+    /// as `HeartbeatAt` (watchdog on or off: a worker is held to the watchdog it was started
+    /// with, whatever the config in force says), a changed load as `Load`, for every worker
+    /// not yet reaped. Arms the doorbell.
     fn read_board(&mut self, into: &mut Vec<Input>) {
         self.doorbell_armed = true;
         let mut sampled = false;
@@ -441,14 +429,14 @@ impl SimOs {
 
     // ------------------------------------------------------------- the config in force
 
-    /// After a command: the workers' pace and the oracle's bounds follow the config now in
-    /// force (a stopping worker keeps its ladder, so the bounds only widen).
+    /// After a command: new workers' paces and the oracle's bounds follow the config now
+    /// in force (a stopping worker keeps its ladder, so the bounds only widen; a running
+    /// one keeps the watchdog it was started with).
     fn note_config(&mut self, sup: &Supervisor) {
         let c = sup.config();
         self.checks.widen(c);
         if c != &self.config {
             self.config = c.clone();
-            (self.beat_interval, self.report_interval) = super::procs::paces(c);
         }
     }
 }
@@ -553,8 +541,8 @@ impl Os for SimOs {
         self.exited = Some(code);
     }
 
-    fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
-        self.observe(sup, &event);
+    fn event(&mut self, _: &Supervisor, _: Instant, event: Event) {
+        self.observe(&event);
     }
 
     fn read_workers(&mut self, _: &Supervisor, _: Instant, into: &mut Vec<Input>) -> bool {

@@ -78,6 +78,12 @@ pub(super) struct Proc {
     pub(super) stop_deadline: Option<Instant>,
     /// The last heartbeat the process sent or published.
     pub(super) last_beat: Option<Instant>,
+    /// The heartbeat timeout it was started with (`WATCHDOG_USEC`): its beats follow it,
+    /// and so does the oracle that judges a watchdog kill.
+    pub(super) watchdog: Option<Duration>,
+    /// Its heartbeat and load-report paces (`paces` of the config at its spawn).
+    pub(super) beat_every: Duration,
+    pub(super) report_every: Duration,
     /// The load it last sent over the notify socket or published on the board.
     reported: Option<Reported>,
     /// The machine retired it for `MainExited`: its exit is a crash with the main
@@ -168,6 +174,7 @@ impl SimOs {
         let pid = self.alloc_pid();
         let serial = self.table.next_serial;
         self.table.next_serial += 1;
+        let (beat_every, report_every) = paces(&self.config);
         let f = &self.faults;
         let rng = &mut self.rng_proc;
         let proc = Proc {
@@ -196,6 +203,9 @@ impl SimOs {
             crash_in_drain: rng.chance(f.crash_drain),
             stop_deadline: None,
             last_beat: None,
+            watchdog: self.config.heartbeat_timeout,
+            beat_every,
+            report_every,
             reported: None,
             main_retired: false,
         };
@@ -317,14 +327,15 @@ impl SimOs {
         }
         p.state = ProcState::Running;
         p.accepting = !p.draining;
+        let (beat_every, report_every) = (p.beat_every, p.report_every);
         if self.config.readiness == Readiness::Notify {
             self.send(serial, Datagram::Ready);
         }
         self.start_requests(serial);
-        self.schedule(self.beat_interval, Ev::Beat(serial));
+        self.schedule(beat_every, Ev::Beat(serial));
         // A program that reports no load sends none (`Faults::load_silent`).
         if self.faults.shm_reports || !self.faults.silent_load() {
-            self.schedule(self.report_interval, Ev::Report(serial));
+            self.schedule(report_every, Ev::Report(serial));
         }
     }
 
@@ -338,7 +349,8 @@ impl SimOs {
             return;
         }
         p.last_beat = Some(now);
-        self.schedule(self.beat_interval, Ev::Beat(serial));
+        let every = p.beat_every;
+        self.schedule(every, Ev::Beat(serial));
         if self.faults.shm_reports {
             // Published, not sent: read at the supervisor's next wake-up.
             self.board.entry(serial).or_default().beat = Some(now);
@@ -359,7 +371,8 @@ impl SimOs {
         let load = p.load();
         let changed = p.reported != Some(load);
         p.reported = Some(load);
-        self.schedule(self.report_interval, Ev::Report(serial));
+        let every = p.report_every;
+        self.schedule(every, Ev::Report(serial));
         if self.faults.shm_reports {
             self.board.entry(serial).or_default().load = Some(load);
             if changed && std::mem::take(&mut self.doorbell_armed) {
