@@ -193,15 +193,7 @@ impl<O: Os> Driver<O> {
     /// Starts a turn (a wake-up): what the workers reported, in one `handle_all` (an empty
     /// one is a tick), then the drain.
     pub fn begin_turn(&mut self) {
-        let now = self.clock();
-        let mut reports = std::mem::take(&mut self.reports);
-        self.messages_left = !self.os.read_workers(&self.sup, now, &mut reports);
-        for input in &reports {
-            self.os.handling(&self.sup, now, input);
-        }
-        self.sup.handle_all(now, reports.drain(..));
-        self.os.handled(&self.sup, now);
-        self.reports = reports;
+        self.handle_with_reports(None);
         self.drain();
     }
 
@@ -270,6 +262,20 @@ impl<O: Os> Driver<O> {
         self.os.now().max(self.now)
     }
 
+    /// What the workers reported, and then `input`, in one `handle_all`.
+    fn handle_with_reports(&mut self, input: Option<Input>) {
+        let now = self.clock();
+        let mut inputs = std::mem::take(&mut self.reports);
+        self.messages_left = !self.os.read_workers(&self.sup, now, &mut inputs);
+        inputs.extend(input);
+        for input in &inputs {
+            self.os.handling(&self.sup, now, input);
+        }
+        self.sup.handle_all(now, inputs.drain(..));
+        self.os.handled(&self.sup, now);
+        self.reports = inputs;
+    }
+
     fn handle(&mut self, input: Input) {
         let now = self.clock();
         self.os.handling(&self.sup, now, &input);
@@ -298,12 +304,15 @@ impl<O: Os> Driver<O> {
         let now = self.now;
         self.os.performing(&self.sup, now, &action);
         match action {
+            // A fork takes time, and the clock is read anew for its answer: what the
+            // workers reported meanwhile goes in with it, so no deadline fires for a worker
+            // whose heartbeat waits unread while the loop was blocked in the fork.
             Action::Spawn { worker, generation } => {
                 let input = match self.os.spawn(&self.sup, worker, generation) {
                     Ok(pid) => Input::Spawned { worker, pid },
                     Err(error) => Input::SpawnFailed { worker, error },
                 };
-                self.handle(input);
+                self.handle_with_reports(Some(input));
             }
             Action::Signal {
                 worker,
@@ -316,7 +325,7 @@ impl<O: Os> Driver<O> {
                     Ok(pid) => Input::SuccessorStarted { pid },
                     Err(error) => Input::SuccessorFailed { error },
                 };
-                self.handle(input);
+                self.handle_with_reports(Some(input));
             }
             Action::KillSuccessor { pid, reason } => self.os.kill_successor(&self.sup, pid, reason),
             Action::Exit { code } => {
@@ -341,5 +350,95 @@ impl<O: Os> Driver<O> {
             self.feed(input);
         }
         self.reaps_left = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Readiness, Supervisor};
+    use core::time::Duration;
+
+    /// Forks that take `fork` each; worker messages that arrive meanwhile wait in `socket`
+    /// with their arrival time, as datagrams do, until the driver reads them.
+    struct SlowForks {
+        now: Instant,
+        fork: Duration,
+        next_pid: u32,
+        /// (arrival, message): in the socket once the clock has passed the arrival.
+        socket: Vec<(Instant, Input)>,
+        retired_for_heartbeat: Vec<WorkerId>,
+    }
+
+    impl Os for SlowForks {
+        fn now(&mut self) -> Instant {
+            self.now
+        }
+        fn spawn(&mut self, _: &Supervisor, _: WorkerId, _: Generation) -> Result<Pid, SpawnError> {
+            self.now = self.now + self.fork;
+            self.next_pid += 1;
+            Ok(Pid(self.next_pid))
+        }
+        fn signal(&mut self, _: &Supervisor, _: WorkerId, _: Pid, _: Signal, _: StopReason) {}
+        fn start_successor(&mut self, _: &Supervisor) -> Result<Pid, SpawnError> {
+            Err(SpawnError::Exec)
+        }
+        fn kill_successor(&mut self, _: &Supervisor, _: Pid, _: RollbackReason) {}
+        fn exit(&mut self, _: &Supervisor, _: i32) {}
+        fn event(&mut self, _: &Supervisor, _: Instant, event: Event) {
+            if let Event::Retiring {
+                worker,
+                reason: StopReason::HeartbeatTimeout,
+            } = event
+            {
+                self.retired_for_heartbeat.push(worker);
+            }
+        }
+        fn read_workers(&mut self, _: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool {
+            let (arrived, waiting) = self.socket.drain(..).partition(|(at, _)| *at <= now);
+            self.socket = waiting;
+            into.extend(arrived.into_iter().map(|(_, input)| input));
+            true
+        }
+        fn reap(&mut self, _: &Supervisor) -> Option<Input> {
+            None
+        }
+    }
+
+    /// A worker's heartbeat that arrives while the loop is blocked in a slow fork, before
+    /// the worker's deadline, is read with the fork's answer: the deadline, which has passed
+    /// by the time the fork returns, does not fire.
+    #[test]
+    fn a_heartbeat_that_arrives_during_a_slow_fork_keeps_its_worker() {
+        let mut config = Config::static_pool(1);
+        config.readiness = Readiness::Notify;
+        config.heartbeat_timeout = Some(Duration::from_secs(10));
+        let sup = Supervisor::new(config, Instant::ZERO).unwrap();
+        let os = SlowForks {
+            now: Instant::ZERO,
+            fork: Duration::ZERO,
+            next_pid: 100,
+            socket: Vec::new(),
+            retired_for_heartbeat: Vec::new(),
+        };
+        let mut d = Driver::new(sup, os, 0);
+        let w = d.supervisor().workers().next().unwrap().id;
+        d.os_mut().now = Instant::from_secs(1);
+        d.os_mut()
+            .socket
+            .push((Instant::from_secs(1), Input::Ready { worker: w }));
+        d.turn([]);
+        // The heartbeat deadline is 11 s. At 10.5 s an operator asks for one worker more;
+        // its fork blocks the loop for 2 s, and the first worker's beat lands at 10.9 s.
+        d.os_mut().now = Instant::from_secs_f64(10.5);
+        d.os_mut().fork = Duration::from_secs(2);
+        let beat = Input::HeartbeatAt {
+            worker: w,
+            at: Instant::from_secs_f64(10.9),
+        };
+        d.os_mut().socket.push((Instant::from_secs_f64(10.9), beat));
+        d.turn([Input::Command(crate::Command::ScaleUp)]);
+        assert_eq!(d.supervisor().live_workers(), 2);
+        assert_eq!(d.os().retired_for_heartbeat, []);
     }
 }
