@@ -12,6 +12,7 @@ pub const MAX_WORKERS: u32 = 100_000;
 
 /// How many workers the pool wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Policy {
     /// Always `workers` workers.
     Static {

@@ -100,6 +100,7 @@ pub enum ExitStatus {
 /// Why a fork/exec failed. The machine treats every kind the same (a failed start of that
 /// slot); the kind is carried for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// EAGAIN/ENOMEM: the system is short of processes or memory.
     Resources,
@@ -111,6 +112,7 @@ pub enum SpawnError {
 
 /// Operator requests: from signals, the control socket, or the simulator.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Command {
     /// Graceful stop; a second one escalates to immediate.
     Stop,
@@ -148,6 +150,7 @@ impl Command {
 
 /// One fact from the outside world. See the crate docs for the run-loop contract.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Input {
     /// A deadline may have passed. Spurious ticks do nothing.
     Tick,
@@ -249,6 +252,7 @@ pub enum Input {
 
 /// Why a worker is being stopped, and why a signal is sent. Carried into every log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StopReason {
     /// No heartbeat within the heartbeat timeout: the worker is hung.
     HeartbeatTimeout,
@@ -316,6 +320,7 @@ impl StopReason {
 
 /// Why a command was not carried out.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// The supervisor is stopping: only stop commands are taken.
     Stopping,
@@ -337,6 +342,7 @@ pub enum Refusal {
 
 /// Why a live upgrade was abandoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RollbackReason {
     /// The successor could not be started.
     SuccessorFailedToStart,
@@ -350,6 +356,7 @@ pub enum RollbackReason {
 
 /// Things the shell should log; they change nothing outside the machine.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A worker was asked to stop (its signals follow as `Signal` actions).
     Retiring {
@@ -445,6 +452,7 @@ pub enum Event {
 
 /// Inputs the machine ignored, and why. Never fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Ignored {
     /// An exit for a pid the machine does not know (e.g. a child inherited across an upgrade).
     UnknownPid(Pid),
@@ -467,6 +475,7 @@ pub enum Ignored {
 
 /// One thing for the driver to do.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Action {
     /// Start a worker process for this slot. Answer with `Spawned` or `SpawnFailed`.
     Spawn {

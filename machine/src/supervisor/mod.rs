@@ -39,6 +39,7 @@ use timers::Timer;
 
 /// The supervisor's overall state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Phase {
     /// Serving: the pool is kept at its target.
     Running,

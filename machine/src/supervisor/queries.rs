@@ -30,6 +30,7 @@ pub struct WorkerView {
 
 /// What a slot holds, as status reports show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Waiting out the restart backoff.
     Backoff {

@@ -12,6 +12,7 @@ use crate::time::Instant;
 
 /// Progress of a live upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpgradeState {
     /// No upgrade in flight.
     Idle,
@@ -42,6 +43,7 @@ pub enum UpgradeState {
 /// Whether this supervisor is in charge, or a live upgrade's successor waiting for its
 /// predecessor to hand over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Succession {
     /// In charge: the pool's readiness goes to the service manager.
     InCharge,

@@ -198,6 +198,9 @@ impl Model {
                     }
                 }
                 Phase::Exited => return self.fail("Exited without an Exit action".into()),
+                other => {
+                    return self.fail(format!("a phase this property does not know: {other:?}"))
+                }
             }
             // The loop sleeps until its deadline; the workers beat meanwhile, which wakes it
             // only while it watches their messages.

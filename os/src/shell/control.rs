@@ -128,6 +128,7 @@ impl Shell {
             Phase::Stopping { immediate: true } => "stopping-now",
             Phase::Handover => "handover",
             Phase::Exited => "exited",
+            _ => "unknown",
         };
         json!({
             "ok": true,
@@ -150,6 +151,7 @@ impl Shell {
                 UpgradeState::Started { pid, .. } => json!({ "state": "started", "successor_pid": pid.0 }),
                 UpgradeState::Succeeded { pid } => json!({ "state": "handed-over", "successor_pid": pid.0 }),
                 UpgradeState::Killing { pid } => json!({ "state": "rolling-back", "successor_pid": pid.0 }),
+                other => json!({ "state": format!("{other:?}") }),
             },
             "command": sys.settings.command,
             "listeners": sys.listeners.list.iter().map(|l| json!({

@@ -201,6 +201,7 @@ impl System {
             RollbackReason::Stopped => {
                 "a stop was requested during the upgrade; the successor was killed".into()
             }
+            other => other.to_string(),
         };
         let message = format!(
             "live upgrade rolled back: {why}; drover pid {} keeps serving with its workers",

@@ -223,6 +223,7 @@ fn refusal_text(sup: &Supervisor, reason: &Refusal) -> String {
         Refusal::OutOfBounds { min, max } => {
             format!("the pool size must stay within {min}..={max}")
         }
+        other => other.to_string(),
     }
 }
 

@@ -99,6 +99,11 @@ impl TraceHash {
                 self.add(id(worker));
                 self.add(at.as_nanos());
             }
+            // An input this simulator does not know yet still counts, by its trace line.
+            other => {
+                self.add(16);
+                self.add_str(&other.to_string());
+            }
         }
     }
 
@@ -124,6 +129,11 @@ impl TraceHash {
                 self.add(*code as u64);
             }
             Action::Event(_) => self.add(25),
+            // An action this simulator does not know yet still counts, by its trace line.
+            other => {
+                self.add(26);
+                self.add_str(&other.to_string());
+            }
         }
     }
 }

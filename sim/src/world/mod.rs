@@ -1,5 +1,5 @@
 //! The simulated world and its event loop. [`World`] owns the one [`Driver`] of the machine
-//! over the model OS ([`os::SimOs`]), the queue of scheduled world events, and the two
+//! over the model OS (`os::SimOs`), the queue of scheduled world events, and the two
 //! phases of a run: faults, then liveness (faults healed; the pool must converge and a final
 //! stop must end in `Exit`). It decides when the supervisor wakes up, as the shell's `poll`
 //! would, and makes every wake-up one driver turn: `begin_turn`, `feed` for the operator's
@@ -498,6 +498,8 @@ impl World {
                 WorkerState::Ready { .. } => s.busy += 1,
                 WorkerState::Stopping { .. } => s.stopping += 1,
                 WorkerState::Backoff { .. } | WorkerState::GaveUp { .. } => {}
+                // A state this plot does not know yet is drawn as none of the above.
+                _ => {}
             }
         }
         self.samples.push(s);
