@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod hello_http;
 
 pub use hello_http::Worker as Ident;
-use hello_http::{head_end, parse, response, HELLO, KEEP_ALIVE_IDLE, MAX_BODY, MAX_HEAD};
+use hello_http::{head_end, parse, response, BODY_MAX, HEAD_MAX, HELLO, KEEP_ALIVE_IDLE};
 
 /// One connection: requests until the client closes, asks to close, or the worker stops.
 ///
@@ -28,7 +28,7 @@ pub fn serve(
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
     let _ = stream.set_nodelay(true);
-    let mut buf = [0u8; MAX_HEAD];
+    let mut buf = [0u8; HEAD_MAX];
     let mut len = 0;
     let mut out = Vec::with_capacity(256);
     let mut stop_deadline: Option<Instant> = None;
@@ -79,7 +79,7 @@ pub fn serve(
             Ok(r) => (r.keep_alive, r.http10, r.head_only, r.body),
             Err(status) => return answer(stream, ident, &mut out, status, b"", 0, false, false),
         };
-        if body > MAX_BODY {
+        if body > BODY_MAX {
             let status = "413 Content Too Large";
             return answer(stream, ident, &mut out, status, b"", 0, false, false);
         }

@@ -28,7 +28,7 @@ mod world;
 
 use drover_machine::{
     Command, Driver, Duration, ExitStatus, Input, Instant, SpawnError, Supervisor, WorkerId,
-    MAX_WORKERS,
+    WORKERS_MAX,
 };
 use libfuzzer_sys::arbitrary::Unstructured;
 
@@ -191,7 +191,7 @@ impl<'a, 'b> Run<'a, 'b> {
                 let (surge, max) = (c.max_surge, c.policy.max());
                 Command::ScaleTo(match int(self.u(), 0..=3u8) {
                     0 => u32::MAX,
-                    1 => MAX_WORKERS - surge + 1,
+                    1 => WORKERS_MAX - surge + 1,
                     2 => max + 1,
                     _ => int(self.u(), 0..=12),
                 })

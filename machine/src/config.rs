@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::io::Signal;
 
 /// The most workers (pool maximum plus surge) one supervisor manages.
-pub const MAX_WORKERS: u32 = 100_000;
+pub const WORKERS_MAX: u32 = 100_000;
 
 /// How many workers the pool wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,11 +384,11 @@ impl Config {
                 }
             }
         }
-        if self.slot_count() > MAX_WORKERS {
+        if self.slot_count() > WORKERS_MAX {
             return err(
                 "max",
                 format!(
-                    "max + max_surge is {}, above the limit of {MAX_WORKERS} workers",
+                    "max + max_surge is {}, above the limit of {WORKERS_MAX} workers",
                     self.slot_count()
                 ),
             );

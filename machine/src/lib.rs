@@ -57,7 +57,7 @@ mod time;
 pub mod trace;
 
 pub use config::{
-    Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, MAX_WORKERS,
+    Config, ConfigError, Ladder, OnCrashLoop, Policy, Readiness, Restart, Stage, WORKERS_MAX,
 };
 pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
 pub use io::{

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use drover_machine::testing::Harness;
 use drover_machine::{
     Action, Command, Config, ConfigError, Duration, Event, Input, Instant, Ladder, OnCrashLoop,
-    Pid, Policy, Readiness, Refusal, Restart, Signal, SpawnError, Stage, Supervisor, MAX_WORKERS,
+    Pid, Policy, Readiness, Refusal, Restart, Signal, SpawnError, Stage, Supervisor, WORKERS_MAX,
 };
 use proptest::prelude::*;
 
@@ -158,9 +158,9 @@ fn ondemand_without_idle_timeout() {
 
 #[test]
 fn static_pool_over_max_workers() {
-    // max + max_surge counts: MAX_WORKERS workers plus the default surge of 1 is too many.
-    refused(Config::static_pool(MAX_WORKERS), "max");
-    let mut c = Config::static_pool(MAX_WORKERS - 1);
+    // max + max_surge counts: WORKERS_MAX workers plus the default surge of 1 is too many.
+    refused(Config::static_pool(WORKERS_MAX), "max");
+    let mut c = Config::static_pool(WORKERS_MAX - 1);
     accepted(c.clone());
     c.max_surge = 2;
     refused(c, "max");
@@ -168,7 +168,7 @@ fn static_pool_over_max_workers() {
 
 #[test]
 fn dynamic_max_over_max_workers() {
-    refused(dynamic(0, MAX_WORKERS + 1, 0, 1, 1), "max");
+    refused(dynamic(0, WORKERS_MAX + 1, 0, 1, 1), "max");
 }
 
 #[test]
@@ -415,8 +415,8 @@ fn any_u32() -> impl Strategy<Value = u32> {
         Just(0),
         Just(1),
         Just(u32::MAX),
-        Just(MAX_WORKERS),
-        Just(MAX_WORKERS + 1),
+        Just(WORKERS_MAX),
+        Just(WORKERS_MAX + 1),
         0u32..10,
         any::<u32>(),
     ]

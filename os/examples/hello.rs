@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use drover_os::embedded::{Conn, Server};
-use http::{head_end, Request, HELLO, KEEP_ALIVE_IDLE, MAX_BODY, MAX_HEAD};
+use http::{head_end, Request, BODY_MAX, HEAD_MAX, HELLO, KEEP_ALIVE_IDLE};
 
 fn main() {
     let code = Server::from_args()
@@ -47,7 +47,7 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
     if let Some(tcp) = conn.tcp() {
         let _ = tcp.set_nodelay(true);
     }
-    let mut buf = [0u8; MAX_HEAD];
+    let mut buf = [0u8; HEAD_MAX];
     let mut len = 0;
     let mut out = Vec::with_capacity(256);
     loop {
@@ -84,7 +84,7 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
             request.head_only,
             request.body,
         );
-        if body > MAX_BODY {
+        if body > BODY_MAX {
             return answer(conn, &mut out, "413 Content Too Large", b"", false);
         }
         if !http::drop_request(&mut buf, &mut len, head_len, body, |b| conn.read(b))? {

@@ -27,8 +27,8 @@ pub enum Request {
     ScaleDown,
 }
 
-const MAX_REQUEST: usize = 64 * 1024;
-const MAX_CONNS: usize = 16;
+const REQUEST_MAX: usize = 64 * 1024;
+const CONNS_MAX: usize = 16;
 const CONN_DEADLINE: Duration = Duration::from_secs(5);
 
 struct Conn {
@@ -128,7 +128,7 @@ impl ControlServer {
                 respond(stream, &error("permission denied"));
                 continue;
             }
-            if self.conns.len() >= MAX_CONNS {
+            if self.conns.len() >= CONNS_MAX {
                 respond(stream, &error("busy: too many control connections"));
                 continue;
             }
@@ -161,7 +161,7 @@ impl ControlServer {
                         }
                         Ok(n) => {
                             conn.buf.extend_from_slice(&chunk[..n]);
-                            if conn.buf.contains(&b'\n') || conn.buf.len() > MAX_REQUEST {
+                            if conn.buf.contains(&b'\n') || conn.buf.len() > REQUEST_MAX {
                                 complete = true;
                                 break;
                             }
@@ -203,8 +203,8 @@ impl ControlServer {
 /// One request from the bytes a client sent (up to the first newline). Every malformed
 /// request is an `Err` with the message the client gets back.
 pub fn parse_request(buf: &[u8]) -> Result<Request, String> {
-    if buf.len() > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    if buf.len() > REQUEST_MAX {
+        return Err(format!("request longer than {REQUEST_MAX} bytes"));
     }
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let text = std::str::from_utf8(&buf[..end]).map_err(|_| "request is not UTF-8".to_string())?;

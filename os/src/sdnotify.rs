@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{sendto, MsgFlags, UnixAddr};
 
 /// The longest STATUS text sent; longer ones are cut at a character boundary.
-const MAX_STATUS: usize = 1024;
+const STATUS_MAX: usize = 1024;
 
 /// The connection to drover's own service manager.
 pub struct Manager {
@@ -91,11 +91,11 @@ fn parse_env(
 }
 
 /// A copy of `status` that cannot add fields to a message: control characters (newlines
-/// above all) become spaces, and it is cut to `MAX_STATUS` bytes.
+/// above all) become spaces, and it is cut to `STATUS_MAX` bytes.
 fn clean_status(status: &str) -> String {
-    let mut out = String::with_capacity(status.len().min(MAX_STATUS));
+    let mut out = String::with_capacity(status.len().min(STATUS_MAX));
     for c in status.chars() {
-        if out.len() + c.len_utf8() > MAX_STATUS {
+        if out.len() + c.len_utf8() > STATUS_MAX {
             break;
         }
         out.push(if c.is_control() { ' ' } else { c });
@@ -402,9 +402,9 @@ mod tests {
     #[test]
     fn statuses_cannot_inject_fields() {
         assert_eq!(clean_status("a\nb\rc\0d\te"), "a b c d e");
-        let long = "é".repeat(MAX_STATUS);
+        let long = "é".repeat(STATUS_MAX);
         let cut = clean_status(&long);
-        assert!(cut.len() <= MAX_STATUS && cut.len() >= MAX_STATUS - 1);
+        assert!(cut.len() <= STATUS_MAX && cut.len() >= STATUS_MAX - 1);
         assert!(cut.chars().all(|c| c == 'é'));
     }
 }

@@ -28,7 +28,7 @@ pub const SUPERVISED_VAR: &str = "DROVER_SUPERVISED";
 /// The predecessor's pool generation, for a successor to number its own on from.
 pub const GENERATION_VAR: &str = "DROVER_UPGRADE_GENERATION";
 
-const MAX_LINE: usize = 64;
+const LINE_MAX: usize = 64;
 
 /// A line of the upgrade protocol.
 #[derive(Debug, PartialEq, Eq)]
@@ -138,12 +138,12 @@ fn parse_lines(buf: &mut Vec<u8>, out: &mut Received) {
             b"takeover" => out.messages.push(Message::Takeover),
             other => out
                 .garbage
-                .push(String::from_utf8_lossy(&other[..other.len().min(MAX_LINE)]).into()),
+                .push(String::from_utf8_lossy(&other[..other.len().min(LINE_MAX)]).into()),
         }
     }
-    if buf.len() > MAX_LINE {
+    if buf.len() > LINE_MAX {
         out.garbage
-            .push(String::from_utf8_lossy(&buf[..MAX_LINE]).into_owned());
+            .push(String::from_utf8_lossy(&buf[..LINE_MAX]).into_owned());
         buf.clear();
     }
 }
@@ -258,7 +258,7 @@ mod tests {
         let mut out = Received::default();
         parse_lines(&mut flood, &mut out);
         assert!(flood.is_empty(), "an endless line must not grow the buffer");
-        assert_eq!(out.garbage[0].len(), MAX_LINE);
+        assert_eq!(out.garbage[0].len(), LINE_MAX);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 /// Client threads: several, so a request is always in flight when a drover hands over.
 const CLIENTS: usize = 4;
-const MAX_REQUESTS: u64 = 2_000_000;
-const MAX_LOAD_TIME: Duration = Duration::from_secs(120);
+const REQUESTS_MAX: u64 = 2_000_000;
+const LOAD_TIME_MAX: Duration = Duration::from_secs(120);
 /// Answers to wait for after each step, so each step is crossed under load.
 const PROGRESS: u64 = 200;
 
@@ -136,7 +136,7 @@ fn restart_upgrade_rollback(mut server: Server, binary: &str, proto: Proto) {
     });
     let first = server.pid();
     assert_eq!(pid_in(&pid_file), Some(first));
-    let load = Load::start(server.addr(), proto, CLIENTS, MAX_REQUESTS, MAX_LOAD_TIME);
+    let load = Load::start(server.addr(), proto, CLIENTS, REQUESTS_MAX, LOAD_TIME_MAX);
     wait_progress(&load, "answers before the rolling restart");
 
     // 1. Rolling restart: every worker replaced, one at a time.
@@ -344,8 +344,8 @@ fn supervised_drover_is_restarted_after_a_crash_and_replaced_side_by_side() {
         server.addr(),
         Proto::Line,
         CLIENTS,
-        MAX_REQUESTS,
-        MAX_LOAD_TIME,
+        REQUESTS_MAX,
+        LOAD_TIME_MAX,
     );
     wait_progress(&load, "answers before the replacement");
     signal(parent, libc::SIGUSR2);

@@ -5,7 +5,7 @@
 
 use super::slot::SlotState;
 use super::{Phase, Supervisor, UpgradeState};
-use crate::config::{Config, Policy, MAX_WORKERS};
+use crate::config::{Config, Policy, WORKERS_MAX};
 use crate::io::*;
 
 impl Supervisor {
@@ -39,7 +39,7 @@ impl Supervisor {
     /// worker limit, a dynamic or ondemand pool's `min` from 0 up to its `max`.
     fn scale_bounds(&self) -> (u32, u32) {
         match self.config.policy {
-            Policy::Static { .. } => (1, MAX_WORKERS - self.config.max_surge),
+            Policy::Static { .. } => (1, WORKERS_MAX - self.config.max_surge),
             Policy::Dynamic { max, .. } | Policy::Ondemand { max, .. } => (0, max),
         }
     }

@@ -4,7 +4,7 @@
 
 use drover_machine::{
     Command, Config, Driver, ExitStatus, Generation, Input, Instant, Policy, SpawnError, WorkerId,
-    MAX_WORKERS,
+    WORKERS_MAX,
 };
 use proptest::test_runner::TestCaseError;
 
@@ -330,7 +330,7 @@ impl Model {
             Cmd::ScaleTo(Scale::JustAbove) => {
                 let c = sup.config();
                 Command::ScaleTo(match c.policy {
-                    Policy::Static { .. } => MAX_WORKERS - c.max_surge + 1,
+                    Policy::Static { .. } => WORKERS_MAX - c.max_surge + 1,
                     _ => c.policy.max() + 1,
                 })
             }

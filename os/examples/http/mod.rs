@@ -7,8 +7,8 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-pub const MAX_HEAD: usize = 16 * 1024;
-pub const MAX_BODY: u64 = 1024 * 1024;
+pub const HEAD_MAX: usize = 16 * 1024;
+pub const BODY_MAX: u64 = 1024 * 1024;
 /// A thread serves one connection at a time, so an idle keep-alive connection holds a
 /// thread: close it after a while, like Apache's KeepAliveTimeout.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);

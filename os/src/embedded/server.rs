@@ -193,7 +193,7 @@ impl Server {
         // Embedded workers always report READY=1 (after their threads run).
         args.readiness = args.readiness.or(Some(ReadinessArg::Notify));
         // Mapped before the first fork, so every worker shares it with the supervisor.
-        let board = match Board::map(drover_machine::MAX_WORKERS as usize) {
+        let board = match Board::map(drover_machine::WORKERS_MAX as usize) {
             Ok(board) => Some(board),
             Err(e) => {
                 eprintln!(

@@ -80,7 +80,7 @@ impl<H: Handler> ForkedWorker for Runtime<H> {
 }
 
 /// The longest an idle thread waits without beating.
-const MAX_TICK: Duration = Duration::from_millis(250);
+const TICK_MAX: Duration = Duration::from_millis(250);
 
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::OFlag;
@@ -153,7 +153,7 @@ impl<H: Handler> Runtime<H> {
             .map(Duration::from_micros)
             .filter(|d| !d.is_zero());
         let tick = watchdog
-            .map_or(MAX_TICK, |w| (w / 8).min(MAX_TICK))
+            .map_or(TICK_MAX, |w| (w / 8).min(TICK_MAX))
             .max(Duration::from_millis(5));
 
         if let Some(f) = &mut self.on_worker_start {

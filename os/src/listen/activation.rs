@@ -36,7 +36,7 @@ fn parse_listen_env(
     names: Option<&str>,
     our_pid: u32,
 ) -> Result<Option<(usize, Vec<String>)>, String> {
-    const MAX_FDS: usize = 65_536;
+    const FDS_MAX: usize = 65_536;
     let Some(pid) = pid else {
         return Ok(None);
     };
@@ -56,10 +56,10 @@ fn parse_listen_env(
         .trim()
         .parse()
         .ok()
-        .filter(|&n| n <= MAX_FDS)
+        .filter(|&n| n <= FDS_MAX)
         .ok_or_else(|| {
             format!(
-                "LISTEN_FDS={fds:?} is not a count of file descriptors (0 to {MAX_FDS}); \
+                "LISTEN_FDS={fds:?} is not a count of file descriptors (0 to {FDS_MAX}); \
                  socket activation sets it to the number of sockets passed at fd 3 onwards \
                  (unset LISTEN_PID and LISTEN_FDS to open the --listen addresses)"
             )

@@ -569,7 +569,7 @@ pub enum Proto {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Distinct errors kept for the report; the rest are only counted.
-const MAX_ERRORS: usize = 10;
+const ERRORS_MAX: usize = 10;
 
 /// Client threads sending one request per fresh connection, until stopped or out of either
 /// bound, counting successes and failures.
@@ -642,7 +642,7 @@ impl Load {
                             Err(what) => {
                                 let at = shared.started.elapsed().as_secs_f64();
                                 let mut notes = shared.notes.lock().unwrap();
-                                if notes.errors.len() < MAX_ERRORS
+                                if notes.errors.len() < ERRORS_MAX
                                     && notes.seen.insert(what.clone())
                                 {
                                     notes.errors.push(format!("+{at:.3}s {what}"));
