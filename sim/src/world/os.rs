@@ -12,8 +12,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use drover_machine::{
-    Action, Config, Event, Generation, Input, Instant, Os, Pid, RollbackReason, Signal, SpawnError,
-    StopReason, Supervisor, UpgradeState, WorkerId,
+    Action, Config, Event, Generation, Input, Instant, Os, Pid, Readiness, RollbackReason, Signal,
+    SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
 };
 
 use super::clients::Clients;
@@ -352,11 +352,17 @@ impl SimOs {
             let Some((arrived, sender, datagram)) = self.notify.queue.pop_front() else {
                 break;
             };
-            let Some(worker) = self.table.procs.get(&sender).and_then(|p| p.worker) else {
+            let Some(proc) = self.table.procs.get_mut(&sender) else {
+                continue;
+            };
+            let Some(worker) = proc.worker else {
                 continue;
             };
             into.push(match datagram {
-                Datagram::Ready => Input::Ready { worker },
+                Datagram::Ready => {
+                    proc.ready_told = true;
+                    Input::Ready { worker }
+                }
                 Datagram::Beat => {
                     beats += 1;
                     Input::HeartbeatAt {
@@ -470,7 +476,17 @@ impl Os for SimOs {
                 .duration(Duration::from_millis(10), Duration::from_secs(2));
             self.block(d);
         }
-        Ok(self.create_worker(worker, generation, sup.config().threads))
+        let pid = self.create_worker(worker, generation, sup.config().threads);
+        if sup.config().readiness == Readiness::AtSpawn {
+            // The machine counts it ready on the answer to this fork.
+            let serial = self.table.by_pid[&pid];
+            self.table
+                .procs
+                .get_mut(&serial)
+                .expect("just forked")
+                .ready_told = true;
+        }
+        Ok(pid)
     }
 
     fn signal(
@@ -541,8 +557,8 @@ impl Os for SimOs {
         self.exited = Some(code);
     }
 
-    fn event(&mut self, _: &Supervisor, _: Instant, event: Event) {
-        self.observe(&event);
+    fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
+        self.observe(sup, &event);
     }
 
     fn read_workers(&mut self, _: &Supervisor, _: Instant, into: &mut Vec<Input>) -> bool {
