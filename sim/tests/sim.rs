@@ -112,7 +112,11 @@ fn recorded_inputs_replay_clean_for_a_passing_run() {
     let r = run(o);
     assert_eq!(r.outcome, Outcome::Passed);
     assert!(r.inputs.len() > 100);
-    assert_eq!(drover_sim::shrink::replay(&r.config, &r.inputs), None);
+    let predecessor = r.faults.predecessor();
+    assert_eq!(
+        drover_sim::shrink::replay(&r.config, predecessor, &r.inputs),
+        None
+    );
 }
 
 #[test]

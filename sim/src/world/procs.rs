@@ -325,6 +325,8 @@ impl SimOs {
             | Ev::Sigchld
             | Ev::Operator
             | Ev::SuccessorReady(_)
+            | Ev::Predecessor(_)
+            | Ev::EarlyUpgrade
             | Ev::Heal
             | Ev::Check
             | Ev::Sample => unreachable!("the world's own events are not the processes'"),
