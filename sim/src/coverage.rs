@@ -48,6 +48,10 @@ marks! {
     TickSlept => "maintenance-tick-slept",
     HeldMessages => "messages-held",
     MainExited => "main-exited",
+    HandoverAsked => "handover-asked",
+    TookOver => "took-over",
+    PredecessorVanished => "predecessor-vanished",
+    RefusedAwaiting => "upgrade-refused-awaiting-handover",
 }
 
 /// How often each mark was hit.

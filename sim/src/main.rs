@@ -301,9 +301,10 @@ fn check_determinism(r: &RunResult, opts: RunOptions) -> u8 {
 fn print_shrunk(r: &RunResult) {
     // ddmin replays inputs that make the machine panic; those panics are expected, not news.
     std::panic::set_hook(Box::new(|_| {}));
-    let minimal = shrink::shrink(&r.config, &r.inputs);
+    let predecessor = r.faults.predecessor();
+    let minimal = shrink::shrink(&r.config, predecessor, &r.inputs);
     let _ = std::panic::take_hook();
-    match shrink::replay(&r.config, &minimal) {
+    match shrink::replay(&r.config, predecessor, &minimal) {
         Some(failure) => {
             println!(
                 "shrunk to {} of {} inputs ({failure}):",

@@ -16,6 +16,8 @@ pub enum Stream {
     Load = 5,
     Operator = 6,
     Clock = 7,
+    /// The predecessor of a run that starts as a live upgrade's successor.
+    Predecessor = 8,
 }
 
 pub struct Rng(ChaCha8Rng);

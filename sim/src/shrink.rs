@@ -6,15 +6,24 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use drover_machine::{Config, Input, Instant, Supervisor};
+use drover_machine::{Config, Generation, Input, Instant, Supervisor};
 
 /// Feeds `inputs` to a fresh machine (draining after each) and returns the first failure:
-/// an invariant violation or a panic, with its message. Inputs that no longer make sense
-/// (a spawn answer for a spawn that was shrunk away) are ignored by the machine as odd
-/// inputs, as in real life.
-pub fn replay(config: &Config, inputs: &[(Instant, Input)]) -> Option<String> {
+/// an invariant violation or a panic, with its message. The machine starts as the run's
+/// did: fresh, or as the successor of a `predecessor` of that generation
+/// (`Faults::predecessor`). Inputs that no longer make sense (a spawn answer for a spawn
+/// that was shrunk away) are ignored by the machine as odd inputs, as in real life.
+pub fn replay(
+    config: &Config,
+    predecessor: Option<Generation>,
+    inputs: &[(Instant, Input)],
+) -> Option<String> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut sup = Supervisor::new(config.clone(), Instant::ZERO).expect("config was valid");
+        let mut sup = match predecessor {
+            Some(g) => Supervisor::succeeding(config.clone(), Instant::ZERO, g),
+            None => Supervisor::new(config.clone(), Instant::ZERO),
+        }
+        .expect("config was valid");
         let mut now = Instant::ZERO;
         while sup.poll_action().is_some() {}
         for (at, input) in inputs {
@@ -47,8 +56,12 @@ pub fn replay(config: &Config, inputs: &[(Instant, Input)]) -> Option<String> {
 }
 
 /// Smallest input list found that still fails like `inputs` does.
-pub fn shrink(config: &Config, inputs: &[(Instant, Input)]) -> Vec<(Instant, Input)> {
-    ddmin(inputs, |candidate| replay(config, candidate))
+pub fn shrink(
+    config: &Config,
+    predecessor: Option<Generation>,
+    inputs: &[(Instant, Input)],
+) -> Vec<(Instant, Input)> {
+    ddmin(inputs, |candidate| replay(config, predecessor, candidate))
 }
 
 /// Delta debugging: removes chunks of `items` while `fails` reports the same failure as for

@@ -6,7 +6,7 @@ use core::fmt;
 use core::time::Duration;
 use std::sync::Arc;
 
-use drover_machine::{Config, Ladder, OnCrashLoop, Policy, Readiness};
+use drover_machine::{Config, Generation, Ladder, OnCrashLoop, Policy, Readiness};
 
 use crate::rng::Rng;
 
@@ -70,6 +70,11 @@ pub struct Faults {
     /// children outlive it): the supervisor is told `MainExited`, and `Exited` with the
     /// main process's status once the rest is gone too.
     pub main_exit: f64,
+    /// Not a fault but how the run starts: as a live upgrade's successor, started by a
+    /// predecessor whose workers are of this generation (0: a fresh start). Its workers start
+    /// at the next generation; it asks the modelled predecessor to hand over once its pool is
+    /// ready, and the predecessor answers `takeover` after a while, or vanishes first.
+    pub successor_of: u32,
 }
 
 impl Faults {
@@ -97,6 +102,7 @@ impl Faults {
             shm_reports: false,
             load_silent: false,
             main_exit: 0.0,
+            successor_of: 0,
         }
     }
 
@@ -132,6 +138,7 @@ impl Faults {
             shm_reports: rate(1.0, 2.0) > 0.0,
             load_silent: false,
             main_exit: 0.0,
+            successor_of: 0,
         }
     }
 
@@ -147,6 +154,19 @@ impl Faults {
         } else {
             0.0
         };
+        // Mostly the first upgrades of a service's life, sometimes a long-lived one.
+        self.successor_of = if !rng.chance(0.5) {
+            0
+        } else if rng.chance(0.7) {
+            rng.between(1, 3) as u32
+        } else {
+            rng.between(4, 1000) as u32
+        };
+    }
+
+    /// The predecessor's generation, if the run starts as a live upgrade's successor.
+    pub fn predecessor(&self) -> Option<Generation> {
+        (self.successor_of > 0).then_some(Generation(self.successor_of))
     }
 
     /// Workers send heartbeats without load reports (`load_silent`, which `shm_reports`
@@ -199,7 +219,10 @@ impl fmt::Display for Faults {
                 write!(f, "{name}={value:.3}")?;
             }
         }
-        Ok(())
+        match self.successor_of {
+            0 => write!(f, " successor_of=off"),
+            g => write!(f, " successor_of={g}"),
+        }
     }
 }
 

@@ -112,7 +112,11 @@ fn recorded_inputs_replay_clean_for_a_passing_run() {
     let r = run(o);
     assert_eq!(r.outcome, Outcome::Passed);
     assert!(r.inputs.len() > 100);
-    assert_eq!(drover_sim::shrink::replay(&r.config, &r.inputs), None);
+    let predecessor = r.faults.predecessor();
+    assert_eq!(
+        drover_sim::shrink::replay(&r.config, predecessor, &r.inputs),
+        None
+    );
 }
 
 #[test]
@@ -205,4 +209,36 @@ fn a_worker_whose_main_process_exits_is_retired_and_judged_by_it() {
         fed > retired,
         "no main process exited while its worker stopped"
     );
+}
+
+#[test]
+fn a_successor_asks_once_its_pool_is_ready_and_takes_over() {
+    // Runs that start as a live upgrade's successor (no faults): workers start at the
+    // generation after the predecessor's, the successor asks once, the predecessor's
+    // takeover (or its end of file) is handed in once, and the oracles see the rest.
+    use drover_machine::Input;
+    let mut faults = Faults::none();
+    faults.successor_of = 3;
+    faults.operator = 1.0;
+    let mut coverage = drover_sim::Coverage::new();
+    for seed in 0..12 {
+        let mut o = quick(seed);
+        o.faults = Some(faults.clone());
+        o.load = Some(Load::Steady);
+        let r = run(o);
+        assert_eq!(r.outcome, Outcome::Passed, "seed {seed}");
+        coverage.merge(&r.coverage);
+        let takeovers = r
+            .inputs
+            .iter()
+            .filter(|(_, i)| matches!(i, Input::Takeover { .. }))
+            .count();
+        assert!(
+            takeovers <= 1,
+            "seed {seed}: {takeovers} takeovers handed in"
+        );
+    }
+    assert!(coverage.count(Mark::HandoverAsked) >= 10, "{coverage}");
+    assert!(coverage.count(Mark::TookOver) >= 10, "{coverage}");
+    assert!(coverage.count(Mark::RefusedAwaiting) > 0, "{coverage}");
 }

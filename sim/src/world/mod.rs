@@ -3,10 +3,12 @@
 //! phases of a run: faults, then liveness (faults healed; the pool must converge and a final
 //! stop must end in `Exit`). It decides when the supervisor wakes up, as the shell's `poll`
 //! would, and makes every wake-up one driver turn: `begin_turn`, `feed` for the operator's
-//! command, the successor's message and the accept-queue length, `end_turn`. It must not
-//! hand the machine anything outside a turn, nor decide anything the driver decides (what
-//! to read, when to drain or reap): a difference between the simulator and the shell
-//! belongs in the model OS only.
+//! command, the successor's or the predecessor's message (a run may start as a live
+//! upgrade's successor: `succession`) and the accept-queue length, `end_turn`. Once healed,
+//! the final stop waits until a settled pool has told whoever waits that it is ready. It
+//! must not hand the machine anything outside a turn, nor decide anything the driver
+//! decides (what to read, when to drain or reap): a difference between the simulator and
+//! the shell belongs in the model OS only.
 
 mod clients;
 mod hash;
@@ -14,17 +16,20 @@ mod operator;
 mod oracles;
 mod os;
 mod procs;
+mod succession;
 
 use core::time::Duration;
 
 use drover_machine::{
-    Command, Config, Driver, ExitStatus, Input, Instant, Phase, Policy, Signal, WorkerState,
+    Command, Config, Driver, ExitStatus, Input, Instant, Phase, Policy, Signal, Supervisor,
+    WorkerState,
 };
 
 use crate::coverage::{Coverage, Mark};
 use crate::rng::{Rng, Stream};
 use crate::swarm::{self, Faults, Load};
 use os::{Datagram, SimOs};
+use succession::{Predecessor, Says};
 
 /// Hard cap on simulator steps of one run: a run that needs more is stuck.
 const STEPS_MAX: u64 = 50_000_000;
@@ -162,6 +167,10 @@ enum Ev {
     RequestDone(u64, Instant),
     Operator,
     SuccessorReady(u64),
+    /// The predecessor of a successor's run speaks on the upgrade channel.
+    Predecessor(Says),
+    /// An impatient operator asks a successor for an upgrade before it took over.
+    EarlyUpgrade,
     ClockJump,
     Heal,
     Check,
@@ -205,8 +214,12 @@ impl World {
             // The planted bug drops KILL; make sure some worker needs it.
             fault_draw.ignore_term = 1.0;
         }
-        let sup = drover_machine::Supervisor::new(config.clone(), Instant::ZERO)
-            .expect("the simulator only runs valid configs");
+        let predecessor = fault_draw.predecessor();
+        let sup = match predecessor {
+            Some(g) => Supervisor::succeeding(config.clone(), Instant::ZERO, g),
+            None => Supervisor::new(config.clone(), Instant::ZERO),
+        }
+        .expect("the simulator only runs valid configs");
         let minutes = opts.minutes.max(0.0);
         let sample_every = Duration::from_secs_f64((minutes * 60.0 / 400.0).max(0.25));
         let mut os = SimOs::new(&opts, config, fault_draw.clone(), load);
@@ -231,6 +244,14 @@ impl World {
         }
         if os.faults.inherited {
             os.inherit_children();
+        }
+        if let Some(g) = predecessor {
+            let mut rng = Rng::new(seed, Stream::Predecessor);
+            let (predecessor, events) = Predecessor::draw(g, &mut rng);
+            os.predecessor = Some(predecessor);
+            for (at, ev) in events {
+                os.schedule_at(at, ev);
+            }
         }
         let mut w = World {
             driver: Driver::new(sup, os, NOTIFY_QUEUE),
@@ -326,6 +347,17 @@ impl World {
                     self.turn(false, Some(Input::SuccessorReady));
                 }
             }
+            Ev::Predecessor(says) => {
+                if let Some(input) = self.os().predecessor_says(says) {
+                    self.turn(false, Some(input));
+                }
+            }
+            Ev::EarlyUpgrade => {
+                // Only to see it refused: once in charge an upgrade would end the run early.
+                if !self.os().healed && self.os().awaiting_handover() {
+                    self.turn(false, Some(Input::Command(Command::Upgrade)));
+                }
+            }
             Ev::Heal => self.heal(),
             Ev::Check => {}
             Ev::Sample => {
@@ -338,7 +370,7 @@ impl World {
     }
 
     /// A wake-up of the supervisor, one driver turn: what the workers reported, then the
-    /// wake-up's own input (an operator command, the successor's message), the accept
+    /// wake-up's own input (an operator command, the successor's or predecessor's message), the accept
     /// queue if its length changed, and the end of the turn (a due tick, the reaps). If the
     /// loop should find the notify socket readable at once (a read stopped at its bound,
     /// or the machine watches the socket again and messages wait), another turn follows.
@@ -457,7 +489,8 @@ impl World {
             }
             return;
         }
-        if sup.is_settled() {
+        let owed = self.driver.os().readiness_owed(sup);
+        if sup.is_settled() && owed.is_none() {
             let ladder = self.driver.os().checks.ladder_max;
             let deadline = now + ladder + oracles::LADDER_SLACK + Duration::from_secs(2);
             self.final_stop_deadline = Some(deadline);
@@ -466,6 +499,11 @@ impl World {
             return;
         }
         if self.liveness_deadline.is_some_and(|d| now > d) {
+            if let Some(owed) = owed.filter(|_| sup.is_settled()) {
+                return self
+                    .os()
+                    .fail_liveness(format!("the pool settled and {owed}"));
+            }
             let states: Vec<String> = sup
                 .workers()
                 .map(|w| format!("{}:{}", w.id, w.state.name()))

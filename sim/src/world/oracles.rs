@@ -5,8 +5,9 @@
 //! asked to stop is dead within its ladder's bound, worker processes never exceed
 //! `max + max_surge`, a beating worker is never killed for a missed heartbeat, a running
 //! worker whose main process exited is retired for it in the same drain and its exit is
-//! judged a crash with the main's status, and the machine never takes an exit, a message
-//! or a fork's answer the shell hands it for unknown or stale. It also counts the coverage
+//! judged a crash with the main's status, the machine never takes an exit, a message or a
+//! fork's answer the shell hands it for unknown or stale, and it says the pool is ready
+//! only when it is by the world's records (`pool_short`). It also counts the coverage
 //! marks the machine's events show. It must not change the world or the machine: it only
 //! looks and fails.
 
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 
 use drover_machine::{
     Config, Event, ExitStatus, Ignored, Instant, Pid, Signal, StopReason, Supervisor, WorkerId,
+    WorkerState,
 };
 
 use super::os::SimOs;
@@ -156,8 +158,13 @@ impl SimOs {
     }
 
     /// An event of the machine: oracles on its content, and coverage.
-    pub(super) fn observe(&mut self, event: &Event) {
+    pub(super) fn observe(&mut self, sup: &Supervisor, event: &Event) {
         match event {
+            Event::PoolReady { .. } => {
+                if let Some(short) = self.pool_short(sup) {
+                    self.fail_safety(format!("pool-ready while {short}"));
+                }
+            }
             Event::Exited {
                 worker,
                 status,
@@ -316,5 +323,41 @@ impl SimOs {
                 "{live} worker processes exist, above max + max_surge = {max}"
             ));
         }
+    }
+
+    /// Why the pool is not ready by the world's records, if it is not: fewer workers of the
+    /// generation in force than the target (places given up on count, as the machine leaves
+    /// them empty on purpose; with one of the current generation, ready workers of any
+    /// generation count) have had their readiness told, still run as far as the supervisor
+    /// was told, and were never signalled. A process that ended unreaped counts: the
+    /// supervisor cannot know of it yet.
+    pub(super) fn pool_short(&self, sup: &Supervisor) -> Option<String> {
+        let generation = sup.generation();
+        let (mut gave_up, mut held) = (0u32, false);
+        for w in sup.workers() {
+            if let WorkerState::GaveUp { .. } = w.state {
+                gave_up += 1;
+                held |= w.generation == generation;
+            }
+        }
+        let ready = self
+            .table
+            .procs
+            .values()
+            .filter(|p| {
+                p.worker.is_some()
+                    && p.ready_told
+                    && !matches!(p.main, Main::Reaped(_))
+                    && p.stop_deadline.is_none()
+                    && (held || p.generation == generation.0)
+            })
+            .count() as u32;
+        let target = sup.target();
+        (ready + gave_up < target).then(|| {
+            format!(
+                "only {ready} workers of generation {} are ready by the world's records ({gave_up} places given up on), target {target}",
+                generation.0
+            )
+        })
     }
 }

@@ -12,14 +12,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use drover_machine::{
-    Action, Config, Event, Generation, Input, Instant, Os, Pid, RollbackReason, Signal, SpawnError,
-    StopReason, Supervisor, UpgradeState, WorkerId,
+    Action, Config, Event, Generation, Input, Instant, Os, Pid, Readiness, RollbackReason, Signal,
+    SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
 };
 
 use super::clients::Clients;
 use super::hash::Recorder;
 use super::oracles::Checks;
 use super::procs::{Main, ProcState, Reported, Table};
+use super::succession::Predecessor;
 use super::{Ev, RunOptions, RunResult, Sample, Stats, NOTIFY_QUEUE};
 use crate::coverage::{Coverage, Mark};
 use crate::rng::{Rng, Stream};
@@ -107,6 +108,8 @@ pub(super) struct SimOs {
     /// A command was handled: the config in force may have changed (a reload, a scaling).
     commanded: bool,
     pub(super) checks: Checks,
+    /// The predecessor, when the run starts as a live upgrade's successor.
+    pub(super) predecessor: Option<Predecessor>,
     pub(super) record: Recorder,
     pub(super) stats: Stats,
     pub(super) coverage: Coverage,
@@ -156,6 +159,7 @@ impl SimOs {
             timer_wake: false,
             reaped_in_turn: 0,
             commanded: false,
+            predecessor: None,
             record,
             stats: Stats::default(),
             coverage: Coverage::new(),
@@ -352,11 +356,17 @@ impl SimOs {
             let Some((arrived, sender, datagram)) = self.notify.queue.pop_front() else {
                 break;
             };
-            let Some(worker) = self.table.procs.get(&sender).and_then(|p| p.worker) else {
+            let Some(proc) = self.table.procs.get_mut(&sender) else {
+                continue;
+            };
+            let Some(worker) = proc.worker else {
                 continue;
             };
             into.push(match datagram {
-                Datagram::Ready => Input::Ready { worker },
+                Datagram::Ready => {
+                    proc.ready_told = true;
+                    Input::Ready { worker }
+                }
                 Datagram::Beat => {
                     beats += 1;
                     Input::HeartbeatAt {
@@ -470,7 +480,18 @@ impl Os for SimOs {
                 .duration(Duration::from_millis(10), Duration::from_secs(2));
             self.block(d);
         }
-        Ok(self.create_worker(worker, generation, sup.config().threads))
+        self.check_spawn_generation(generation);
+        let pid = self.create_worker(worker, generation, sup.config().threads);
+        if sup.config().readiness == Readiness::AtSpawn {
+            // The machine counts it ready on the answer to this fork.
+            let serial = self.table.by_pid[&pid];
+            self.table
+                .procs
+                .get_mut(&serial)
+                .expect("just forked")
+                .ready_told = true;
+        }
+        Ok(pid)
     }
 
     fn signal(
@@ -494,6 +515,7 @@ impl Os for SimOs {
     }
 
     fn start_successor(&mut self, _: &Supervisor) -> Result<Pid, SpawnError> {
+        self.check_successor_start();
         if self.rng_os.chance(self.faults.successor_fail) && self.rng_os.chance(0.3) {
             return Err(SpawnError::Exec);
         }
@@ -541,8 +563,9 @@ impl Os for SimOs {
         self.exited = Some(code);
     }
 
-    fn event(&mut self, _: &Supervisor, _: Instant, event: Event) {
-        self.observe(&event);
+    fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
+        self.observe(sup, &event);
+        self.observe_succession(sup, &event);
     }
 
     fn read_workers(&mut self, _: &Supervisor, _: Instant, into: &mut Vec<Input>) -> bool {
@@ -610,6 +633,7 @@ impl Os for SimOs {
         if matches!(input, Input::Command(_)) {
             self.commanded = true;
         }
+        self.succession_handling(input);
         self.record.input(now, input);
     }
 
@@ -629,6 +653,7 @@ impl Os for SimOs {
 
     fn drained(&mut self, sup: &Supervisor, _: Instant) {
         self.check_main_exit(sup);
+        self.check_succession_drain(sup);
     }
 }
 

@@ -89,6 +89,12 @@ pub(super) struct Proc {
     /// The machine retired it for `MainExited`: its exit is a crash with the main
     /// process's status.
     pub(super) main_retired: bool,
+    /// The generation it was spawned for (`DROVER_GENERATION`); 0 for a process that is no
+    /// worker.
+    pub(super) generation: u32,
+    /// The supervisor was told it is ready: its READY=1 was handed in, or it was spawned
+    /// while readiness was at spawn.
+    pub(super) ready_told: bool,
 }
 
 impl Proc {
@@ -208,6 +214,8 @@ impl SimOs {
             report_every,
             reported: None,
             main_retired: false,
+            generation: 0,
+            ready_told: false,
         };
         self.table.by_pid.insert(pid, serial);
         self.table.live_workers += u64::from(worker.is_some());
@@ -223,6 +231,11 @@ impl SimOs {
         threads: u32,
     ) -> Pid {
         let serial = self.create_proc(Some(worker), threads);
+        self.table
+            .procs
+            .get_mut(&serial)
+            .expect("just created")
+            .generation = generation.0;
         let bad = if self.healed {
             false
         } else {
@@ -312,6 +325,8 @@ impl SimOs {
             | Ev::Sigchld
             | Ev::Operator
             | Ev::SuccessorReady(_)
+            | Ev::Predecessor(_)
+            | Ev::EarlyUpgrade
             | Ev::Heal
             | Ev::Check
             | Ev::Sample => unreachable!("the world's own events are not the processes'"),
