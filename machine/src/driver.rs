@@ -356,7 +356,7 @@ impl<O: Os> Driver<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, Readiness, Supervisor};
+    use crate::{Config, ExitStatus, Readiness, Supervisor};
     use core::time::Duration;
 
     /// Forks that take `fork` each; worker messages that arrive meanwhile wait in `socket`
@@ -368,6 +368,9 @@ mod tests {
         /// (arrival, message): in the socket once the clock has passed the arrival.
         socket: Vec<(Instant, Input)>,
         retired_for_heartbeat: Vec<WorkerId>,
+        ignored: Vec<crate::Ignored>,
+        /// Children that exited, for `reap`.
+        exited: Vec<Input>,
     }
 
     impl Os for SlowForks {
@@ -393,6 +396,9 @@ mod tests {
             {
                 self.retired_for_heartbeat.push(worker);
             }
+            if let Event::Ignored(ignored) = event {
+                self.ignored.push(ignored);
+            }
         }
         fn read_workers(&mut self, _: &Supervisor, now: Instant, into: &mut Vec<Input>) -> bool {
             let (arrived, waiting) = self.socket.drain(..).partition(|(at, _)| *at <= now);
@@ -401,7 +407,7 @@ mod tests {
             true
         }
         fn reap(&mut self, _: &Supervisor) -> Option<Input> {
-            None
+            self.exited.pop()
         }
     }
 
@@ -420,6 +426,8 @@ mod tests {
             next_pid: 100,
             socket: Vec::new(),
             retired_for_heartbeat: Vec::new(),
+            ignored: Vec::new(),
+            exited: Vec::new(),
         };
         let mut d = Driver::new(sup, os, 0);
         let w = d.supervisor().workers().next().unwrap().id;
@@ -440,5 +448,50 @@ mod tests {
         d.turn([Input::Command(crate::Command::ScaleUp)]);
         assert_eq!(d.supervisor().live_workers(), 2);
         assert_eq!(d.os().retired_for_heartbeat, []);
+    }
+
+    /// Workers that crash together come back together: their backoffs end at one tick and
+    /// their spawns are queued at once, each waiting for the forks before it. When those
+    /// forks use up a later worker's boot timeout, it is given up on while its spawn is still
+    /// queued; that spawn is dropped, not forked into a stray the machine must then kill.
+    #[test]
+    fn a_spawn_whose_worker_gave_up_while_queued_is_not_forked() {
+        let mut config = Config::static_pool(4);
+        config.readiness = Readiness::Notify;
+        config.boot_timeout = Duration::from_secs(1);
+        let sup = Supervisor::new(config, Instant::ZERO).unwrap();
+        let os = SlowForks {
+            now: Instant::ZERO,
+            fork: Duration::ZERO,
+            next_pid: 100,
+            socket: Vec::new(),
+            retired_for_heartbeat: Vec::new(),
+            ignored: Vec::new(),
+            exited: Vec::new(),
+        };
+        let mut d = Driver::new(sup, os, 0);
+        d.turn([]);
+        d.os_mut().fork = Duration::from_millis(700);
+        let mut forks_given_up = 0;
+        for tenth in 1..600 {
+            d.os_mut().now = Instant::ZERO + Duration::from_millis(tenth * 100);
+            // Every process crashes as soon as it runs: all at once, so all back off alike.
+            let pids: Vec<Pid> = d.supervisor().workers().filter_map(|w| w.pid).collect();
+            for pid in pids {
+                let status = ExitStatus::Code(1);
+                d.os_mut().exited.push(Input::Exited { pid, status });
+            }
+            d.turn([]);
+            forks_given_up += d
+                .supervisor()
+                .workers()
+                .filter(|w| w.pid.is_none() && w.last_stop == Some(StopReason::BootTimeout))
+                .count();
+        }
+        assert!(
+            forks_given_up > 0,
+            "the case needs a worker given up before its fork"
+        );
+        assert_eq!(d.os().ignored, [], "a fork nobody waited for");
     }
 }

@@ -253,11 +253,25 @@ impl Supervisor {
     /// actual state, so they are never stale.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        if let Some(action) = self.queue.pop_front() {
+        // Bounded: each turn of the loop drops one queued action.
+        loop {
+            let action = match self.queue.pop_front() {
+                Some(action) => action,
+                None => {
+                    self.reconcile();
+                    self.queue.pop_front()?
+                }
+            };
+            // A spawn queued in a batch waits for the forks before it, which take time; if
+            // the worker gave up meanwhile (its boot timed out while others forked), the
+            // fork would only make a stray to kill.
+            if let Action::Spawn { worker, .. } = action {
+                if !self.awaits_fork(worker) {
+                    continue;
+                }
+            }
             return Some(action);
         }
-        self.reconcile();
-        self.queue.pop_front()
     }
 
     /// The earliest deadline, or `None` if nothing will happen without an input. A

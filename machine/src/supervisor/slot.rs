@@ -136,6 +136,13 @@ impl Supervisor {
         (self.slots.get(i)?.incarnation == worker.incarnation).then_some(i)
     }
 
+    /// The worker is live and has no process yet: its `Spawn` is still to be performed.
+    pub(super) fn awaits_fork(&self, worker: WorkerId) -> bool {
+        self.slot_of(worker).is_some_and(
+            |i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()),
+        )
+    }
+
     /// The slot of a worker whose process exists, or `None` (traced) for a stale message.
     pub(super) fn live_slot(&mut self, worker: WorkerId) -> Option<usize> {
         let live = self
