@@ -373,6 +373,20 @@ mod tests {
         exited: Vec<Input>,
     }
 
+    impl SlowForks {
+        fn new() -> SlowForks {
+            SlowForks {
+                now: Instant::ZERO,
+                fork: Duration::ZERO,
+                next_pid: 100,
+                socket: Vec::new(),
+                retired_for_heartbeat: Vec::new(),
+                ignored: Vec::new(),
+                exited: Vec::new(),
+            }
+        }
+    }
+
     impl Os for SlowForks {
         fn now(&mut self) -> Instant {
             self.now
@@ -420,15 +434,7 @@ mod tests {
         config.readiness = Readiness::Notify;
         config.heartbeat_timeout = Some(Duration::from_secs(10));
         let sup = Supervisor::new(config, Instant::ZERO).unwrap();
-        let os = SlowForks {
-            now: Instant::ZERO,
-            fork: Duration::ZERO,
-            next_pid: 100,
-            socket: Vec::new(),
-            retired_for_heartbeat: Vec::new(),
-            ignored: Vec::new(),
-            exited: Vec::new(),
-        };
+        let os = SlowForks::new();
         let mut d = Driver::new(sup, os, 0);
         let w = d.supervisor().workers().next().unwrap().id;
         d.os_mut().now = Instant::from_secs(1);
@@ -460,15 +466,7 @@ mod tests {
         config.readiness = Readiness::Notify;
         config.boot_timeout = Duration::from_secs(1);
         let sup = Supervisor::new(config, Instant::ZERO).unwrap();
-        let os = SlowForks {
-            now: Instant::ZERO,
-            fork: Duration::ZERO,
-            next_pid: 100,
-            socket: Vec::new(),
-            retired_for_heartbeat: Vec::new(),
-            ignored: Vec::new(),
-            exited: Vec::new(),
-        };
+        let os = SlowForks::new();
         let mut d = Driver::new(sup, os, 0);
         d.turn([]);
         d.os_mut().fork = Duration::from_millis(700);
