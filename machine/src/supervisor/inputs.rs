@@ -76,6 +76,7 @@ impl Supervisor {
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
         let w = self.worker_mut(i);
         w.pid = Some(pid);
+        w.spawned_at = now;
         if at_spawn {
             w.ready = true;
             w.last_heartbeat = now;

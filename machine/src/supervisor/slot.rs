@@ -31,6 +31,9 @@ pub(crate) struct Worker {
     pub generation: Generation,
     /// `None` while the spawn is in flight.
     pub pid: Option<Pid>,
+    /// When the spawn was decided, and from its answer on, when the process came to exist:
+    /// the boot timeout and the uptime count from the fork, not from a queue it waited in
+    /// behind other (slow) forks.
     pub spawned_at: Instant,
     pub ready: bool,
     /// The last heartbeat, or when the watchdog started (Ready).
