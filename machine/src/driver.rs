@@ -164,6 +164,12 @@ impl<O: Os> Driver<O> {
         &mut self.sup
     }
 
+    /// The supervisor to look at and the world to change, at once (a world's checks read
+    /// the one while they record into the other).
+    pub fn parts(&mut self) -> (&Supervisor, &mut O) {
+        (&self.sup, &mut self.os)
+    }
+
     /// The world.
     pub fn os(&self) -> &O {
         &self.os

@@ -253,6 +253,7 @@ fn exit_for(outcome: &Outcome) -> u8 {
         Outcome::Passed => 0,
         Outcome::Safety(_) => EXIT_SAFETY,
         Outcome::Liveness(_) => EXIT_LIVENESS,
+        Outcome::Judged { .. } => EXIT_SAFETY,
     }
 }
 
@@ -261,6 +262,7 @@ fn failure_line(outcome: &Outcome) -> Option<String> {
         Outcome::Passed => None,
         Outcome::Safety(what) => Some(format!("SAFETY VIOLATION {what}")),
         Outcome::Liveness(what) => Some(format!("LIVENESS FAILURE {what}")),
+        Outcome::Judged { what, .. } => Some(format!("WRONG DECISION {what}")),
     }
 }
 

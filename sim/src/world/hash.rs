@@ -164,6 +164,14 @@ impl Recorder {
         }
     }
 
+    /// A line of the world's own (an oracle's complaint), at the step it happened. Not
+    /// hashed: the hash is what the machine saw and did.
+    pub(super) fn note(&mut self, now: Instant, line: &str) {
+        if self.keep_trace {
+            self.lines.push(format!("{now:>10}  !!  {line}"));
+        }
+    }
+
     /// An input about to be handled (alone, or as one of a `handle_all`).
     pub(super) fn input(&mut self, now: Instant, input: &Input) {
         self.announced += 1;

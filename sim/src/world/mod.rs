@@ -12,6 +12,7 @@
 
 mod clients;
 mod hash;
+mod judge;
 mod operator;
 mod oracles;
 mod os;
@@ -28,6 +29,7 @@ use drover_machine::{
 use crate::coverage::{Coverage, Mark};
 use crate::rng::{Rng, Stream};
 use crate::swarm::{self, Faults, Load};
+pub use judge::Oracle;
 use os::{Datagram, SimOs};
 use succession::{Predecessor, Says};
 
@@ -81,6 +83,11 @@ pub enum Outcome {
     Safety(String),
     /// After faults healed, the pool did not converge or a stop did not end in Exit.
     Liveness(String),
+    /// A decision broke the rule `oracle` holds the machine to: what, and when.
+    Judged {
+        oracle: Oracle,
+        what: String,
+    },
 }
 
 /// Figures a user compares policies by.
@@ -473,6 +480,10 @@ impl World {
             return;
         }
         self.os().check_processes();
+        if !self.done() {
+            let (sup, os) = self.driver.parts();
+            os.judge_step(sup);
+        }
         if self.done() || !self.driver.os().healed {
             return;
         }

@@ -565,6 +565,7 @@ impl Os for SimOs {
 
     fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
         self.observe(sup, &event);
+        self.judge_event(sup, &event);
         self.observe_succession(sup, &event);
     }
 
@@ -639,6 +640,7 @@ impl Os for SimOs {
 
     fn handled(&mut self, sup: &Supervisor, now: Instant) {
         self.record.handled(now);
+        self.judge_handled(sup);
         if std::mem::take(&mut self.commanded) {
             self.note_config(sup);
         }
@@ -647,8 +649,9 @@ impl Os for SimOs {
         }
     }
 
-    fn performing(&mut self, _: &Supervisor, now: Instant, action: &Action) {
+    fn performing(&mut self, sup: &Supervisor, now: Instant, action: &Action) {
         self.record.action(now, action);
+        self.judge_action(sup, action);
     }
 
     fn drained(&mut self, sup: &Supervisor, _: Instant) {

@@ -95,6 +95,8 @@ pub(super) struct Proc {
     /// The supervisor was told it is ready: its READY=1 was handed in, or it was spawned
     /// while readiness was at spawn.
     pub(super) ready_told: bool,
+    /// When the fork answered: the supervisor learns of the process at this instant.
+    pub(super) forked_at: Instant,
 }
 
 impl Proc {
@@ -216,6 +218,7 @@ impl SimOs {
             main_retired: false,
             generation: 0,
             ready_told: false,
+            forked_at: self.now,
         };
         self.table.by_pid.insert(pid, serial);
         self.table.live_workers += u64::from(worker.is_some());
