@@ -268,12 +268,14 @@ impl<O: Os> Driver<O> {
         self.os.now().max(self.now)
     }
 
-    /// What the workers reported, and then `input`, in one `handle_all`.
+    /// `input` (a fork's answer), and then what the workers reported, in one `handle_all`.
+    /// The answer goes first: a child that reports before the fork returns to the loop (an
+    /// embedded worker is ready in microseconds) must not be taken for a stranger.
     fn handle_with_reports(&mut self, input: Option<Input>) {
         let now = self.clock();
         let mut inputs = std::mem::take(&mut self.reports);
-        self.messages_left = !self.os.read_workers(&self.sup, now, &mut inputs);
         inputs.extend(input);
+        self.messages_left = !self.os.read_workers(&self.sup, now, &mut inputs);
         for input in &inputs {
             self.os.handling(&self.sup, now, input);
         }
@@ -497,5 +499,31 @@ mod tests {
             "the case needs a worker given up before its fork"
         );
         assert_eq!(d.os().ignored, [], "a fork nobody waited for");
+    }
+
+    /// A child fast enough to report before its fork returns (an embedded worker is ready
+    /// in microseconds) is known by the time its report is handled: its `Ready` counts.
+    #[test]
+    fn a_child_that_reports_before_its_fork_returns_is_ready() {
+        let mut config = Config::static_pool(1);
+        config.readiness = Readiness::Notify;
+        let sup = Supervisor::new(config, Instant::ZERO).unwrap();
+        // The first worker, whose spawn the first drain performs.
+        let w = WorkerId {
+            slot: 0,
+            incarnation: 1,
+        };
+        let mut os = SlowForks::new();
+        // The fork takes 1 ms; the child is ready after 0.1 ms of it.
+        os.fork = Duration::from_millis(1);
+        let ready_at = Instant::ZERO + Duration::from_micros(100);
+        os.socket.push((ready_at, Input::Ready { worker: w }));
+        let d = Driver::new(sup, os, 0);
+        assert_eq!(
+            d.os().ignored,
+            [],
+            "the child's report was taken for a stranger's"
+        );
+        assert_eq!(d.supervisor().ready_workers(), 1);
     }
 }
