@@ -255,13 +255,19 @@ impl Supervisor {
     pub fn poll_action(&mut self) -> Option<Action> {
         // Bounded: each turn of the loop drops one queued action.
         loop {
-            let action = match self.queue.pop_front() {
-                Some(action) => action,
-                None => {
-                    self.reconcile();
-                    self.queue.pop_front()?
-                }
-            };
+            if self.queue.is_empty() {
+                self.reconcile();
+            }
+            // Forks take time, and their answers go in at a later instant. Whatever else a
+            // decision queued (signals, events) goes out first, at the instant it was
+            // decided: a hung worker's KILL does not wait behind a batch of slow forks, and
+            // an event is never reported after facts that arrived once it was made.
+            let at = self
+                .queue
+                .iter()
+                .position(|a| !matches!(a, Action::Spawn { .. } | Action::StartSuccessor))
+                .unwrap_or(0);
+            let action = self.queue.remove(at)?;
             // A spawn queued in a batch waits for the forks before it, which take time; if
             // the worker gave up meanwhile (its boot timed out while others forked), the
             // fork would only make a stray to kill.

@@ -184,6 +184,26 @@ enum Ev {
     Sample,
 }
 
+impl Ev {
+    /// A process's or a client's own doing, which goes on while the supervisor's loop is
+    /// blocked; the rest wakes, commands or checks the loop, or stops the world's clock.
+    fn is_process_event(&self) -> bool {
+        matches!(
+            self,
+            Ev::Booted(_)
+                | Ev::Beat(_)
+                | Ev::Report(_)
+                | Ev::Crash(_)
+                | Ev::Hang(_)
+                | Ev::Signal(..)
+                | Ev::Die(..)
+                | Ev::Arrive(..)
+                | Ev::Arrival
+                | Ev::RequestDone(..)
+        )
+    }
+}
+
 pub struct World {
     driver: Driver<SimOs>,
     rng_op: Rng,

@@ -26,6 +26,9 @@ use crate::coverage::{Coverage, Mark};
 use crate::rng::{Rng, Stream};
 use crate::swarm::{Faults, Load};
 
+/// World events run while a slow fork blocks the loop, at most.
+const BLOCKED_EVENTS_MAX: usize = 1_000_000;
+
 /// Datagrams read from the notify socket per wake-up (os/src/shell.rs, `NOTIFY_READ_MAX`).
 const NOTIFY_READ_MAX: usize = 1024;
 
@@ -97,6 +100,8 @@ pub(super) struct SimOs {
     pub(super) board: BTreeMap<u64, Cell>,
     /// The board's doorbell is armed: the next load change rings it (once per read).
     pub(super) doorbell_armed: bool,
+    /// The loop is blocked in a slow fork: it reads nothing, whatever it chose to watch.
+    blocked: bool,
     /// A SIGCHLD wake-up is on its way.
     pub(super) sigchld_pending: bool,
     /// Which generations are bad releases.
@@ -154,6 +159,7 @@ impl SimOs {
             board: BTreeMap::new(),
             // The shell arms the doorbell with its first read, before its first sleep.
             doorbell_armed: true,
+            blocked: false,
             sigchld_pending: false,
             bad_generation: BTreeMap::new(),
             timer_wake: false,
@@ -230,11 +236,41 @@ impl SimOs {
         self.now = self.now.max(to);
     }
 
-    /// The supervisor's loop is blocked for `d` (a slow fork): the clock moves on, and
-    /// whatever falls due meanwhile runs late, as in a blocked real loop. The oracle's stop
-    /// deadlines wait for it too: no ladder can move while the loop is blocked.
+    /// The supervisor's loop is blocked for `d` (a slow fork): the clock moves on. The
+    /// processes and clients live on meanwhile (a child may boot and say READY before its
+    /// fork returns; datagrams land in the socket), while what would wake or command the
+    /// loop, and a clock jump, runs late, as in a blocked real loop. The oracle's stop
+    /// deadlines wait too: no ladder can move while the loop is blocked.
     fn block(&mut self, d: Duration) {
         let to = self.now + d;
+        self.blocked = true;
+        let mut deferred = Vec::new();
+        // Bounded: every process event moves a process on; the bound is far above what a
+        // 2 s block of a pool of at most WORKERS_MAX workers can hold.
+        for _ in 0..BLOCKED_EVENTS_MAX {
+            let Some(&Reverse((at, seq))) = self.heap.peek() else {
+                break;
+            };
+            if at.max(self.frozen_until) > to {
+                break;
+            }
+            self.heap.pop();
+            let ev = self
+                .payloads
+                .remove(&seq)
+                .expect("every heap entry has a payload");
+            if ev.is_process_event() {
+                self.advance(at.max(self.frozen_until).max(self.now));
+                self.step(ev);
+            } else {
+                deferred.push((at, seq, ev));
+            }
+        }
+        for (at, seq, ev) in deferred {
+            self.heap.push(Reverse((at, seq)));
+            self.payloads.insert(seq, ev);
+        }
+        self.blocked = false;
         self.advance(to);
         self.postpone_stops(d);
     }
@@ -307,14 +343,15 @@ impl SimOs {
     /// its next wake-up. A full socket blocks the sender in `sendto`: a failure if it comes
     /// before the deadline the loop sleeps until, for `messages_due` must leave room for
     /// every datagram until then. Past that deadline the loop is late (`late_wakeup`, a
-    /// stalled host) and the sender waits for its read, which is not the machine's doing.
+    /// stalled host) or blocked in a slow fork, and the sender waits for its read, which is
+    /// not the machine's doing.
     pub(super) fn arrive(&mut self, serial: u64, datagram: Datagram) {
         if self.done() {
             return;
         }
         let full = self.notify.queue.len() >= NOTIFY_QUEUE as usize;
         let on_time = self.notify.read_by.is_none_or(|t| self.now <= t);
-        if !self.notify.watching && full && on_time {
+        if !self.notify.watching && full && on_time && !self.blocked {
             let mut senders: BTreeMap<u64, u32> = BTreeMap::new();
             for (_, sender, d) in self
                 .notify
@@ -473,15 +510,21 @@ impl Os for SimOs {
             self.coverage.hit(Mark::ForkFailed);
             return Err(SpawnError::Resources);
         }
-        if self.rng_os.chance(self.faults.fork_slow) {
+        let slow = self.rng_os.chance(self.faults.fork_slow);
+        self.check_spawn_generation(generation);
+        // The child runs from the start of the fork; the loop hears of it at the end.
+        let pid = self.create_worker(worker, generation, sup.config().threads);
+        if slow {
             self.coverage.hit(Mark::SlowFork);
             let d = self
                 .rng_os
                 .duration(Duration::from_millis(10), Duration::from_secs(2));
             self.block(d);
+            let serial = self.table.by_pid[&pid];
+            if let Some(p) = self.table.procs.get_mut(&serial) {
+                p.forked_at = self.now;
+            }
         }
-        self.check_spawn_generation(generation);
-        let pid = self.create_worker(worker, generation, sup.config().threads);
         if sup.config().readiness == Readiness::AtSpawn {
             // The machine counts it ready on the answer to this fork.
             let serial = self.table.by_pid[&pid];
