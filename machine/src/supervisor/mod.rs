@@ -114,6 +114,9 @@ pub struct Supervisor {
     pub(crate) counts: Counts,
     pub(crate) queue: VecDeque<Action>,
     pub(crate) spawn_rate: u32,
+    /// A rolling restart step is held by `max_unavailable` and `RolloutHeld` said so: the
+    /// trace tells a hold once, not at every reconcile while it lasts.
+    pub(crate) rollout_held: bool,
     /// The maintenance tick's grid: ticks fall every `maintenance_interval` from here on.
     /// Always set while the policy ticks and the pool runs; `poll_timeout` shows it only
     /// when a tick could change something (`maintenance_wakeup`), and ticks skipped while it
@@ -164,6 +167,7 @@ impl Supervisor {
             counts: Counts::default(),
             queue: VecDeque::new(),
             spawn_rate: 1,
+            rollout_held: false,
             next_maintenance: None,
             deaths: VecDeque::new(),
             crash_looping: false,
