@@ -262,7 +262,7 @@ impl Supervisor {
             let action = match self.queue.pop_front() {
                 Some(action) => action,
                 None => {
-                    self.reconcile();
+                    self.reconcile_until_queued();
                     self.queue.pop_front()?
                 }
             };
@@ -275,6 +275,20 @@ impl Supervisor {
                 }
             }
             return Some(action);
+        }
+    }
+
+    /// Reconciles until a step queues an action or changes nothing. Emptying a place with
+    /// no process (an old generation's backoff in a rolling restart) queues nothing, and
+    /// the spawn it makes room for must not wait for the next input.
+    fn reconcile_until_queued(&mut self) {
+        // Bounded: each silent step empties one place.
+        for _ in 0..=self.slots.len() {
+            let before = self.counts;
+            self.reconcile();
+            if !self.queue.is_empty() || self.counts == before {
+                return;
+            }
         }
     }
 
