@@ -162,3 +162,25 @@ impl fmt::Display for Coverage {
         write!(f, "decisions: {}", self.of(Kind::Decision))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_each_kind_prints_on_its_own_line() {
+        let mut labels: Vec<&str> = Mark::ALL.iter().map(|m| m.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Mark::ALL.len(), "a label names two marks");
+        let mut c = Coverage::new();
+        c.hit(Mark::BootTimeout);
+        c.hit(Mark::ForkFailed);
+        let text = c.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("coverage: ") && lines[0].contains("fork-failed=1"));
+        assert!(!lines[0].contains("boot-timeout"), "{text}");
+        assert!(lines[1].starts_with("decisions: ") && lines[1].contains("boot-timeout=1"));
+    }
+}
