@@ -448,6 +448,72 @@ pub enum Event {
         /// Workers are replaced by a rolling restart.
         restart: bool,
     },
+    /// The supervisor began to stop (a stop command, a crash loop or an unrecoverable exit
+    /// configured to end the pool), or escalated its graceful stop: again with `immediate`
+    /// when a second stop or a stop-now arrives while it drains.
+    Stopping {
+        /// Every worker enters its ladder at the immediate stage.
+        immediate: bool,
+    },
+    /// A rolling restart stopped replacing Ready workers of an earlier generation: one more
+    /// would leave fewer than `floor` Ready. Once per hold; it goes on when a replacement
+    /// is Ready.
+    RolloutHeld {
+        /// Ready workers now.
+        ready: u32,
+        /// The fewest Ready workers the rollout keeps: `target - max_unavailable`.
+        floor: u32,
+        /// Places taken above the target meanwhile (at most `max_surge`).
+        surge: u32,
+    },
+    /// The pool's target shrank below its current generation's places: this one goes
+    /// first (a `Retiring` follows for a worker).
+    ScaleDownChose {
+        /// The slot chosen.
+        slot: u32,
+        /// What it held, which is why it was chosen before the others.
+        victim: Victim,
+    },
+    /// The spawn ramp (workers one maintenance tick may add at once) changed.
+    SpawnRamp {
+        /// Workers the next growing tick may add.
+        rate: u32,
+        /// Why it changed.
+        reason: RampReason,
+    },
+}
+
+/// What a scale-down took, in the order it is taken: a place with no process before a
+/// booting worker, before the longest-idle worker, before a busy one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Victim {
+    /// A place with no process (a backoff, a place given up on): nothing to stop.
+    Place,
+    /// A worker not Ready yet: it serves nobody.
+    Booting,
+    /// The worker idle the longest.
+    Idle,
+    /// A busy worker: every worker was busy.
+    Busy,
+}
+
+/// Why the spawn ramp changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RampReason {
+    /// A tick grew the pool: the next may add twice as many (up to `max_spawn_rate`).
+    Grew,
+    /// A tick found no shortage: back to one.
+    Calm,
+    /// The pool is at its maximum: back to one.
+    Full,
+    /// A worker was retired for idleness: back to one.
+    Idle,
+    /// A fork failed: the system is short of processes or memory, back to one.
+    ForkFailed,
+    /// A reload lowered `max_spawn_rate` below it.
+    Reload,
 }
 
 /// Inputs the machine ignored, and why. Never fatal.

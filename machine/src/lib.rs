@@ -61,8 +61,8 @@ pub use config::{
 };
 pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
 pub use io::{
-    Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, Refusal, RollbackReason,
-    Signal, SpawnError, StopReason, WorkerId,
+    Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, RampReason, Refusal,
+    RollbackReason, Signal, SpawnError, StopReason, Victim, WorkerId,
 };
 pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{

@@ -80,6 +80,30 @@ impl fmt::Display for RollbackReason {
     }
 }
 
+impl fmt::Display for Victim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Victim::Place => "place",
+            Victim::Booting => "booting",
+            Victim::Idle => "idle",
+            Victim::Busy => "busy",
+        })
+    }
+}
+
+impl fmt::Display for RampReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RampReason::Grew => "grew",
+            RampReason::Calm => "calm",
+            RampReason::Full => "full",
+            RampReason::Idle => "idle",
+            RampReason::ForkFailed => "fork-failed",
+            RampReason::Reload => "reload",
+        })
+    }
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -218,6 +242,24 @@ impl fmt::Display for Event {
                 generation.0,
                 yes_no(*restart)
             ),
+            Event::Stopping { immediate } => {
+                write!(f, "{:<14} immediate={}", "stopping", yes_no(*immediate))
+            }
+            Event::RolloutHeld {
+                ready,
+                floor,
+                surge,
+            } => write!(
+                f,
+                "{:<14} ready={ready} floor={floor} surge={surge}",
+                "rollout-held"
+            ),
+            Event::ScaleDownChose { slot, victim } => {
+                write!(f, "{:<14} slot={slot} victim={victim}", "scale-down")
+            }
+            Event::SpawnRamp { rate, reason } => {
+                write!(f, "{:<14} rate={rate} reason={reason}", "spawn-ramp")
+            }
         }
     }
 }

@@ -353,7 +353,7 @@ fn run_one(cli: &Cli, seed: u64) -> Result<u8, String> {
     if a.shrink && matches!(r.outcome, Outcome::Safety(_)) {
         print_shrunk(&r);
     }
-    println!("coverage: {}", r.coverage);
+    println!("{}", r.coverage);
     println!(
         "trace-hash={:016x} steps={} events={} {}",
         r.trace_hash,
@@ -464,7 +464,7 @@ fn run_batch(cli: &Cli, count: u64, from: u64) -> Result<u8, String> {
             }
         }
     }
-    println!("coverage: {coverage}");
+    println!("{coverage}");
     if a.require_coverage {
         let gap = coverage_gap(&coverage);
         if code == 0 {

@@ -87,7 +87,8 @@ impl Supervisor {
             self.detach(i);
         }
         self.config = config;
-        self.spawn_rate = self.spawn_rate.min(self.config.max_spawn_rate);
+        let rate = self.spawn_rate.min(self.config.max_spawn_rate);
+        self.set_spawn_rate(rate, RampReason::Reload);
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         let target = match self.config.policy {
             Policy::Static { workers } => workers,
@@ -123,6 +124,7 @@ impl Supervisor {
     /// gated, within `max_surge` / `max_unavailable` (see `reconcile`).
     fn new_generation(&mut self) {
         self.generation = Generation(self.generation.0 + 1);
+        self.rollout_held = false;
         // Nobody has the new generation yet.
         self.counts.filled_current = 0;
         // An operator restart is the moment to retry places given up on.
@@ -141,7 +143,11 @@ impl Supervisor {
     }
 
     pub(super) fn begin_stop(&mut self, immediate: bool) {
-        self.phase = Phase::Stopping { immediate };
+        let phase = Phase::Stopping { immediate };
+        if self.phase != phase {
+            self.event(Event::Stopping { immediate });
+        }
+        self.phase = phase;
         self.next_maintenance = None;
         if let UpgradeState::Requested { .. } | UpgradeState::Started { .. } = self.upgrade {
             self.rollback(RollbackReason::Stopped);

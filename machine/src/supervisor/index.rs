@@ -28,6 +28,18 @@ const RANK_BOOTING: u8 = 1;
 pub(super) const RANK_IDLE: u8 = 2;
 const RANK_BUSY: u8 = 3;
 
+impl RetireKey {
+    /// What the key's rank stands for, for the trace.
+    pub(super) fn victim(&self) -> Victim {
+        match self.rank {
+            RANK_EMPTY_PLACE => Victim::Place,
+            RANK_BOOTING => Victim::Booting,
+            RANK_IDLE => Victim::Idle,
+            _ => Victim::Busy,
+        }
+    }
+}
+
 /// Counters derived from the slots; kept incrementally.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {

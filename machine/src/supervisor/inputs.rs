@@ -112,7 +112,7 @@ impl Supervisor {
             return self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
         };
         // A fork failure says the system is short: stop ramping.
-        self.spawn_rate = 1;
+        self.set_spawn_rate(1, RampReason::ForkFailed);
         self.failed_start(i, None);
     }
 

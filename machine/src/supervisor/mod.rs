@@ -114,6 +114,9 @@ pub struct Supervisor {
     pub(crate) counts: Counts,
     pub(crate) queue: VecDeque<Action>,
     pub(crate) spawn_rate: u32,
+    /// A rolling restart step is held by `max_unavailable` and `RolloutHeld` said so: the
+    /// trace tells a hold once, not at every reconcile while it lasts.
+    pub(crate) rollout_held: bool,
     /// The maintenance tick's grid: ticks fall every `maintenance_interval` from here on.
     /// Always set while the policy ticks and the pool runs; `poll_timeout` shows it only
     /// when a tick could change something (`maintenance_wakeup`), and ticks skipped while it
@@ -164,6 +167,7 @@ impl Supervisor {
             counts: Counts::default(),
             queue: VecDeque::new(),
             spawn_rate: 1,
+            rollout_held: false,
             next_maintenance: None,
             deaths: VecDeque::new(),
             crash_looping: false,
@@ -256,7 +260,7 @@ impl Supervisor {
         // Bounded: each turn of the loop drops one queued action.
         loop {
             if self.queue.is_empty() {
-                self.reconcile();
+                self.reconcile_until_queued();
             }
             // Forks take time, and their answers go in at a later instant. Whatever else a
             // decision queued (signals, events) goes out first, at the instant it was
@@ -277,6 +281,20 @@ impl Supervisor {
                 }
             }
             return Some(action);
+        }
+    }
+
+    /// Reconciles until a step queues an action or changes nothing. Emptying a place with
+    /// no process (an old generation's backoff in a rolling restart) queues nothing, and
+    /// the spawn it makes room for must not wait for the next input.
+    fn reconcile_until_queued(&mut self) {
+        // Bounded: each silent step empties one place.
+        for _ in 0..=self.slots.len() {
+            let before = self.counts;
+            self.reconcile();
+            if !self.queue.is_empty() || self.counts == before {
+                return;
+            }
         }
     }
 

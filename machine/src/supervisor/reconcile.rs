@@ -50,8 +50,20 @@ impl Supervisor {
         if let Some(&key) = self.retire_order.first() {
             if key.generation < self.generation {
                 let floor = self.target.saturating_sub(self.config.max_unavailable);
-                if key.rank < RANK_IDLE || self.counts.ready > floor {
+                if key.rank < RANK_IDLE {
                     return self.retire(key.slot as usize, StopReason::Restart);
+                }
+                if self.counts.ready > floor {
+                    self.rollout_held = false;
+                    return self.retire(key.slot as usize, StopReason::Restart);
+                }
+                if !self.rollout_held {
+                    self.rollout_held = true;
+                    self.event(Event::RolloutHeld {
+                        ready: self.counts.ready,
+                        floor,
+                        surge: self.counts.filled.saturating_sub(self.target),
+                    });
                 }
             }
         }
@@ -63,6 +75,10 @@ impl Supervisor {
                 slot: 0,
             };
             if let Some(&key) = self.retire_order.range(current..).next() {
+                self.event(Event::ScaleDownChose {
+                    slot: key.slot,
+                    victim: key.victim(),
+                });
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
         }

@@ -32,7 +32,7 @@ impl Supervisor {
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         if let Some((due, slot)) = self.idle_retirement() {
             if due <= self.now {
-                self.spawn_rate = 1;
+                self.set_spawn_rate(1, RampReason::Idle);
                 self.set_target(self.target - 1);
                 self.retire(slot as usize, StopReason::Idle);
                 return;
@@ -51,19 +51,20 @@ impl Supervisor {
         if deficit > 0 {
             let room = max.saturating_sub(self.target);
             if room == 0 {
-                self.spawn_rate = 1;
+                self.set_spawn_rate(1, RampReason::Full);
                 return;
             }
             let workers = deficit.div_ceil(threads).min(u64::from(u32::MAX)) as u32;
             let n = self.spawn_rate.min(workers).min(room);
             self.set_target(self.target + n);
-            self.spawn_rate = self
+            let doubled = self
                 .spawn_rate
                 .saturating_mul(2)
                 .min(self.config.max_spawn_rate);
+            self.set_spawn_rate(doubled, RampReason::Grew);
             return;
         }
-        self.spawn_rate = 1;
+        self.set_spawn_rate(1, RampReason::Calm);
         if let Policy::Dynamic { max_spare, .. } = self.config.policy {
             let spare = idle.saturating_sub(self.queued);
             if spare > u64::from(max_spare) && self.target > min {
@@ -159,6 +160,15 @@ impl Supervisor {
         let steps = u128::from(t.as_nanos() - next.as_nanos()).div_ceil(interval.max(1));
         let nanos = u128::from(next.as_nanos()) + steps * interval;
         Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Every change of the ramp goes through here, so the trace shows each one (and only
+    /// changes: a tick that keeps the rate says nothing).
+    pub(super) fn set_spawn_rate(&mut self, rate: u32, reason: RampReason) {
+        if rate != self.spawn_rate {
+            self.spawn_rate = rate;
+            self.event(Event::SpawnRamp { rate, reason });
+        }
     }
 
     pub(super) fn set_target(&mut self, to: u32) {

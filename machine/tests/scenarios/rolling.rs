@@ -84,3 +84,35 @@ fn b4_rolling_restart_keeps_capacity() {
     assert!(slot_signals(&h).iter().all(|s| s.2 == Signal::Term));
     insta::assert_snapshot!(h.trace());
 }
+
+// Emptying a place with no process queues no action; the drain must go on to the spawn
+// that fills it and to the next such place, not end there and leave the rollout to the
+// next input (here the backoffs' end, a second later).
+#[test]
+fn a_rolling_restart_replaces_every_place_in_backoff_in_one_drain() {
+    let mut config = Config::static_pool(3);
+    config.readiness = Readiness::Notify;
+    config.max_surge = 0;
+    config.max_unavailable = 1;
+    let mut h = Harness::new(config);
+    h.at(0.5);
+    for slot in 0..3 {
+        h.ready(slot);
+    }
+    // Two young deaths each: slots 0 and 1 wait out backoff_min (1 s) until 2.1 s.
+    for at in [1.0, 1.1] {
+        h.at(at)
+            .exit(0, ExitStatus::Code(1))
+            .exit(1, ExitStatus::Code(1));
+    }
+    assert!(matches!(h.state(0), Some(WorkerState::Backoff { .. })));
+    assert!(matches!(h.state(1), Some(WorkerState::Backoff { .. })));
+
+    h.at(1.2).command(Command::Restart);
+    assert_eq!(
+        crate::helpers::spawns_at(&h, t(1.2)),
+        2,
+        "both places of the old generation are replaced at once\n{}",
+        h.trace()
+    );
+}

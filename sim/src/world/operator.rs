@@ -50,7 +50,7 @@ impl World {
             coverage.hit(Mark::ReloadDuringReload);
         }
         if draining && matches!(command, Command::Stop | Command::StopNow) {
-            coverage.hit(Mark::StopEscalated);
+            coverage.hit(Mark::SecondStop);
         }
         command
     }

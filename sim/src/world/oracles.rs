@@ -15,8 +15,8 @@ use core::time::Duration;
 use std::collections::BTreeSet;
 
 use drover_machine::{
-    Config, Event, ExitStatus, Ignored, Instant, Pid, Signal, StopReason, Supervisor, WorkerId,
-    WorkerState,
+    Config, Event, ExitStatus, Ignored, Instant, Pid, RampReason, RollbackReason, Signal,
+    StopReason, Supervisor, Victim, WorkerId, WorkerState,
 };
 
 use super::os::SimOs;
@@ -41,6 +41,8 @@ pub(super) struct Checks {
     /// The `Exited` of a worker retired for main-exited is being fed: the machine must
     /// report it exited with its main process's status, as a crash.
     main_judge: Option<(WorkerId, ExitStatus)>,
+    /// The machine announced a graceful stop: an immediate one now is its escalation.
+    graceful_stop: bool,
 }
 
 impl Checks {
@@ -52,6 +54,7 @@ impl Checks {
             max_slots: config.slot_count(),
             main_retire: None,
             main_judge: None,
+            graceful_stop: false,
         }
     }
 
@@ -130,15 +133,6 @@ impl SimOs {
             ));
             return None;
         };
-        match reason {
-            StopReason::HeartbeatTimeout => self.coverage.hit(Mark::HeartbeatTimeout),
-            StopReason::BootTimeout => self.coverage.hit(Mark::BootTimeout),
-            StopReason::RequestTimeout => self.coverage.hit(Mark::RequestTimeout),
-            StopReason::MaxRequests => self.coverage.hit(Mark::MaxRequests),
-            StopReason::Idle => self.coverage.hit(Mark::IdleRetired),
-            StopReason::ScaleDown => self.coverage.hit(Mark::ScaleDown),
-            _ => {}
-        }
         if signal == Signal::Kill {
             self.stats.kills += 1;
             self.coverage.hit(Mark::LadderKill);
@@ -159,6 +153,7 @@ impl SimOs {
 
     /// An event of the machine: oracles on its content, and coverage.
     pub(super) fn observe(&mut self, sup: &Supervisor, event: &Event) {
+        self.count_decision(sup, event);
         match event {
             Event::PoolReady { .. } => {
                 if let Some(short) = self.pool_short(sup) {
@@ -208,15 +203,84 @@ impl SimOs {
             ) => self.fail_safety(format!(
                 "the machine ignored {ignored:?}: it and the shell disagree on which processes exist"
             )),
-            Event::CrashLooping { .. } => self.coverage.hit(Mark::CrashLooping),
-            Event::GaveUp { .. } => self.coverage.hit(Mark::GaveUp),
-            Event::UpgradeHandover => self.coverage.hit(Mark::UpgradeHandover),
-            Event::UpgradeRolledBack { .. } => self.coverage.hit(Mark::UpgradeRolledBack),
-            Event::Refused { .. } => self.coverage.hit(Mark::CommandRefused),
-            Event::Scaled { from, to } if *to >= from + 2 => self.coverage.hit(Mark::RampDoubled),
-            Event::Reloaded { restart: true, .. } => self.coverage.hit(Mark::RollingRestart),
             _ => {}
         }
+    }
+
+    /// The decision marks an event shows. Only the event and the machine's own state at
+    /// that moment count: a decision mark proves the machine decided, whatever the world
+    /// did to get there.
+    fn count_decision(&mut self, sup: &Supervisor, event: &Event) {
+        let mark = match event {
+            Event::Retiring { reason, .. } => match reason {
+                StopReason::BootTimeout => Mark::BootTimeout,
+                StopReason::HeartbeatTimeout => Mark::HeartbeatTimeout,
+                StopReason::RequestTimeout => Mark::RequestTimeout,
+                StopReason::MaxRequests => Mark::MaxRequests,
+                StopReason::Idle => Mark::IdleRetired,
+                // Main-exited is counted by its oracle, once it agreed.
+                _ => return,
+            },
+            Event::RestartScheduled {
+                delay,
+                young_deaths,
+                ..
+            } => {
+                // The machine's formula, read back: the delay is backoff_min doubled once
+                // per young death past the second, capped at backoff_max (a crash loop
+                // serves the cap whatever the count, so only the count proves doublings).
+                let restart = &sup.config().restart;
+                let doublings = young_deaths.saturating_sub(2).min(31);
+                let doubled = restart.backoff_min.saturating_mul(1 << doublings);
+                if *young_deaths >= 3 && doubled >= restart.backoff_max {
+                    if *delay == restart.backoff_max && restart.backoff_max > restart.backoff_min {
+                        self.coverage.hit(Mark::BackoffCapped);
+                    }
+                    return;
+                }
+                if doublings < 2 || *delay != doubled {
+                    return;
+                }
+                Mark::BackoffDoubled
+            }
+            Event::CrashLooping { .. } => Mark::CrashLooping,
+            Event::CrashLoopEnded => Mark::CrashLoopEnded,
+            Event::GaveUp { .. } => Mark::GaveUp,
+            Event::SpawnRamp { reason, .. } => match reason {
+                RampReason::Grew => Mark::RampDoubled,
+                RampReason::ForkFailed => Mark::RampResetByForkFailure,
+                _ => return,
+            },
+            Event::ScaleDownChose { victim, .. } => match victim {
+                Victim::Place => Mark::ScaleDownPlace,
+                Victim::Booting => Mark::ScaleDownBooting,
+                // Only a choice when a busy worker could have been taken instead.
+                Victim::Idle if busy_current(sup) => Mark::ScaleDownIdleOverBusy,
+                _ => return,
+            },
+            Event::Reloaded { restart: true, .. } => Mark::RollingRestart,
+            Event::RolloutHeld { surge, .. } => {
+                if *surge > 0 {
+                    self.coverage.hit(Mark::RolloutHeldSurging);
+                }
+                Mark::RolloutHeld
+            }
+            Event::UpgradeHandover => Mark::UpgradeHandover,
+            Event::UpgradeRolledBack { reason } => match reason {
+                RollbackReason::Timeout => Mark::RolledBackTimeout,
+                RollbackReason::SuccessorExited => Mark::RolledBackSuccessorExited,
+                _ => return,
+            },
+            Event::Refused { .. } => Mark::CommandRefused,
+            Event::Stopping { immediate: false } => {
+                self.checks.graceful_stop = true;
+                return;
+            }
+            Event::Stopping { immediate: true } if self.checks.graceful_stop => Mark::StopEscalated,
+            Event::Stopping { immediate: true } => Mark::StopImmediate,
+            _ => return,
+        };
+        self.coverage.hit(mark);
     }
 
     /// Unless messages are delayed, a worker that keeps beating is never killed by the
@@ -360,4 +424,13 @@ impl SimOs {
             )
         })
     }
+}
+
+/// A Ready worker of the generation in force serves a request and is not stopping: one a
+/// scale-down could have taken.
+fn busy_current(sup: &Supervisor) -> bool {
+    let generation = sup.generation();
+    sup.workers().any(|w| {
+        w.generation == generation && matches!(w.state, WorkerState::Ready { busy } if busy > 0)
+    })
 }
