@@ -20,7 +20,7 @@ use drover_machine::{
 };
 
 use super::os::SimOs;
-use super::procs::{Main, ProcState};
+use super::procs::Main;
 use super::Outcome;
 use crate::coverage::Mark;
 
@@ -190,10 +190,6 @@ impl SimOs {
                     "{worker} was retired for main-exited, but no MainExited of a running worker of that id was just fed"
                 )),
             },
-            Event::Retiring {
-                worker,
-                reason: StopReason::HeartbeatTimeout,
-            } => self.check_heartbeat_kill(*worker),
             // The shell feeds only exits of its own children, messages of workers it has not
             // reaped, and the answer of the fork just done: the machine must know them all.
             Event::Ignored(
@@ -281,46 +277,6 @@ impl SimOs {
             _ => return,
         };
         self.coverage.hit(mark);
-    }
-
-    /// Unless messages are delayed, a worker that keeps beating is never killed by the
-    /// watchdog before its timeout has passed since its last beat: the supervisor must not
-    /// lose or misdate a heartbeat. Beats left unread in the notify socket are no delay: the
-    /// shell reads them at the deadline at the latest, dated by their arrival, so the check
-    /// stays strict for them.
-    fn check_heartbeat_kill(&mut self, worker: WorkerId) {
-        let Some(proc) = self
-            .table
-            .procs
-            .values()
-            .find(|p| p.worker == Some(worker) && p.alive())
-        else {
-            return;
-        };
-        // Ground truth: the watchdog the process was started with, not the config in force
-        // now (a reload may have turned it on, off or shorter since).
-        let Some(timeout) = proc.watchdog else {
-            return self.fail_safety(format!(
-                "{worker} was killed for a missed heartbeat, but it was started without a watchdog"
-            ));
-        };
-        // Delayed messages make the supervisor see beats late: only runs without them, or
-        // once the last delayed one has landed after the heal.
-        let calm = !self.msg_delay_drawn
-            || self
-                .healed_at
-                .is_some_and(|t| self.now >= t + Duration::from_secs(2));
-        if !calm {
-            return;
-        }
-        let beating = proc.state == ProcState::Running && proc.main == Main::Running && !proc.hung;
-        if let Some(beat) = proc.last_beat.filter(|_| beating) {
-            if self.now < beat + timeout {
-                self.fail_safety(format!(
-                    "{worker} was killed for a missed heartbeat, but it beat at {beat} and its timeout is {timeout:?}"
-                ));
-            }
-        }
     }
 
     /// A `MainExited` is about to be fed for this process. Ground truth for "not

@@ -18,6 +18,7 @@ use drover_machine::{
 
 use super::clients::Clients;
 use super::hash::Recorder;
+use super::judge::Judge;
 use super::oracles::Checks;
 use super::procs::{Main, ProcState, Reported, Table};
 use super::succession::Predecessor;
@@ -84,8 +85,6 @@ pub(super) struct SimOs {
     pub(super) rng_load: Rng,
     pub(super) rng_clock: Rng,
     pub(super) faults: Faults,
-    /// `msg_delay` as drawn (the faults heal; the heartbeat oracle looks at the draw).
-    pub(super) msg_delay_drawn: bool,
     pub(super) load: Load,
     /// The machine config in force (a reload replaces it).
     pub(super) config: Config,
@@ -113,6 +112,7 @@ pub(super) struct SimOs {
     /// A command was handled: the config in force may have changed (a reload, a scaling).
     commanded: bool,
     pub(super) checks: Checks,
+    pub(super) judge: Judge,
     /// The predecessor, when the run starts as a live upgrade's successor.
     pub(super) predecessor: Option<Predecessor>,
     pub(super) record: Recorder,
@@ -145,10 +145,10 @@ impl SimOs {
             rng_os: Rng::new(seed, Stream::Os),
             rng_load: Rng::new(seed, Stream::Load),
             rng_clock: Rng::new(seed, Stream::Clock),
-            msg_delay_drawn: faults.msg_delay > 0.0,
             faults,
             load,
             checks: Checks::new(&config),
+            judge: Judge::default(),
             table: Table::new(pid_space),
             config,
             canary: opts.canary,
@@ -673,11 +673,12 @@ impl Os for SimOs {
         Some(Input::Exited { pid, status })
     }
 
-    fn handling(&mut self, _: &Supervisor, now: Instant, input: &Input) {
+    fn handling(&mut self, sup: &Supervisor, now: Instant, input: &Input) {
         if matches!(input, Input::Command(_)) {
             self.commanded = true;
         }
         self.succession_handling(input);
+        self.judge_input(sup, input);
         self.record.input(now, input);
     }
 

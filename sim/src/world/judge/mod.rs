@@ -11,9 +11,10 @@
 //! an input handled, and the end of every world step (for "it should have happened by
 //! now"). A file must not change the world or the machine: it only looks and complains.
 
+mod restarts;
 mod timeouts;
 
-use drover_machine::{Action, Event, Supervisor};
+use drover_machine::{Action, Event, Input, Supervisor};
 
 use super::os::SimOs;
 use super::Outcome;
@@ -87,6 +88,14 @@ impl Oracle {
     }
 }
 
+/// What the judge remembers between hooks: each family's own records, derived from what
+/// the world told the supervisor and what the supervisor decided.
+#[derive(Debug, Default)]
+pub(super) struct Judge {
+    watch: timeouts::Watch,
+    restarts: restarts::Restarts,
+}
+
 impl SimOs {
     /// The machine decided against `oracle`'s rule. The first complaint fails the run; it
     /// is a trace line at the step it happened.
@@ -104,14 +113,31 @@ impl SimOs {
     /// An event of the machine.
     pub(super) fn judge_event(&mut self, sup: &Supervisor, event: &Event) {
         self.judge_timeout_event(sup, event);
+        self.judge_restart_event(sup, event);
+    }
+
+    /// An input the shell hands the supervisor, before it is handled: what the supervisor
+    /// is told is the evidence its decisions are judged by.
+    pub(super) fn judge_input(&mut self, sup: &Supervisor, input: &Input) {
+        // The restart records read the worker's record before the exit drops it.
+        self.judge_restart_input(sup, input);
+        self.judge_timeout_input(sup, input);
     }
 
     /// An action the driver is about to perform.
-    pub(super) fn judge_action(&mut self, _sup: &Supervisor, _action: &Action) {}
+    pub(super) fn judge_action(&mut self, sup: &Supervisor, action: &Action) {
+        self.judge_restart_action(sup, action);
+    }
 
     /// After every `handle`/`handle_all` and its timers.
-    pub(super) fn judge_handled(&mut self, _sup: &Supervisor) {}
+    pub(super) fn judge_handled(&mut self, sup: &Supervisor) {
+        self.judge_timeout_handled(sup);
+        self.judge_restart_handled(sup);
+    }
 
     /// After every world step: what should have happened by now.
-    pub(super) fn judge_step(&mut self, _sup: &Supervisor) {}
+    pub(super) fn judge_step(&mut self, sup: &Supervisor) {
+        self.judge_timeout_step(sup);
+        self.judge_restart_step(sup);
+    }
 }
