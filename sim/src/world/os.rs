@@ -108,6 +108,8 @@ pub(super) struct SimOs {
     /// A command was handled: the config in force may have changed (a reload, a scaling).
     commanded: bool,
     pub(super) checks: Checks,
+    /// The decision oracles' memory (`judge::Books`).
+    pub(super) books: super::judge::Books,
     /// The predecessor, when the run starts as a live upgrade's successor.
     pub(super) predecessor: Option<Predecessor>,
     pub(super) record: Recorder,
@@ -159,6 +161,7 @@ impl SimOs {
             timer_wake: false,
             reaped_in_turn: 0,
             commanded: false,
+            books: super::judge::Books::default(),
             predecessor: None,
             record,
             stats: Stats::default(),
