@@ -192,7 +192,9 @@ impl SimOs {
         if !proc.ready_told || matches!(proc.main, Main::Reaped(_)) {
             return;
         }
-        let worker = proc.worker;
+        let worker = proc
+            .worker
+            .map_or_else(|| "?".to_string(), |w| w.to_string());
         let ready = self
             .seen(Some(serial))
             .iter()
@@ -206,7 +208,7 @@ impl SimOs {
             self.complain(
                 Oracle::RollingBounds,
                 format!(
-                    "{worker:?}, Ready, was retired for restart at {now}, leaving {ready} Ready workers: below target {target} − max_unavailable {unavailable} = {floor}"
+                    "{worker}, Ready, was retired for restart at {now}, leaving {ready} Ready workers: below target {target} − max_unavailable {unavailable} = {floor}"
                 ),
             );
         }

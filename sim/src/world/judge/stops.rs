@@ -179,11 +179,13 @@ impl SimOs {
         };
         let mut late = None;
         for (serial, track) in &mut books.tracks {
-            let worker = procs[serial].worker;
+            let worker = procs[serial]
+                .worker
+                .map_or_else(|| "?".to_string(), |w| w.to_string());
             if let Some(at) = track.escalation_owed.take() {
                 if track.next.is_some() && track.stage < track.ladder.immediate_from {
                     late = Some(format!(
-                        "an immediate stop was ordered at {at}, and {worker:?} (stopping for {}) was left at stage {} of its ladder: it must move to the immediate stage {} at once",
+                        "an immediate stop was ordered at {at}, and {worker} (stopping for {}) was left at stage {} of its ladder: it must move to the immediate stage {} at once",
                         track.reason.name(),
                         track.stage,
                         track.ladder.immediate_from
@@ -193,7 +195,7 @@ impl SimOs {
             }
             if let Some(due) = track.next.filter(|&t| t <= handled) {
                 late = Some(format!(
-                    "{worker:?} (stopping for {}) was due its next signal at {due} (stage {}, {} sent in it), and none went out in the drain of the handle at {handled}",
+                    "{worker} (stopping for {}) was due its next signal at {due} (stage {}, {} sent in it), and none went out in the drain of the handle at {handled}",
                     track.reason.name(),
                     track.stage,
                     track.sent
