@@ -279,6 +279,7 @@ impl Supervisor {
                 if !self.awaits_fork(worker) {
                     continue;
                 }
+                self.hand_out_fork(worker);
             }
             return Some(action);
         }

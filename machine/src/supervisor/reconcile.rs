@@ -110,6 +110,7 @@ impl Supervisor {
         slot.state = SlotState::Worker(Box::new(Worker {
             generation: self.generation,
             pid: None,
+            fork_handed_out: false,
             spawned_at: self.now,
             ready: false,
             last_heartbeat: self.now,

@@ -31,6 +31,10 @@ pub(crate) struct Worker {
     pub generation: Generation,
     /// `None` while the spawn is in flight.
     pub pid: Option<Pid>,
+    /// Its `Spawn` was handed to the driver. Until then it waits in the action queue behind
+    /// other forks and has no boot deadline: the queue is the machine's own delay, not the
+    /// worker's, and the driver drains it before it sleeps.
+    pub fork_handed_out: bool,
     /// When the spawn was decided, and from its answer on, when the process came to exist:
     /// the boot timeout and the uptime count from the fork, not from a queue it waited in
     /// behind other (slow) forks.
@@ -144,6 +148,20 @@ impl Supervisor {
         self.slot_of(worker).is_some_and(
             |i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()),
         )
+    }
+
+    /// The worker's `Spawn` goes to the driver now: its boot timeout starts, counted from
+    /// this instant, not from when the spawn was queued.
+    pub(super) fn hand_out_fork(&mut self, worker: WorkerId) {
+        let Some(i) = self.slot_of(worker) else {
+            return;
+        };
+        self.detach(i);
+        let now = self.now;
+        let w = self.worker_mut(i);
+        w.fork_handed_out = true;
+        w.spawned_at = now;
+        self.attach(i);
     }
 
     /// The slot of a worker whose process exists, or `None` (traced) for a stale message.

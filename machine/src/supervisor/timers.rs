@@ -199,8 +199,10 @@ impl Supervisor {
                 Some(stop) => match (w.pid, &stop.pos) {
                     (Some(_), Some(pos)) => pos.next,
                     // Still spawning: wait for the spawn to answer, within the boot timeout.
-                    _ => Some(self.boot_deadline(w)),
+                    _ if w.fork_handed_out => Some(self.boot_deadline(w)),
+                    _ => None,
                 },
+                None if w.pid.is_none() && !w.fork_handed_out => None,
                 None if w.pid.is_none() || !w.ready => Some(self.boot_deadline(w)),
                 None => [self.heartbeat_deadline(w), self.request_deadline(w)]
                     .into_iter()

@@ -113,6 +113,8 @@ pub(super) struct SimOs {
     commanded: bool,
     pub(super) checks: Checks,
     pub(super) judge: Judge,
+    /// The decision oracles' memory (`judge::Books`).
+    pub(super) books: super::judge::Books,
     /// The predecessor, when the run starts as a live upgrade's successor.
     pub(super) predecessor: Option<Predecessor>,
     pub(super) record: Recorder,
@@ -165,6 +167,7 @@ impl SimOs {
             timer_wake: false,
             reaped_in_turn: 0,
             commanded: false,
+            books: super::judge::Books::default(),
             predecessor: None,
             record,
             stats: Stats::default(),

@@ -11,13 +11,27 @@
 //! an input handled, and the end of every world step (for "it should have happened by
 //! now"). A file must not change the world or the machine: it only looks and complains.
 
+mod pool;
 mod restarts;
+mod stops;
 mod timeouts;
+mod upgrade;
 
 use drover_machine::{Action, Event, Input, Supervisor};
 
 use super::os::SimOs;
 use super::Outcome;
+
+/// What the pool, stop and upgrade oracles remember between hooks (`pool.rs`, `stops.rs`,
+/// `upgrade.rs`): each file keeps its own part.
+#[derive(Default)]
+pub(super) struct Books {
+    /// How many of the recorded inputs (`Recorder::inputs`) these oracles have read.
+    inputs_read: usize,
+    pool: pool::PoolBooks,
+    stops: stops::StopBooks,
+    upgrade: upgrade::UpgradeBooks,
+}
 
 /// One decision rule the judge holds the machine to. The name is what a complaint and
 /// `--canary NAME`'s expectation use.
@@ -114,6 +128,9 @@ impl SimOs {
     pub(super) fn judge_event(&mut self, sup: &Supervisor, event: &Event) {
         self.judge_timeout_event(sup, event);
         self.judge_restart_event(sup, event);
+        self.judge_pool_event(sup, event);
+        self.judge_stop_event(sup, event);
+        self.judge_upgrade_event(event);
     }
 
     /// An input the shell hands the supervisor, before it is handled: what the supervisor
@@ -127,17 +144,42 @@ impl SimOs {
     /// An action the driver is about to perform.
     pub(super) fn judge_action(&mut self, sup: &Supervisor, action: &Action) {
         self.judge_restart_action(sup, action);
+        // Pool before stops: the pool's counts exclude the process being signalled, which
+        // the stop books then start to track.
+        self.judge_pool_action(sup, action);
+        self.judge_stop_action(sup, action);
+        self.judge_upgrade_action(sup, action);
     }
 
     /// After every `handle`/`handle_all` and its timers.
     pub(super) fn judge_handled(&mut self, sup: &Supervisor) {
         self.judge_timeout_handled(sup);
         self.judge_restart_handled(sup);
+        self.judge_pool_handled(sup);
+        // The inputs of this handle, as the world handed them in (the record keeps them all
+        // for replay): commands, load reports, the successor's word.
+        let start = self.books.inputs_read;
+        self.books.inputs_read = self.record.inputs.len();
+        for i in start..self.books.inputs_read {
+            let (at, input) = &self.record.inputs[i];
+            pool::note_input(&mut self.books.pool, input);
+            stops::note_input(&mut self.books.stops, *at, input);
+            upgrade::note_input(&mut self.books.upgrade, *at, input);
+        }
+        let stops = &mut self.books.stops;
+        stops.last_handled = Some(self.now);
+        if !std::mem::take(&mut stops.nested) {
+            stops.drain_from = Some(self.now);
+        }
+        self.books.upgrade.last_handled = Some(self.now);
     }
 
     /// After every world step: what should have happened by now.
     pub(super) fn judge_step(&mut self, sup: &Supervisor) {
         self.judge_timeout_step(sup);
         self.judge_restart_step(sup);
+        self.judge_pool_step(sup);
+        self.judge_stop_step();
+        self.judge_upgrade_step();
     }
 }

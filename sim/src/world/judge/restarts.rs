@@ -290,17 +290,26 @@ impl SimOs {
                 j.backoffs.clear();
                 j.refill_owed.clear();
             }
+            // A place given up on or in backoff, emptied by the pool's scale-down: it is no
+            // longer given up on (a restart will not retry it) and owes no refill; its
+            // death count stays with the slot, as the machine's does.
+            Event::ScaleDownChose { slot, .. } => {
+                j.gave_up.remove(&slot);
+                j.backoffs.remove(&slot);
+                j.refill_owed.remove(&slot);
+            }
             Event::Reloaded { restart, .. } => {
                 j.backoffs.clear();
                 j.refill_owed.clear();
+                // Places beyond a shrunk pool are emptied first, given up or not, and keep
+                // their death count: a restart retries only the given-up places it keeps.
+                let slots = sup.config().slot_count();
+                j.gave_up.retain(|s| *s < slots);
                 if restart {
                     // A restart retries the places given up on, afresh.
                     for slot in std::mem::take(&mut j.gave_up) {
                         j.young.insert(slot, 0);
                     }
-                } else {
-                    let slots = sup.config().slot_count();
-                    j.gave_up.retain(|s| *s < slots);
                 }
             }
             Event::CrashLooping { deaths, window } => {

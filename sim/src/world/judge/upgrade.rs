@@ -1,0 +1,135 @@
+//! The live upgrade's oracle (`Oracle::Upgrade`), judged by the actions and events the
+//! machine emits and the successor's word as the world handed it in
+//! (`Input::SuccessorReady`): a successor not Ready is rolled back for timeout by the first
+//! `handle` at or after its request + `upgrade_timeout` (the config at the request), never
+//! before that instant, and never once its Ready was handed in; the machine never hands
+//! over (`UpgradeHandover`, or a drain for reason `upgrade`) before that Ready.
+//!
+//! The clock starts at the request's `handle` (the `StartSuccessor` goes out in its drain,
+//! and the fork is synchronous, so "the successor started" is that instant). "No later
+//! than" needs no slack: a late wake-up, a slow fork or a clock jump delays the first
+//! `handle` past the deadline, and the rollback is judged against that `handle`.
+
+use core::time::Duration;
+
+use drover_machine::{Action, Event, Input, Instant, RollbackReason, StopReason, Supervisor};
+
+use super::Oracle;
+use crate::world::os::SimOs;
+
+/// An upgrade in flight, as the world saw it asked for and answered.
+struct InFlight {
+    requested: Instant,
+    timeout: Duration,
+    /// When the successor's Ready was handed in.
+    ready: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(super) struct UpgradeBooks {
+    in_flight: Option<InFlight>,
+    /// The machine handed over and drains for the successor (until a rollback).
+    pub(super) handed_over: bool,
+    /// The instant of the last `handle`.
+    pub(super) last_handled: Option<Instant>,
+}
+
+/// An input handed in.
+pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
+    if let (Input::SuccessorReady, Some(up)) = (input, &mut books.in_flight) {
+        up.ready.get_or_insert(at);
+    }
+}
+
+impl SimOs {
+    pub(super) fn judge_upgrade_action(&mut self, sup: &Supervisor, action: &Action) {
+        let books = &mut self.books.upgrade;
+        match action {
+            Action::StartSuccessor => {
+                books.in_flight = Some(InFlight {
+                    requested: books.last_handled.unwrap_or(self.now),
+                    timeout: sup.config().upgrade_timeout,
+                    ready: None,
+                });
+            }
+            Action::Signal {
+                worker,
+                reason: StopReason::Upgrade,
+                ..
+            } if !books.handed_over => {
+                let what = format!(
+                    "{worker} was stopped for upgrade at {}, but the machine never handed over to a successor that said Ready",
+                    self.now
+                );
+                self.complain(Oracle::Upgrade, what);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn judge_upgrade_event(&mut self, event: &Event) {
+        let now = self.now;
+        let books = &mut self.books.upgrade;
+        let what = match event {
+            Event::UpgradeHandover => {
+                books.handed_over = true;
+                match books.in_flight.take() {
+                    Some(InFlight {
+                        ready: Some(_), ..
+                    }) => None,
+                    Some(up) => Some(format!(
+                        "the machine handed over at {now} to the successor requested at {}, whose Ready was never handed in",
+                        up.requested
+                    )),
+                    None => Some(format!(
+                        "the machine handed over at {now} with no upgrade requested"
+                    )),
+                }
+            }
+            Event::UpgradeRolledBack { reason } => {
+                books.handed_over = false;
+                let up = books.in_flight.take();
+                match (reason, up) {
+                    (RollbackReason::Timeout, Some(up)) => {
+                        let deadline = up.requested + up.timeout;
+                        if let Some(ready) = up.ready {
+                            Some(format!(
+                                "the upgrade requested at {} was rolled back for timeout at {now}, but the successor's Ready was handed in at {ready}",
+                                up.requested
+                            ))
+                        } else if now < deadline {
+                            Some(format!(
+                                "the upgrade requested at {} was rolled back for timeout at {now}, before upgrade_timeout {:?} ran out at {deadline}",
+                                up.requested, up.timeout
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(what) = what {
+            self.complain(Oracle::Upgrade, what);
+        }
+    }
+
+    /// After a world step: a successor not Ready by its deadline was rolled back by the
+    /// first `handle` at or after it.
+    pub(super) fn judge_upgrade_step(&mut self) {
+        let books = &self.books.upgrade;
+        let (Some(up), Some(handled)) = (&books.in_flight, books.last_handled) else {
+            return;
+        };
+        let deadline = up.requested + up.timeout;
+        if up.ready.is_none() && handled >= deadline {
+            let what = format!(
+                "the successor requested at {} was not Ready by {deadline} (upgrade_timeout {:?}), and the handle at {handled} did not roll it back",
+                up.requested, up.timeout
+            );
+            self.complain(Oracle::Upgrade, what);
+        }
+    }
+}
