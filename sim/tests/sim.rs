@@ -14,7 +14,13 @@ fn quick(seed: u64) -> RunOptions {
 fn a_fixed_batch_of_seeds_passes() {
     let mut failures = Vec::new();
     let mut coverage = drover_sim::Coverage::new();
-    for seed in 0..120 {
+    // DROVER_SIM_SEEDS widens the batch when it is the test command of a mutation run
+    // (docs/simulator.md); the default keeps `cargo test` quick.
+    let seeds: u64 = std::env::var("DROVER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    for seed in 0..seeds {
         let r = run(quick(seed));
         coverage.merge(&r.coverage);
         if r.outcome != Outcome::Passed {
