@@ -56,12 +56,18 @@ impl Supervisor {
     /// `backoff_max` throughout a crash loop.
     fn backoff(&self, young_deaths: u32) -> Duration {
         let restart = &self.config.restart;
-        if self.crash_looping {
+        if planted!(self, BackoffZero) {
+            Duration::ZERO
+        } else if self.crash_looping {
             restart.backoff_max
         } else if young_deaths <= 1 {
             Duration::ZERO
         } else {
-            let doublings = (young_deaths - 2).min(32);
+            let doublings = if planted!(self, BackoffNoDouble) {
+                0
+            } else {
+                (young_deaths - 2).min(32)
+            };
             restart
                 .backoff_min
                 .saturating_mul(1u32 << doublings.min(31))
@@ -88,11 +94,18 @@ impl Supervisor {
         while self.deaths.len() > limit {
             self.deaths.pop_front();
         }
-        if self.crash_looping || self.deaths.len() < limit {
+        // The death that makes it a crash loop is the `limit`-th within the window.
+        let counted = if planted!(self, CrashLoopEarly) {
+            limit - 1
+        } else {
+            limit
+        };
+        if self.crash_looping || self.deaths.len() < counted {
             return;
         }
         let window = self.config.restart.intensity_window;
-        if self.now.saturating_since(self.deaths[0]) < window {
+        let oldest = self.deaths[self.deaths.len() - counted];
+        if self.now.saturating_since(oldest) < window {
             self.crash_looping = true;
             self.event(Event::CrashLooping {
                 deaths: limit as u32,

@@ -26,7 +26,7 @@ pub(crate) struct RetireKey {
 const RANK_EMPTY_PLACE: u8 = 0;
 const RANK_BOOTING: u8 = 1;
 pub(super) const RANK_IDLE: u8 = 2;
-const RANK_BUSY: u8 = 3;
+pub(super) const RANK_BUSY: u8 = 3;
 
 /// Counters derived from the slots; kept incrementally.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

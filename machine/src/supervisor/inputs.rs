@@ -6,7 +6,6 @@
 
 use core::time::Duration;
 
-use super::reconcile::entry_stage;
 use super::slot::SlotState;
 use super::{Phase, Supervisor};
 use crate::config::{Policy, Readiness};
@@ -74,17 +73,21 @@ impl Supervisor {
         self.detach(i);
         let now = self.now;
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
+        let from_decision = planted!(self, BootFromDecision);
+        // Retired before its pid was known: the ladder starts now, where the stop enters it.
+        let stage = (self.worker(i).stop.as_ref())
+            .map(|stop| self.entry_stage(stop.reason, stop.immediate, &stop.ladder));
         let w = self.worker_mut(i);
         w.pid = Some(pid);
-        w.spawned_at = now;
+        if !from_decision {
+            w.spawned_at = now;
+        }
         if at_spawn {
             w.ready = true;
             w.last_heartbeat = now;
             w.idle_since = Some(now);
         }
-        if let Some(stop) = &mut w.stop {
-            // Retired before its pid was known: the ladder starts now.
-            let stage = entry_stage(stop.reason, stop.immediate, &stop.ladder);
+        if let (Some(stop), Some(stage)) = (&mut w.stop, stage) {
             stop.pos = Some(LadderPos::enter(stage, now));
         }
         self.pids.insert(pid, i as u32);
@@ -143,6 +146,7 @@ impl Supervisor {
             self.event(Event::Ignored(Ignored::BusyClamped { worker, busy }));
         }
         let busy = busy.min(threads);
+        let early = u64::from(planted!(self, MaxRequestsEarly));
         self.detach(i);
         let now = self.now;
         let w = self.worker_mut(i);
@@ -160,7 +164,9 @@ impl Supervisor {
         }
         w.requests = requests;
         w.load_seen = true;
-        let over_limit = w.stop.is_none() && w.request_limit.is_some_and(|l| requests >= l);
+        let over_limit = w.stop.is_none()
+            && w.request_limit
+                .is_some_and(|l| requests >= l.saturating_sub(early));
         self.attach(i);
         if over_limit {
             self.retire(i, StopReason::MaxRequests);

@@ -17,6 +17,22 @@ use crate::io::*;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 
+/// Whether planted bug `$plant` (a `Plant` variant) is switched on in supervisor `$sup`. A
+/// macro, not a method, so that without the `planted` feature the `Plant` type need not
+/// exist and every plant is the constant `false`: the shipped machine has no trace of them.
+#[cfg(feature = "planted")]
+macro_rules! planted {
+    ($sup:expr, $plant:ident) => {
+        $sup.planted(crate::planted::Plant::$plant)
+    };
+}
+#[cfg(not(feature = "planted"))]
+macro_rules! planted {
+    ($sup:expr, $plant:ident) => {
+        false
+    };
+}
+
 mod commands;
 mod deaths;
 mod index;
@@ -132,6 +148,8 @@ pub struct Supervisor {
     pub(crate) announced: bool,
     pub(crate) exit_code: Option<i32>,
     rng: SplitMix64,
+    #[cfg(feature = "planted")]
+    plant: Option<crate::planted::Plant>,
 }
 
 /// The bound on one drain: every action is about one slot or a one-shot, so a drain longer
@@ -173,6 +191,8 @@ impl Supervisor {
             succession: Succession::InCharge,
             announced: false,
             exit_code: None,
+            #[cfg(feature = "planted")]
+            plant: None,
         };
         s.grow_slots(slot_count);
         s.schedule_maintenance();
@@ -191,6 +211,19 @@ impl Supervisor {
         s.generation = Generation(predecessor.0.saturating_add(1));
         s.succession = Succession::Awaiting { asked: false };
         Ok(s)
+    }
+
+    /// Switches planted bug `plant` on, in place of any other (test builds only: the
+    /// simulator's `--canary NAME`). Call it before the first input.
+    #[cfg(feature = "planted")]
+    #[doc(hidden)]
+    pub fn plant(&mut self, plant: crate::planted::Plant) {
+        self.plant = Some(plant);
+    }
+
+    #[cfg(feature = "planted")]
+    fn planted(&self, plant: crate::planted::Plant) -> bool {
+        self.plant == Some(plant)
     }
 
     /// Applies one input at `now`, then every timer due at `now`.

@@ -5,7 +5,7 @@
 //! decide how many workers the pool wants (`scaling`, `commands`) or that a worker failed
 //! (`inputs`, `timers`): it only closes the gap between wanted and actual.
 
-use super::index::{RetireKey, RANK_IDLE};
+use super::index::{RetireKey, RANK_BUSY, RANK_IDLE};
 use super::slot::{SlotState, Stop, Worker};
 use super::{Phase, Supervisor, UpgradeState};
 use crate::config::Ladder;
@@ -18,7 +18,8 @@ impl Supervisor {
     /// being replaced.
     fn wanted_places(&self) -> u32 {
         let rolling = self.counts.filled > self.counts.filled_current;
-        self.target + if rolling { self.config.max_surge } else { 0 }
+        let surge = self.config.max_surge + u32::from(planted!(self, SurgePlusOne));
+        self.target + if rolling { surge } else { 0 }
     }
 
     pub(super) fn wants_spawn(&self) -> bool {
@@ -50,7 +51,10 @@ impl Supervisor {
         if let Some(&key) = self.retire_order.first() {
             if key.generation < self.generation {
                 let floor = self.target.saturating_sub(self.config.max_unavailable);
-                if key.rank < RANK_IDLE || self.counts.ready > floor {
+                if key.rank < RANK_IDLE
+                    || self.counts.ready > floor
+                    || planted!(self, UnavailableIgnored)
+                {
                     return self.retire(key.slot as usize, StopReason::Restart);
                 }
             }
@@ -62,7 +66,11 @@ impl Supervisor {
                 since: Instant::ZERO,
                 slot: 0,
             };
-            if let Some(&key) = self.retire_order.range(current..).next() {
+            let mut victims = self.retire_order.range(current..);
+            let busy_first = planted!(self, ScaleDownBusy)
+                .then(|| victims.clone().find(|k| k.rank == RANK_BUSY))
+                .flatten();
+            if let Some(&key) = busy_first.or_else(|| victims.next()) {
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
         }
@@ -143,10 +151,9 @@ impl Supervisor {
         self.slots[i].last_stop = Some(reason);
         let now = self.now;
         let ladder = self.config.ladder.clone();
+        let stage = self.entry_stage(reason, immediate, &ladder);
         let w = self.worker_mut(i);
-        let pos = w
-            .pid
-            .map(|_| LadderPos::enter(entry_stage(reason, immediate, &ladder), now));
+        let pos = w.pid.map(|_| LadderPos::enter(stage, now));
         w.stop = Some(Stop {
             reason,
             ladder,
@@ -222,11 +229,19 @@ impl Supervisor {
     }
 }
 
-/// Where on its ladder a stop for `reason` begins.
-pub(super) fn entry_stage(reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
-    if immediate || reason.starts_immediate() {
-        ladder.immediate_from
-    } else {
-        0
+impl Supervisor {
+    /// Where on its ladder a stop for `reason` begins.
+    pub(super) fn entry_stage(
+        &self,
+        reason: StopReason,
+        immediate: bool,
+        ladder: &Ladder,
+    ) -> usize {
+        match immediate || reason.starts_immediate() {
+            true if planted!(self, ImmediateGraceful) => 0,
+            true => ladder.immediate_from,
+            false if planted!(self, LadderSkipFirst) => 1.min(ladder.stages.len() - 1),
+            false => 0,
+        }
     }
 }

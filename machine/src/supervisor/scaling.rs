@@ -57,9 +57,10 @@ impl Supervisor {
             let workers = deficit.div_ceil(threads).min(u64::from(u32::MAX)) as u32;
             let n = self.spawn_rate.min(workers).min(room);
             self.set_target(self.target + n);
+            let factor = if planted!(self, RampTriple) { 3 } else { 2 };
             self.spawn_rate = self
                 .spawn_rate
-                .saturating_mul(2)
+                .saturating_mul(factor)
                 .min(self.config.max_spawn_rate);
             return;
         }
@@ -69,7 +70,8 @@ impl Supervisor {
             if spare > u64::from(max_spare) && self.target > min {
                 // reconcile retires the best victim: an empty place, a booting worker, else
                 // the longest-idle one.
-                self.set_target(self.target - 1);
+                let step = if planted!(self, ScaleDownTwo) { 2 } else { 1 };
+                self.set_target(self.target.saturating_sub(step).max(min));
             }
         }
     }
@@ -88,6 +90,11 @@ impl Supervisor {
         let keeps_spares = match self.config.policy {
             Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
             _ => true,
+        };
+        let timeout = if planted!(self, IdleHalf) {
+            timeout / 2
+        } else {
+            timeout
         };
         keeps_spares.then_some((since + timeout, slot))
     }

@@ -211,6 +211,9 @@ impl Supervisor {
     }
 
     pub(crate) fn boot_deadline(&self, w: &Worker) -> Instant {
+        if planted!(self, BootThird) {
+            return w.spawned_at + self.config.boot_timeout / 3;
+        }
         w.spawned_at + self.config.boot_timeout
     }
 
@@ -228,11 +231,17 @@ impl Supervisor {
         } else {
             timeout
         };
+        if planted!(self, WatchdogTriple) {
+            return Some(w.last_heartbeat + allowed * 3);
+        }
         Some(w.last_heartbeat + allowed)
     }
 
     pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {
         let timeout = self.config.request_timeout?;
+        if planted!(self, RequestHalf) {
+            return Some(w.oldest_busy_since? + timeout / 2);
+        }
         Some(w.oldest_busy_since? + timeout)
     }
 }

@@ -108,8 +108,14 @@ impl Supervisor {
         if self.upgrade != UpgradeState::Idle {
             return self.refuse(command, Refusal::UpgradeInFlight);
         }
+        let timeout = self.config.upgrade_timeout
+            * if planted!(self, UpgradeTimeoutDouble) {
+                2
+            } else {
+                1
+            };
         self.upgrade = UpgradeState::Requested {
-            deadline: self.now + self.config.upgrade_timeout,
+            deadline: self.now + timeout,
         };
         self.queue.push_back(Action::StartSuccessor);
     }
@@ -120,6 +126,9 @@ impl Supervisor {
                 self.upgrade = UpgradeState::Started { pid, deadline };
                 // READY=1 again once the upgrade is decided (rolled back: this pool).
                 self.announced = false;
+                if planted!(self, HandoverEarly) {
+                    self.on_successor_ready();
+                }
             }
             other => {
                 // A successor nobody waits for (rolled back before it started): stop it. Wait
