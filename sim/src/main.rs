@@ -424,6 +424,7 @@ fn run_one(cli: &Cli, seed: u64) -> Result<u8, String> {
     let a = &cli.args;
     println!("SEED={seed}");
     let opts = options(a, seed)?;
+    let plant = opts.plant;
     let wall = WallClock::start();
     let r = world::run(opts.clone());
     let elapsed = wall.elapsed();
@@ -444,14 +445,19 @@ fn run_one(cli: &Cli, seed: u64) -> Result<u8, String> {
         None => println!("PASSED exit-code={:?}", r.exit_code),
         Some(line) => println!("{line}"),
     }
-    if let Some(plant) = opts.plant {
+    if let Some(plant) = plant {
         println!("{}", plant_verdict(plant, &r.outcome));
     }
     if a.check_determinism {
         code = code.max(check_determinism(&r, opts));
     }
     if a.shrink && matches!(r.outcome, Outcome::Safety(_)) {
-        print_shrunk(&r);
+        if plant.is_some() {
+            // The replay builds a fresh, shipped machine: it would shrink the wrong one.
+            println!("shrink: a planted bug's failure replays by seed (--canary NAME)");
+        } else {
+            print_shrunk(&r);
+        }
     }
     println!("coverage: {}", r.coverage);
     println!(
