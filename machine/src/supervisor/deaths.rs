@@ -94,17 +94,17 @@ impl Supervisor {
         while self.deaths.len() > limit {
             self.deaths.pop_front();
         }
-        // The death that makes it a crash loop is the `limit`-th within the window.
-        let counted = if planted!(self, CrashLoopEarly) {
-            limit - 1
-        } else {
-            limit
-        };
-        if self.crash_looping || self.deaths.len() < counted {
+        let early = usize::from(planted!(self, CrashLoopEarly));
+        if self.crash_looping || self.deaths.len() < limit - early {
             return;
         }
         let window = self.config.restart.intensity_window;
-        let oldest = self.deaths[self.deaths.len() - counted];
+        // The oldest of the deaths that make it a loop.
+        let oldest = if planted!(self, CrashLoopEarly) {
+            self.deaths[self.deaths.len() + 1 - limit]
+        } else {
+            self.deaths[0]
+        };
         if self.now.saturating_since(oldest) < window {
             self.crash_looping = true;
             self.event(Event::CrashLooping {

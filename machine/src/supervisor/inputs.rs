@@ -74,9 +74,7 @@ impl Supervisor {
         let now = self.now;
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
         let from_decision = planted!(self, BootFromDecision);
-        // Retired before its pid was known: the ladder starts now, where the stop enters it.
-        let stage = (self.worker(i).stop.as_ref())
-            .map(|stop| self.entry_stage(stop.reason, stop.immediate, &stop.ladder));
+        let entry = self.ladder_entry();
         let w = self.worker_mut(i);
         w.pid = Some(pid);
         if !from_decision {
@@ -87,7 +85,9 @@ impl Supervisor {
             w.last_heartbeat = now;
             w.idle_since = Some(now);
         }
-        if let (Some(stop), Some(stage)) = (&mut w.stop, stage) {
+        if let Some(stop) = &mut w.stop {
+            // Retired before its pid was known: the ladder starts now.
+            let stage = entry.stage(stop.reason, stop.immediate, &stop.ladder);
             stop.pos = Some(LadderPos::enter(stage, now));
         }
         self.pids.insert(pid, i as u32);

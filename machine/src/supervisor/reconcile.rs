@@ -66,11 +66,15 @@ impl Supervisor {
                 since: Instant::ZERO,
                 slot: 0,
             };
-            let mut victims = self.retire_order.range(current..);
-            let busy_first = planted!(self, ScaleDownBusy)
-                .then(|| victims.clone().find(|k| k.rank == RANK_BUSY))
-                .flatten();
-            if let Some(&key) = busy_first.or_else(|| victims.next()) {
+            if let Some(&key) = self.retire_order.range(current..).next() {
+                let mut key = key;
+                if planted!(self, ScaleDownBusy) {
+                    let busy = self
+                        .retire_order
+                        .range(current..)
+                        .find(|k| k.rank == RANK_BUSY);
+                    key = *busy.unwrap_or(&key);
+                }
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
         }
@@ -151,9 +155,11 @@ impl Supervisor {
         self.slots[i].last_stop = Some(reason);
         let now = self.now;
         let ladder = self.config.ladder.clone();
-        let stage = self.entry_stage(reason, immediate, &ladder);
+        let entry = self.ladder_entry();
         let w = self.worker_mut(i);
-        let pos = w.pid.map(|_| LadderPos::enter(stage, now));
+        let pos = w
+            .pid
+            .map(|_| LadderPos::enter(entry.stage(reason, immediate, &ladder), now));
         w.stop = Some(Stop {
             reason,
             ladder,
@@ -229,18 +235,30 @@ impl Supervisor {
     }
 }
 
+/// Where a stop enters its ladder: the rule as a value, for callers that hold a worker
+/// borrowed. Its fields are planted bugs only (`false` in the shipped machine).
+#[derive(Clone, Copy)]
+pub(super) struct LadderEntry {
+    immediate_graceful: bool,
+    skip_first: bool,
+}
+
 impl Supervisor {
+    pub(super) fn ladder_entry(&self) -> LadderEntry {
+        LadderEntry {
+            immediate_graceful: planted!(self, ImmediateGraceful),
+            skip_first: planted!(self, LadderSkipFirst),
+        }
+    }
+}
+
+impl LadderEntry {
     /// Where on its ladder a stop for `reason` begins.
-    pub(super) fn entry_stage(
-        &self,
-        reason: StopReason,
-        immediate: bool,
-        ladder: &Ladder,
-    ) -> usize {
+    pub(super) fn stage(self, reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
         match immediate || reason.starts_immediate() {
-            true if planted!(self, ImmediateGraceful) => 0,
+            true if self.immediate_graceful => 0,
             true => ladder.immediate_from,
-            false if planted!(self, LadderSkipFirst) => 1.min(ladder.stages.len() - 1),
+            false if self.skip_first => 1.min(ladder.stages.len() - 1),
             false => 0,
         }
     }

@@ -70,8 +70,8 @@ impl Supervisor {
             if spare > u64::from(max_spare) && self.target > min {
                 // reconcile retires the best victim: an empty place, a booting worker, else
                 // the longest-idle one.
-                let step = if planted!(self, ScaleDownTwo) { 2 } else { 1 };
-                self.set_target(self.target.saturating_sub(step).max(min));
+                let two = planted!(self, ScaleDownTwo) && self.target - 1 > min;
+                self.set_target(self.target - 1 - u32::from(two));
             }
         }
     }
@@ -91,11 +91,9 @@ impl Supervisor {
             Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
             _ => true,
         };
-        let timeout = if planted!(self, IdleHalf) {
-            timeout / 2
-        } else {
-            timeout
-        };
+        if planted!(self, IdleHalf) {
+            return keeps_spares.then_some((since + timeout / 2, slot));
+        }
         keeps_spares.then_some((since + timeout, slot))
     }
 
