@@ -6,6 +6,7 @@
 
 use core::time::Duration;
 
+use super::reconcile::entry_stage;
 use super::slot::SlotState;
 use super::{Phase, Supervisor};
 use crate::config::{Policy, Readiness};
@@ -73,13 +74,10 @@ impl Supervisor {
         self.detach(i);
         let now = self.now;
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
-        let from_decision = planted!(self, BootFromDecision);
-        let entry = self.ladder_entry();
+        planted!(let from_decision = self, BootFromDecision);
         let w = self.worker_mut(i);
         w.pid = Some(pid);
-        if !from_decision {
-            w.spawned_at = now;
-        }
+        w.spawned_at = planted!(if from_decision => w.spawned_at, now);
         if at_spawn {
             w.ready = true;
             w.last_heartbeat = now;
@@ -87,11 +85,13 @@ impl Supervisor {
         }
         if let Some(stop) = &mut w.stop {
             // Retired before its pid was known: the ladder starts now.
-            let stage = entry.stage(stop.reason, stop.immediate, &stop.ladder);
+            let stage = entry_stage(stop.reason, stop.immediate, &stop.ladder);
             stop.pos = Some(LadderPos::enter(stage, now));
         }
         self.pids.insert(pid, i as u32);
         self.attach(i);
+        #[cfg(feature = "planted")]
+        self.plant_ladder_entry(i);
         self.fire_ladder(i);
     }
 
@@ -146,7 +146,7 @@ impl Supervisor {
             self.event(Event::Ignored(Ignored::BusyClamped { worker, busy }));
         }
         let busy = busy.min(threads);
-        let early = u64::from(planted!(self, MaxRequestsEarly));
+        planted!(let early = self, MaxRequestsEarly);
         self.detach(i);
         let now = self.now;
         let w = self.worker_mut(i);
@@ -166,7 +166,7 @@ impl Supervisor {
         w.load_seen = true;
         let over_limit = w.stop.is_none()
             && w.request_limit
-                .is_some_and(|l| requests >= l.saturating_sub(early));
+                .is_some_and(|l| requests >= planted!(if early => l.saturating_sub(1), l));
         self.attach(i);
         if over_limit {
             self.retire(i, StopReason::MaxRequests);

@@ -17,19 +17,42 @@ use crate::io::*;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 
-/// Whether planted bug `$plant` (a `Plant` variant) is switched on in supervisor `$sup`. A
-/// macro, not a method, so that without the `planted` feature the `Plant` type need not
-/// exist and every plant is the constant `false`: the shipped machine has no trace of them.
+/// A planted bug at its rule (`drover_machine::Plant`, feature `planted`):
+/// `planted!(self, Plant => planted, shipped)` is `shipped` in the shipped machine, and
+/// `planted` instead when that plant is switched on. Without the feature only `shipped` is
+/// compiled: the release machine is the source without the plants, not an optimizer's
+/// folding of dead branches (which does not give the same code). Where a worker is
+/// borrowed, `planted!(let on = self, Plant)` reads the switch first (nothing without the
+/// feature) and `planted!(if on => planted, shipped)` picks. A plant that adds a step
+/// instead of changing a value is a `#[cfg(feature = "planted")]` statement.
 #[cfg(feature = "planted")]
 macro_rules! planted {
-    ($sup:expr, $plant:ident) => {
-        $sup.planted(crate::planted::Plant::$plant)
+    (let $on:ident = $sup:expr, $plant:ident) => {
+        let $on = $sup.planted(crate::planted::Plant::$plant);
+    };
+    (if $on:ident => $planted:expr, $shipped:expr) => {
+        if $on {
+            $planted
+        } else {
+            $shipped
+        }
+    };
+    ($sup:expr, $plant:ident => $planted:expr, $shipped:expr) => {
+        if $sup.planted(crate::planted::Plant::$plant) {
+            $planted
+        } else {
+            $shipped
+        }
     };
 }
 #[cfg(not(feature = "planted"))]
 macro_rules! planted {
-    ($sup:expr, $plant:ident) => {
-        false
+    (let $on:ident = $sup:expr, $plant:ident) => {};
+    (if $on:ident => $planted:expr, $shipped:expr) => {
+        $shipped
+    };
+    ($sup:expr, $plant:ident => $planted:expr, $shipped:expr) => {
+        $shipped
     };
 }
 

@@ -5,7 +5,7 @@
 //! decide how many workers the pool wants (`scaling`, `commands`) or that a worker failed
 //! (`inputs`, `timers`): it only closes the gap between wanted and actual.
 
-use super::index::{RetireKey, RANK_BUSY, RANK_IDLE};
+use super::index::{RetireKey, RANK_IDLE};
 use super::slot::{SlotState, Stop, Worker};
 use super::{Phase, Supervisor, UpgradeState};
 use crate::config::Ladder;
@@ -18,8 +18,12 @@ impl Supervisor {
     /// being replaced.
     fn wanted_places(&self) -> u32 {
         let rolling = self.counts.filled > self.counts.filled_current;
-        let surge = self.config.max_surge + u32::from(planted!(self, SurgePlusOne));
-        self.target + if rolling { surge } else { 0 }
+        self.target
+            + if rolling {
+                planted!(self, SurgePlusOne => self.config.max_surge + 1, self.config.max_surge)
+            } else {
+                0
+            }
     }
 
     pub(super) fn wants_spawn(&self) -> bool {
@@ -52,8 +56,7 @@ impl Supervisor {
             if key.generation < self.generation {
                 let floor = self.target.saturating_sub(self.config.max_unavailable);
                 if key.rank < RANK_IDLE
-                    || self.counts.ready > floor
-                    || planted!(self, UnavailableIgnored)
+                    || planted!(self, UnavailableIgnored => true, self.counts.ready > floor)
                 {
                     return self.retire(key.slot as usize, StopReason::Restart);
                 }
@@ -66,15 +69,11 @@ impl Supervisor {
                 since: Instant::ZERO,
                 slot: 0,
             };
-            if let Some(&key) = self.retire_order.range(current..).next() {
-                let mut key = key;
-                if planted!(self, ScaleDownBusy) {
-                    let busy = self
-                        .retire_order
-                        .range(current..)
-                        .find(|k| k.rank == RANK_BUSY);
-                    key = *busy.unwrap_or(&key);
-                }
+            let victims = || self.retire_order.range(current..);
+            if let Some(&key) = planted!(self, ScaleDownBusy =>
+                victims().find(|k| k.rank == super::index::RANK_BUSY).or_else(|| victims().next()),
+                victims().next())
+            {
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
         }
@@ -155,11 +154,10 @@ impl Supervisor {
         self.slots[i].last_stop = Some(reason);
         let now = self.now;
         let ladder = self.config.ladder.clone();
-        let entry = self.ladder_entry();
         let w = self.worker_mut(i);
         let pos = w
             .pid
-            .map(|_| LadderPos::enter(entry.stage(reason, immediate, &ladder), now));
+            .map(|_| LadderPos::enter(entry_stage(reason, immediate, &ladder), now));
         w.stop = Some(Stop {
             reason,
             ladder,
@@ -167,7 +165,33 @@ impl Supervisor {
             immediate,
         });
         self.attach(i);
+        #[cfg(feature = "planted")]
+        self.plant_ladder_entry(i);
         self.fire_ladder(i);
+    }
+
+    /// Planted bugs of where a stop enters its ladder (`LadderSkipFirst`,
+    /// `ImmediateGraceful`), applied to a ladder just entered by `entry_stage`, before its
+    /// first signal.
+    #[cfg(feature = "planted")]
+    pub(super) fn plant_ladder_entry(&mut self, i: usize) {
+        use crate::planted::Plant;
+        let skip_first = self.planted(Plant::LadderSkipFirst);
+        let immediate_graceful = self.planted(Plant::ImmediateGraceful);
+        let now = self.now;
+        self.detach(i);
+        if let Some(stop) = &mut self.worker_mut(i).stop {
+            let last = stop.ladder.stages.len() - 1;
+            let stage = match stop.immediate || stop.reason.starts_immediate() {
+                true if immediate_graceful => Some(0),
+                false if skip_first => Some(1.min(last)),
+                _ => None,
+            };
+            if let (Some(pos), Some(stage)) = (&mut stop.pos, stage) {
+                *pos = LadderPos::enter(stage, now);
+            }
+        }
+        self.attach(i);
     }
 
     /// Moves a stopping worker to its ladder's immediate stage.
@@ -235,31 +259,11 @@ impl Supervisor {
     }
 }
 
-/// Where a stop enters its ladder: the rule as a value, for callers that hold a worker
-/// borrowed. Its fields are planted bugs only (`false` in the shipped machine).
-#[derive(Clone, Copy)]
-pub(super) struct LadderEntry {
-    immediate_graceful: bool,
-    skip_first: bool,
-}
-
-impl Supervisor {
-    pub(super) fn ladder_entry(&self) -> LadderEntry {
-        LadderEntry {
-            immediate_graceful: planted!(self, ImmediateGraceful),
-            skip_first: planted!(self, LadderSkipFirst),
-        }
-    }
-}
-
-impl LadderEntry {
-    /// Where on its ladder a stop for `reason` begins.
-    pub(super) fn stage(self, reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
-        match immediate || reason.starts_immediate() {
-            true if self.immediate_graceful => 0,
-            true => ladder.immediate_from,
-            false if self.skip_first => 1.min(ladder.stages.len() - 1),
-            false => 0,
-        }
+/// Where on its ladder a stop for `reason` begins.
+pub(super) fn entry_stage(reason: StopReason, immediate: bool, ladder: &Ladder) -> usize {
+    if immediate || reason.starts_immediate() {
+        ladder.immediate_from
+    } else {
+        0
     }
 }

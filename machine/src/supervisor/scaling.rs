@@ -57,10 +57,9 @@ impl Supervisor {
             let workers = deficit.div_ceil(threads).min(u64::from(u32::MAX)) as u32;
             let n = self.spawn_rate.min(workers).min(room);
             self.set_target(self.target + n);
-            let factor = if planted!(self, RampTriple) { 3 } else { 2 };
             self.spawn_rate = self
                 .spawn_rate
-                .saturating_mul(factor)
+                .saturating_mul(planted!(self, RampTriple => 3, 2))
                 .min(self.config.max_spawn_rate);
             return;
         }
@@ -70,8 +69,9 @@ impl Supervisor {
             if spare > u64::from(max_spare) && self.target > min {
                 // reconcile retires the best victim: an empty place, a booting worker, else
                 // the longest-idle one.
-                let two = planted!(self, ScaleDownTwo) && self.target - 1 > min;
-                self.set_target(self.target - 1 - u32::from(two));
+                self.set_target(planted!(self, ScaleDownTwo =>
+                    self.target.saturating_sub(2).max(min),
+                    self.target - 1));
             }
         }
     }
@@ -91,10 +91,10 @@ impl Supervisor {
             Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
             _ => true,
         };
-        if planted!(self, IdleHalf) {
-            return keeps_spares.then_some((since + timeout / 2, slot));
-        }
-        keeps_spares.then_some((since + timeout, slot))
+        keeps_spares.then_some((
+            since + planted!(self, IdleHalf => timeout / 2, timeout),
+            slot,
+        ))
     }
 
     /// Whether a maintenance tick now would change anything (other than an idle

@@ -108,14 +108,11 @@ impl Supervisor {
         if self.upgrade != UpgradeState::Idle {
             return self.refuse(command, Refusal::UpgradeInFlight);
         }
-        let timeout = self.config.upgrade_timeout
-            * if planted!(self, UpgradeTimeoutDouble) {
-                2
-            } else {
-                1
-            };
         self.upgrade = UpgradeState::Requested {
-            deadline: self.now + timeout,
+            deadline: self.now
+                + planted!(self, UpgradeTimeoutDouble =>
+                    self.config.upgrade_timeout * 2,
+                    self.config.upgrade_timeout),
         };
         self.queue.push_back(Action::StartSuccessor);
     }
@@ -126,7 +123,8 @@ impl Supervisor {
                 self.upgrade = UpgradeState::Started { pid, deadline };
                 // READY=1 again once the upgrade is decided (rolled back: this pool).
                 self.announced = false;
-                if planted!(self, HandoverEarly) {
+                #[cfg(feature = "planted")]
+                if self.planted(crate::planted::Plant::HandoverEarly) {
                     self.on_successor_ready();
                 }
             }
