@@ -1,7 +1,8 @@
 //! Planted bugs: each a plausible one-rule mistake in one decision rule, switched on at run
 //! time by `Supervisor::plant`, so that the simulator can show that the oracle naming the
 //! rule catches it (`drover-sim --canary NAME`). Compiled only with the `planted` feature;
-//! without it `planted!` is the constant `false` and the machine is the one that ships.
+//! without it `planted!` keeps only each rule's shipped expression, so the machine is the
+//! one that ships.
 
 /// One planted bug. Its name is what `drover-sim --canary NAME` takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
