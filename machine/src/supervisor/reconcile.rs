@@ -171,8 +171,9 @@ impl Supervisor {
     }
 
     /// Planted bugs of where a stop enters its ladder (`LadderSkipFirst`,
-    /// `ImmediateGraceful`), applied to a ladder just entered by `entry_stage`, before its
-    /// first signal.
+    /// `ImmediateGraceful`): the ladder just entered by `entry_stage` is entered again at
+    /// the wrong stage before its first signal, a step of its own so that the shipped
+    /// `retire_with` and `on_spawned` stay as they are.
     #[cfg(feature = "planted")]
     pub(super) fn plant_ladder_entry(&mut self, i: usize) {
         use crate::planted::Plant;
