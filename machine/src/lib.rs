@@ -48,6 +48,9 @@ mod config;
 mod driver;
 mod io;
 mod ladder;
+#[cfg(feature = "planted")]
+#[doc(hidden)]
+pub mod planted;
 mod rng;
 mod settings;
 mod supervisor;
@@ -69,5 +72,9 @@ pub use supervisor::{
     Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState, WorkerView,
 };
 pub use time::Instant;
+
+#[cfg(feature = "planted")]
+#[doc(hidden)]
+pub use planted::Plant;
 
 pub use core::time::Duration;

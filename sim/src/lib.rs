@@ -7,6 +7,7 @@
 //! and a final stop must end in `Exit`, both within bounds derived from the config.
 #![forbid(unsafe_code)]
 
+pub mod canaries;
 pub mod coverage;
 pub mod policy;
 pub mod report;
@@ -15,6 +16,7 @@ pub mod shrink;
 pub mod swarm;
 pub mod world;
 
+pub use canaries::{Canary, Plant};
 pub use coverage::{Coverage, Mark};
 pub use swarm::{Faults, Load};
 pub use world::{run, Outcome, RunOptions, RunResult, Stats};

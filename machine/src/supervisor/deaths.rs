@@ -37,7 +37,7 @@ impl Supervisor {
         if self.phase != Phase::Running || i >= self.slot_limit as usize {
             return;
         }
-        let delay = self.backoff(young_deaths);
+        let delay = planted!(self, BackoffZero => Duration::ZERO, self.backoff(young_deaths));
         self.detach(i);
         self.slots[i].state = SlotState::Backoff {
             generation,
@@ -61,7 +61,7 @@ impl Supervisor {
         } else if young_deaths <= 1 {
             Duration::ZERO
         } else {
-            let doublings = (young_deaths - 2).min(32);
+            let doublings = planted!(self, BackoffNoDouble => 0, (young_deaths - 2).min(32));
             restart
                 .backoff_min
                 .saturating_mul(1u32 << doublings.min(31))
@@ -88,11 +88,17 @@ impl Supervisor {
         while self.deaths.len() > limit {
             self.deaths.pop_front();
         }
-        if self.crash_looping || self.deaths.len() < limit {
+        if self.crash_looping
+            || self.deaths.len() < planted!(self, CrashLoopEarly => limit - 1, limit)
+        {
             return;
         }
         let window = self.config.restart.intensity_window;
-        if self.now.saturating_since(self.deaths[0]) < window {
+        // Since the oldest of the deaths that make it a loop.
+        let since_oldest = self.now.saturating_since(planted!(self, CrashLoopEarly =>
+            self.deaths[self.deaths.len() + 1 - limit],
+            self.deaths[0]));
+        if since_oldest < window {
             self.crash_looping = true;
             self.event(Event::CrashLooping {
                 deaths: limit as u32,

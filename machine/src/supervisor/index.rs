@@ -26,7 +26,7 @@ pub(crate) struct RetireKey {
 const RANK_EMPTY_PLACE: u8 = 0;
 const RANK_BOOTING: u8 = 1;
 pub(super) const RANK_IDLE: u8 = 2;
-const RANK_BUSY: u8 = 3;
+pub(super) const RANK_BUSY: u8 = 3;
 
 impl RetireKey {
     /// What the key's rank stands for, for the trace.

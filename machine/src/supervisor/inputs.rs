@@ -89,6 +89,8 @@ impl Supervisor {
         }
         self.pids.insert(pid, i as u32);
         self.attach(i);
+        #[cfg(feature = "planted")]
+        self.plant_ladder_entry(i);
         self.fire_ladder(i);
     }
 
@@ -143,6 +145,7 @@ impl Supervisor {
             self.event(Event::Ignored(Ignored::BusyClamped { worker, busy }));
         }
         let busy = busy.min(threads);
+        planted!(let early = self, MaxRequestsEarly);
         self.detach(i);
         let now = self.now;
         let w = self.worker_mut(i);
@@ -160,7 +163,9 @@ impl Supervisor {
         }
         w.requests = requests;
         w.load_seen = true;
-        let over_limit = w.stop.is_none() && w.request_limit.is_some_and(|l| requests >= l);
+        let over_limit = w.stop.is_none()
+            && w.request_limit
+                .is_some_and(|l| requests >= planted!(if early => l.saturating_sub(1), l));
         self.attach(i);
         if over_limit {
             self.retire(i, StopReason::MaxRequests);

@@ -17,6 +17,45 @@ use crate::io::*;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 
+/// A planted bug at its rule (`drover_machine::Plant`, feature `planted`):
+/// `planted!(self, Plant => planted, shipped)` is `shipped` in the shipped machine, and
+/// `planted` instead when that plant is switched on. Without the feature only `shipped` is
+/// compiled: the release machine is the source without the plants, not an optimizer's
+/// folding of dead branches (which does not give the same code). Where a worker is
+/// borrowed, `planted!(let on = self, Plant)` reads the switch first (nothing without the
+/// feature) and `planted!(if on => planted, shipped)` picks. A plant that adds a step
+/// instead of changing a value is a `#[cfg(feature = "planted")]` statement.
+#[cfg(feature = "planted")]
+macro_rules! planted {
+    (let $on:ident = $sup:expr, $plant:ident) => {
+        let $on = $sup.planted(crate::planted::Plant::$plant);
+    };
+    (if $on:ident => $planted:expr, $shipped:expr) => {
+        if $on {
+            $planted
+        } else {
+            $shipped
+        }
+    };
+    ($sup:expr, $plant:ident => $planted:expr, $shipped:expr) => {
+        if $sup.planted(crate::planted::Plant::$plant) {
+            $planted
+        } else {
+            $shipped
+        }
+    };
+}
+#[cfg(not(feature = "planted"))]
+macro_rules! planted {
+    (let $on:ident = $sup:expr, $plant:ident) => {};
+    (if $on:ident => $planted:expr, $shipped:expr) => {
+        $shipped
+    };
+    ($sup:expr, $plant:ident => $planted:expr, $shipped:expr) => {
+        $shipped
+    };
+}
+
 mod commands;
 mod deaths;
 mod index;
@@ -135,6 +174,8 @@ pub struct Supervisor {
     pub(crate) announced: bool,
     pub(crate) exit_code: Option<i32>,
     rng: SplitMix64,
+    #[cfg(feature = "planted")]
+    plant: Option<crate::planted::Plant>,
 }
 
 /// The bound on one drain: every action is about one slot or a one-shot, so a drain longer
@@ -177,6 +218,8 @@ impl Supervisor {
             succession: Succession::InCharge,
             announced: false,
             exit_code: None,
+            #[cfg(feature = "planted")]
+            plant: None,
         };
         s.grow_slots(slot_count);
         s.schedule_maintenance();
@@ -195,6 +238,19 @@ impl Supervisor {
         s.generation = Generation(predecessor.0.saturating_add(1));
         s.succession = Succession::Awaiting { asked: false };
         Ok(s)
+    }
+
+    /// Switches planted bug `plant` on, in place of any other (test builds only: the
+    /// simulator's `--canary NAME`). Call it before the first input.
+    #[cfg(feature = "planted")]
+    #[doc(hidden)]
+    pub fn plant(&mut self, plant: crate::planted::Plant) {
+        self.plant = Some(plant);
+    }
+
+    #[cfg(feature = "planted")]
+    fn planted(&self, plant: crate::planted::Plant) -> bool {
+        self.plant == Some(plant)
     }
 
     /// Applies one input at `now`, then every timer due at `now`.

@@ -18,7 +18,12 @@ impl Supervisor {
     /// being replaced.
     fn wanted_places(&self) -> u32 {
         let rolling = self.counts.filled > self.counts.filled_current;
-        self.target + if rolling { self.config.max_surge } else { 0 }
+        self.target
+            + if rolling {
+                planted!(self, SurgePlusOne => self.config.max_surge + 1, self.config.max_surge)
+            } else {
+                0
+            }
     }
 
     pub(super) fn wants_spawn(&self) -> bool {
@@ -53,7 +58,7 @@ impl Supervisor {
                 if key.rank < RANK_IDLE {
                     return self.retire(key.slot as usize, StopReason::Restart);
                 }
-                if self.counts.ready > floor {
+                if planted!(self, UnavailableIgnored => true, self.counts.ready > floor) {
                     self.rollout_held = false;
                     return self.retire(key.slot as usize, StopReason::Restart);
                 }
@@ -74,7 +79,11 @@ impl Supervisor {
                 since: Instant::ZERO,
                 slot: 0,
             };
-            if let Some(&key) = self.retire_order.range(current..).next() {
+            let victims = || self.retire_order.range(current..);
+            if let Some(&key) = planted!(self, ScaleDownBusy =>
+                victims().find(|k| k.rank == super::index::RANK_BUSY).or_else(|| victims().next()),
+                victims().next())
+            {
                 self.event(Event::ScaleDownChose {
                     slot: key.slot,
                     victim: key.victim(),
@@ -171,7 +180,34 @@ impl Supervisor {
             immediate,
         });
         self.attach(i);
+        #[cfg(feature = "planted")]
+        self.plant_ladder_entry(i);
         self.fire_ladder(i);
+    }
+
+    /// Planted bugs of where a stop enters its ladder (`LadderSkipFirst`,
+    /// `ImmediateGraceful`): the ladder just entered by `entry_stage` is entered again at
+    /// the wrong stage before its first signal, a step of its own so that the shipped
+    /// `retire_with` and `on_spawned` stay as they are.
+    #[cfg(feature = "planted")]
+    pub(super) fn plant_ladder_entry(&mut self, i: usize) {
+        use crate::planted::Plant;
+        let skip_first = self.planted(Plant::LadderSkipFirst);
+        let immediate_graceful = self.planted(Plant::ImmediateGraceful);
+        let now = self.now;
+        self.detach(i);
+        if let Some(stop) = &mut self.worker_mut(i).stop {
+            let last = stop.ladder.stages.len() - 1;
+            let stage = match stop.immediate || stop.reason.starts_immediate() {
+                true if immediate_graceful => Some(0),
+                false if skip_first => Some(1.min(last)),
+                _ => None,
+            };
+            if let (Some(pos), Some(stage)) = (&mut stop.pos, stage) {
+                *pos = LadderPos::enter(stage, now);
+            }
+        }
+        self.attach(i);
     }
 
     /// Moves a stopping worker to its ladder's immediate stage.

@@ -59,7 +59,7 @@ impl Supervisor {
             self.set_target(self.target + n);
             let doubled = self
                 .spawn_rate
-                .saturating_mul(2)
+                .saturating_mul(planted!(self, RampTriple => 3, 2))
                 .min(self.config.max_spawn_rate);
             self.set_spawn_rate(doubled, RampReason::Grew);
             return;
@@ -70,7 +70,9 @@ impl Supervisor {
             if spare > u64::from(max_spare) && self.target > min {
                 // reconcile retires the best victim: an empty place, a booting worker, else
                 // the longest-idle one.
-                self.set_target(self.target - 1);
+                self.set_target(planted!(self, ScaleDownTwo =>
+                    self.target.saturating_sub(2).max(min),
+                    self.target - 1));
             }
         }
     }
@@ -90,7 +92,10 @@ impl Supervisor {
             Policy::Dynamic { min_spare, .. } => spare_after >= u64::from(min_spare),
             _ => true,
         };
-        keeps_spares.then_some((since + timeout, slot))
+        keeps_spares.then_some((
+            since + planted!(self, IdleHalf => timeout / 2, timeout),
+            slot,
+        ))
     }
 
     /// Whether a maintenance tick now would change anything (other than an idle

@@ -213,7 +213,8 @@ impl Supervisor {
     }
 
     pub(crate) fn boot_deadline(&self, w: &Worker) -> Instant {
-        w.spawned_at + self.config.boot_timeout
+        w.spawned_at
+            + planted!(self, BootThird => self.config.boot_timeout / 3, self.config.boot_timeout)
     }
 
     pub(crate) fn heartbeat_deadline(&self, w: &Worker) -> Option<Instant> {
@@ -230,11 +231,11 @@ impl Supervisor {
         } else {
             timeout
         };
-        Some(w.last_heartbeat + allowed)
+        Some(w.last_heartbeat + planted!(self, WatchdogTriple => allowed * 3, allowed))
     }
 
     pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {
         let timeout = self.config.request_timeout?;
-        Some(w.oldest_busy_since? + timeout)
+        Some(w.oldest_busy_since? + planted!(self, RequestHalf => timeout / 2, timeout))
     }
 }

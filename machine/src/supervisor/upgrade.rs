@@ -109,7 +109,10 @@ impl Supervisor {
             return self.refuse(command, Refusal::UpgradeInFlight);
         }
         self.upgrade = UpgradeState::Requested {
-            deadline: self.now + self.config.upgrade_timeout,
+            deadline: self.now
+                + planted!(self, UpgradeTimeoutDouble =>
+                    self.config.upgrade_timeout * 2,
+                    self.config.upgrade_timeout),
         };
         self.queue.push_back(Action::StartSuccessor);
     }
@@ -120,6 +123,10 @@ impl Supervisor {
                 self.upgrade = UpgradeState::Started { pid, deadline };
                 // READY=1 again once the upgrade is decided (rolled back: this pool).
                 self.announced = false;
+                #[cfg(feature = "planted")]
+                if self.planted(crate::planted::Plant::HandoverEarly) {
+                    self.on_successor_ready();
+                }
             }
             other => {
                 // A successor nobody waits for (rolled back before it started): stop it. Wait

@@ -26,6 +26,7 @@ use drover_machine::{
     WorkerState,
 };
 
+use crate::canaries::Plant;
 use crate::coverage::{Coverage, Mark};
 use crate::rng::{Rng, Stream};
 use crate::swarm::{self, Faults, Load};
@@ -53,8 +54,10 @@ pub struct RunOptions {
     pub load: Option<Load>,
     /// Use these faults instead of a swarm draw.
     pub faults: Option<Faults>,
-    /// Plant a known bug: the machine's KILLs are dropped.
+    /// The world canary: the machine's KILLs are dropped.
     pub canary: bool,
+    /// A planted bug of the machine, switched on at construction (`--canary NAME`).
+    pub plant: Option<Plant>,
     /// Keep every trace line (for `--trace` and snapshots).
     pub keep_trace: bool,
     /// Keep samples for a plot.
@@ -70,6 +73,7 @@ impl RunOptions {
             load: None,
             faults: None,
             canary: false,
+            plant: None,
             keep_trace: false,
             keep_samples: false,
         }
@@ -242,11 +246,14 @@ impl World {
             fault_draw.ignore_term = 1.0;
         }
         let predecessor = fault_draw.predecessor();
-        let sup = match predecessor {
+        let mut sup = match predecessor {
             Some(g) => Supervisor::succeeding(config.clone(), Instant::ZERO, g),
             None => Supervisor::new(config.clone(), Instant::ZERO),
         }
         .expect("the simulator only runs valid configs");
+        if let Some(plant) = opts.plant {
+            crate::canaries::plant(&mut sup, plant);
+        }
         let minutes = opts.minutes.max(0.0);
         let sample_every = Duration::from_secs_f64((minutes * 60.0 / 400.0).max(0.25));
         let mut os = SimOs::new(&opts, config, fault_draw.clone(), load);

@@ -38,6 +38,8 @@ struct Backoff {
 pub(super) struct Restarts {
     /// Consecutive young deaths per slot: the backoff's exponent.
     young: BTreeMap<u32, u32>,
+    /// The last death counted per slot: a backoff the machine schedules must follow one.
+    died: BTreeMap<u32, Instant>,
     /// Slots given up on for an unrecoverable exit: a restart retries them afresh.
     gave_up: BTreeSet<u32>,
     /// The last `intensity_deaths + 1` deaths counted, oldest first.
@@ -155,6 +157,7 @@ impl SimOs {
         let r = &c.restart;
         let j = &mut self.judge.restarts;
         let young = uptime.is_none_or(|u| u < r.healthy_uptime);
+        j.died.insert(worker.slot, now);
         let slot = j.young.entry(worker.slot).or_insert(0);
         *slot = if young { slot.saturating_add(1) } else { 1 };
         let young_deaths = *slot;
@@ -289,6 +292,18 @@ impl SimOs {
             Event::Scaled { from, to } if to < from => {
                 j.backoffs.clear();
                 j.refill_owed.clear();
+            }
+            // Every fork here answers at once, so a backoff follows a death handed in (an
+            // exit, a failed fork) in the same handle. One without is a start declared
+            // failed before its process existed: a boot timeout counted from before the
+            // fork.
+            Event::RestartScheduled { slot, delay, .. } if j.died.get(&slot) != Some(&self.now) => {
+                let what = format!(
+                    "slot {slot} was given a backoff of {delay:?} at {}, but no death of its worker was handed in: its start was declared failed before its fork answered, while boot_timeout {:?} counts from the fork",
+                    self.now,
+                    sup.config().boot_timeout
+                );
+                self.complain(Oracle::BootTimeout, what);
             }
             // A place given up on or in backoff, emptied by the pool's scale-down: it is no
             // longer given up on (a restart will not retry it) and owes no refill; its
