@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod coverage;
+pub mod judge;
 pub mod policy;
 pub mod report;
 pub mod rng;

@@ -14,8 +14,7 @@ use core::time::Duration;
 
 use drover_machine::{Action, Event, Input, Instant, RollbackReason, StopReason, Supervisor};
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// An upgrade in flight, as the world saw it asked for and answered.
 struct InFlight {
@@ -41,7 +40,7 @@ pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
     }
 }
 
-impl SimOs {
+impl Judge {
     pub(super) fn judge_upgrade_action(&mut self, sup: &Supervisor, action: &Action) {
         let books = &mut self.books.upgrade;
         match action {

@@ -25,8 +25,7 @@ use drover_machine::{
     Event, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
 };
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// What the supervisor was told of one worker process, from its fork's answer to its exit.
 #[derive(Clone, Debug)]
@@ -173,27 +172,35 @@ impl Watch {
     }
 }
 
-impl SimOs {
+impl Judge {
     pub(super) fn judge_timeout_input(&mut self, sup: &Supervisor, input: &Input) {
         if sup.phase() == Phase::Exited {
             return;
         }
         let now = self.now;
         let c = sup.config();
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         match *input {
             Input::Spawned { worker, pid } => {
-                let proc = self.table.by_pid.get(&pid).map(|s| &self.table.procs[s]);
+                // Only the answer to a `Spawn` performed is a process of the pool.
+                let Some(proc) = self
+                    .table
+                    .by_pid
+                    .get(&pid)
+                    .map(|s| &self.table.procs[s])
+                    .filter(|p| p.worker == worker)
+                else {
+                    return;
+                };
                 let at_spawn = c.readiness == Readiness::AtSpawn;
                 watch.pids.insert(pid, worker);
                 watch.workers.insert(
                     worker,
                     Told {
-                        // The world's record of the fork's answer: the handing of
-                        // `Spawned`, now.
-                        forked_at: proc.map_or(now, |p| p.forked_at),
-                        generation: proc.map_or(0, |p| p.generation),
-                        watchdog: proc.and_then(|p| p.watchdog),
+                        // The fork's answer is its handing: now.
+                        forked_at: now,
+                        generation: proc.generation,
+                        watchdog: proc.watchdog,
                         ready_at: at_spawn.then_some(now),
                         beat: None,
                         busy: 0,
@@ -265,7 +272,7 @@ impl SimOs {
         }
         let now = self.now;
         let c = sup.config();
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         watch.stale = true;
         for (&worker, t) in &watch.workers {
             if t.retired.is_some() {
@@ -333,7 +340,7 @@ impl SimOs {
         let Event::Retiring { worker, reason } = *event else {
             return;
         };
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         watch.owed.remove(&worker);
         watch.stale = true;
         let Some(t) = watch.workers.get_mut(&worker) else {
@@ -408,8 +415,8 @@ impl SimOs {
     /// After a world step: every retirement a `handle` owed came, and the supervisor sleeps
     /// no later than the earliest deadline it owes.
     pub(super) fn judge_timeout_step(&mut self, sup: &Supervisor) {
-        let owed = std::mem::take(&mut self.judge.watch.owed);
-        self.judge.watch.due.clear();
+        let owed = std::mem::take(&mut self.watch.owed);
+        self.watch.due.clear();
         for (worker, due) in owed {
             let Due {
                 oracle,
@@ -432,7 +439,7 @@ impl SimOs {
         if sup.phase() == Phase::Exited || self.done() {
             return;
         }
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         if std::mem::take(&mut watch.stale) {
             watch.earliest = watch.earliest(sup);
         }
