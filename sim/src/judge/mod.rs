@@ -281,8 +281,9 @@ impl Judge {
         // Pool before stops: the pool's counts exclude the process being signalled, which
         // the stop books then start to track.
         self.judge_pool_action(sup, action);
-        self.judge_stop_action(sup, action);
+        // Upgrade before stops: a stop's later signals are no new decision to hand over.
         self.judge_upgrade_action(sup, action);
+        self.judge_stop_action(sup, action);
     }
 
     /// After every `handle`/`handle_all` (at `now`) and its timers.

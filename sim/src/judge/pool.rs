@@ -1,6 +1,6 @@
 //! The pool's oracles: the rolling restart's bounds (`Oracle::RollingBounds`), scale-down
-//! (`Oracle::ScaleDown`) and the spawn ramp (`Oracle::SpawnRamp`), judged by the world's
-//! process table, the signals, spawns and `Scaled` events the machine emits, and the inputs
+//! (`Oracle::ScaleDown`) and the spawn ramp (`Oracle::SpawnRamp`), judged by the judge's
+//! process table (the fork answers and exits handed in), the signals, spawns and `Scaled` events the machine emits, and the inputs
 //! the world handed in (load reports, commands); never by the machine's slots.
 //!
 //! Places, by the world's records: a worker process not yet reaped that the machine has not
@@ -126,11 +126,17 @@ impl Judge {
                     );
                 }
             }
+            // The machine's tick grid moved: whether a calm tick ran in this step is
+            // unknown, so the ramp stays the upper bound it is.
             Event::Reloaded { .. } => {
                 books.reloaded = true;
                 books.last_growth = None;
+                books.tick_due = false;
             }
-            Event::UpgradeHandover => books.last_growth = None,
+            Event::UpgradeHandover => {
+                books.last_growth = None;
+                books.tick_due = false;
+            }
             _ => {}
         }
     }

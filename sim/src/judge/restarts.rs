@@ -128,6 +128,7 @@ impl Judge {
                     return;
                 }
                 let kept = worker.slot < sup.config().slot_count();
+                let status = t.main_status.unwrap_or(status);
                 let unrecoverable = matches!(status, ExitStatus::Code(c) if asked.is_none()
                     && restart.unrecoverable_exit_codes.contains(&c));
                 if unrecoverable && kept {

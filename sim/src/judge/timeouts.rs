@@ -22,7 +22,7 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 
 use drover_machine::{
-    Event, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
+    Event, ExitStatus, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
 };
 
 use super::{Judge, Oracle};
@@ -53,6 +53,9 @@ pub(super) struct Told {
     limit: Option<(u64, u64)>,
     /// The supervisor asked it to stop, for this reason.
     pub(super) retired: Option<StopReason>,
+    /// Its main process's exit status, once handed in: the worker's exit is judged with
+    /// it, as the machine counts it (a world may report the group's last status instead).
+    pub(super) main_status: Option<ExitStatus>,
 }
 
 /// A decision a rule required at a `handle`: which rule, its deadline by the evidence then,
@@ -211,6 +214,7 @@ impl Judge {
                             .max_requests
                             .map(|m| (m, m.saturating_add(c.max_requests_jitter))),
                         retired: None,
+                        main_status: None,
                     },
                 );
             }
@@ -252,6 +256,11 @@ impl Judge {
                         }
                     }
                     t.requests = requests;
+                }
+            }
+            Input::MainExited { pid, status } => {
+                if let Some(t) = watch.pids.get(&pid).and_then(|w| watch.workers.get_mut(w)) {
+                    t.main_status.get_or_insert(status);
                 }
             }
             Input::Exited { pid, .. } => {

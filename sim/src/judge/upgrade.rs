@@ -12,7 +12,7 @@
 
 use core::time::Duration;
 
-use drover_machine::{Action, Event, Input, Instant, RollbackReason, StopReason, Supervisor};
+use drover_machine::{Action, Event, Input, Instant, Pid, RollbackReason, StopReason, Supervisor};
 
 use super::{Judge, Oracle};
 
@@ -41,7 +41,20 @@ pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
 }
 
 impl Judge {
+    /// The process was signalled before: it is on its ladder already (a rollback after the
+    /// handover leaves its drain to run on).
+    fn stopping(&self, pid: Pid) -> bool {
+        self.table
+            .by_pid
+            .get(&pid)
+            .is_some_and(|s| self.books.stops.tracks.contains_key(s))
+    }
+
     pub(super) fn judge_upgrade_action(&mut self, sup: &Supervisor, action: &Action) {
+        let stopping = match action {
+            Action::Signal { pid, .. } => self.stopping(*pid),
+            _ => false,
+        };
         let books = &mut self.books.upgrade;
         match action {
             Action::StartSuccessor => {
@@ -55,7 +68,7 @@ impl Judge {
                 worker,
                 reason: StopReason::Upgrade,
                 ..
-            } if !books.handed_over => {
+            } if !books.handed_over && !stopping => {
                 let what = format!(
                     "{worker} was stopped for upgrade at {}, but the machine never handed over to a successor that said Ready",
                     self.now
