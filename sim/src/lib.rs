@@ -9,6 +9,7 @@
 
 pub mod canaries;
 pub mod coverage;
+pub mod judge;
 pub mod policy;
 pub mod report;
 pub mod rng;

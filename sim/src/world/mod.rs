@@ -12,7 +12,6 @@
 
 mod clients;
 mod hash;
-mod judge;
 mod operator;
 mod oracles;
 mod os;
@@ -28,9 +27,9 @@ use drover_machine::{
 
 use crate::canaries::Plant;
 use crate::coverage::{Coverage, Mark};
+pub use crate::judge::Oracle;
 use crate::rng::{Rng, Stream};
 use crate::swarm::{self, Faults, Load};
-pub use judge::Oracle;
 use os::{Datagram, SimOs};
 use succession::{Predecessor, Says};
 
@@ -509,7 +508,8 @@ impl World {
         self.os().check_processes();
         if !self.done() {
             let (sup, os) = self.driver.parts();
-            os.judge_step(sup);
+            os.judge.step(sup, os.now);
+            os.take_judgement();
         }
         if self.done() || !self.driver.os().healed {
             return;

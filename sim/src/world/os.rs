@@ -18,12 +18,12 @@ use drover_machine::{
 
 use super::clients::Clients;
 use super::hash::Recorder;
-use super::judge::Judge;
 use super::oracles::Checks;
 use super::procs::{Main, ProcState, Reported, Table};
 use super::succession::Predecessor;
 use super::{Ev, RunOptions, RunResult, Sample, Stats, NOTIFY_QUEUE};
 use crate::coverage::{Coverage, Mark};
+use crate::judge::Judge;
 use crate::rng::{Rng, Stream};
 use crate::swarm::{Faults, Load};
 
@@ -112,9 +112,8 @@ pub(super) struct SimOs {
     /// A command was handled: the config in force may have changed (a reload, a scaling).
     commanded: bool,
     pub(super) checks: Checks,
+    /// The decision oracles, fed from the driver's hooks below.
     pub(super) judge: Judge,
-    /// The decision oracles' memory (`judge::Books`).
-    pub(super) books: super::judge::Books,
     /// The predecessor, when the run starts as a live upgrade's successor.
     pub(super) predecessor: Option<Predecessor>,
     pub(super) record: Recorder,
@@ -150,7 +149,7 @@ impl SimOs {
             faults,
             load,
             checks: Checks::new(&config),
-            judge: Judge::default(),
+            judge: Judge::new(),
             table: Table::new(pid_space),
             config,
             canary: opts.canary,
@@ -167,12 +166,26 @@ impl SimOs {
             timer_wake: false,
             reaped_in_turn: 0,
             commanded: false,
-            books: super::judge::Books::default(),
             predecessor: None,
             record,
             stats: Stats::default(),
             coverage: Coverage::new(),
             exited: None,
+        }
+    }
+
+    /// The judge's complaints, if any: each is a trace line at the step it happened, and
+    /// the first fails the run.
+    pub(super) fn take_judgement(&mut self) {
+        for c in self.judge.take_complaints() {
+            let line = format!("oracle {}: {}", c.oracle.name(), c.what);
+            self.record.note(c.at, &line);
+            if self.checks.failure.is_none() {
+                self.checks.failure = Some(super::Outcome::Judged {
+                    oracle: c.oracle,
+                    what: format!("at {}: {line}", c.at),
+                });
+            }
         }
     }
 
@@ -523,10 +536,6 @@ impl Os for SimOs {
                 .rng_os
                 .duration(Duration::from_millis(10), Duration::from_secs(2));
             self.block(d);
-            let serial = self.table.by_pid[&pid];
-            if let Some(p) = self.table.procs.get_mut(&serial) {
-                p.forked_at = self.now;
-            }
         }
         if sup.config().readiness == Readiness::AtSpawn {
             // The machine counts it ready on the answer to this fork.
@@ -611,7 +620,8 @@ impl Os for SimOs {
 
     fn event(&mut self, sup: &Supervisor, _: Instant, event: Event) {
         self.observe(sup, &event);
-        self.judge_event(sup, &event);
+        self.judge.event(sup, self.now, &event);
+        self.take_judgement();
         self.observe_succession(sup, &event);
     }
 
@@ -681,13 +691,15 @@ impl Os for SimOs {
             self.commanded = true;
         }
         self.succession_handling(input);
-        self.judge_input(sup, input);
+        self.judge.input(sup, self.now, input);
+        self.take_judgement();
         self.record.input(now, input);
     }
 
     fn handled(&mut self, sup: &Supervisor, now: Instant) {
         self.record.handled(now);
-        self.judge_handled(sup);
+        self.judge.handled(sup, self.now);
+        self.take_judgement();
         if std::mem::take(&mut self.commanded) {
             self.note_config(sup);
         }
@@ -698,7 +710,8 @@ impl Os for SimOs {
 
     fn performing(&mut self, sup: &Supervisor, now: Instant, action: &Action) {
         self.record.action(now, action);
-        self.judge_action(sup, action);
+        self.judge.action(sup, self.now, action);
+        self.take_judgement();
     }
 
     fn drained(&mut self, sup: &Supervisor, _: Instant) {

@@ -78,9 +78,6 @@ pub(super) struct Proc {
     pub(super) stop_deadline: Option<Instant>,
     /// The last heartbeat the process sent or published.
     pub(super) last_beat: Option<Instant>,
-    /// The heartbeat timeout it was started with (`WATCHDOG_USEC`): its beats follow it,
-    /// and so does the oracle that judges a watchdog kill.
-    pub(super) watchdog: Option<Duration>,
     /// Its heartbeat and load-report paces (`paces` of the config at its spawn).
     pub(super) beat_every: Duration,
     pub(super) report_every: Duration,
@@ -95,8 +92,6 @@ pub(super) struct Proc {
     /// The supervisor was told it is ready: its READY=1 was handed in, or it was spawned
     /// while readiness was at spawn.
     pub(super) ready_told: bool,
-    /// When the fork answered: the supervisor learns of the process at this instant.
-    pub(super) forked_at: Instant,
 }
 
 impl Proc {
@@ -211,14 +206,12 @@ impl SimOs {
             crash_in_drain: rng.chance(f.crash_drain),
             stop_deadline: None,
             last_beat: None,
-            watchdog: self.config.heartbeat_timeout,
             beat_every,
             report_every,
             reported: None,
             main_retired: false,
             generation: 0,
             ready_told: false,
-            forked_at: self.now,
         };
         self.table.by_pid.insert(pid, serial);
         self.table.live_workers += u64::from(worker.is_some());

@@ -22,11 +22,10 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 
 use drover_machine::{
-    Event, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
+    Event, ExitStatus, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
 };
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// What the supervisor was told of one worker process, from its fork's answer to its exit.
 #[derive(Clone, Debug)]
@@ -54,6 +53,9 @@ pub(super) struct Told {
     limit: Option<(u64, u64)>,
     /// The supervisor asked it to stop, for this reason.
     pub(super) retired: Option<StopReason>,
+    /// Its main process's exit status, once handed in: the worker's exit is judged with
+    /// it, as the machine counts it (a world may report the group's last status instead).
+    pub(super) main_status: Option<ExitStatus>,
 }
 
 /// A decision a rule required at a `handle`: which rule, its deadline by the evidence then,
@@ -173,27 +175,35 @@ impl Watch {
     }
 }
 
-impl SimOs {
+impl Judge {
     pub(super) fn judge_timeout_input(&mut self, sup: &Supervisor, input: &Input) {
         if sup.phase() == Phase::Exited {
             return;
         }
         let now = self.now;
         let c = sup.config();
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         match *input {
             Input::Spawned { worker, pid } => {
-                let proc = self.table.by_pid.get(&pid).map(|s| &self.table.procs[s]);
+                // Only the answer to a `Spawn` performed is a process of the pool.
+                let Some(proc) = self
+                    .table
+                    .by_pid
+                    .get(&pid)
+                    .map(|s| &self.table.procs[s])
+                    .filter(|p| p.worker == worker)
+                else {
+                    return;
+                };
                 let at_spawn = c.readiness == Readiness::AtSpawn;
                 watch.pids.insert(pid, worker);
                 watch.workers.insert(
                     worker,
                     Told {
-                        // The world's record of the fork's answer: the handing of
-                        // `Spawned`, now.
-                        forked_at: proc.map_or(now, |p| p.forked_at),
-                        generation: proc.map_or(0, |p| p.generation),
-                        watchdog: proc.and_then(|p| p.watchdog),
+                        // The fork's answer is its handing: now.
+                        forked_at: now,
+                        generation: proc.generation,
+                        watchdog: proc.watchdog,
                         ready_at: at_spawn.then_some(now),
                         beat: None,
                         busy: 0,
@@ -204,6 +214,7 @@ impl SimOs {
                             .max_requests
                             .map(|m| (m, m.saturating_add(c.max_requests_jitter))),
                         retired: None,
+                        main_status: None,
                     },
                 );
             }
@@ -247,6 +258,11 @@ impl SimOs {
                     t.requests = requests;
                 }
             }
+            Input::MainExited { pid, status } => {
+                if let Some(t) = watch.pids.get(&pid).and_then(|w| watch.workers.get_mut(w)) {
+                    t.main_status.get_or_insert(status);
+                }
+            }
             Input::Exited { pid, .. } => {
                 if let Some(worker) = watch.pids.remove(&pid) {
                     watch.workers.remove(&worker);
@@ -265,7 +281,7 @@ impl SimOs {
         }
         let now = self.now;
         let c = sup.config();
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         watch.stale = true;
         for (&worker, t) in &watch.workers {
             if t.retired.is_some() {
@@ -333,7 +349,7 @@ impl SimOs {
         let Event::Retiring { worker, reason } = *event else {
             return;
         };
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         watch.owed.remove(&worker);
         watch.stale = true;
         let Some(t) = watch.workers.get_mut(&worker) else {
@@ -408,8 +424,8 @@ impl SimOs {
     /// After a world step: every retirement a `handle` owed came, and the supervisor sleeps
     /// no later than the earliest deadline it owes.
     pub(super) fn judge_timeout_step(&mut self, sup: &Supervisor) {
-        let owed = std::mem::take(&mut self.judge.watch.owed);
-        self.judge.watch.due.clear();
+        let owed = std::mem::take(&mut self.watch.owed);
+        self.watch.due.clear();
         for (worker, due) in owed {
             let Due {
                 oracle,
@@ -432,7 +448,7 @@ impl SimOs {
         if sup.phase() == Phase::Exited || self.done() {
             return;
         }
-        let watch = &mut self.judge.watch;
+        let watch = &mut self.watch;
         if std::mem::take(&mut watch.stale) {
             watch.earliest = watch.earliest(sup);
         }

@@ -14,6 +14,8 @@ use drover_machine::{
     UpgradeState, WorkerId,
 };
 
+use drover_sim::judge::Judge;
+
 use crate::millis;
 use crate::strategies::Faults;
 
@@ -94,6 +96,9 @@ pub(crate) struct World {
     forked: BTreeSet<WorkerId>,
     trace: Vec<String>,
     pub failure: Option<String>,
+    /// The simulator's decision oracles, fed from the hooks below and at the end of every
+    /// wake-up (`Model::check`).
+    pub judge: Judge,
     /// `AskHandover` events seen.
     pub handover_asked: u32,
     /// `PoolReady` events seen.
@@ -141,6 +146,7 @@ impl World {
             forked: BTreeSet::new(),
             trace: Vec::new(),
             failure: None,
+            judge: Judge::new(),
             handover_asked: 0,
             pool_ready: 0,
             took_over: false,
@@ -154,6 +160,18 @@ impl World {
             self.failure = Some(format!(
                 "{msg}\n--- last trace lines ---\n{}",
                 self.trace[from..].join("\n")
+            ));
+        }
+    }
+
+    /// The judge's complaints fail the case as the model's own checks do.
+    pub fn take_judgement(&mut self) {
+        for c in self.judge.take_complaints() {
+            self.fail(format!(
+                "WRONG DECISION at {}: oracle {}: {}",
+                c.at,
+                c.oracle.name(),
+                c.what
             ));
         }
     }
@@ -385,7 +403,7 @@ impl Os for World {
     /// handover (once, and never after the takeover); only a supervisor in charge tells the
     /// service manager.
     fn event(&mut self, sup: &Supervisor, now: Instant, event: Event) {
-        match event {
+        match &event {
             Event::AskHandover => {
                 self.handover_asked += 1;
                 if self.handover_asked > 1 || self.took_over {
@@ -404,6 +422,8 @@ impl Os for World {
             Event::TookOver { .. } => self.took_over = true,
             _ => {}
         }
+        self.judge.event(sup, now, &event);
+        self.take_judgement();
     }
 
     fn read_workers(&mut self, _: &Supervisor, _: Instant, into: &mut Vec<Input>) -> bool {
@@ -429,11 +449,15 @@ impl Os for World {
             self.trace.push(input_line(now, input));
         }
         self.phase_before.get_or_insert(sup.phase());
+        self.judge.input(sup, now, input);
+        self.take_judgement();
     }
 
     /// After every `handle` (also inside a drain): invariants, deadlines in the future, the
     /// stop's start, and a healed rolling restart's capacity floor.
     fn handled(&mut self, sup: &Supervisor, now: Instant) {
+        self.judge.handled(sup, now);
+        self.take_judgement();
         if let Err(v) = sup.check_invariants() {
             self.fail(format!("invariant violated at {now}: {v}"));
         }
@@ -459,8 +483,10 @@ impl Os for World {
         }
     }
 
-    fn performing(&mut self, _: &Supervisor, now: Instant, action: &Action) {
+    fn performing(&mut self, sup: &Supervisor, now: Instant, action: &Action) {
         self.trace.push(action_line(now, action));
+        self.judge.action(sup, now, action);
+        self.take_judgement();
         if self.exit.is_some() && !matches!(action, Action::Event(_)) {
             self.fail(format!("{action:?} emitted after Exit"));
         }

@@ -1,6 +1,6 @@
 //! The pool's oracles: the rolling restart's bounds (`Oracle::RollingBounds`), scale-down
-//! (`Oracle::ScaleDown`) and the spawn ramp (`Oracle::SpawnRamp`), judged by the world's
-//! process table, the signals, spawns and `Scaled` events the machine emits, and the inputs
+//! (`Oracle::ScaleDown`) and the spawn ramp (`Oracle::SpawnRamp`), judged by the judge's
+//! process table (the fork answers and exits handed in), the signals, spawns and `Scaled` events the machine emits, and the inputs
 //! the world handed in (load reports, commands); never by the machine's slots.
 //!
 //! Places, by the world's records: a worker process not yet reaped that the machine has not
@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 
 use drover_machine::{Action, Command, Event, Input, Instant, StopReason, Supervisor, WorkerId};
 
-use super::Oracle;
-use crate::world::os::SimOs;
-use crate::world::procs::{Main, Proc};
+use super::{Judge, Oracle, Proc};
 
 pub(super) struct PoolBooks {
     /// Busy threads of each worker, by the last load report handed in (none: 0, as the
@@ -85,7 +83,7 @@ struct Seen {
     busy: u32,
 }
 
-impl SimOs {
+impl Judge {
     /// The world's view of every worker process not yet reaped, but `except`.
     fn seen(&self, except: Option<u64>) -> Vec<(u64, WorkerId, Seen)> {
         let tracks = &self.books.stops.tracks;
@@ -94,12 +92,12 @@ impl SimOs {
             .procs
             .iter()
             .filter(|(serial, _)| Some(**serial) != except)
-            .filter_map(|(&serial, p): (&u64, &Proc)| {
-                let worker = p.worker?;
+            .map(|(&serial, p): (&u64, &Proc)| {
+                let worker = p.worker;
                 let stopped = tracks.get(&serial).map(|t| t.reason);
                 let place = stopped.is_none_or(StopReason::is_failure);
-                let ready = stopped.is_none() && p.ready_told && !matches!(p.main, Main::Reaped(_));
-                Some((
+                let ready = stopped.is_none() && p.ready && !p.main_reaped;
+                (
                     serial,
                     worker,
                     Seen {
@@ -108,7 +106,7 @@ impl SimOs {
                         ready,
                         busy: busy.get(&worker).copied().unwrap_or(0),
                     },
-                ))
+                )
             })
             .collect()
     }
@@ -128,11 +126,17 @@ impl SimOs {
                     );
                 }
             }
+            // The machine's tick grid moved: whether a calm tick ran in this step is
+            // unknown, so the ramp stays the upper bound it is.
             Event::Reloaded { .. } => {
                 books.reloaded = true;
                 books.last_growth = None;
+                books.tick_due = false;
             }
-            Event::UpgradeHandover => books.last_growth = None,
+            Event::UpgradeHandover => {
+                books.last_growth = None;
+                books.tick_due = false;
+            }
             _ => {}
         }
     }
@@ -189,12 +193,10 @@ impl SimOs {
     /// they were not Ready.
     fn judge_restart_retirement(&mut self, sup: &Supervisor, serial: u64) {
         let proc = &self.table.procs[&serial];
-        if !proc.ready_told || matches!(proc.main, Main::Reaped(_)) {
+        if !proc.ready || proc.main_reaped {
             return;
         }
-        let worker = proc
-            .worker
-            .map_or_else(|| "?".to_string(), |w| w.to_string());
+        let worker = proc.worker;
         let ready = self
             .seen(Some(serial))
             .iter()
@@ -222,10 +224,7 @@ impl SimOs {
     /// 0 by the last load report handed in) before a busy one.
     fn judge_scale_down(&mut self, sup: &Supervisor, serial: u64) {
         let proc = &self.table.procs[&serial];
-        let (generation, ready) = (proc.generation, proc.ready_told);
-        let Some(worker) = proc.worker else {
-            return;
-        };
+        let (generation, ready, worker) = (proc.generation, proc.ready, proc.worker);
         let busy = self.books.pool.busy.get(&worker).copied().unwrap_or(0);
         let others = self.seen(Some(serial));
         let mine = || others.iter().filter(|(.., s)| s.generation == generation);

@@ -18,8 +18,7 @@ use drover_machine::{
     Action, Event, ExitStatus, Input, Instant, OnCrashLoop, Phase, Supervisor, WorkerId,
 };
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// A slot waiting out its backoff.
 #[derive(Clone, Debug)]
@@ -75,7 +74,7 @@ fn prescribed(sup: &Supervisor, young_deaths: u32, crash_looping: bool) -> Durat
     }
 }
 
-impl super::Judge {
+impl Judge {
     /// The pool holds fewer places than its target besides `besides` of its slots in
     /// backoff: only then is a slot whose backoff ends owed its refill.
     fn holds_less(&self, sup: &Supervisor, besides: usize) -> bool {
@@ -100,7 +99,7 @@ impl super::Judge {
     }
 }
 
-impl SimOs {
+impl Judge {
     pub(super) fn judge_restart_input(&mut self, sup: &Supervisor, input: &Input) {
         if sup.phase() == Phase::Exited {
             return;
@@ -111,7 +110,7 @@ impl SimOs {
                 self.count_death(sup, worker, None, generation);
             }
             Input::Exited { pid, status } => {
-                let watch = &self.judge.watch;
+                let watch = &self.watch;
                 let Some(t) = watch.pids.get(&pid).and_then(|w| watch.workers.get(w)) else {
                     return;
                 };
@@ -126,15 +125,16 @@ impl SimOs {
                 let restart = &sup.config().restart;
                 if !failed || sup.phase() != Phase::Running {
                     if uptime >= restart.healthy_uptime {
-                        self.judge.restarts.young.insert(worker.slot, 0);
+                        self.restarts.young.insert(worker.slot, 0);
                     }
                     return;
                 }
                 let kept = worker.slot < sup.config().slot_count();
+                let status = t.main_status.unwrap_or(status);
                 let unrecoverable = matches!(status, ExitStatus::Code(c) if asked.is_none()
                     && restart.unrecoverable_exit_codes.contains(&c));
                 if unrecoverable && kept {
-                    self.judge.restarts.gave_up.insert(worker.slot);
+                    self.restarts.gave_up.insert(worker.slot);
                     return;
                 }
                 self.count_death(sup, worker, Some(uptime), generation);
@@ -155,7 +155,7 @@ impl SimOs {
         let now = self.now;
         let c = sup.config();
         let r = &c.restart;
-        let j = &mut self.judge.restarts;
+        let j = &mut self.restarts;
         let young = uptime.is_none_or(|u| u < r.healthy_uptime);
         j.died.insert(worker.slot, now);
         let slot = j.young.entry(worker.slot).or_insert(0);
@@ -207,7 +207,7 @@ impl SimOs {
         let Action::Spawn { worker, .. } = *action else {
             return;
         };
-        let j = &mut self.judge.restarts;
+        let j = &mut self.restarts;
         j.gave_up.remove(&worker.slot);
         j.places.remove(&worker.slot);
         j.refill_owed.remove(&worker.slot);
@@ -234,7 +234,7 @@ impl SimOs {
         let now = self.now;
         let c = sup.config();
         let generation = sup.generation().0;
-        let j = &mut self.judge.restarts;
+        let j = &mut self.restarts;
         // A reload may have shortened the window of deaths kept.
         let limit = c.restart.intensity_deaths as usize + 1;
         while j.deaths.len() > limit {
@@ -263,9 +263,9 @@ impl SimOs {
             .collect();
         // Counted before the places whose backoff ended now leave: those are what the
         // refill decision weighs.
-        let short = self.judge.holds_less(sup, ended.len());
-        let more = self.judge.holds_more(sup);
-        let j = &mut self.judge.restarts;
+        let short = self.holds_less(sup, ended.len());
+        let more = self.holds_more(sup);
+        let j = &mut self.restarts;
         // A place whose backoff ended is refilled or emptied now.
         j.places.retain(|_, until| *until > now);
         if more {
@@ -285,7 +285,7 @@ impl SimOs {
     }
 
     pub(super) fn judge_restart_event(&mut self, sup: &Supervisor, event: &Event) {
-        let j = &mut self.judge.restarts;
+        let j = &mut self.restarts;
         match *event {
             // The pool wants fewer places, or new ones: whether a slot in backoff is still
             // wanted is the pool's choice, not the restart policy's.
@@ -359,7 +359,7 @@ impl SimOs {
     }
 
     pub(super) fn judge_restart_step(&mut self, sup: &Supervisor) {
-        let j = &mut self.judge.restarts;
+        let j = &mut self.restarts;
         let refills = std::mem::take(&mut j.refill_owed);
         let declare = j.loop_owed.take();
         let end = j.end_owed.take();
@@ -388,13 +388,13 @@ impl SimOs {
         if sup.phase() != Phase::Running || self.done() {
             return;
         }
-        let j = &self.judge.restarts;
+        let j = &self.restarts;
         let earliest = j
             .backoffs
             .iter()
             .map(|(s, b)| (b.until, *s))
             .min()
-            .filter(|_| self.judge.holds_less(sup, 1));
+            .filter(|_| self.holds_less(sup, 1));
         let crash_end = j
             .looping
             .then(|| j.deaths.front().copied())

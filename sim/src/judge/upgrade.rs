@@ -12,10 +12,9 @@
 
 use core::time::Duration;
 
-use drover_machine::{Action, Event, Input, Instant, RollbackReason, StopReason, Supervisor};
+use drover_machine::{Action, Event, Input, Instant, Pid, RollbackReason, StopReason, Supervisor};
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// An upgrade in flight, as the world saw it asked for and answered.
 struct InFlight {
@@ -41,8 +40,21 @@ pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
     }
 }
 
-impl SimOs {
+impl Judge {
+    /// The process was signalled before: it is on its ladder already (a rollback after the
+    /// handover leaves its drain to run on).
+    fn stopping(&self, pid: Pid) -> bool {
+        self.table
+            .by_pid
+            .get(&pid)
+            .is_some_and(|s| self.books.stops.tracks.contains_key(s))
+    }
+
     pub(super) fn judge_upgrade_action(&mut self, sup: &Supervisor, action: &Action) {
+        let stopping = match action {
+            Action::Signal { pid, .. } => self.stopping(*pid),
+            _ => false,
+        };
         let books = &mut self.books.upgrade;
         match action {
             Action::StartSuccessor => {
@@ -56,7 +68,7 @@ impl SimOs {
                 worker,
                 reason: StopReason::Upgrade,
                 ..
-            } if !books.handed_over => {
+            } if !books.handed_over && !stopping => {
                 let what = format!(
                     "{worker} was stopped for upgrade at {}, but the machine never handed over to a successor that said Ready",
                     self.now

@@ -25,8 +25,7 @@ use drover_machine::{
     Action, Command, Event, Input, Instant, Ladder, OnCrashLoop, Signal, StopReason, Supervisor,
 };
 
-use super::Oracle;
-use crate::world::os::SimOs;
+use super::{Judge, Oracle};
 
 /// Where the world expects a signalled process on its ladder.
 pub(super) struct Track {
@@ -86,7 +85,7 @@ pub(super) fn note_input(books: &mut StopBooks, at: Instant, input: &Input) {
     books.stop = Some(books.stop.unwrap_or(false) || immediate);
 }
 
-impl SimOs {
+impl Judge {
     /// The machine starts a graceful stop of its own when a crash loop or an unrecoverable
     /// exit code is configured to end the run (while running, not while handing over): a
     /// stop the operator sends after it escalates, as a second stop does.
@@ -120,7 +119,7 @@ impl SimOs {
         let Some(&serial) = self.table.by_pid.get(&pid) else {
             return;
         };
-        if self.table.procs[&serial].worker != Some(worker) {
+        if self.table.procs[&serial].worker != worker {
             return;
         }
         let now = self.now;
@@ -179,9 +178,7 @@ impl SimOs {
         };
         let mut late = None;
         for (serial, track) in &mut books.tracks {
-            let worker = procs[serial]
-                .worker
-                .map_or_else(|| "?".to_string(), |w| w.to_string());
+            let worker = procs[serial].worker;
             if let Some(at) = track.escalation_owed.take() {
                 if track.next.is_some() && track.stage < track.ladder.immediate_from {
                     late = Some(format!(

@@ -41,7 +41,7 @@ impl Model {
                 "invariant violated at start: {v}"
             )));
         }
-        let m = Model {
+        let mut m = Model {
             driver: Driver::new(sup, world, queue),
             reloads,
         };
@@ -71,7 +71,11 @@ impl Model {
 
     /// Ends the case on the first failed check of the model OS, or on a drain the driver
     /// had to cut (a machine that asked for more than `drain_max` actions in a row).
-    pub fn check(&self) -> Res {
+    pub fn check(&mut self) -> Res {
+        // A wake-up is the model's world step: what should have happened by now.
+        let (sup, world) = self.driver.parts();
+        world.judge.step(sup, world.now);
+        world.take_judgement();
         if let Some(failure) = &self.world().failure {
             return Err(TestCaseError::fail(failure.clone()));
         }
