@@ -198,7 +198,9 @@ impl Supervisor {
         };
         let i = i as usize;
         let w = self.worker_mut(i);
-        w.main_status = Some(status);
+        // A main process exits once: a second report for the pid (a driver's mistake) does
+        // not rewrite how the worker will be judged.
+        w.main_status.get_or_insert(status);
         if w.stop.is_none() {
             self.retire(i, StopReason::MainExited);
         }
