@@ -317,6 +317,11 @@ impl Supervisor {
         loop {
             if self.queue.is_empty() {
                 self.reconcile_until_queued();
+                // A step of reconcile (emptying an old generation's place) may settle the
+                // pool with no input to follow: say so now, not at the next input.
+                if self.queue.is_empty() {
+                    self.announce();
+                }
             }
             // Forks take time, and their answers go in at a later instant. Whatever else a
             // decision queued (signals, events) goes out first, at the instant it was

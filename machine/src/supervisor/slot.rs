@@ -144,10 +144,22 @@ impl Supervisor {
     }
 
     /// The worker is live and has no process yet: its `Spawn` is still to be performed.
-    pub(super) fn awaits_fork(&self, worker: WorkerId) -> bool {
-        self.slot_of(worker).is_some_and(
-            |i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()),
-        )
+    /// One retired while its `Spawn` waited in the queue (a stop, a scale-down) leaves its
+    /// place empty instead: forking it would only start a process to stop.
+    pub(super) fn awaits_fork(&mut self, worker: WorkerId) -> bool {
+        let Some(i) = self.slot_of(worker) else {
+            return false;
+        };
+        match &self.slots[i].state {
+            SlotState::Worker(w) if w.pid.is_none() && w.stop.is_none() => true,
+            SlotState::Worker(w) if w.pid.is_none() && !w.fork_handed_out => {
+                self.detach(i);
+                self.slots[i].state = SlotState::Empty;
+                self.attach(i);
+                false
+            }
+            _ => false,
+        }
     }
 
     /// The worker's `Spawn` goes to the driver now: its boot timeout starts, counted from

