@@ -861,10 +861,7 @@ mod tests {
             "--canaries --seeds 3 --from 0 --expect-missed no-such-bug",
             "--seeds 3 --from 0 --expect-missed idle-half",
         ] {
-            let e = parse(line)
-                .err()
-                .unwrap_or_else(|| panic!("`{line}` parses"));
-            assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{line}");
+            assert_usage_error(line);
         }
     }
 
@@ -874,6 +871,13 @@ mod tests {
         let e = parse("--canaries --seeds 300 --from 0").expect_err("needs the feature");
         assert_eq!(e.exit_code(), i32::from(EXIT_USAGE));
         assert!(e.to_string().contains("--features planted"), "{e}");
+    }
+
+    fn assert_usage_error(line: &str) {
+        let e = parse(line)
+            .err()
+            .unwrap_or_else(|| panic!("`{line}` parses"));
+        assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{line}");
     }
 
     #[test]
@@ -902,10 +906,7 @@ mod tests {
             "--canaries --seeds 2 --from 1 --require-coverage",
             "--seed 1 --minutes -1",
         ] {
-            let e = parse(line)
-                .err()
-                .unwrap_or_else(|| panic!("`{line}` parses"));
-            assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{line}");
+            assert_usage_error(line);
         }
     }
 }
