@@ -155,6 +155,11 @@ impl Supervisor {
         match &self.slots[i].state {
             SlotState::Empty => return,
             SlotState::Backoff { .. } | SlotState::GaveUp { .. } => {
+                // A place given up on that the pool empties (a rollout replacing it, a
+                // scale-down) is retried afresh when next filled, as a restart retries it.
+                if matches!(self.slots[i].state, SlotState::GaveUp { .. }) {
+                    self.slots[i].young_deaths = 0;
+                }
                 self.detach(i);
                 self.slots[i].state = SlotState::Empty;
                 self.attach(i);

@@ -134,7 +134,13 @@ impl Judge {
                 let unrecoverable = matches!(status, ExitStatus::Code(c) if asked.is_none()
                     && restart.unrecoverable_exit_codes.contains(&c));
                 if unrecoverable && kept {
-                    self.restarts.gave_up.insert(worker.slot);
+                    // A place of an earlier generation is replaced by the rollout at once:
+                    // emptied, it is retried afresh, as a restart retries one.
+                    if generation < sup.generation().0 {
+                        self.restarts.young.insert(worker.slot, 0);
+                    } else {
+                        self.restarts.gave_up.insert(worker.slot);
+                    }
                     return;
                 }
                 self.count_death(sup, worker, Some(uptime), generation);
@@ -305,27 +311,36 @@ impl Judge {
                 );
                 self.complain(Oracle::BootTimeout, what);
             }
-            // A place given up on or in backoff, emptied by the pool's scale-down: it is no
-            // longer given up on (a restart will not retry it) and owes no refill; its
-            // death count stays with the slot, as the machine's does.
+            // A place given up on or in backoff, emptied by the pool's scale-down: it owes no
+            // refill; one given up on is retried afresh when next filled, one in backoff
+            // keeps its death count.
             // A stopping pool refills nothing: a refill owed at this very instant, whose
             // spawn was still queued, is dropped with the stop.
-            Event::Stopping { .. } => {
+            // A stop or a handover retires every place, the given-up ones included: one
+            // the pool refills later (after a rollback) is retried afresh.
+            Event::Stopping { .. } | Event::UpgradeHandover => {
                 j.backoffs.clear();
                 j.refill_owed.clear();
+                for slot in std::mem::take(&mut j.gave_up) {
+                    j.young.insert(slot, 0);
+                }
             }
             Event::ScaleDownChose { slot, .. } => {
-                j.gave_up.remove(&slot);
+                if j.gave_up.remove(&slot) {
+                    j.young.insert(slot, 0);
+                }
                 j.backoffs.remove(&slot);
                 j.refill_owed.remove(&slot);
             }
             Event::Reloaded { restart, .. } => {
                 j.backoffs.clear();
                 j.refill_owed.clear();
-                // Places beyond a shrunk pool are emptied first, given up or not, and keep
-                // their death count: a restart retries only the given-up places it keeps.
+                // Places beyond a shrunk pool are emptied first; one given up on is retried
+                // afresh if the pool grows back to it.
                 let slots = sup.config().slot_count();
-                j.gave_up.retain(|s| *s < slots);
+                for slot in j.gave_up.split_off(&slots) {
+                    j.young.insert(slot, 0);
+                }
                 if restart {
                     // A restart retries the places given up on, afresh.
                     for slot in std::mem::take(&mut j.gave_up) {
