@@ -22,6 +22,12 @@ struct InFlight {
     timeout: Duration,
     /// When the successor's Ready was handed in.
     ready: Option<Instant>,
+    /// The fork's answer came: `SuccessorStarted` or `SuccessorFailed`. A second answer
+    /// is a stray (the property tests hand some in), which the machine ignores.
+    answered: bool,
+    /// When its start was reported failed (`SuccessorFailed`): nothing is left to wait
+    /// for, and the rollback is owed by the end of that `handle`.
+    failed: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -35,8 +41,16 @@ pub(super) struct UpgradeBooks {
 
 /// An input handed in.
 pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
-    if let (Input::SuccessorReady, Some(up)) = (input, &mut books.in_flight) {
-        up.ready.get_or_insert(at);
+    match (input, &mut books.in_flight) {
+        (Input::SuccessorReady, Some(up)) => {
+            up.ready.get_or_insert(at);
+        }
+        (Input::SuccessorStarted { .. }, Some(up)) => up.answered = true,
+        (Input::SuccessorFailed { .. }, Some(up)) if !up.answered => {
+            up.answered = true;
+            up.failed = Some(at);
+        }
+        _ => {}
     }
 }
 
@@ -62,6 +76,8 @@ impl Judge {
                     requested: books.last_handled.unwrap_or(self.now),
                     timeout: sup.config().upgrade_timeout,
                     ready: None,
+                    answered: false,
+                    failed: None,
                 });
             }
             Action::Signal {
@@ -135,6 +151,13 @@ impl Judge {
         let (Some(up), Some(handled)) = (&books.in_flight, books.last_handled) else {
             return;
         };
+        if let Some(failed) = up.failed.filter(|f| *f <= handled) {
+            let what = format!(
+                "the successor requested at {} failed to start at {failed}, and the upgrade was not rolled back by the handle at {handled}: the old pool must resume at once, not wait for upgrade_timeout",
+                up.requested
+            );
+            return self.complain(Oracle::Upgrade, what);
+        }
         let deadline = up.requested + up.timeout;
         if up.ready.is_none() && handled >= deadline {
             let what = format!(
