@@ -89,9 +89,10 @@ pub trait Os {
         let _ = (sup, now, action);
     }
 
-    /// After each drain, complete or cut (checks of the world against the machine).
-    fn drained(&mut self, sup: &Supervisor, now: Instant) {
-        let _ = (sup, now);
+    /// After each drain (checks of the world against the machine). `complete` is false
+    /// when the drain stopped at [`Driver::drain_max`] with actions left for the next turn.
+    fn drained(&mut self, sup: &Supervisor, now: Instant, complete: bool) {
+        let _ = (sup, now, complete);
     }
 }
 
@@ -298,14 +299,14 @@ impl<O: Os> Driver<O> {
         self.drain_cut = false;
         for _ in 0..max {
             let Some(action) = self.sup.poll_action() else {
-                self.os.drained(&self.sup, self.now);
+                self.os.drained(&self.sup, self.now, true);
                 return;
             };
             self.perform(action);
         }
         self.drain_cut = true;
         self.drains_cut += 1;
-        self.os.drained(&self.sup, self.now);
+        self.os.drained(&self.sup, self.now, false);
     }
 
     fn perform(&mut self, action: Action) {

@@ -41,11 +41,17 @@ pub enum Plant {
     UpgradeTimeoutDouble,
     /// The pool hands over when the successor started, not when it is Ready.
     HandoverEarly,
+    /// An ondemand pool answers a backlog only at its next maintenance tick.
+    BacklogAtTick,
+    /// A dynamic pool shrinks with `max_spare` threads spare, not only above it.
+    SpareAtMax,
+    /// A successor that dies after the handover is forgotten: the old pool drains on.
+    ResumeForgotten,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 17] = [
+    pub const ALL: [Plant; 20] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::RequestHalf,
@@ -63,6 +69,9 @@ impl Plant {
         Plant::RampTriple,
         Plant::UpgradeTimeoutDouble,
         Plant::HandoverEarly,
+        Plant::BacklogAtTick,
+        Plant::SpareAtMax,
+        Plant::ResumeForgotten,
     ];
 
     /// The name `--canary NAME` takes.
@@ -85,6 +94,9 @@ impl Plant {
             Plant::RampTriple => "ramp-triple",
             Plant::UpgradeTimeoutDouble => "upgrade-timeout-double",
             Plant::HandoverEarly => "handover-early",
+            Plant::BacklogAtTick => "backlog-at-tick",
+            Plant::SpareAtMax => "spare-at-max",
+            Plant::ResumeForgotten => "resume-forgotten",
         }
     }
 

@@ -386,3 +386,73 @@ fn handover_early_hands_over_to_a_successor_not_yet_ready() {
     assert_eq!(shipped.sup().phase(), Phase::Running);
     assert_eq!(planted.sup().phase(), Phase::Handover);
 }
+
+/// Target changes: (ms, from, to).
+fn scaled(h: &Harness) -> Vec<(u64, u32, u32)> {
+    events(h)
+        .into_iter()
+        .filter_map(|(t, e)| match e {
+            Event::Scaled { from, to } => Some((t, from, to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn backlog_at_tick_answers_waiting_connections_only_at_the_next_tick() {
+    let config = Config::new(Policy::Ondemand { min: 0, max: 4 });
+    let (shipped, planted) = both(Plant::BacklogAtTick, config, |h| {
+        h.at(0.5).input(Input::Backlog {
+            listener: 0,
+            queued: 3,
+        });
+        h.at(1.0);
+    });
+    assert_eq!(
+        scaled(&shipped).first(),
+        Some(&(500, 0, 1)),
+        "at the sample"
+    );
+    assert_eq!(
+        scaled(&planted).first(),
+        Some(&(1_000, 0, 1)),
+        "at the tick"
+    );
+}
+
+#[test]
+fn spare_at_max_shrinks_a_pool_with_exactly_max_spare_idle() {
+    // Four workers of one thread, one busy: three idle, and max_spare is three.
+    let config = Config::new(Policy::Dynamic {
+        min: 0,
+        max: 8,
+        start: 4,
+        min_spare: 1,
+        max_spare: 3,
+    });
+    let (shipped, planted) = both(Plant::SpareAtMax, config, |h| {
+        h.at(0.5).load(0, 1, 1);
+        h.at(1.0);
+    });
+    assert_eq!(scaled(&shipped), []);
+    assert_eq!(scaled(&planted), [(1_000, 4, 3)]);
+}
+
+#[test]
+fn resume_forgotten_drains_on_after_the_successor_died() {
+    let (shipped, planted) = both(Plant::ResumeForgotten, Config::static_pool(1), |h| {
+        h.at(1.0).command(Command::Upgrade);
+        h.at(2.0).input(Input::SuccessorReady);
+        let pid = h.successor_pid().expect("a successor runs");
+        h.at(3.0).input(Input::Exited {
+            pid,
+            status: ExitStatus::Code(1),
+        });
+    });
+    assert_eq!(
+        shipped.sup().phase(),
+        Phase::Running,
+        "the pool is its own again"
+    );
+    assert_eq!(planted.sup().phase(), Phase::Handover, "drains for nobody");
+}

@@ -114,7 +114,10 @@ pub fn expected(plant: Plant) -> Oracle {
         Plant::ScaleDownBusy | Plant::ScaleDownTwo => Oracle::ScaleDown,
         Plant::LadderSkipFirst | Plant::ImmediateGraceful => Oracle::StopLadder,
         Plant::RampTriple => Oracle::SpawnRamp,
-        Plant::UpgradeTimeoutDouble | Plant::HandoverEarly => Oracle::Upgrade,
+        Plant::UpgradeTimeoutDouble | Plant::HandoverEarly | Plant::ResumeForgotten => {
+            Oracle::Upgrade
+        }
+        Plant::BacklogAtTick | Plant::SpareAtMax => Oracle::Demand,
     }
 }
 

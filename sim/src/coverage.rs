@@ -65,6 +65,7 @@ marks! {
         UpgradeHandover => "upgrade-handover",
         RolledBackTimeout => "upgrade-rolled-back-timeout",
         RolledBackSuccessorExited => "upgrade-rolled-back-successor-exited",
+        ResumedAfterHandover => "resumed-after-successor-died",
         CommandRefused => "command-refused",
         StopImmediate => "stop-immediate",
         StopEscalated => "stop-escalated",

@@ -378,7 +378,7 @@ impl Os for World<'_, '_> {
         }
     }
 
-    fn drained(&mut self, sup: &Supervisor, now: Instant) {
+    fn drained(&mut self, sup: &Supervisor, now: Instant, _: bool) {
         self.check_timeout(sup, now);
     }
 }

@@ -178,7 +178,9 @@ impl Supervisor {
         // ondemand answers waiting connections at once, one worker at a time (the booting
         // worker counts as idle until it is Ready, so this does not snowball).
         if let Policy::Ondemand { max, .. } = self.config.policy {
-            if self.phase == Phase::Running
+            let at_once = planted!(self, BacklogAtTick => false, true);
+            if at_once
+                && self.phase == Phase::Running
                 && self.queued > 0
                 && self.counts.idle_threads == 0
                 && self.target < max

@@ -67,7 +67,10 @@ impl Supervisor {
         self.set_spawn_rate(1, RampReason::Calm);
         if let Policy::Dynamic { max_spare, .. } = self.config.policy {
             let spare = idle.saturating_sub(self.queued);
-            if spare > u64::from(max_spare) && self.target > min {
+            let surplus = planted!(self, SpareAtMax =>
+                spare >= u64::from(max_spare),
+                spare > u64::from(max_spare));
+            if surplus && self.target > min {
                 // reconcile retires the best victim: an empty place, a booting worker, else
                 // the longest-idle one.
                 self.set_target(planted!(self, ScaleDownTwo =>

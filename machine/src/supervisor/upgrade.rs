@@ -170,6 +170,7 @@ impl Supervisor {
     }
 
     pub(super) fn on_successor_exited(&mut self) {
+        let resumes = planted!(self, ResumeForgotten => false, true);
         match self.upgrade {
             UpgradeState::Killing { .. } => self.upgrade = UpgradeState::Idle,
             UpgradeState::Started { .. } => {
@@ -179,7 +180,7 @@ impl Supervisor {
                     reason: RollbackReason::SuccessorExited,
                 });
             }
-            UpgradeState::Succeeded { .. } => {
+            UpgradeState::Succeeded { .. } if resumes => {
                 self.upgrade = UpgradeState::Idle;
                 // The successor died while this supervisor drained: keep serving. Draining
                 // workers finish; reconcile refills the pool.

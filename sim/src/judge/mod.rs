@@ -19,6 +19,7 @@
 //! Each file holds the oracles of one family of rules. A file must not change the world or
 //! the machine: it only looks and complains.
 
+mod demand;
 mod pool;
 mod restarts;
 mod stops;
@@ -37,6 +38,7 @@ struct Books {
     /// The inputs of the `handle` in progress, with their instant, read at its end.
     inputs: Vec<(Instant, Input)>,
     pool: pool::PoolBooks,
+    demand: demand::DemandBooks,
     stops: stops::StopBooks,
     upgrade: upgrade::UpgradeBooks,
 }
@@ -68,12 +70,16 @@ pub enum Oracle {
     StopLadder,
     /// The spawn ramp never exceeds its doubling bound or `max`.
     SpawnRamp,
-    /// An upgrade rolls back by `upgrade_timeout` and never hands over before Ready.
+    /// An upgrade rolls back by `upgrade_timeout` and never hands over before Ready; a
+    /// successor that dies after the handover makes this supervisor resume.
     Upgrade,
+    /// The target follows the policy's rule for the demand reported: ondemand answers a
+    /// backlog at once; a tick shrinks only for idleness or a spare surplus.
+    Demand,
 }
 
 impl Oracle {
-    pub const ALL: [Oracle; 12] = [
+    pub const ALL: [Oracle; 13] = [
         Oracle::BootTimeout,
         Oracle::HeartbeatTimeout,
         Oracle::RequestTimeout,
@@ -86,6 +92,7 @@ impl Oracle {
         Oracle::StopLadder,
         Oracle::SpawnRamp,
         Oracle::Upgrade,
+        Oracle::Demand,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,7 @@ impl Oracle {
             Oracle::StopLadder => "stop-ladder",
             Oracle::SpawnRamp => "spawn-ramp",
             Oracle::Upgrade => "upgrade",
+            Oracle::Demand => "demand",
         }
     }
 
@@ -195,6 +203,7 @@ impl Judge {
         self.judge_pool_event(sup, event);
         self.judge_stop_event(sup, event);
         self.judge_upgrade_event(event);
+        self.judge_demand_event(sup, event);
     }
 
     /// An input the driver hands the supervisor at `now`, before it is handled: what the
@@ -210,6 +219,8 @@ impl Judge {
             }
             _ => false,
         };
+        // Before the process table forgets an exited pid: whose exit it was matters.
+        self.judge_demand_input(sup, input);
         self.note_process(sup, input);
         if stray {
             return;
@@ -284,6 +295,7 @@ impl Judge {
         // Upgrade before stops: a stop's later signals are no new decision to hand over.
         self.judge_upgrade_action(sup, action);
         self.judge_stop_action(sup, action);
+        self.judge_demand_action(sup, action);
     }
 
     /// After every `handle`/`handle_all` (at `now`) and its timers.
@@ -292,6 +304,7 @@ impl Judge {
         self.judge_timeout_handled(sup);
         self.judge_restart_handled(sup);
         self.judge_pool_handled(sup);
+        self.judge_demand_handled();
         // The inputs of this handle, as the world handed them in: commands, load reports,
         // the successor's word.
         for (at, input) in std::mem::take(&mut self.books.inputs) {
@@ -307,6 +320,12 @@ impl Judge {
         self.books.upgrade.last_handled = Some(now);
     }
 
+    /// After every drain of the driver's (at `now`); `complete` when no action was left.
+    pub fn drained(&mut self, sup: &Supervisor, now: Instant, complete: bool) {
+        self.now = now;
+        self.judge_demand_drained(sup, complete);
+    }
+
     /// After every step of the world (at `now`): what should have happened by now.
     pub fn step(&mut self, sup: &Supervisor, now: Instant) {
         self.now = now;
@@ -315,5 +334,6 @@ impl Judge {
         self.judge_pool_step(sup);
         self.judge_stop_step();
         self.judge_upgrade_step();
+        self.judge_demand_step();
     }
 }

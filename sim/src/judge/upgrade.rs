@@ -3,7 +3,11 @@
 //! (`Input::SuccessorReady`): a successor not Ready is rolled back for timeout by the first
 //! `handle` at or after its request + `upgrade_timeout` (the config at the request), never
 //! before that instant, and never once its Ready was handed in; the machine never hands
-//! over (`UpgradeHandover`, or a drain for reason `upgrade`) before that Ready.
+//! over (`UpgradeHandover`, or a drain for reason `upgrade`) before that Ready. A successor
+//! that dies after the handover (its `Exited` handed in) leaves the pool to this supervisor
+//! again: the `handle` that tells it rolls the upgrade back (`UpgradeRolledBack`), and the
+//! supervisor then exits only for a stop (a `Stopping` event, before or after), never
+//! because its drain for the dead successor ran out.
 //!
 //! The clock starts at the request's `handle` (the `StartSuccessor` goes out in its drain,
 //! and the fork is synchronous, so "the successor started" is that instant). "No later
@@ -37,6 +41,15 @@ pub(super) struct UpgradeBooks {
     pub(super) handed_over: bool,
     /// The instant of the last `handle`.
     pub(super) last_handled: Option<Instant>,
+    /// The successor's pid, from its fork's answer, until its exit is handed in.
+    successor: Option<Pid>,
+    /// When the successor's exit was handed in after the handover, until the rollback.
+    resume_owed: Option<Instant>,
+    /// This supervisor took its pool back from a dead successor and must serve on: no
+    /// `Exit` unless a stop began (before or since: a stop is for good).
+    resumed: bool,
+    /// A stop began (a `Stopping` event).
+    stop_begun: bool,
 }
 
 /// An input handed in.
@@ -45,7 +58,17 @@ pub(super) fn note_input(books: &mut UpgradeBooks, at: Instant, input: &Input) {
         (Input::SuccessorReady, Some(up)) => {
             up.ready.get_or_insert(at);
         }
+        (Input::SuccessorStarted { pid }, Some(up)) if !up.answered => {
+            up.answered = true;
+            books.successor = Some(*pid);
+        }
         (Input::SuccessorStarted { .. }, Some(up)) => up.answered = true,
+        (Input::Exited { pid, .. }, _) if books.successor == Some(*pid) => {
+            books.successor = None;
+            if books.handed_over {
+                books.resume_owed = Some(at);
+            }
+        }
         (Input::SuccessorFailed { .. }, Some(up)) if !up.answered => {
             up.answered = true;
             up.failed = Some(at);
@@ -91,6 +114,13 @@ impl Judge {
                 );
                 self.complain(Oracle::Upgrade, what);
             }
+            Action::Exit { code } if books.resumed && !books.stop_begun => {
+                let what = format!(
+                    "the supervisor exited (code {code}) at {}, after it took its pool back from a successor that died after the handover, with no stop begun: it must serve on",
+                    self.now
+                );
+                self.complain(Oracle::Upgrade, what);
+            }
             _ => {}
         }
     }
@@ -101,6 +131,7 @@ impl Judge {
         let what = match event {
             Event::UpgradeHandover => {
                 books.handed_over = true;
+                books.resumed = false;
                 match books.in_flight.take() {
                     Some(InFlight {
                         ready: Some(_), ..
@@ -114,8 +145,13 @@ impl Judge {
                     )),
                 }
             }
+            Event::Stopping { .. } => {
+                books.stop_begun = true;
+                None
+            }
             Event::UpgradeRolledBack { reason } => {
-                books.handed_over = false;
+                books.resumed = std::mem::take(&mut books.handed_over);
+                books.resume_owed = None;
                 let up = books.in_flight.take();
                 match (reason, up) {
                     (RollbackReason::Timeout, Some(up)) => {
@@ -148,6 +184,14 @@ impl Judge {
     /// first `handle` at or after it.
     pub(super) fn judge_upgrade_step(&mut self) {
         let books = &self.books.upgrade;
+        // Once exited, the supervisor is told nothing more: a successor's exit handed in
+        // after that is no fact it could act on.
+        if let (Some(died), true, false) = (books.resume_owed, books.handed_over, self.exited) {
+            let what = format!(
+                "the successor died at {died}, after the handover, and this supervisor did not take its pool back (no rollback by the end of that step): it would drain and exit with nobody serving"
+            );
+            return self.complain(Oracle::Upgrade, what);
+        }
         let (Some(up), Some(handled)) = (&books.in_flight, books.last_handled) else {
             return;
         };

@@ -43,6 +43,8 @@ pub(super) struct Checks {
     main_judge: Option<(WorkerId, ExitStatus)>,
     /// The machine announced a graceful stop: an immediate one now is its escalation.
     graceful_stop: bool,
+    /// The machine handed over to its successor and has not rolled back since.
+    handed_over: bool,
 }
 
 impl Checks {
@@ -55,6 +57,7 @@ impl Checks {
             main_retire: None,
             main_judge: None,
             graceful_stop: false,
+            handed_over: false,
         }
     }
 
@@ -261,9 +264,16 @@ impl SimOs {
                 }
                 Mark::RolloutHeld
             }
-            Event::UpgradeHandover => Mark::UpgradeHandover,
+            Event::UpgradeHandover => {
+                self.checks.handed_over = true;
+                Mark::UpgradeHandover
+            }
             Event::UpgradeRolledBack { reason } => match reason {
                 RollbackReason::Timeout => Mark::RolledBackTimeout,
+                RollbackReason::SuccessorExited if std::mem::take(&mut self.checks.handed_over) => {
+                    self.coverage.hit(Mark::ResumedAfterHandover);
+                    Mark::RolledBackSuccessorExited
+                }
                 RollbackReason::SuccessorExited => Mark::RolledBackSuccessorExited,
                 _ => return,
             },

@@ -585,6 +585,14 @@ impl Os for SimOs {
             } // else: it hangs and never becomes ready
         } else {
             self.schedule(d, Ev::SuccessorReady(serial));
+            // A successor that dies after it said Ready, while this supervisor drains for
+            // it: the pool is this supervisor's again.
+            if self.rng_os.chance(self.faults.successor_fail) {
+                let after = self
+                    .rng_os
+                    .duration(Duration::from_micros(100), Duration::from_millis(300));
+                self.schedule(d + after, Ev::Crash(serial));
+            }
         }
         Ok(pid)
     }
@@ -714,7 +722,9 @@ impl Os for SimOs {
         self.take_judgement();
     }
 
-    fn drained(&mut self, sup: &Supervisor, _: Instant) {
+    fn drained(&mut self, sup: &Supervisor, now: Instant, complete: bool) {
+        self.judge.drained(sup, now, complete);
+        self.take_judgement();
         self.check_main_exit(sup);
         self.check_succession_drain(sup);
     }

@@ -494,7 +494,9 @@ impl Os for World {
 
     /// After every drain: every worker asked to stop has KILL by the end of its ladder, and
     /// no live worker process is unknown to the machine unless it was KILLed.
-    fn drained(&mut self, sup: &Supervisor, now: Instant) {
+    fn drained(&mut self, sup: &Supervisor, now: Instant, complete: bool) {
+        self.judge.drained(sup, now, complete);
+        self.take_judgement();
         self.check_timeout(sup, now);
         let unkilled = self.first_signal.iter().find(|(&pid, &t0)| {
             let killed = self.procs.get(&pid).is_none_or(|p| p.killed);

@@ -1,0 +1,272 @@
+//! The demand oracle (`Oracle::Demand`): the target follows the policy's rule for the
+//! demand the supervisor was told of, judged by the load reports and accept-queue samples
+//! the world handed in, never by the machine's counters.
+//!
+//! - An ondemand pool answers a waiting connection at once: a `Backlog` sample that shows
+//!   connections queued while no thread of the pool is idle, below `max`, grows the target
+//!   by one in that same `handle` (php-fpm's ondemand forks on the connection, not at its
+//!   next maintenance).
+//!   It grows for nothing else: never while no connection is waiting.
+//! - A maintenance tick shrinks the target (other than by a command) only to retire a worker
+//!   idle past `idle_timeout` (a `Signal` for reason `idle` follows the `Scaled`), or, in a
+//!   dynamic pool, when more than `max_spare` threads were idle beyond the queue.
+//!
+//! Idle threads, by the world's records: every worker process with a place that was not
+//! asked to stop and whose main process the supervisor has not heard exit; a Ready one
+//! counts its threads less its busy ones by its last load report (clamped to the threads,
+//! as the protocol says), one not yet Ready counts all its threads (a booting worker will
+//! take connections soon: ARCHITECTURE §10). A spawn decided but not yet handed out is a
+//! place with idle threads the world cannot see, so both rules are judged only for a
+//! `handle` that came after a complete drain (its queue empty, every fork answered): the
+//! world then sees every place the machine counts threads in. A worker asked to stop by an
+//! input of the same `handle` still looks idle to the world until its signal goes out, so
+//! the world's idle count is then an upper bound: the shrink rule holds on it, and the
+//! growth rule owes a growth only when even the upper bound is zero.
+//!
+//! A `handle` that carries a command or a word of the successor is not judged: it may
+//! change the config, the phase or the target by rule of its own.
+
+use std::collections::BTreeMap;
+
+use drover_machine::{
+    Action, Event, Input, Instant, Phase, Policy, StopReason, Supervisor, WorkerId,
+};
+
+use super::{Judge, Oracle};
+
+#[derive(Default)]
+pub(super) struct DemandBooks {
+    /// Busy threads of each worker, by its last load report, updated as each input is
+    /// handed in (the machine applies the inputs of one `handle` in turn).
+    busy: BTreeMap<WorkerId, u32>,
+    /// The last accept-queue sample of each listener.
+    queued: BTreeMap<u32, u32>,
+    /// The last drain was complete and no `handle` came since: the machine's queue is empty.
+    at_rest: bool,
+    /// Of the `handle` whose inputs are being handed in: it came after a complete drain,
+    /// and none of its inputs so far was a command or the successor's.
+    judged: Option<bool>,
+    /// Growths the `handle` being handed in owes (ondemand backlog answers), and the
+    /// target it started from.
+    owing: u32,
+    target_at_start: u32,
+    /// The last `handle`'s: it is judged (its shrinks and growths are checked), the growths
+    /// it owes and those seen since.
+    last_judged: bool,
+    /// The phase was `Running` at the end of the last drain.
+    last_phase_running: bool,
+    owed: Option<Owed>,
+    /// A tick's shrink not yet shown to be an idle retirement.
+    shrink: Option<Shrink>,
+}
+
+struct Shrink {
+    from: u32,
+    to: u32,
+    at: Instant,
+    /// An upper bound of the threads idle beyond the queue at the tick.
+    spare: u64,
+    /// Of a dynamic pool.
+    max_spare: Option<u64>,
+}
+
+struct Owed {
+    growths: u32,
+    grown: u32,
+    what: String,
+}
+
+impl Judge {
+    /// The threads of the pool idle by the world's records (see the module comment).
+    fn idle_threads(&self, sup: &Supervisor) -> u64 {
+        let threads = sup.config().threads;
+        let tracks = &self.books.stops.tracks;
+        let busy = &self.books.demand.busy;
+        let processes: u64 = self
+            .table
+            .procs
+            .iter()
+            .filter(|(serial, p)| !tracks.contains_key(serial) && !p.main_reaped)
+            .map(|(_, p)| {
+                if p.ready {
+                    let b = busy.get(&p.worker).copied().unwrap_or(0).min(threads);
+                    u64::from(threads - b)
+                } else {
+                    u64::from(threads)
+                }
+            })
+            .sum();
+        processes + self.table.spawning.len() as u64 * u64::from(threads)
+    }
+
+    fn queued(&self) -> u64 {
+        self.books
+            .demand
+            .queued
+            .values()
+            .map(|&q| u64::from(q))
+            .sum()
+    }
+
+    /// An input about to be handed in: the books, and an ondemand backlog answer owed.
+    pub(super) fn judge_demand_input(&mut self, sup: &Supervisor, input: &Input) {
+        let at_rest = self.books.demand.at_rest;
+        let judged = *self.books.demand.judged.get_or_insert_with(|| {
+            self.books.demand.owing = 0;
+            self.books.demand.target_at_start = sup.target();
+            at_rest && sup.phase() == Phase::Running
+        });
+        match *input {
+            Input::Load { worker, busy, .. } => {
+                self.books.demand.busy.insert(worker, busy);
+            }
+            Input::Command(_)
+            | Input::SuccessorReady
+            | Input::SuccessorStarted { .. }
+            | Input::SuccessorFailed { .. } => self.books.demand.judged = Some(false),
+            Input::Exited { pid, .. } if !self.table.by_pid.contains_key(&pid) => {
+                // Not a worker of the pool's: the successor's exit, say.
+                self.books.demand.judged = Some(false);
+            }
+            Input::Backlog { listener, queued } => {
+                self.books.demand.queued.insert(listener, queued);
+                let Policy::Ondemand { max, .. } = sup.config().policy else {
+                    return;
+                };
+                let books = &self.books.demand;
+                let target = books.target_at_start + books.owing;
+                if judged && self.queued() > 0 && target < max && self.idle_threads(sup) == 0 {
+                    self.books.demand.owing += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A `handle` ended: what it owes is judged once its drain has shown its events.
+    pub(super) fn judge_demand_handled(&mut self) {
+        let books = &mut self.books.demand;
+        // A handle with no input (a tick) is judged if it came after a complete drain.
+        let judged = books
+            .judged
+            .take()
+            .unwrap_or(books.at_rest && books.last_phase_running);
+        books.at_rest = false;
+        books.last_judged = judged;
+        let owing = std::mem::take(&mut books.owing);
+        if judged && owing > 0 {
+            books.owed = Some(Owed {
+                growths: owing,
+                grown: 0,
+                what: format!(
+                    "an ondemand pool was told of connections waiting (queued {}) while no thread of its {} places was idle, at {}",
+                    books.queued.values().sum::<u32>(),
+                    books.target_at_start,
+                    self.now
+                ),
+            });
+        }
+    }
+
+    pub(super) fn judge_demand_event(&mut self, sup: &Supervisor, event: &Event) {
+        let Event::Scaled { from, to } = *event else {
+            return;
+        };
+        if !self.books.demand.last_judged {
+            return;
+        }
+        if to > from {
+            if let Some(owed) = &mut self.books.demand.owed {
+                owed.grown += to - from;
+            }
+            // An ondemand pool grows only for connections waiting (its deficit is the queue
+            // less the idle threads); the world's queue is the machine's, sample for sample.
+            if matches!(sup.config().policy, Policy::Ondemand { .. }) && self.queued() == 0 {
+                let what = format!(
+                    "an ondemand pool grew its target from {from} to {to} at {} while no connection was waiting by the last accept-queue samples",
+                    self.now
+                );
+                self.complain(Oracle::Demand, what);
+            }
+            return;
+        }
+        let spare = self.idle_threads(sup).saturating_sub(self.queued());
+        let max_spare = match sup.config().policy {
+            Policy::Dynamic { max_spare, .. } => Some(u64::from(max_spare)),
+            _ => None,
+        };
+        self.books.demand.shrink = Some(Shrink {
+            from,
+            to,
+            at: self.now,
+            spare,
+            max_spare,
+        });
+    }
+
+    pub(super) fn judge_demand_action(&mut self, sup: &Supervisor, action: &Action) {
+        let books = &mut self.books.demand;
+        match action {
+            Action::Signal {
+                reason: StopReason::Idle,
+                ..
+            } => books.shrink = None,
+            // The slot timers of the tick's own `handle` run before the tick and may have
+            // decided spawns that go out only now, after the tick's events: their threads
+            // were idle to the machine, so the bound takes them in.
+            Action::Spawn { .. } => {
+                if let Some(shrink) = &mut books.shrink {
+                    shrink.spare += u64::from(sup.config().threads);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A drain ended: complete, the machine's queue is empty.
+    pub(super) fn judge_demand_drained(&mut self, sup: &Supervisor, complete: bool) {
+        self.settle_demand();
+        let books = &mut self.books.demand;
+        books.at_rest = complete;
+        books.last_phase_running = sup.phase() == Phase::Running;
+    }
+
+    /// After a world step: the last drain has ended.
+    pub(super) fn judge_demand_step(&mut self) {
+        self.settle_demand();
+    }
+
+    /// The last `handle`'s drain has shown what it decided: judge it.
+    fn settle_demand(&mut self) {
+        let books = &mut self.books.demand;
+        let owed = books.owed.take().filter(|o| o.grown < o.growths);
+        let shrink = books
+            .shrink
+            .take()
+            .filter(|s| s.max_spare.is_none_or(|max| s.spare <= max));
+        if self.exited {
+            return;
+        }
+        if let Some(owed) = owed {
+            let what = format!(
+                "{}: the target grew by {} in that handle, and {} growths were owed, one per such sample, at once",
+                owed.what, owed.grown, owed.growths
+            );
+            self.complain(Oracle::Demand, what);
+        }
+        if let Some(s) = shrink {
+            let rule = match s.max_spare {
+                Some(max) => format!(
+                    "at most {} threads were idle beyond the queue by the world's records (with the spawns that went out after it), not above max_spare {max}",
+                    s.spare
+                ),
+                None => "this policy shrinks only by idle retirement".to_string(),
+            };
+            let what = format!(
+                "the target shrank from {} to {} at {} with no worker retired for idleness: {rule}",
+                s.from, s.to, s.at
+            );
+            self.complain(Oracle::Demand, what);
+        }
+    }
+}
