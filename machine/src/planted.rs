@@ -17,6 +17,8 @@ pub enum Plant {
     MaxRequestsEarly,
     /// Idle retirement comes after half of `idle_timeout`.
     IdleHalf,
+    /// Idle retirement comes after twice `idle_timeout`.
+    IdleDouble,
     /// The restart backoff is always zero.
     BackoffZero,
     /// The restart backoff never doubles: always `backoff_min`.
@@ -51,12 +53,13 @@ pub enum Plant {
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 20] = [
+    pub const ALL: [Plant; 21] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::RequestHalf,
         Plant::MaxRequestsEarly,
         Plant::IdleHalf,
+        Plant::IdleDouble,
         Plant::BackoffZero,
         Plant::BackoffNoDouble,
         Plant::CrashLoopEarly,
@@ -82,6 +85,7 @@ impl Plant {
             Plant::RequestHalf => "request-half",
             Plant::MaxRequestsEarly => "max-requests-early",
             Plant::IdleHalf => "idle-half",
+            Plant::IdleDouble => "idle-double",
             Plant::BackoffZero => "backoff-zero",
             Plant::BackoffNoDouble => "backoff-no-double",
             Plant::CrashLoopEarly => "crash-loop-early",

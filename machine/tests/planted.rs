@@ -160,6 +160,23 @@ fn idle_half_retires_after_half_the_idle_timeout() {
     assert_eq!(first_retirement(&planted, StopReason::Idle), Some(5_000));
 }
 
+#[test]
+fn idle_double_retires_after_twice_the_idle_timeout() {
+    let mut config = Config::new(Policy::Dynamic {
+        min: 0,
+        max: 4,
+        start: 3,
+        min_spare: 1,
+        max_spare: 4,
+    });
+    config.idle_timeout = Some(Duration::from_secs(10));
+    let (shipped, planted) = both(Plant::IdleDouble, config, |h| {
+        h.at(30.0);
+    });
+    assert_eq!(first_retirement(&shipped, StopReason::Idle), Some(10_000));
+    assert_eq!(first_retirement(&planted, StopReason::Idle), Some(20_000));
+}
+
 /// The restart delays scheduled after a worker crashes soon after each start.
 fn crash_delays(plant: Plant) -> (Vec<Duration>, Vec<Duration>) {
     let config = Config::static_pool(1);

@@ -107,7 +107,7 @@ pub fn expected(plant: Plant) -> Oracle {
         Plant::WatchdogTriple => Oracle::HeartbeatTimeout,
         Plant::RequestHalf => Oracle::RequestTimeout,
         Plant::MaxRequestsEarly => Oracle::MaxRequests,
-        Plant::IdleHalf => Oracle::IdleTimeout,
+        Plant::IdleHalf | Plant::IdleDouble => Oracle::IdleTimeout,
         Plant::BackoffZero | Plant::BackoffNoDouble => Oracle::RestartBackoff,
         Plant::CrashLoopEarly => Oracle::CrashLoop,
         Plant::SurgePlusOne | Plant::UnavailableIgnored => Oracle::RollingBounds,

@@ -96,7 +96,9 @@ impl Supervisor {
             _ => true,
         };
         keeps_spares.then_some((
-            since + planted!(self, IdleHalf => timeout / 2, timeout),
+            since
+                + planted!(self, IdleHalf => timeout / 2,
+                planted!(self, IdleDouble => timeout * 2, timeout)),
             slot,
         ))
     }

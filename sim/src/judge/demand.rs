@@ -25,6 +25,20 @@
 //!
 //! A `handle` that carries a command or a word of the successor is not judged: it may
 //! change the config, the phase or the target by rule of its own.
+//!
+//! A command that puts a config in force (a reload, a scale command) sets the target by
+//! rule too: a static pool's `workers`; the new policy's `start` when the kind of policy
+//! changed; otherwise the target as it was, clamped to the new `min..=max`.
+//!
+//! Idle retirement, not later (`Oracle::IdleTimeout`; `timeouts.rs` judges "not before"):
+//! while the pool is above `min` and (dynamic) would keep `min_spare` threads spare without
+//! it, the worker idle longest by its reports is retired by the first `handle` at least one
+//! `maintenance_interval` after its `idle_timeout` ran out: the tick grid has a point in
+//! every interval, and the machine wakes for the one at or after the deadline. The rule is
+//! read after every `handle` and every complete drain; any reading where it does not hold
+//! (the worker got busy, a connection queued, the target fell to `min`, a command came)
+//! starts the interval anew, so a state the tick saw but the world only glimpsed cannot
+//! make a false complaint.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +72,13 @@ pub(super) struct DemandBooks {
     owed: Option<Owed>,
     /// A tick's shrink not yet shown to be an idle retirement.
     shrink: Option<Shrink>,
+    /// A command is being handled: the target and the policy before it, and the last
+    /// target change since (the command's own comes right before its `Reloaded`).
+    reload_from: Option<(u32, Policy)>,
+    reload_to: Option<u32>,
+    /// The worker an idle retirement is owed to, and since when the rule has held for it
+    /// at every reading.
+    idle_owed: Option<(WorkerId, Instant)>,
 }
 
 struct Shrink {
@@ -120,8 +141,14 @@ impl Judge {
             Input::Load { worker, busy, .. } => {
                 self.books.demand.busy.insert(worker, busy);
             }
-            Input::Command(_)
-            | Input::SuccessorReady
+            Input::Command(_) => {
+                let books = &mut self.books.demand;
+                books.judged = Some(false);
+                books.idle_owed = None;
+                books.reload_from = Some((sup.target(), sup.config().policy.clone()));
+                books.reload_to = None;
+            }
+            Input::SuccessorReady
             | Input::SuccessorStarted { .. }
             | Input::SuccessorFailed { .. } => self.books.demand.judged = Some(false),
             Input::Exited { pid, .. } if !self.table.by_pid.contains_key(&pid) => {
@@ -144,7 +171,8 @@ impl Judge {
     }
 
     /// A `handle` ended: what it owes is judged once its drain has shown its events.
-    pub(super) fn judge_demand_handled(&mut self) {
+    pub(super) fn judge_demand_handled(&mut self, sup: &Supervisor) {
+        self.read_idle_rule(sup);
         let books = &mut self.books.demand;
         // A handle with no input (a tick) is judged if it came after a complete drain.
         let judged = books
@@ -169,9 +197,15 @@ impl Judge {
     }
 
     pub(super) fn judge_demand_event(&mut self, sup: &Supervisor, event: &Event) {
+        if let Event::Reloaded { .. } = event {
+            return self.judge_reload_target(sup);
+        }
         let Event::Scaled { from, to } = *event else {
             return;
         };
+        if self.books.demand.reload_from.is_some() {
+            self.books.demand.reload_to = Some(to);
+        }
         if !self.books.demand.last_judged {
             return;
         }
@@ -226,9 +260,111 @@ impl Judge {
     /// A drain ended: complete, the machine's queue is empty.
     pub(super) fn judge_demand_drained(&mut self, sup: &Supervisor, complete: bool) {
         self.settle_demand();
+        if complete {
+            self.read_idle_rule(sup);
+            self.judge_idle_owed(sup);
+        }
         let books = &mut self.books.demand;
         books.at_rest = complete;
         books.last_phase_running = sup.phase() == Phase::Running;
+    }
+
+    /// A command put a config in force (`Reloaded`): the target is the new static size, the
+    /// new policy's start when the kind of policy changed, else the target as it was,
+    /// clamped to the new bounds. A scale command is a reload of the base size.
+    fn judge_reload_target(&mut self, sup: &Supervisor) {
+        let books = &mut self.books.demand;
+        let Some((before, old_policy)) = books.reload_from.take() else {
+            return;
+        };
+        let after = books.reload_to.take().unwrap_or(before);
+        let policy = &sup.config().policy;
+        let kind_changed = core::mem::discriminant(policy) != core::mem::discriminant(&old_policy);
+        let (wanted, rule) = match *policy {
+            Policy::Static { workers } => (workers, "a static pool's workers".to_string()),
+            _ if kind_changed => (
+                policy.start(),
+                format!("the new {} policy's start", policy.name()),
+            ),
+            _ => (
+                before.clamp(policy.min(), policy.max()),
+                format!(
+                    "the target {before} as it was, clamped to the new {}..={}",
+                    policy.min(),
+                    policy.max()
+                ),
+            ),
+        };
+        if after != wanted {
+            let what = format!(
+                "a command put a config in force at {} and set the target from {before} to {after}; the rule wants {wanted}: {rule}",
+                self.now
+            );
+            self.complain(Oracle::Demand, what);
+        }
+    }
+
+    /// The worker idle longest by its reports, if the idle rule holds for it now: its
+    /// deadline has passed, the pool is above `min`, and a dynamic pool keeps `min_spare`
+    /// spare threads without it.
+    fn idle_rule(&self, sup: &Supervisor) -> Option<(WorkerId, Instant)> {
+        let c = sup.config();
+        let timeout = c.idle_timeout?;
+        if sup.phase() != Phase::Running || sup.target() <= c.policy.min() {
+            return None;
+        }
+        let (worker, since) = self
+            .watch
+            .workers
+            .iter()
+            .filter(|(_, t)| t.retired.is_none() && t.main_status.is_none())
+            .filter_map(|(w, t)| t.idle_since.map(|since| (*w, since)))
+            .min_by_key(|&(w, since)| (since, w.slot))?;
+        if since + timeout > self.now {
+            return None;
+        }
+        if let Policy::Dynamic { min_spare, .. } = c.policy {
+            let spare_after = self
+                .idle_threads(sup)
+                .saturating_sub(self.queued())
+                .saturating_sub(u64::from(c.threads));
+            if spare_after < u64::from(min_spare) {
+                return None;
+            }
+        }
+        Some((worker, since + timeout))
+    }
+
+    fn read_idle_rule(&mut self, sup: &Supervisor) {
+        let now = self.now;
+        let rule = self.idle_rule(sup);
+        let owed = &mut self.books.demand.idle_owed;
+        *owed = match (rule, *owed) {
+            (Some((w, _)), Some((o, from))) if w == o => Some((o, from)),
+            (Some((w, _)), _) => Some((w, now)),
+            (None, _) => None,
+        };
+    }
+
+    /// After a complete drain: a tick has run since the rule began to hold, and still no
+    /// idle retirement.
+    fn judge_idle_owed(&mut self, sup: &Supervisor) {
+        let Some((worker, from)) = self.books.demand.idle_owed else {
+            return;
+        };
+        let interval = sup.config().maintenance_interval;
+        if self.exited || self.now < from + interval {
+            return;
+        }
+        let since = self.watch.workers[&worker].idle_since;
+        let what = format!(
+            "{worker}, idle since {since:?} by its reports (idle_timeout {:?}), was owed idle retirement from {from} (the pool above min {}, its spares kept), and the handle at {} is a maintenance interval ({interval:?}) later: a tick has run, and retired nobody for idleness",
+            sup.config().idle_timeout.unwrap_or_default(),
+            sup.config().policy.min(),
+            self.now
+        );
+        self.books.demand.idle_owed = None;
+        self.complain(Oracle::IdleTimeout, what);
     }
 
     /// After a world step: the last drain has ended.

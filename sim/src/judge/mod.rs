@@ -304,7 +304,7 @@ impl Judge {
         self.judge_timeout_handled(sup);
         self.judge_restart_handled(sup);
         self.judge_pool_handled(sup);
-        self.judge_demand_handled();
+        self.judge_demand_handled(sup);
         // The inputs of this handle, as the world handed them in: commands, load reports,
         // the successor's word.
         for (at, input) in std::mem::take(&mut self.books.inputs) {

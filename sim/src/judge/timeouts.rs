@@ -45,7 +45,7 @@ pub(super) struct Told {
     busy_since: Option<Instant>,
     /// Since when it is idle by the reports: READY with nothing reported busy, or the first
     /// report of no busy thread after a busy one.
-    idle_since: Option<Instant>,
+    pub(super) idle_since: Option<Instant>,
     /// Requests served, as last reported.
     requests: u64,
     /// `max_requests ..= max_requests + max_requests_jitter` in force at its spawn: the
