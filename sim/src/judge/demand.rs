@@ -43,7 +43,7 @@
 use std::collections::BTreeMap;
 
 use drover_machine::{
-    Action, Event, Input, Instant, Phase, Policy, StopReason, Supervisor, WorkerId,
+    Action, Command, Event, Input, Instant, Phase, Policy, StopReason, Supervisor, WorkerId,
 };
 
 use super::{Judge, Oracle};
@@ -76,6 +76,8 @@ pub(super) struct DemandBooks {
     /// target change since (the command's own comes right before its `Reloaded`).
     reload_from: Option<(u32, Policy)>,
     reload_to: Option<u32>,
+    /// Of a `Reload` being handled: whether it must start a rolling restart.
+    reload_rolls: Option<bool>,
     /// The worker an idle retirement is owed to, and since when the rule has held for it
     /// at every reading.
     idle_owed: Option<(WorkerId, Instant)>,
@@ -147,6 +149,14 @@ impl Judge {
                 books.idle_owed = None;
                 books.reload_from = Some((sup.target(), sup.config().policy.clone()));
                 books.reload_to = None;
+                // A reload rolls the pool exactly when what a worker runs changed.
+                books.reload_rolls = match input {
+                    Input::Command(Command::Reload(config)) => Some(
+                        config.worker_fingerprint != sup.config().worker_fingerprint
+                            || config.threads != sup.config().threads,
+                    ),
+                    _ => None,
+                };
             }
             Input::SuccessorReady
             | Input::SuccessorStarted { .. }
@@ -197,7 +207,17 @@ impl Judge {
     }
 
     pub(super) fn judge_demand_event(&mut self, sup: &Supervisor, event: &Event) {
-        if let Event::Reloaded { .. } = event {
+        if let Event::Reloaded { restart, .. } = *event {
+            if let Some(rolls) = self.books.demand.reload_rolls.take() {
+                if rolls != restart {
+                    let what = if rolls {
+                        format!("a reload at {} changed the worker fingerprint or threads, and started no rolling restart: the running workers run the old program", self.now)
+                    } else {
+                        format!("a reload at {} changed neither the worker fingerprint nor threads, and restarted every worker", self.now)
+                    };
+                    self.complain(Oracle::RollingBounds, what);
+                }
+            }
             return self.judge_reload_target(sup);
         }
         let Event::Scaled { from, to } = *event else {
