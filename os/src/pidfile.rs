@@ -4,9 +4,14 @@
 //! A live upgrade hands it over: the successor writes its own file next to it and renames
 //! it into place (atomic: a reader sees the old pid or the new one, never an empty file).
 //! Each drover removes the path at exit only while it still names its own file.
+//!
+//! Neither open follows a symbolic link (`O_NOFOLLOW`), and the successor's temporary file is
+//! created new (`O_EXCL`): drover often runs as root with its pid file in a directory others
+//! can write, where a planted link would otherwise make it truncate any file it names.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -23,8 +28,18 @@ impl PidFile {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .map_err(|e| format!("--pid-file {}: {e}", path.display()))?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    format!(
+                        "--pid-file {}: is a symbolic link; drover does not follow one there (remove it, or name the real path)",
+                        path.display()
+                    )
+                } else {
+                    format!("--pid-file {}: {e}", path.display())
+                }
+            })?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, _)) => {
@@ -62,13 +77,24 @@ impl PidFile {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".{}.new", std::process::id()));
         let temp = path.with_file_name(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| fail(&e))?;
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&temp)
+        };
+        // A leftover of an earlier drover with our pid (or a planted link) is removed, never
+        // opened: removing a link removes the link, not what it names.
+        let file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&temp).map_err(|e| fail(&e))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| fail(&e))?;
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             let _ = std::fs::remove_file(&temp);
             fail(&e)
@@ -135,6 +161,37 @@ mod tests {
         );
         drop(new);
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_planted_link_is_neither_followed_nor_truncated() {
+        let dir = std::env::temp_dir().join(format!("drover-pidlink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let path = dir.join("drover.pid");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = PidFile::create(&path)
+            .err()
+            .expect("a link must be refused");
+        assert!(
+            e.contains("--pid-file") && e.contains("symbolic link"),
+            "{e}"
+        );
+        // The successor's temporary name, planted as a link too.
+        std::fs::remove_file(&path).unwrap();
+        let old = PidFile::create(&path).unwrap();
+        let temp = dir.join(format!("drover.pid.{}.new", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        let new = PidFile::replace(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        drop(old);
+        drop(new);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
