@@ -209,6 +209,11 @@ pub struct Restart {
     pub unrecoverable_exit_codes: Vec<i32>,
     /// On an unrecoverable code, stop the pool and exit with the first such code.
     pub stop_on_unrecoverable: bool,
+    /// The most places refilled at once (deaths that do not count: a worker killed from
+    /// outside, one that retired itself) within any second, pool-wide; more wait for the
+    /// second to pass. A cap against a pathological kill storm spinning the CPU, far above
+    /// what real storms need.
+    pub quick_restart_rate: u32,
 }
 
 impl Default for Restart {
@@ -222,6 +227,7 @@ impl Default for Restart {
             on_crash_loop: OnCrashLoop::Backoff,
             unrecoverable_exit_codes: Vec::new(),
             stop_on_unrecoverable: false,
+            quick_restart_rate: 32,
         }
     }
 }
@@ -448,6 +454,12 @@ impl Config {
         }
         if r.intensity_deaths == 0 {
             return err("restart.intensity_deaths", "must be at least 1".into());
+        }
+        if r.quick_restart_rate == 0 {
+            return err(
+                "restart.quick_restart_rate",
+                "must be at least 1 (restarts per second)".into(),
+            );
         }
         if r.intensity_window.is_zero() {
             return err("restart.intensity_window", "must be above zero".into());

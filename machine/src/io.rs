@@ -88,6 +88,63 @@ impl Signal {
     }
 }
 
+/// SIGKILL's number (Linux, every architecture).
+pub const SIGKILL_NUMBER: i32 = 9;
+/// SIGTERM's number (Linux, every architecture).
+pub const SIGTERM_NUMBER: i32 = 15;
+
+/// Why a worker's place is being refilled, as the restart policy tells deaths apart
+/// (ARCHITECTURE §10, restart policy): only a failure of the program counts towards the
+/// backoff and the crash-loop intensity; a worker killed from outside or one that retired
+/// itself is replaced at once (within `restart.quick_restart_rate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeathCause {
+    /// It never became Ready: a failed fork, a boot timeout, a death while booting.
+    Boot,
+    /// Killed by drover for a failure after it was Ready: its heartbeat or request timeout.
+    Hung,
+    /// It failed on its own after it was Ready: a non-zero exit, or a signal other than
+    /// KILL and TERM (SEGV, ABRT, BUS, ILL, FPE… the program raised it itself).
+    Crash,
+    /// KILL or TERM that drover did not send, after it was Ready: the OOM killer, an
+    /// operator, a container runtime.
+    Killed,
+    /// Exit code 0 on its own after it was Ready: the program retired itself.
+    Retired,
+}
+
+impl DeathCause {
+    /// Whether the death counts towards the backoff and the crash-loop intensity.
+    pub fn counts(self) -> bool {
+        matches!(
+            self,
+            DeathCause::Boot | DeathCause::Hung | DeathCause::Crash
+        )
+    }
+
+    /// The cause of the unasked death of a worker with `status`, `ready` or not.
+    pub fn of_exit(status: ExitStatus, ready: bool) -> DeathCause {
+        match status {
+            _ if !ready => DeathCause::Boot,
+            ExitStatus::Code(0) => DeathCause::Retired,
+            ExitStatus::Signaled(SIGKILL_NUMBER | SIGTERM_NUMBER) => DeathCause::Killed,
+            _ => DeathCause::Crash,
+        }
+    }
+
+    /// The name in traces and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeathCause::Boot => "boot",
+            DeathCause::Hung => "hung",
+            DeathCause::Crash => "crash",
+            DeathCause::Killed => "killed",
+            DeathCause::Retired => "retired",
+        }
+    }
+}
+
 /// How a process ended, as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitStatus {
@@ -384,6 +441,8 @@ pub enum Event {
         delay: Duration,
         /// Consecutive deaths of the slot younger than `healthy_uptime`: the backoff exponent.
         young_deaths: u32,
+        /// Why the place is refilled: a death that does not count is refilled at once.
+        cause: DeathCause,
     },
     /// The slot is left empty: the worker exited with an unrecoverable code.
     GaveUp {

@@ -64,8 +64,9 @@ pub use config::{
 };
 pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
 pub use io::{
-    Action, Command, Event, ExitStatus, Generation, Ignored, Input, Pid, RampReason, Refusal,
-    RollbackReason, Signal, SpawnError, StopReason, Victim, WorkerId,
+    Action, Command, DeathCause, Event, ExitStatus, Generation, Ignored, Input, Pid, RampReason,
+    Refusal, RollbackReason, Signal, SpawnError, StopReason, Victim, WorkerId, SIGKILL_NUMBER,
+    SIGTERM_NUMBER,
 };
 pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{

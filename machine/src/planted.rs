@@ -23,6 +23,8 @@ pub enum Plant {
     BackoffZero,
     /// The restart backoff never doubles: always `backoff_min`.
     BackoffNoDouble,
+    /// A worker killed from outside after Ready counts as a crash (backoff, intensity).
+    KilledCounts,
     /// A crash loop is declared at `intensity_deaths` deaths in the window, not more.
     CrashLoopEarly,
     /// A rolling restart places up to `max_surge + 1` above the target.
@@ -53,7 +55,7 @@ pub enum Plant {
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 21] = [
+    pub const ALL: [Plant; 22] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::RequestHalf,
@@ -62,6 +64,7 @@ impl Plant {
         Plant::IdleDouble,
         Plant::BackoffZero,
         Plant::BackoffNoDouble,
+        Plant::KilledCounts,
         Plant::CrashLoopEarly,
         Plant::SurgePlusOne,
         Plant::UnavailableIgnored,
@@ -88,6 +91,7 @@ impl Plant {
             Plant::IdleDouble => "idle-double",
             Plant::BackoffZero => "backoff-zero",
             Plant::BackoffNoDouble => "backoff-no-double",
+            Plant::KilledCounts => "killed-counts",
             Plant::CrashLoopEarly => "crash-loop-early",
             Plant::SurgePlusOne => "surge-plus-one",
             Plant::UnavailableIgnored => "unavailable-ignored",

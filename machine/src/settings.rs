@@ -56,6 +56,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "restart.crash_loop_exit_code",
     "restart.unrecoverable_exit_codes",
     "restart.stop_on_unrecoverable",
+    "restart.quick_restart_rate",
 ];
 
 fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -227,6 +228,7 @@ impl Config {
                 "restart.healthy_uptime" => c.restart.healthy_uptime = secs(key, v)?,
                 "restart.intensity_deaths" => c.restart.intensity_deaths = u32_of(key, v)?,
                 "restart.intensity_window" => c.restart.intensity_window = secs(key, v)?,
+                "restart.quick_restart_rate" => c.restart.quick_restart_rate = u32_of(key, v)?,
                 "restart.on_crash_loop" | "restart.crash_loop_exit_code" => {}
                 "restart.unrecoverable_exit_codes" => {
                     c.restart.unrecoverable_exit_codes = match v {

@@ -189,11 +189,13 @@ impl fmt::Display for Event {
                 slot,
                 delay,
                 young_deaths,
+                cause,
             } => write!(
                 f,
-                "{:<14} slot={slot} delay={} young-deaths={young_deaths}",
+                "{:<14} slot={slot} delay={} young-deaths={young_deaths} cause={}",
                 "backoff",
-                Secs(*delay)
+                Secs(*delay),
+                cause.name()
             ),
             Event::GaveUp { worker, code } => write!(f, "{:<14} w={worker} code={code}", "gave-up"),
             Event::CrashLooping { deaths, window } => write!(

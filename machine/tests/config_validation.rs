@@ -484,7 +484,7 @@ fn any_ladder() -> impl Strategy<Value = Ladder> {
 fn any_restart() -> impl Strategy<Value = Restart> {
     (
         (any_duration(), any_duration(), any_duration()),
-        (any_u32(), any_duration()),
+        (any_u32(), any_duration(), any_u32()),
         prop_oneof![
             Just(OnCrashLoop::Backoff),
             any::<i32>().prop_map(OnCrashLoop::Exit)
@@ -495,7 +495,7 @@ fn any_restart() -> impl Strategy<Value = Restart> {
         .prop_map(
             |(
                 (backoff_min, backoff_max, healthy_uptime),
-                (intensity_deaths, intensity_window),
+                (intensity_deaths, intensity_window, quick_restart_rate),
                 on_crash_loop,
                 unrecoverable_exit_codes,
                 stop_on_unrecoverable,
@@ -508,6 +508,7 @@ fn any_restart() -> impl Strategy<Value = Restart> {
                 on_crash_loop,
                 unrecoverable_exit_codes,
                 stop_on_unrecoverable,
+                quick_restart_rate,
             },
         )
 }

@@ -177,14 +177,35 @@ fn idle_double_retires_after_twice_the_idle_timeout() {
     assert_eq!(first_retirement(&planted, StopReason::Idle), Some(20_000));
 }
 
+#[test]
+fn killed_counts_backs_off_after_kills_from_outside() {
+    let (shipped, planted) = kill_delays(Plant::KilledCounts);
+    assert_eq!(shipped, [Duration::ZERO; 4], "replaced at once");
+    assert_eq!(planted[..3], [Duration::ZERO, secs(1), secs(2)]);
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The restart delays scheduled after a Ready worker is SIGKILLed from outside soon after
+/// each start.
+fn kill_delays(plant: Plant) -> (Vec<Duration>, Vec<Duration>) {
+    deaths(plant, ExitStatus::Signaled(9))
+}
+
 /// The restart delays scheduled after a worker crashes soon after each start.
 fn crash_delays(plant: Plant) -> (Vec<Duration>, Vec<Duration>) {
+    deaths(plant, ExitStatus::Code(1))
+}
+
+fn deaths(plant: Plant, status: ExitStatus) -> (Vec<Duration>, Vec<Duration>) {
     let config = Config::static_pool(1);
     // Each crash 8 s after the last: every restart (after at most 4 s) dies young.
     let (shipped, planted) = both(plant, config, |h| {
         for k in 0..4 {
             h.at(f64::from(k) * 8.0 + 1.0);
-            h.exit(0, ExitStatus::Code(1));
+            h.exit(0, status);
         }
     });
     let delays = |h: &Harness| {

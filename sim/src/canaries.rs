@@ -108,7 +108,7 @@ pub fn expected(plant: Plant) -> Oracle {
         Plant::RequestHalf => Oracle::RequestTimeout,
         Plant::MaxRequestsEarly => Oracle::MaxRequests,
         Plant::IdleHalf | Plant::IdleDouble => Oracle::IdleTimeout,
-        Plant::BackoffZero | Plant::BackoffNoDouble => Oracle::RestartBackoff,
+        Plant::BackoffZero | Plant::BackoffNoDouble | Plant::KilledCounts => Oracle::RestartBackoff,
         Plant::CrashLoopEarly => Oracle::CrashLoop,
         Plant::SurgePlusOne | Plant::UnavailableIgnored => Oracle::RollingBounds,
         Plant::ScaleDownBusy | Plant::ScaleDownTwo => Oracle::ScaleDown,

@@ -66,6 +66,8 @@ marks! {
         RolledBackTimeout => "upgrade-rolled-back-timeout",
         RolledBackSuccessorExited => "upgrade-rolled-back-successor-exited",
         ResumedAfterHandover => "resumed-after-successor-died",
+        QuickRestart => "killed-restarted-at-once",
+        QuickRestartPaced => "quick-restart-paced",
         CommandRefused => "command-refused",
         StopImmediate => "stop-immediate",
         StopEscalated => "stop-escalated",
@@ -88,6 +90,7 @@ marks! {
         TickSlept => "maintenance-tick-slept",
         HeldMessages => "messages-held",
         PredecessorVanished => "predecessor-vanished",
+        OutsideKill => "killed-from-outside",
     }
 }
 

@@ -75,6 +75,11 @@ pub struct Faults {
     /// at the next generation; it asks the modelled predecessor to hand over once its pool is
     /// ready, and the predecessor answers `takeover` after a while, or vanishes first.
     pub successor_of: u32,
+    /// Where a worker process would crash, it is killed from outside instead (SIGKILL or
+    /// SIGTERM drover did not send: the OOM killer, an operator) or exits 0 on its own
+    /// (the program retiring itself): deaths the restart policy does not count once the
+    /// worker was Ready.
+    pub outside_kill: f64,
 }
 
 impl Faults {
@@ -103,6 +108,7 @@ impl Faults {
             load_silent: false,
             main_exit: 0.0,
             successor_of: 0,
+            outside_kill: 0.0,
         }
     }
 
@@ -139,6 +145,7 @@ impl Faults {
             load_silent: false,
             main_exit: 0.0,
             successor_of: 0,
+            outside_kill: 0.0,
         }
     }
 
@@ -162,6 +169,11 @@ impl Faults {
         } else {
             rng.between(4, 1000) as u32
         };
+        self.outside_kill = if rng.chance(0.5) {
+            0.1 * (0.9f64 / 0.1).powf(rng.unit())
+        } else {
+            0.0
+        };
     }
 
     /// The predecessor's generation, if the run starts as a live upgrade's successor.
@@ -176,7 +188,7 @@ impl Faults {
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 22] {
+    fn fields(&self) -> [(&'static str, f64); 23] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -201,6 +213,7 @@ impl Faults {
             ("shm_reports", b(self.shm_reports)),
             ("load_silent", b(self.load_silent)),
             ("main_exit", self.main_exit),
+            ("outside_kill", self.outside_kill),
         ]
     }
 }
@@ -329,6 +342,8 @@ pub fn draw_config(rng: &mut Rng) -> Config {
         c.restart.healthy_uptime = secs(rng.between(1, 30));
         c.restart.intensity_deaths = rng.between(1, 20) as u32;
         c.restart.intensity_window = secs(rng.between(5, 120));
+        // Low rates too, so that a kill storm meets the cap.
+        c.restart.quick_restart_rate = rng.between(1, 64) as u32;
         if rng.chance(0.2) {
             c.restart.on_crash_loop = OnCrashLoop::Exit(rng.between(64, 78) as i32);
         }

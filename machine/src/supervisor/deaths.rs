@@ -1,9 +1,11 @@
-//! Deaths and restarts: a worker that died unexpectedly, failed to spawn or was killed for a
-//! failure is counted (the slot's young deaths, the pool's death window), and its slot waits
-//! out an exponential backoff, or is given up on for an unrecoverable exit code; too many
-//! deaths within the window is a crash loop. This module owns the backoff, the death window
-//! and the crash-loop flag; it must not spawn: the end of a backoff is a slot deadline, and
-//! `timers` refills the slot.
+//! Deaths and restarts: a worker that failed (a failed fork, a death before Ready, a crash,
+//! a kill for a timeout) is counted (the slot's young deaths, the pool's death window), and
+//! its slot waits out an exponential backoff, or is given up on for an unrecoverable exit
+//! code; too many deaths within the window is a crash loop. A worker killed from outside or
+//! retired by its own exit 0 after Ready is no failure of the program: its place is
+//! refilled at once, within the pool's quick-restart rate. This module owns the backoff, the
+//! death window, the quick-restart window and the crash-loop flag; it must not spawn: the
+//! end of a backoff is a slot deadline, and `timers` refills the slot.
 
 use core::time::Duration;
 
@@ -11,12 +13,13 @@ use super::slot::SlotState;
 use super::{Phase, Supervisor};
 use crate::config::OnCrashLoop;
 use crate::io::*;
+
 use crate::time::Instant;
 
 impl Supervisor {
-    /// A worker died unexpectedly, failed to spawn, or was killed for a failure: count the
-    /// death and schedule the slot's restart.
-    pub(super) fn failed_start(&mut self, i: usize, uptime: Option<Duration>) {
+    /// A worker died unasked, failed to spawn, or was killed for a failure: count the death
+    /// if its cause counts, and schedule the slot's restart.
+    pub(super) fn failed_start(&mut self, i: usize, uptime: Option<Duration>, cause: DeathCause) {
         // Empty the slot first: the death may stop the whole pool (crash-loop exit), and a
         // process that no longer exists must not be retired.
         let generation = self.worker(i).generation;
@@ -25,19 +28,31 @@ impl Supervisor {
         self.attach(i);
         let restart = &self.config.restart;
         let young = uptime.is_none_or(|u| u < restart.healthy_uptime);
+        let counts = planted!(self, KilledCounts =>
+            cause.counts() || cause == DeathCause::Killed,
+            cause.counts());
         let slot = &mut self.slots[i];
-        slot.young_deaths = if young {
-            slot.young_deaths.saturating_add(1)
-        } else {
-            1
+        slot.young_deaths = match (counts, young) {
+            (true, true) => slot.young_deaths.saturating_add(1),
+            (true, false) => 1,
+            // Not the program's failure: the streak stands, unless it lived long enough to
+            // have been healthy.
+            (false, true) => slot.young_deaths,
+            (false, false) => 0,
         };
         slot.restarts = slot.restarts.saturating_add(1);
         let young_deaths = slot.young_deaths;
-        self.record_death();
+        if counts {
+            self.record_death();
+        }
         if self.phase != Phase::Running || i >= self.slot_limit as usize {
             return;
         }
-        let delay = planted!(self, BackoffZero => Duration::ZERO, self.backoff(young_deaths));
+        let delay = if counts {
+            planted!(self, BackoffZero => Duration::ZERO, self.backoff(young_deaths))
+        } else {
+            self.quick_restart_delay()
+        };
         self.detach(i);
         self.slots[i].state = SlotState::Backoff {
             generation,
@@ -48,7 +63,29 @@ impl Supervisor {
             slot: i as u32,
             delay,
             young_deaths,
+            cause,
         });
+    }
+
+    /// The delay of a quick refill: none while fewer than `quick_restart_rate` were
+    /// scheduled within the last second, else until the oldest of them is a second old.
+    /// Each refill is booked at its own instant, so a storm is paced at the rate, not
+    /// stopped.
+    fn quick_restart_delay(&mut self) -> Duration {
+        let rate = self.config.restart.quick_restart_rate.max(1) as usize;
+        let window = Duration::from_secs(1);
+        while self.quick.len() > rate {
+            self.quick.pop_front();
+        }
+        let at = match self.quick.front() {
+            Some(&oldest) if self.quick.len() == rate => (oldest + window).max(self.now),
+            _ => self.now,
+        };
+        if self.quick.len() == rate {
+            self.quick.pop_front();
+        }
+        self.quick.push_back(at);
+        at.saturating_since(self.now)
     }
 
     /// The delay before a slot's restart after its `young_deaths`-th consecutive young

@@ -115,7 +115,7 @@ impl Supervisor {
         };
         // A fork failure says the system is short: stop ramping.
         self.set_spawn_rate(1, RampReason::ForkFailed);
-        self.failed_start(i, None);
+        self.failed_start(i, None, DeathCause::Boot);
     }
 
     fn on_ready(&mut self, worker: WorkerId) {
@@ -270,6 +270,11 @@ impl Supervisor {
         {
             return self.give_up(i, code);
         }
-        self.failed_start(i, Some(uptime));
+        let cause = match stop_reason {
+            None => DeathCause::of_exit(status, self.worker(i).ready),
+            Some(_) if !self.worker(i).ready => DeathCause::Boot,
+            Some(_) => DeathCause::Hung,
+        };
+        self.failed_start(i, Some(uptime), cause);
     }
 }

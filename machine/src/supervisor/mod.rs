@@ -163,6 +163,8 @@ pub struct Supervisor {
     pub(crate) next_maintenance: Option<Instant>,
     /// The last `intensity_deaths + 1` deaths, oldest first.
     pub(crate) deaths: VecDeque<Instant>,
+    /// When the last `quick_restart_rate` quick refills were scheduled, oldest first.
+    pub(crate) quick: VecDeque<Instant>,
     pub(crate) crash_looping: bool,
     pub(crate) backlog: BTreeMap<u32, u32>,
     pub(crate) queued: u64,
@@ -211,6 +213,7 @@ impl Supervisor {
             rollout_held: false,
             next_maintenance: None,
             deaths: VecDeque::new(),
+            quick: VecDeque::new(),
             crash_looping: false,
             backlog: BTreeMap::new(),
             queued: 0,

@@ -161,7 +161,7 @@ impl Supervisor {
             Due::SpawnTimeout => {
                 // The fork never answered: a failed start. A late `Spawned` is killed.
                 self.slots[i].last_stop = Some(StopReason::BootTimeout);
-                self.failed_start(i, None);
+                self.failed_start(i, None, DeathCause::Boot);
             }
             Due::Retire(reason) => self.retire(i, reason),
         }

@@ -304,3 +304,81 @@ fn a_main_process_exiting_alone_stops_the_rest_of_its_group_and_counts_as_a_cras
     h.at(30.0);
     assert_eq!(h.state(0), Some(WorkerState::GaveUp { code: 2 }));
 }
+
+/// The restart policy tells deaths apart (ARCHITECTURE §10): a Ready worker killed from
+/// outside is no failure of the program, so five SIGKILLs in a row, each soon after the last
+/// restart, are each replaced at once, and no crash loop is declared.
+#[test]
+fn a_worker_killed_from_outside_is_replaced_at_once_every_time() {
+    let mut config = Config::static_pool(2);
+    config.restart.intensity_deaths = 2;
+    let mut h = Harness::new(config);
+    for k in 0..5 {
+        h.at(1.0 + 1.5 * f64::from(k))
+            .exit(0, ExitStatus::Signaled(drover_machine::SIGKILL_NUMBER));
+    }
+    assert_eq!(backoff_delays(&h), [0; 5]);
+    assert!(!h.sup().is_crash_looping());
+    assert!(!events(&h)
+        .iter()
+        .any(|e| matches!(e, Event::CrashLooping { .. })));
+    assert_eq!(h.ready_slots(), [0, 1]);
+}
+
+#[test]
+fn a_worker_that_exits_zero_on_its_own_is_replaced_at_once_without_counting() {
+    let mut h = Harness::new(Config::static_pool(1));
+    h.at(1.0).exit(0, ExitStatus::Code(1)); // a crash: young 1
+    h.at(2.0).exit(0, ExitStatus::Code(0)); // its own retirement: at once, streak kept
+    h.at(3.0).exit(0, ExitStatus::Code(1)); // young 2: backoff_min
+    let scheduled: Vec<(u64, u32, &'static str)> = events(&h)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RestartScheduled {
+                delay,
+                young_deaths,
+                cause,
+                ..
+            } => Some((delay.as_millis() as u64, young_deaths, cause.name())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        scheduled,
+        [(0, 1, "crash"), (0, 1, "retired"), (1_000, 2, "crash")]
+    );
+}
+
+#[test]
+fn a_kill_before_ready_and_a_segfault_count_as_failures() {
+    let mut config = Config::static_pool(1);
+    config.readiness = drover_machine::Readiness::Notify;
+    let mut h = Harness::new(config);
+    // Killed while booting: a boot failure, whoever sent it.
+    h.at(1.0)
+        .exit(0, ExitStatus::Signaled(drover_machine::SIGKILL_NUMBER));
+    h.at(2.0)
+        .exit(0, ExitStatus::Signaled(drover_machine::SIGKILL_NUMBER));
+    h.at(3.5).ready(0);
+    // SEGV after Ready: a crash.
+    h.at(4.0).exit(0, ExitStatus::Signaled(11));
+    assert_eq!(backoff_delays(&h), [0, 1_000, 2_000]);
+}
+
+#[test]
+fn a_kill_storm_is_paced_at_the_quick_restart_rate() {
+    let mut config = Config::static_pool(4);
+    config.restart.quick_restart_rate = 2;
+    let mut h = Harness::new(config);
+    let kills = (0..4)
+        .map(|slot| Input::Exited {
+            pid: h.pid(slot),
+            status: ExitStatus::Signaled(drover_machine::SIGTERM_NUMBER),
+        })
+        .collect();
+    h.at(1.0).inputs(kills);
+    // Two at once, the next two when the first two are a second old.
+    assert_eq!(backoff_delays(&h), [0, 0, 1_000, 1_000]);
+    h.at(2.0);
+    assert_eq!(h.ready_slots(), [0, 1, 2, 3]);
+}

@@ -30,6 +30,10 @@
 //! rule too: a static pool's `workers`; the new policy's `start` when the kind of policy
 //! changed; otherwise the target as it was, clamped to the new `min..=max`.
 //!
+//! A dynamic pool above `min` with more than `max_spare` threads idle beyond the queue at
+//! every reading for a whole `maintenance_interval` must have shrunk by then (read and
+//! judged as idle retirement is, below).
+//!
 //! Idle retirement, not later (`Oracle::IdleTimeout`; `timeouts.rs` judges "not before"):
 //! while the pool is above `min` and (dynamic) would keep `min_spare` threads spare without
 //! it, the worker idle longest by its reports is retired by the first `handle` at least one
@@ -81,6 +85,11 @@ pub(super) struct DemandBooks {
     /// The worker an idle retirement is owed to, and since when the rule has held for it
     /// at every reading.
     idle_owed: Option<(WorkerId, Instant)>,
+    /// Since when a dynamic pool's spare surplus has held at every reading.
+    surplus_owed: Option<Instant>,
+    /// Spawns performed since the last drain ended: their threads were not there when the
+    /// tick of the drain's `handle` ran, unless the handle's own slot timers decided them.
+    drain_spawns: u64,
 }
 
 struct Shrink {
@@ -147,6 +156,7 @@ impl Judge {
                 let books = &mut self.books.demand;
                 books.judged = Some(false);
                 books.idle_owed = None;
+                books.surplus_owed = None;
                 books.reload_from = Some((sup.target(), sup.config().policy.clone()));
                 books.reload_to = None;
                 // A reload rolls the pool exactly when what a worker runs changed.
@@ -182,7 +192,7 @@ impl Judge {
 
     /// A `handle` ended: what it owes is judged once its drain has shown its events.
     pub(super) fn judge_demand_handled(&mut self, sup: &Supervisor) {
-        self.read_idle_rule(sup);
+        self.read_idle_rule(sup, false);
         let books = &mut self.books.demand;
         // A handle with no input (a tick) is judged if it came after a complete drain.
         let judged = books
@@ -223,6 +233,10 @@ impl Judge {
         let Event::Scaled { from, to } = *event else {
             return;
         };
+        if to < from {
+            // One shrink per tick: a surplus that remains is owed again from now.
+            self.books.demand.surplus_owed = None;
+        }
         if self.books.demand.reload_from.is_some() {
             self.books.demand.reload_to = Some(to);
         }
@@ -269,6 +283,7 @@ impl Judge {
             // decided spawns that go out only now, after the tick's events: their threads
             // were idle to the machine, so the bound takes them in.
             Action::Spawn { .. } => {
+                books.drain_spawns += 1;
                 if let Some(shrink) = &mut books.shrink {
                     shrink.spare += u64::from(sup.config().threads);
                 }
@@ -281,9 +296,10 @@ impl Judge {
     pub(super) fn judge_demand_drained(&mut self, sup: &Supervisor, complete: bool) {
         self.settle_demand();
         if complete {
-            self.read_idle_rule(sup);
+            self.read_idle_rule(sup, true);
             self.judge_idle_owed(sup);
         }
+        self.books.demand.drain_spawns = 0;
         let books = &mut self.books.demand;
         books.at_rest = complete;
         books.last_phase_running = sup.phase() == Phase::Running;
@@ -327,7 +343,7 @@ impl Judge {
     /// The worker idle longest by its reports, if the idle rule holds for it now: its
     /// deadline has passed, the pool is above `min`, and a dynamic pool keeps `min_spare`
     /// spare threads without it.
-    fn idle_rule(&self, sup: &Supervisor) -> Option<(WorkerId, Instant)> {
+    fn idle_rule(&self, sup: &Supervisor, idle: u64) -> Option<(WorkerId, Instant)> {
         let c = sup.config();
         let timeout = c.idle_timeout?;
         if sup.phase() != Phase::Running || sup.target() <= c.policy.min() {
@@ -344,8 +360,7 @@ impl Judge {
             return None;
         }
         if let Policy::Dynamic { min_spare, .. } = c.policy {
-            let spare_after = self
-                .idle_threads(sup)
+            let spare_after = idle
                 .saturating_sub(self.queued())
                 .saturating_sub(u64::from(c.threads));
             if spare_after < u64::from(min_spare) {
@@ -355,24 +370,65 @@ impl Judge {
         Some((worker, since + timeout))
     }
 
-    fn read_idle_rule(&mut self, sup: &Supervisor) {
+    /// Whether a dynamic pool above `min` has more than `max_spare` threads idle beyond
+    /// the queue, by the world's records.
+    fn surplus_rule(&self, sup: &Supervisor, idle: u64) -> bool {
+        let c = sup.config();
+        let Policy::Dynamic { min, max_spare, .. } = c.policy else {
+            return false;
+        };
+        sup.phase() == Phase::Running
+            && sup.target() > min
+            && idle.saturating_sub(self.queued()) > u64::from(max_spare)
+    }
+
+    /// Reads the idle and surplus rules. After a `handle` (before its drain) the world
+    /// still counts the workers that handle stopped and lacks the spawns its timers decided,
+    /// so that reading may only end a rule's interval. After a complete drain, the spawns
+    /// of the drain are left out (the tick ran before them), which is the tick's view or
+    /// less; only that reading may begin or continue an interval.
+    fn read_idle_rule(&mut self, sup: &Supervisor, after_drain: bool) {
         let now = self.now;
-        let rule = self.idle_rule(sup);
-        let owed = &mut self.books.demand.idle_owed;
-        *owed = match (rule, *owed) {
-            (Some((w, _)), Some((o, from))) if w == o => Some((o, from)),
-            (Some((w, _)), _) => Some((w, now)),
-            (None, _) => None,
+        let threads = u64::from(sup.config().threads);
+        let idle = self.idle_threads(sup);
+        let idle = if after_drain {
+            idle.saturating_sub(self.books.demand.drain_spawns * threads)
+        } else {
+            idle
+        };
+        let surplus = self.surplus_rule(sup, idle);
+        let rule = self.idle_rule(sup, idle);
+        let books = &mut self.books.demand;
+        books.surplus_owed = match (surplus, after_drain) {
+            (false, _) => None,
+            (true, true) => Some(books.surplus_owed.unwrap_or(now)),
+            (true, false) => books.surplus_owed,
+        };
+        books.idle_owed = match (rule, books.idle_owed, after_drain) {
+            (None, ..) => None,
+            (Some((w, _)), Some((o, from)), _) if w == o => Some((o, from)),
+            (Some((w, _)), _, true) => Some((w, now)),
+            (Some(_), _, false) => None,
         };
     }
 
     /// After a complete drain: a tick has run since the rule began to hold, and still no
     /// idle retirement.
     fn judge_idle_owed(&mut self, sup: &Supervisor) {
+        let interval = sup.config().maintenance_interval;
+        if let Some(from) = self.books.demand.surplus_owed {
+            if !self.exited && self.now >= from + interval {
+                let what = format!(
+                    "a dynamic pool above its min has had more than max_spare threads idle beyond the queue at every reading since {from}, and the handle at {} is a maintenance interval ({interval:?}) later: a tick has run, and the target did not shrink",
+                    self.now
+                );
+                self.books.demand.surplus_owed = None;
+                return self.complain(Oracle::Demand, what);
+            }
+        }
         let Some((worker, from)) = self.books.demand.idle_owed else {
             return;
         };
-        let interval = sup.config().maintenance_interval;
         if self.exited || self.now < from + interval {
             return;
         }

@@ -2,11 +2,13 @@
 //! the crash-loop declaration, judged by the judge's own record of the deaths the
 //! supervisor was told of (exits handed in, failed forks), never by the machine's counts.
 //!
-//! A death counts (ARCHITECTURE §10, restart backoff and intensity) when the supervisor
-//! learns that a worker it did not ask to stop exited (a crash; with an unrecoverable code
-//! it is given up on instead and does not count), that one it killed for a failure
-//! (boot, heartbeat, request timeout; its main process exiting) exited, or that a fork
-//! failed — while the pool runs. Uptime counts from the fork's answer to the exit's handing.
+//! A death counts (ARCHITECTURE §10, restart policy) when the supervisor learns, while the
+//! pool runs, that a fork failed, that a worker not yet Ready died, that a Ready one it did
+//! not ask to stop crashed (a non-zero exit, or a signal other than KILL and TERM; with an
+//! unrecoverable code it is given up on instead and does not count), or that one it killed
+//! for a failure (a timeout; its main process exiting) exited. A Ready worker killed from
+//! outside (KILL, TERM) or one that exited 0 on its own does not count: its place is
+//! refilled at once, at most `restart.quick_restart_rate` such refills in any second. Uptime counts from the fork's answer to the exit's handing.
 //! Like the watchdogs, both bounds are exact: the refill must come at the first `handle`
 //! at or after the backoff's end, and the supervisor must not sleep past that end; the
 //! world's own lateness is then the only delay.
@@ -15,7 +17,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use drover_machine::{
-    Action, Event, ExitStatus, Input, Instant, OnCrashLoop, Phase, Supervisor, WorkerId,
+    Action, DeathCause, Event, ExitStatus, Input, Instant, OnCrashLoop, Phase, Supervisor, WorkerId,
 };
 
 use super::{Judge, Oracle};
@@ -43,6 +45,8 @@ pub(super) struct Restarts {
     gave_up: BTreeSet<u32>,
     /// The last `intensity_deaths + 1` deaths counted, oldest first.
     deaths: VecDeque<Instant>,
+    /// The instants of the last `quick_restart_rate` quick refills booked, oldest first.
+    quick: VecDeque<Instant>,
     /// Crash-looping by the judge's record.
     looping: bool,
     /// Slots in backoff whose refill is judged.
@@ -72,6 +76,22 @@ fn prescribed(sup: &Supervisor, young_deaths: u32, crash_looping: bool) -> Durat
             .saturating_mul(1u32 << doublings)
             .min(r.backoff_max)
     }
+}
+
+/// A quick refill's delay: at most `rate` booked in any second, each at its own instant.
+fn quick_delay(quick: &mut VecDeque<Instant>, rate: u32, now: Instant) -> Duration {
+    let rate = rate.max(1) as usize;
+    while quick.len() > rate {
+        quick.pop_front();
+    }
+    let at = if quick.len() == rate {
+        let oldest = quick.pop_front().expect("rate is at least 1");
+        (oldest + Duration::from_secs(1)).max(now)
+    } else {
+        now
+    };
+    quick.push_back(at);
+    at.saturating_since(now)
 }
 
 impl Judge {
@@ -107,7 +127,7 @@ impl Judge {
         match *input {
             Input::SpawnFailed { worker, .. } => {
                 let generation = sup.generation().0;
-                self.count_death(sup, worker, None, generation);
+                self.count_death(sup, worker, None, generation, DeathCause::Boot);
             }
             Input::Exited { pid, status } => {
                 let watch = &self.watch;
@@ -143,7 +163,13 @@ impl Judge {
                     }
                     return;
                 }
-                self.count_death(sup, worker, Some(uptime), generation);
+                let ready = t.ready_at.is_some();
+                let cause = match asked {
+                    None => DeathCause::of_exit(status, ready),
+                    Some(_) if !ready => DeathCause::Boot,
+                    Some(_) => DeathCause::Hung,
+                };
+                self.count_death(sup, worker, Some(uptime), generation, cause);
             }
             _ => {}
         }
@@ -157,23 +183,32 @@ impl Judge {
         worker: WorkerId,
         uptime: Option<Duration>,
         generation: u32,
+        cause: DeathCause,
     ) {
         let now = self.now;
         let c = sup.config();
         let r = &c.restart;
         let j = &mut self.restarts;
         let young = uptime.is_none_or(|u| u < r.healthy_uptime);
+        let counts = cause.counts();
         j.died.insert(worker.slot, now);
         let slot = j.young.entry(worker.slot).or_insert(0);
-        *slot = if young { slot.saturating_add(1) } else { 1 };
+        *slot = match (counts, young) {
+            (true, true) => slot.saturating_add(1),
+            (true, false) => 1,
+            (false, true) => *slot,
+            (false, false) => 0,
+        };
         let young_deaths = *slot;
         let limit = r.intensity_deaths as usize + 1;
-        j.deaths.push_back(now);
+        if counts {
+            j.deaths.push_back(now);
+        }
         while j.deaths.len() > limit {
             j.deaths.pop_front();
         }
         let mut declared = false;
-        if !j.looping && j.deaths.len() >= limit {
+        if counts && !j.looping && j.deaths.len() >= limit {
             let oldest = j.deaths[0];
             if now.saturating_since(oldest) < r.intensity_window {
                 j.looping = true;
@@ -189,7 +224,11 @@ impl Judge {
         if !running || worker.slot >= c.slot_count() {
             return;
         }
-        let delay = prescribed(sup, young_deaths, j.looping);
+        let delay = if counts {
+            prescribed(sup, young_deaths, j.looping)
+        } else {
+            quick_delay(&mut j.quick, r.quick_restart_rate, now)
+        };
         j.places.insert(worker.slot, now + delay);
         // A place of an earlier generation is replaced by the rolling restart at once,
         // whatever its backoff (ARCHITECTURE §10: places with no process go at once).

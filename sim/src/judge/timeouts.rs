@@ -37,7 +37,7 @@ pub(super) struct Told {
     /// The heartbeat timeout the process was started with (`WATCHDOG_USEC`).
     watchdog: Option<Duration>,
     /// READY=1 handed in (or the fork's answer, when readiness was at spawn).
-    ready_at: Option<Instant>,
+    pub(super) ready_at: Option<Instant>,
     /// The latest heartbeat stamp handed in (never later than its handing).
     beat: Option<Instant>,
     /// Threads busy, and since when the oldest request runs, as last reported.

@@ -220,6 +220,13 @@ impl SimOs {
                 // Main-exited is counted by its oracle, once it agreed.
                 _ => return,
             },
+            Event::RestartScheduled { delay, cause, .. } if !cause.counts() => {
+                if delay.is_zero() {
+                    Mark::QuickRestart
+                } else {
+                    Mark::QuickRestartPaced
+                }
+            }
             Event::RestartScheduled {
                 delay,
                 young_deaths,

@@ -399,6 +399,13 @@ impl SimOs {
         let unrecoverable = !codes.is_empty() && self.rng_proc.chance(self.faults.unrecoverable);
         let status = if unrecoverable {
             ExitStatus::Code(codes[0])
+        } else if self.faults.outside_kill > 0.0 && self.rng_proc.chance(self.faults.outside_kill) {
+            self.coverage.hit(Mark::OutsideKill);
+            match self.rng_proc.between(0, 2) {
+                0 => ExitStatus::Signaled(9),
+                1 => ExitStatus::Signaled(15),
+                _ => ExitStatus::Code(0),
+            }
         } else if self.rng_proc.chance(0.5) {
             ExitStatus::Code(1)
         } else {

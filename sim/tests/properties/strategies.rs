@@ -75,7 +75,7 @@ pub(crate) fn ladder() -> impl Strategy<Value = Ladder> {
 pub(crate) fn restart() -> impl Strategy<Value = Restart> {
     (
         (100u64..=5_000, 0u64..=60_000, 1u64..=60),
-        (1u32..=20, 1u64..=120),
+        (1u32..=20, 1u64..=120, 1u32..=64),
         prop_oneof![
             3 => Just(OnCrashLoop::Backoff),
             1 => (3i32..=9).prop_map(OnCrashLoop::Exit)
@@ -84,15 +84,18 @@ pub(crate) fn restart() -> impl Strategy<Value = Restart> {
         any::<bool>(),
     )
         .prop_map(
-            |((min, extra, healthy), (deaths, window), on_crash_loop, codes, stop)| Restart {
-                backoff_min: millis(min),
-                backoff_max: millis(min + extra),
-                healthy_uptime: secs(healthy),
-                intensity_deaths: deaths,
-                intensity_window: secs(window),
-                on_crash_loop,
-                stop_on_unrecoverable: stop && !codes.is_empty(),
-                unrecoverable_exit_codes: codes,
+            |((min, extra, healthy), (deaths, window, quick), on_crash_loop, codes, stop)| {
+                Restart {
+                    backoff_min: millis(min),
+                    backoff_max: millis(min + extra),
+                    healthy_uptime: secs(healthy),
+                    intensity_deaths: deaths,
+                    intensity_window: secs(window),
+                    on_crash_loop,
+                    stop_on_unrecoverable: stop && !codes.is_empty(),
+                    unrecoverable_exit_codes: codes,
+                    quick_restart_rate: quick,
+                }
             },
         )
 }
