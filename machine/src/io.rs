@@ -433,6 +433,12 @@ pub enum Event {
         /// The machine had asked it to stop.
         expected: bool,
     },
+    /// The supervisor woke more than `ABSENCE_MIN` after the deadline it asked for: every
+    /// worker's heartbeat window starts afresh now.
+    CameBack {
+        /// How late it woke.
+        late: Duration,
+    },
     /// The slot will be refilled after `delay` (restart backoff).
     RestartScheduled {
         /// The slot to refill.

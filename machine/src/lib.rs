@@ -70,7 +70,7 @@ pub use io::{
 };
 pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{
-    Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState, WorkerView,
+    Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState, WorkerView, ABSENCE_MIN,
 };
 pub use time::Instant;
 

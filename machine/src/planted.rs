@@ -11,6 +11,8 @@ pub enum Plant {
     BootThird,
     /// The heartbeat deadline is three times the timeout.
     WatchdogTriple,
+    /// A supervisor that comes back from an absence judges heartbeats from before it.
+    AbsenceIgnored,
     /// The request timeout is half the configured one.
     RequestHalf,
     /// `max_requests` retires one request early.
@@ -55,9 +57,10 @@ pub enum Plant {
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 22] = [
+    pub const ALL: [Plant; 23] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
+        Plant::AbsenceIgnored,
         Plant::RequestHalf,
         Plant::MaxRequestsEarly,
         Plant::IdleHalf,
@@ -85,6 +88,7 @@ impl Plant {
         match self {
             Plant::BootThird => "boot-third",
             Plant::WatchdogTriple => "watchdog-triple",
+            Plant::AbsenceIgnored => "absence-ignored",
             Plant::RequestHalf => "request-half",
             Plant::MaxRequestsEarly => "max-requests-early",
             Plant::IdleHalf => "idle-half",

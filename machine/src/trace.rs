@@ -185,6 +185,7 @@ impl fmt::Display for Event {
                 Secs(*uptime),
                 yes_no(*expected)
             ),
+            Event::CameBack { late } => write!(f, "{:<14} late={}", "came-back", Secs(*late)),
             Event::RestartScheduled {
                 slot,
                 delay,

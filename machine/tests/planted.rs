@@ -116,6 +116,21 @@ fn watchdog_triple_waits_three_heartbeat_timeouts() {
 }
 
 #[test]
+fn absence_ignored_kills_workers_for_the_supervisors_own_absence() {
+    let mut config = Config::static_pool(1);
+    config.heartbeat_timeout = Some(Duration::from_secs(2));
+    let (shipped, planted) = both(Plant::AbsenceIgnored, config, |h| {
+        h.at(1.0).heartbeat(0);
+        // Asked to wake at 3 s, the supervisor runs again only at 10 s.
+        h.set_now(Instant::from_secs_f64(10.0)).input(Input::Tick);
+        h.at(13.0);
+    });
+    let killed = |h: &Harness| first_retirement(h, StopReason::HeartbeatTimeout);
+    assert_eq!(killed(&shipped), Some(12_000), "a fresh window from 10 s");
+    assert_eq!(killed(&planted), Some(10_000), "killed on coming back");
+}
+
+#[test]
 fn request_half_kills_a_request_at_half_its_timeout() {
     let mut config = notify(Config::static_pool(1));
     config.request_timeout = Some(Duration::from_secs(10));

@@ -104,7 +104,7 @@ pub fn plant(_: &mut Supervisor, plant: Plant) {
 pub fn expected(plant: Plant) -> Oracle {
     match plant {
         Plant::BootThird => Oracle::BootTimeout,
-        Plant::WatchdogTriple => Oracle::HeartbeatTimeout,
+        Plant::WatchdogTriple | Plant::AbsenceIgnored => Oracle::HeartbeatTimeout,
         Plant::RequestHalf => Oracle::RequestTimeout,
         Plant::MaxRequestsEarly => Oracle::MaxRequests,
         Plant::IdleHalf | Plant::IdleDouble => Oracle::IdleTimeout,

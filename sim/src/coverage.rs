@@ -68,6 +68,7 @@ marks! {
         ResumedAfterHandover => "resumed-after-successor-died",
         QuickRestart => "killed-restarted-at-once",
         QuickRestartPaced => "quick-restart-paced",
+        CameBack => "came-back",
         CommandRefused => "command-refused",
         StopImmediate => "stop-immediate",
         StopEscalated => "stop-escalated",
@@ -91,6 +92,7 @@ marks! {
         HeldMessages => "messages-held",
         PredecessorVanished => "predecessor-vanished",
         OutsideKill => "killed-from-outside",
+        Paused => "supervisor-paused",
     }
 }
 

@@ -80,6 +80,9 @@ pub struct Faults {
     /// (the program retiring itself): deaths the restart policy does not count once the
     /// worker was Ready.
     pub outside_kill: f64,
+    /// Pauses of the supervisor alone per simulated minute (SIGSTOP, heavy swapping): its
+    /// workers live on. (A clock jump freezes everything together.)
+    pub pause: f64,
 }
 
 impl Faults {
@@ -109,6 +112,7 @@ impl Faults {
             main_exit: 0.0,
             successor_of: 0,
             outside_kill: 0.0,
+            pause: 0.0,
         }
     }
 
@@ -146,6 +150,7 @@ impl Faults {
             main_exit: 0.0,
             successor_of: 0,
             outside_kill: 0.0,
+            pause: 0.0,
         }
     }
 
@@ -174,6 +179,11 @@ impl Faults {
         } else {
             0.0
         };
+        self.pause = if rng.chance(0.5) {
+            0.05 * (1.0f64 / 0.05).powf(rng.unit())
+        } else {
+            0.0
+        };
     }
 
     /// The predecessor's generation, if the run starts as a live upgrade's successor.
@@ -188,7 +198,7 @@ impl Faults {
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 23] {
+    fn fields(&self) -> [(&'static str, f64); 24] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -214,6 +224,7 @@ impl Faults {
             ("load_silent", b(self.load_silent)),
             ("main_exit", self.main_exit),
             ("outside_kill", self.outside_kill),
+            ("pause", self.pause),
         ]
     }
 }

@@ -218,5 +218,7 @@ fn restart(u: &mut Unstructured) -> Restart {
         },
         stop_on_unrecoverable: !codes.is_empty() && chance(u, 128),
         unrecoverable_exit_codes: codes,
+        // Drawn last: the bytes of older corpus entries keep their meaning up to here.
+        quick_restart_rate: int(u, 1..=64),
     }
 }

@@ -56,6 +56,11 @@ macro_rules! planted {
     };
 }
 
+/// How much later than the deadline it asked for the supervisor may wake before it counts
+/// as having been away (`Event::CameBack`): far above a busy loop's lateness, far below
+/// the heartbeat timeouts worth setting.
+pub const ABSENCE_MIN: core::time::Duration = core::time::Duration::from_secs(1);
+
 mod commands;
 mod deaths;
 mod index;
@@ -166,6 +171,10 @@ pub struct Supervisor {
     /// When the last `quick_restart_rate` quick refills were scheduled, oldest first.
     pub(crate) quick: VecDeque<Instant>,
     pub(crate) crash_looping: bool,
+    /// The last instant this supervisor came back from an absence (a wake-up more than
+    /// `ABSENCE_MIN` past the deadline it asked for): no worker's heartbeat is judged
+    /// from before it.
+    pub(crate) back_at: Instant,
     pub(crate) backlog: BTreeMap<u32, u32>,
     pub(crate) queued: u64,
     pub(crate) upgrade: UpgradeState,
@@ -215,6 +224,7 @@ impl Supervisor {
             deaths: VecDeque::new(),
             quick: VecDeque::new(),
             crash_looping: false,
+            back_at: now,
             backlog: BTreeMap::new(),
             queued: 0,
             upgrade: UpgradeState::Idle,
@@ -285,6 +295,21 @@ impl Supervisor {
         self.end(announced);
     }
 
+    /// Coming back later than it meant to (a SIGSTOP, a cgroup freeze, a VM pause, heavy
+    /// swapping): the supervisor was not watching, so it cannot know whether its workers
+    /// beat meanwhile, and their beats may wait unsent behind a full socket. Every worker's
+    /// heartbeat window starts afresh now, before any timer of this `handle` runs.
+    fn came_back(&mut self, asked: Instant) {
+        self.back_at = self.now;
+        self.event(Event::CameBack {
+            late: self.now.saturating_since(asked),
+        });
+        for i in 0..self.slots.len() {
+            self.detach(i);
+            self.attach(i);
+        }
+    }
+
     /// Moves the clock to `now`. Returns the maintenance deadline the driver was shown
     /// before (the state has not changed since its last drain: whether a due tick was
     /// announced or skipped while hidden), or `None` once exited (inputs are ignored).
@@ -296,7 +321,12 @@ impl Supervisor {
             self.now
         );
         let announced = self.maintenance_wakeup();
+        let asked = self.poll_timeout();
         self.now = now;
+        if let Some(asked) = asked.filter(|&a| now > a + ABSENCE_MIN && self.phase != Phase::Exited)
+        {
+            self.came_back(asked);
+        }
         (self.phase != Phase::Exited).then_some(announced)
     }
 

@@ -231,7 +231,10 @@ impl Supervisor {
         } else {
             timeout
         };
-        Some(w.last_heartbeat + planted!(self, WatchdogTriple => allowed * 3, allowed))
+        let since = planted!(self, AbsenceIgnored =>
+            w.last_heartbeat,
+            w.last_heartbeat.max(self.back_at));
+        Some(since + planted!(self, WatchdogTriple => allowed * 3, allowed))
     }
 
     pub(crate) fn request_deadline(&self, w: &Worker) -> Option<Instant> {

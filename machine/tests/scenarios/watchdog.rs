@@ -3,11 +3,11 @@
 
 use drover_machine::testing::Harness;
 use drover_machine::{
-    Action, Config, Duration, Input, Instant, Pid, Readiness, Signal, StopReason, Supervisor,
-    WorkerState,
+    Action, Config, Duration, Event, Input, Instant, Pid, Readiness, Signal, StopReason,
+    Supervisor, WorkerState,
 };
 
-use crate::helpers::{backoff_delays, signals, signals_ms, spawns_ms};
+use crate::helpers::{backoff_delays, events, retirements_ms, signals, signals_ms, spawns_ms};
 
 #[test]
 fn boot_timeout_kills_the_worker_and_restarts_with_backoff() {
@@ -232,4 +232,33 @@ fn a_request_finishing_in_time_disarms_the_request_timeout() {
     h.at(20.0).load(0, 0, 2);
     h.at(100.0);
     assert!(signals(&h).is_empty());
+}
+
+/// A supervisor that was stopped (SIGSTOP, a frozen cgroup, a paused VM) cannot know
+/// whether its workers beat meanwhile: coming back more than `ABSENCE_MIN` after the
+/// wake-up it asked for, it gives every worker a fresh heartbeat window.
+#[test]
+fn a_supervisor_back_from_an_absence_gives_every_worker_a_fresh_window() {
+    let mut config = Config::static_pool(2);
+    config.heartbeat_timeout = Some(Duration::from_secs(2));
+    let mut h = Harness::new(config);
+    h.at(1.0).heartbeat(0).heartbeat(1);
+    // Asked to wake at 3 s; runs again at 9 s. Worker 1's beats got through, worker 0's
+    // did not (its datagrams waited behind a full socket).
+    h.set_now(Instant::from_secs_f64(9.0)).heartbeat(1);
+    assert!(events(&h)
+        .iter()
+        .any(|e| matches!(e, Event::CameBack { late } if *late == Duration::from_secs(6))));
+    assert_eq!(h.ready_slots(), [0, 1], "nobody killed on coming back");
+    h.at(10.5).heartbeat(0);
+    h.at(14.0);
+    assert_eq!(
+        retirements_ms(&h)
+            .iter()
+            .filter(|r| r.2 == StopReason::HeartbeatTimeout)
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [11_000, 12_500],
+        "then each is judged from its last beat again (worker 0 would have died at 9 s)"
+    );
 }

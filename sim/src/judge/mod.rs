@@ -169,6 +169,10 @@ pub struct Judge {
     failed: bool,
     /// The machine performed `Exit`.
     exited: bool,
+    /// Inputs of a `handle` are being handed in (its first hook has come).
+    in_handle: bool,
+    /// The wake-up the supervisor asked for at the end of the last drain.
+    asked_at_rest: Option<Instant>,
 }
 
 impl Judge {
@@ -210,6 +214,10 @@ impl Judge {
     /// supervisor is told is the evidence its decisions are judged by.
     pub fn input(&mut self, sup: &Supervisor, now: Instant, input: &Input) {
         self.now = now;
+        if !std::mem::replace(&mut self.in_handle, true) {
+            // The state is as the supervisor's `handle` will find it.
+            self.judge_absence(sup.poll_timeout());
+        }
         // A fork's answer with no `Spawn` performed before it is no fact of the pool's: the
         // machine ignores it, and so must the books (only a world that hands in strays,
         // as the property tests do, sends one).
@@ -301,6 +309,10 @@ impl Judge {
     /// After every `handle`/`handle_all` (at `now`) and its timers.
     pub fn handled(&mut self, sup: &Supervisor, now: Instant) {
         self.now = now;
+        if !std::mem::take(&mut self.in_handle) {
+            // A `handle` with no input (a tick) comes after a drain.
+            self.judge_absence(self.asked_at_rest);
+        }
         self.judge_timeout_handled(sup);
         self.judge_restart_handled(sup);
         self.judge_pool_handled(sup);
@@ -323,6 +335,7 @@ impl Judge {
     /// After every drain of the driver's (at `now`); `complete` when no action was left.
     pub fn drained(&mut self, sup: &Supervisor, now: Instant, complete: bool) {
         self.now = now;
+        self.asked_at_rest = sup.poll_timeout();
         self.judge_demand_drained(sup, complete);
     }
 

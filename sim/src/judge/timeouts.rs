@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use drover_machine::{
     Event, ExitStatus, Input, Instant, Phase, Pid, Readiness, StopReason, Supervisor, WorkerId,
+    ABSENCE_MIN,
 };
 
 use super::{Judge, Oracle};
@@ -40,6 +41,9 @@ pub(super) struct Told {
     pub(super) ready_at: Option<Instant>,
     /// The latest heartbeat stamp handed in (never later than its handing).
     beat: Option<Instant>,
+    /// When the supervisor last came back from an absence while this worker lived: its
+    /// heartbeat window starts afresh there (ARCHITECTURE §10, heartbeat watchdog).
+    back_at: Option<Instant>,
     /// Threads busy, and since when the oldest request runs, as last reported.
     busy: u32,
     busy_since: Option<Instant>,
@@ -125,7 +129,8 @@ fn heartbeat_rule(
     } else {
         timeout
     };
-    (t.beat.map_or(ready_at, |b| b.max(ready_at)), allowed)
+    let base = t.beat.map_or(ready_at, |b| b.max(ready_at));
+    (base.max(t.back_at.unwrap_or(base)), allowed)
 }
 
 /// What `oracle`'s rule saw of `t`, for a complaint.
@@ -176,6 +181,18 @@ impl Watch {
 }
 
 impl Judge {
+    /// The first hook of a `handle` at `now`, with `asked` the wake-up the supervisor had
+    /// asked the driver for before it: woken more than `ABSENCE_MIN` after it, the
+    /// supervisor was away, and every worker's heartbeat window starts afresh now.
+    pub(super) fn judge_absence(&mut self, asked: Option<Instant>) {
+        let now = self.now;
+        if asked.is_some_and(|a| now > a + ABSENCE_MIN) {
+            for t in self.watch.workers.values_mut() {
+                t.back_at = Some(now);
+            }
+        }
+    }
+
     pub(super) fn judge_timeout_input(&mut self, sup: &Supervisor, input: &Input) {
         if sup.phase() == Phase::Exited {
             return;
@@ -206,6 +223,7 @@ impl Judge {
                         watchdog: proc.watchdog,
                         ready_at: at_spawn.then_some(now),
                         beat: None,
+                        back_at: None,
                         busy: 0,
                         busy_since: None,
                         idle_since: at_spawn.then_some(now),

@@ -182,6 +182,9 @@ enum Ev {
     /// An impatient operator asks a successor for an upgrade before it took over.
     EarlyUpgrade,
     ClockJump,
+    /// The supervisor alone is stopped for a while (SIGSTOP, a debugger, heavy swapping):
+    /// its workers live on.
+    Pause,
     Heal,
     Check,
     Sample,
@@ -271,6 +274,12 @@ impl World {
                 .rng_clock
                 .exp(Duration::from_secs_f64(60.0 / os.faults.clock_jump));
             os.schedule(d, Ev::ClockJump);
+        }
+        if os.faults.pause > 0.0 {
+            let d = os
+                .rng_clock
+                .exp(Duration::from_secs_f64(60.0 / os.faults.pause));
+            os.schedule(d, Ev::Pause);
         }
         if opts.keep_samples {
             os.schedule(Duration::ZERO, Ev::Sample);

@@ -220,6 +220,7 @@ impl SimOs {
                 // Main-exited is counted by its oracle, once it agreed.
                 _ => return,
             },
+            Event::CameBack { .. } => Mark::CameBack,
             Event::RestartScheduled { delay, cause, .. } if !cause.counts() => {
                 if delay.is_zero() {
                     Mark::QuickRestart

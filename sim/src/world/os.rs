@@ -257,7 +257,7 @@ impl SimOs {
     /// fork returns; datagrams land in the socket), while what would wake or command the
     /// loop, and a clock jump, runs late, as in a blocked real loop. The oracle's stop
     /// deadlines wait too: no ladder can move while the loop is blocked.
-    fn block(&mut self, d: Duration) {
+    pub(super) fn block(&mut self, d: Duration) {
         let to = self.now + d;
         self.blocked = true;
         let mut deferred = Vec::new();

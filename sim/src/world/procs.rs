@@ -317,6 +317,7 @@ impl SimOs {
             Ev::Arrival => self.on_arrival(),
             Ev::RequestDone(serial, started) => self.on_request_done(serial, started),
             Ev::ClockJump => self.clock_jump(),
+            Ev::Pause => self.pause(),
             Ev::Wake(_)
             | Ev::Sigchld
             | Ev::Operator
@@ -521,6 +522,24 @@ impl SimOs {
         self.clients.idle.remove(&serial);
         self.table.zombies.push_back(serial);
         self.sigchld();
+    }
+
+    /// The supervisor alone stops for 1–10 s while its workers beat on: their datagrams
+    /// wait in the socket, and it must come back without taking its own absence for
+    /// theirs.
+    fn pause(&mut self) {
+        if self.healed {
+            return;
+        }
+        let d = self
+            .rng_clock
+            .duration(Duration::from_secs(1), Duration::from_secs(10));
+        self.coverage.hit(Mark::Paused);
+        self.block(d);
+        let gap = self
+            .rng_clock
+            .exp(Duration::from_secs_f64(60.0 / self.faults.pause));
+        self.schedule(gap, Ev::Pause);
     }
 
     /// Suspend and resume: the world stands still for the jump, the clock does not.
