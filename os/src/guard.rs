@@ -35,10 +35,9 @@ impl Guard {
     /// Forks the guard. Only from a single-threaded process (the child runs ordinary code
     /// after `fork`); `None` with a warning otherwise or if the fork fails.
     pub fn start() -> Option<Guard> {
-        let threads = crate::spawn::thread_count();
-        if threads > 1 {
+        if let Err(why) = crate::spawn::single_threaded() {
             tracing::warn!(
-                "no group guard: drover runs {threads} threads; after a SIGKILL of drover, processes a worker started may outlive it"
+                "no group guard: {why}; after a SIGKILL of drover, processes a worker started may outlive it"
             );
             return None;
         }

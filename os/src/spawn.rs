@@ -335,10 +335,9 @@ impl Spawner {
         forked.prepare(worker);
         // fork() copies only the calling thread: a lock held by any other thread (the
         // allocator's, stdout's) would stay locked forever in the child.
-        let threads = thread_count();
-        if threads > 1 {
+        if let Err(why) = single_threaded() {
             tracing::error!(
-                "cannot fork w={worker}: the supervisor runs {threads} threads (a before_fork hook or the program started one); an embedded server must stay single-threaded"
+                "cannot fork w={worker}: {why} (a before_fork hook or the program may have started a thread); an embedded server must stay single-threaded"
             );
             return Err(SpawnError::Other(libc::EDEADLK));
         }
@@ -417,9 +416,25 @@ pub(crate) fn restore_signals(mask: &SigSet) {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
 
-/// Threads of this process, from /proc/self/task (1 if it cannot be read).
-pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count().max(1))
+/// Whether this process runs a single thread, so that a `fork` copies all of it: from
+/// /proc/self/task. Fails closed: a process that cannot count its threads (no /proc in a
+/// chroot or a sandbox) must not assume it has one, since a child forked beside another
+/// thread can inherit a lock held forever (the allocator's, stdout's).
+pub fn single_threaded() -> Result<(), String> {
+    single_threaded_at(std::path::Path::new("/proc/self/task"))
+}
+
+fn single_threaded_at(task_dir: &std::path::Path) -> Result<(), String> {
+    match std::fs::read_dir(task_dir) {
+        Ok(entries) => match entries.count() {
+            0 | 1 => Ok(()),
+            n => Err(format!("{n} threads are running")),
+        },
+        Err(e) => Err(format!(
+            "cannot count this process's threads ({}: {e}); mount /proc",
+            task_dir.display()
+        )),
+    }
 }
 
 /// The open descriptors of this process above stdio.
@@ -617,6 +632,23 @@ fn write_pid_var(buf: &mut [u8; 40], pid: libc::pid_t) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_process_that_cannot_count_its_threads_is_not_taken_for_single_threaded() {
+        let dir = std::env::temp_dir().join(format!("drover-tasks-{}", std::process::id()));
+        let missing = dir.join("missing");
+        let e = super::single_threaded_at(&missing).unwrap_err();
+        assert!(e.contains("cannot count") && e.contains("/proc"), "{e}");
+        std::fs::create_dir_all(dir.join("1")).unwrap();
+        assert_eq!(super::single_threaded_at(&dir), Ok(()));
+        std::fs::create_dir_all(dir.join("2")).unwrap();
+        assert_eq!(
+            super::single_threaded_at(&dir),
+            Err("2 threads are running".to_string())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn pid_var_is_formatted_without_allocation() {
         let mut buf = [0xffu8; 40];

@@ -17,7 +17,7 @@ use super::conn::Conn;
 use super::worker::Runtime;
 use crate::board::Board;
 use crate::settings::{ReadinessArg, RunArgs};
-use crate::spawn::{open_fds, thread_count};
+use crate::spawn::{open_fds, single_threaded};
 
 /// Who a worker is, for the hooks and the handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,10 +175,9 @@ impl Server {
             );
             return 2;
         }
-        let threads = thread_count();
-        if threads > 1 {
+        if let Err(why) = single_threaded() {
             eprintln!(
-                "{}: {threads} threads are running; an embedded server forks its workers, so it must be started before any thread",
+                "{}: {why}; an embedded server forks its workers, so it must be started before any thread",
                 self.name
             );
             return 2;
