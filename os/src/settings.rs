@@ -296,6 +296,28 @@ impl Settings {
         Settings::merge(args, file)
     }
 
+    /// The settings a reload cannot apply to a running drover, each changed one as a warning
+    /// for the reload's answer and the log: the pid file and control socket are held open,
+    /// the running listeners keep the backlog and mode they were created with, and the log
+    /// level is set once at start. A restart of drover (or a live upgrade) applies them.
+    pub fn restart_only_changes(&self, new: &Settings) -> Vec<String> {
+        let old = self;
+        let mut changed = Vec::new();
+        let mut check = |key: &str, differs: bool| {
+            if differs {
+                changed.push(format!(
+                    "`{key}` changed, but it takes effect only when drover itself restarts (a stop and start, or a live upgrade); the running value stays"
+                ));
+            }
+        };
+        check("pid_file", old.pid_file != new.pid_file);
+        check("control", old.control != new.control);
+        check("backlog", old.backlog != new.backlog);
+        check("unix_mode", old.unix_mode != new.unix_mode);
+        check("log_level", old.log_level != new.log_level);
+        changed
+    }
+
     fn merge(args: &RunArgs, file: FileConfig) -> Result<Settings, UsageError> {
         // Flags as machine settings; a flag beats the same key from the file, and any pool
         // flag replaces the file's whole pool choice.
@@ -654,6 +676,23 @@ mod tests {
         let s = Settings::merge(&args(&[]), file).unwrap();
         assert_eq!(s.machine.restart.unrecoverable_exit_codes, vec![2]);
         assert_eq!(s.machine.policy.name(), "dynamic");
+    }
+
+    #[test]
+    fn a_reload_names_every_setting_that_waits_for_a_restart() {
+        let file = |text: &str| FileConfig::parse(text).unwrap();
+        let old = Settings::merge(&args(&[]), file("workers = 2\ncommand = [\"sh\"]\n")).unwrap();
+        let same = Settings::merge(&args(&[]), file("workers = 3\ncommand = [\"sh\"]\n")).unwrap();
+        assert_eq!(old.restart_only_changes(&same), Vec::<String>::new());
+        let new = Settings::merge(
+            &args(&[]),
+            file("workers = 2\ncommand = [\"sh\"]\nbacklog = 64\nlog_level = \"debug\"\n"),
+        )
+        .unwrap();
+        let changed = old.restart_only_changes(&new);
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert!(changed[0].contains("`backlog`") && changed[0].contains("restarts"));
+        assert!(changed[1].contains("`log_level`"));
     }
 
     #[test]

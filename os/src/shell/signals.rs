@@ -14,6 +14,7 @@ use super::{Shell, StagedReload, System};
 use crate::listen::{self, Listener};
 use crate::settings::Settings;
 use crate::spawn::WorkerSpec;
+use crate::upgrade::Relaunch;
 
 impl Shell {
     pub(super) fn on_signals(&mut self) {
@@ -95,16 +96,17 @@ impl Shell {
     pub(super) fn reload(&mut self) -> Result<Vec<String>, String> {
         let sys = self.sys();
         let new = Settings::load(&sys.args).map_err(|e| e.0)?;
-        if new.pid_file != sys.settings.pid_file || new.control != sys.settings.control {
-            tracing::warn!("reload: pid_file and control cannot change on reload; ignored");
-        }
-        let (listeners, warnings) = match new.listen != sys.settings.listen {
+        let (listeners, mut warnings) = match new.listen != sys.settings.listen {
             true => {
                 let (list, warnings) = sys.open_new_listeners(&new)?;
                 (Some(list), warnings)
             }
             false => (None, Vec::new()),
         };
+        for warning in sys.settings.restart_only_changes(&new) {
+            tracing::warn!("reload: {warning}");
+            warnings.push(warning);
+        }
         let config = new.machine.clone();
         sys.staged_reload = Some(StagedReload {
             settings: new,
@@ -154,6 +156,17 @@ impl System {
         self.settings.command = new.command;
         self.settings.program = new.program;
         self.settings.machine = new.machine;
+        // The next live upgrade starts the program the config now names.
+        if new.upgrade_command != self.settings.upgrade_command
+            || new.upgrade_program != self.settings.upgrade_program
+        {
+            self.relaunch = match &new.upgrade_command {
+                Some(command) => Relaunch::command(command, &new.upgrade_program),
+                None => Relaunch::current(),
+            };
+            self.settings.upgrade_command = new.upgrade_command;
+            self.settings.upgrade_program = new.upgrade_program;
+        }
     }
 
     /// The listeners of a reloaded config: the running sockets where the name or address
