@@ -454,6 +454,52 @@ fn control_socket_pid_file_and_malformed_requests() {
     );
 }
 
+/// A worker killed from outside (the OOM killer, an operator) is no bad release: five
+/// SIGKILLs in a row, each of the replacement before, are each replaced at once, with no
+/// backoff and no crash loop (the pool's default `intensity_deaths` would not be reached
+/// anyway; the backoff would: 0, 1 s, 2 s, 4 s before this rule).
+#[test]
+fn a_worker_killed_from_outside_is_replaced_at_once_every_time() {
+    let dir = test_dir("kills");
+    let worker = dir.path("worker.py");
+    let d = drover(
+        dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    for k in 1..=5 {
+        let pid = d.worker_pid(&format!("0.{k}"));
+        signal(pid, libc::SIGKILL);
+        d.log.wait_for_n(
+            &["ev  backoff", "slot=0", "delay=0.000s", "cause=killed"],
+            k,
+            T,
+        );
+        wait_until("the killed worker to be reaped", T, || !alive(pid));
+    }
+    let replacement = d.worker_pid("0.6");
+    assert!(alive(replacement));
+    assert_eq!(
+        d.log
+            .count(&["ev  backoff", "cause=killed", "delay=0.000s"]),
+        5,
+        "log:\n{}",
+        d.log.dump()
+    );
+    assert_eq!(d.log.count(&["crash-looping"]), 0);
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(T);
+}
+
 #[test]
 fn crash_loop_is_backed_off_while_drover_stays_up() {
     let dir = test_dir("loop");
