@@ -158,8 +158,8 @@ fn max_requests_early_retires_one_request_before_the_limit() {
     );
 }
 
-#[test]
-fn idle_half_retires_after_half_the_idle_timeout() {
+/// When the first worker of a dynamic pool is retired for idleness, shipped and planted.
+fn idle_retirement(plant: Plant) -> (Option<u64>, Option<u64>) {
     let mut config = Config::new(Policy::Dynamic {
         min: 0,
         max: 4,
@@ -168,28 +168,27 @@ fn idle_half_retires_after_half_the_idle_timeout() {
         max_spare: 4,
     });
     config.idle_timeout = Some(Duration::from_secs(10));
-    let (shipped, planted) = both(Plant::IdleHalf, config, |h| {
-        h.at(20.0);
+    let (shipped, planted) = both(plant, config, |h| {
+        h.at(30.0);
     });
-    assert_eq!(first_retirement(&shipped, StopReason::Idle), Some(10_000));
-    assert_eq!(first_retirement(&planted, StopReason::Idle), Some(5_000));
+    let first = |h: &Harness| first_retirement(h, StopReason::Idle);
+    (first(&shipped), first(&planted))
+}
+
+#[test]
+fn idle_half_retires_after_half_the_idle_timeout() {
+    assert_eq!(
+        idle_retirement(Plant::IdleHalf),
+        (Some(10_000), Some(5_000))
+    );
 }
 
 #[test]
 fn idle_double_retires_after_twice_the_idle_timeout() {
-    let mut config = Config::new(Policy::Dynamic {
-        min: 0,
-        max: 4,
-        start: 3,
-        min_spare: 1,
-        max_spare: 4,
-    });
-    config.idle_timeout = Some(Duration::from_secs(10));
-    let (shipped, planted) = both(Plant::IdleDouble, config, |h| {
-        h.at(30.0);
-    });
-    assert_eq!(first_retirement(&shipped, StopReason::Idle), Some(10_000));
-    assert_eq!(first_retirement(&planted, StopReason::Idle), Some(20_000));
+    assert_eq!(
+        idle_retirement(Plant::IdleDouble),
+        (Some(10_000), Some(20_000))
+    );
 }
 
 #[test]

@@ -460,21 +460,7 @@ fn control_socket_pid_file_and_malformed_requests() {
 /// anyway; the backoff would: 0, 1 s, 2 s, 4 s before this rule).
 #[test]
 fn a_worker_killed_from_outside_is_replaced_at_once_every_time() {
-    let dir = test_dir("kills");
-    let worker = dir.path("worker.py");
-    let d = drover(
-        dir,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--",
-            python(),
-            &worker,
-        ],
-    );
+    let d = python_pool(test_dir("kills"), &["--workers", "2"], &[]);
     for k in 1..=5 {
         let pid = d.worker_pid(&format!("0.{k}"));
         signal(pid, libc::SIGKILL);
