@@ -94,13 +94,22 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
     }
 }
 
-/// A private directory for the notify socket, removed at exit.
-struct RuntimeDir(PathBuf);
+/// A private directory for the notify socket, removed at exit. It holds a lock file,
+/// locked (`flock`) for drover's whole life: the one proof that its drover is gone that
+/// holds across PID namespaces sharing the directory (containers sharing a volume), where
+/// `/proc/<pid>` says nothing.
+struct RuntimeDir {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The lock file inside each runtime directory.
+const RUNTIME_LOCK: &str = "lock";
 
 impl RuntimeDir {
     fn create() -> Result<RuntimeDir, String> {
         use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
+        let base = runtime_base();
         RuntimeDir::remove_stale(&base);
         let mut last = None;
         for attempt in 0..100u32 {
@@ -113,7 +122,16 @@ impl RuntimeDir {
                 nanos ^ attempt
             ));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Ok(RuntimeDir(dir)),
+                Ok(()) => {
+                    let lock = lock_file(&dir.join(RUNTIME_LOCK), true).map_err(|e| {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        format!("runtime directory {}: lock: {e}", dir.display())
+                    })?;
+                    return Ok(RuntimeDir {
+                        path: dir,
+                        _lock: lock,
+                    });
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -125,9 +143,43 @@ impl RuntimeDir {
     }
 }
 
+/// Where runtime directories go: systemd's `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`), the
+/// user's runtime directory (`$XDG_RUNTIME_DIR`), else the temporary directory.
+fn runtime_base() -> PathBuf {
+    ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        // systemd may list several directories, separated by colons: the first.
+        .filter_map(|v| {
+            let first = v.to_str()?.split(':').next()?.to_string();
+            Some(PathBuf::from(first))
+        })
+        .find(|p| p.is_absolute() && p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Opens `path` (creating it if `create`) and takes its exclusive lock without waiting;
+/// `EWOULDBLOCK` means another process holds it.
+fn lock_file(path: &Path, create: bool) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e.desc().to_string())
+}
+
 impl RuntimeDir {
-    /// Removes `drover-<pid>-<hex>` directories of ours whose drover is gone (killed with
-    /// -9: nothing ran its cleanup). A recycled pid only postpones a removal.
+    /// Removes `drover-<pid>-<hex>` directories of ours whose drover provably is gone:
+    /// their lock file exists and nobody holds its lock (a drover killed with -9 left it,
+    /// and the kernel dropped the lock with the process). A directory whose lock is held,
+    /// or that has no lock file to prove anything, is left alone, whatever `/proc` says.
     fn remove_stale(base: &Path) {
         use std::os::unix::fs::MetadataExt;
         let Ok(entries) = std::fs::read_dir(base) else {
@@ -142,13 +194,17 @@ impl RuntimeDir {
             let Some((pid, tag)) = rest.split_once('-') else {
                 continue;
             };
+            let named = pid.parse::<u32>().is_ok()
+                && !tag.is_empty()
+                && tag.chars().all(|c| c.is_ascii_hexdigit());
             let ours = entry
                 .metadata()
                 .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
-            let dead = pid.parse::<u32>().is_ok_and(|pid| {
-                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if ours && dead && !tag.is_empty() && tag.chars().all(|c| c.is_ascii_hexdigit()) {
+            if !(named && ours) {
+                continue;
+            }
+            // Held while removing, so a drover cannot be looking at it meanwhile.
+            if let Ok(_unheld) = lock_file(&entry.path().join(RUNTIME_LOCK), false) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -157,7 +213,7 @@ impl RuntimeDir {
 
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -329,7 +385,7 @@ impl Shell {
         };
         let listeners = open_listeners(&settings, role, inherited, &inherited_at)?;
         let runtime_dir = RuntimeDir::create().map_err(|e| (1, e))?;
-        let notify = NotifySocket::bind(&runtime_dir.0.join("notify")).map_err(|e| (1, e))?;
+        let notify = NotifySocket::bind(&runtime_dir.path.join("notify")).map_err(|e| (1, e))?;
         let control = match (&settings.control, role) {
             (Some(path), Role::Primary) => {
                 Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?))
@@ -481,5 +537,41 @@ fn mark_inherited_fds_cloexec() {
                 libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::DirBuilderExt;
+
+    /// A directory as another drover would leave it, under a pid this namespace does not
+    /// have; with its lock file held (by `hold`) or not, or no lock file at all.
+    fn leftover(base: &Path, tag: &str, lock: bool) -> PathBuf {
+        let dir = base.join(format!("drover-4000000-{tag}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        if lock {
+            std::fs::write(dir.join(RUNTIME_LOCK), "").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn only_a_runtime_directory_whose_lock_nobody_holds_is_removed() {
+        let base = std::env::temp_dir().join(format!("drover-rtbase-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let dead = leftover(&base, "a1", true);
+        // Held by a live drover in another PID namespace: /proc has no such pid.
+        let live = leftover(&base, "b2", true);
+        let _held = lock_file(&live.join(RUNTIME_LOCK), false).unwrap();
+        let unknown = leftover(&base, "c3", false);
+        RuntimeDir::remove_stale(&base);
+        assert!(!dead.exists(), "a directory whose drover is gone stays");
+        assert!(live.exists(), "a live drover's directory was removed");
+        assert!(
+            unknown.exists(),
+            "a directory with nothing to prove it dead was removed"
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
