@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -205,8 +206,11 @@ impl Server {
         let runtime = Runtime {
             board,
             // What is open now is the program's: workers keep it. What the supervisor opens
-            // from here on (sockets, pipes, the pid file) is closed in each worker.
-            keep_fds: open_fds(),
+            // from here on (sockets, pipes, the pid file) is closed in each worker, and so is
+            // what it was handed by protocol and takes over (socket activation's fds, a live
+            // upgrade's channel): once taken, their numbers may be reused for the
+            // supervisor's own sockets, which no worker may hold.
+            keep_fds: program_fds(&open_fds(), &protocol_fds()),
             handler: Arc::new(handler),
             before_fork: self.before_fork,
             after_fork: self.after_fork,
@@ -214,5 +218,37 @@ impl Server {
             on_worker_exit: self.on_worker_exit,
         };
         crate::shell::run_with(args, Some(Box::new(runtime)))
+    }
+}
+
+/// The descriptors handed to this process by protocol, which the shell takes over.
+fn protocol_fds() -> Vec<RawFd> {
+    let upgrade = std::env::var_os(crate::upgrade::UPGRADE_FD_VAR);
+    let upgrade = crate::upgrade::parse_upgrade_fd(upgrade.as_deref())
+        .ok()
+        .flatten();
+    crate::listen::activation_fds()
+        .into_iter()
+        .chain(upgrade)
+        .collect()
+}
+
+/// `open` without the `protocol` descriptors.
+fn program_fds(open: &[RawFd], protocol: &[RawFd]) -> Vec<RawFd> {
+    open.iter()
+        .copied()
+        .filter(|fd| !protocol.contains(fd))
+        .collect()
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::program_fds;
+
+    #[test]
+    fn the_program_keeps_its_descriptors_but_not_those_handed_over_by_protocol() {
+        // Socket activation handed fds 3 and 4; the program opened 5 and 7 itself.
+        assert_eq!(program_fds(&[3, 4, 5, 7], &[3, 4]), [5, 7]);
+        assert_eq!(program_fds(&[5], &[]), [5]);
     }
 }

@@ -84,6 +84,32 @@ fn parse_listen_env(
 /// our pid, each made close-on-exec, with their names and bound addresses. LISTEN_PID unset
 /// or another process's: none. Every fd must be a listening stream socket. Only the first
 /// call takes the fds (later calls return none); the environment is left as it is.
+/// The descriptors socket activation hands this process (3..3+n when `LISTEN_PID` names
+/// it), read from the environment without taking them: drover takes them over later, so
+/// they are never a program's own. Nothing on malformed variables (`inherited_from_env`
+/// reports those).
+pub fn activation_fds() -> Vec<RawFd> {
+    let var = |key: &str| std::env::var(key).ok();
+    activation_fds_from(
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    )
+}
+
+fn activation_fds_from(
+    fds: Option<&str>,
+    pid: Option<&str>,
+    names: Option<&str>,
+    our_pid: u32,
+) -> Vec<RawFd> {
+    match parse_listen_env(fds, pid, names, our_pid) {
+        Ok(Some((n, _))) => (0..n).map(|i| 3 + i as RawFd).collect(),
+        _ => Vec::new(),
+    }
+}
+
 pub fn inherited_from_env() -> Result<Vec<Inherited>, String> {
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let var = |key: &str| -> Result<Option<String>, String> {
@@ -212,6 +238,21 @@ pub fn describe_listener(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_activation_fds_are_named_without_being_taken() {
+        let me = std::process::id();
+        let pid = me.to_string();
+        assert_eq!(
+            super::activation_fds_from(Some("2"), Some(&pid), None, me),
+            [3, 4]
+        );
+        // For another process, or malformed: none.
+        assert!(super::activation_fds_from(Some("2"), Some("1"), None, me).is_empty());
+        assert!(super::activation_fds_from(Some("x"), Some(&pid), None, me).is_empty());
+        assert!(super::activation_fds_from(None, None, None, me).is_empty());
+    }
+
     use super::*;
     use crate::listen::test_support::temp_dir;
     use nix::sys::socket::{socket, AddressFamily, SockFlag};

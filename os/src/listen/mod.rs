@@ -23,7 +23,7 @@ mod socket_file;
 #[cfg(test)]
 mod test_support;
 
-pub use activation::{describe_listener, inherited_from_env, Inherited};
+pub use activation::{activation_fds, describe_listener, inherited_from_env, Inherited};
 pub use adopt::open_all_with;
 pub use socket_file::{remove_stale_socket, remove_unix_files};
 
