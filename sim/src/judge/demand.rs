@@ -54,16 +54,13 @@ use super::{Judge, Oracle};
 
 #[derive(Default)]
 pub(super) struct DemandBooks {
-    /// Busy threads of each worker, by its last load report, updated as each input is
-    /// handed in (the machine applies the inputs of one `handle` in turn).
-    busy: BTreeMap<WorkerId, u32>,
     /// The last accept-queue sample of each listener.
     queued: BTreeMap<u32, u32>,
     /// The last drain was complete and no `handle` came since: the machine's queue is empty.
     at_rest: bool,
     /// Of the `handle` whose inputs are being handed in: it came after a complete drain,
     /// and none of its inputs so far was a command or the successor's.
-    judged: Option<bool>,
+    judged: bool,
     /// Growths the `handle` being handed in owes (ondemand backlog answers), and the
     /// target it started from.
     owing: u32,
@@ -72,7 +69,7 @@ pub(super) struct DemandBooks {
     /// it owes and those seen since.
     last_judged: bool,
     /// The phase was `Running` at the end of the last drain.
-    last_phase_running: bool,
+    pub(super) last_phase_running: bool,
     owed: Option<Owed>,
     /// A tick's shrink not yet shown to be an idle retirement.
     shrink: Option<Shrink>,
@@ -113,7 +110,6 @@ impl Judge {
     fn idle_threads(&self, sup: &Supervisor) -> u64 {
         let threads = sup.config().threads;
         let tracks = &self.books.stops.tracks;
-        let busy = &self.books.demand.busy;
         let processes: u64 = self
             .table
             .procs
@@ -121,7 +117,7 @@ impl Judge {
             .filter(|(serial, p)| !tracks.contains_key(serial) && !p.main_reaped)
             .map(|(_, p)| {
                 if p.ready {
-                    let b = busy.get(&p.worker).copied().unwrap_or(0).min(threads);
+                    let b = self.reported_busy(p.worker).min(threads);
                     u64::from(threads - b)
                 } else {
                     u64::from(threads)
@@ -141,20 +137,21 @@ impl Judge {
     }
 
     /// An input about to be handed in: the books, and an ondemand backlog answer owed.
+    /// A `handle` begins (its first hook), with `target` as it finds it and whether the
+    /// pool was running.
+    pub(super) fn judge_demand_begin(&mut self, target: u32, running: bool) {
+        let books = &mut self.books.demand;
+        books.owing = 0;
+        books.target_at_start = target;
+        books.judged = books.at_rest && running;
+    }
+
     pub(super) fn judge_demand_input(&mut self, sup: &Supervisor, input: &Input) {
-        let at_rest = self.books.demand.at_rest;
-        let judged = *self.books.demand.judged.get_or_insert_with(|| {
-            self.books.demand.owing = 0;
-            self.books.demand.target_at_start = sup.target();
-            at_rest && sup.phase() == Phase::Running
-        });
+        let judged = self.books.demand.judged;
         match *input {
-            Input::Load { worker, busy, .. } => {
-                self.books.demand.busy.insert(worker, busy);
-            }
             Input::Command(_) => {
                 let books = &mut self.books.demand;
-                books.judged = Some(false);
+                books.judged = false;
                 books.idle_owed = None;
                 books.surplus_owed = None;
                 books.reload_from = Some((sup.target(), sup.config().policy.clone()));
@@ -170,10 +167,10 @@ impl Judge {
             }
             Input::SuccessorReady
             | Input::SuccessorStarted { .. }
-            | Input::SuccessorFailed { .. } => self.books.demand.judged = Some(false),
+            | Input::SuccessorFailed { .. } => self.books.demand.judged = false,
             Input::Exited { pid, .. } if !self.table.by_pid.contains_key(&pid) => {
                 // Not a worker of the pool's: the successor's exit, say.
-                self.books.demand.judged = Some(false);
+                self.books.demand.judged = false;
             }
             Input::Backlog { listener, queued } => {
                 self.books.demand.queued.insert(listener, queued);
@@ -194,11 +191,7 @@ impl Judge {
     pub(super) fn judge_demand_handled(&mut self, sup: &Supervisor) {
         self.read_idle_rule(sup, false);
         let books = &mut self.books.demand;
-        // A handle with no input (a tick) is judged if it came after a complete drain.
-        let judged = books
-            .judged
-            .take()
-            .unwrap_or(books.at_rest && books.last_phase_running);
+        let judged = std::mem::take(&mut books.judged);
         books.at_rest = false;
         books.last_judged = judged;
         let owing = std::mem::take(&mut books.owing);

@@ -29,7 +29,7 @@ mod upgrade;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use drover_machine::{Action, Event, Input, Instant, Pid, Readiness, Supervisor, WorkerId};
+use drover_machine::{Action, Event, Input, Instant, Phase, Pid, Readiness, Supervisor, WorkerId};
 
 /// What the pool, stop and upgrade oracles remember between hooks (`pool.rs`, `stops.rs`,
 /// `upgrade.rs`): each file keeps its own part.
@@ -217,6 +217,7 @@ impl Judge {
         if !std::mem::replace(&mut self.in_handle, true) {
             // The state is as the supervisor's `handle` will find it.
             self.judge_absence(sup.poll_timeout());
+            self.judge_demand_begin(sup.target(), sup.phase() == Phase::Running);
         }
         // A fork's answer with no `Spawn` performed before it is no fact of the pool's: the
         // machine ignores it, and so must the books (only a world that hands in strays,
@@ -310,8 +311,10 @@ impl Judge {
     pub fn handled(&mut self, sup: &Supervisor, now: Instant) {
         self.now = now;
         if !std::mem::take(&mut self.in_handle) {
-            // A `handle` with no input (a tick) comes after a drain.
+            // A `handle` with no input (a tick) comes after a drain, as it left the state.
             self.judge_absence(self.asked_at_rest);
+            let running = self.books.demand.last_phase_running;
+            self.judge_demand_begin(sup.target(), running);
         }
         self.judge_timeout_handled(sup);
         self.judge_restart_handled(sup);

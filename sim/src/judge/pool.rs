@@ -18,16 +18,11 @@
 //! asked for: the spawn ramp's and scale-down's own steps are judged from the `Scaled`
 //! events, and the bounds are stated against the target by the rules themselves.
 
-use std::collections::BTreeMap;
-
 use drover_machine::{Action, Command, Event, Input, Instant, StopReason, Supervisor, WorkerId};
 
 use super::{Judge, Oracle, Proc};
 
 pub(super) struct PoolBooks {
-    /// Busy threads of each worker, by the last load report handed in (none: 0, as the
-    /// machine counts a worker that never reported).
-    busy: BTreeMap<WorkerId, u32>,
     /// The highest target since the world's last step: a spawn decided by a timer may go
     /// out after a later timer of the same `handle` lowered the target.
     target_hi: Option<u32>,
@@ -50,7 +45,6 @@ pub(super) struct PoolBooks {
 impl Default for PoolBooks {
     fn default() -> PoolBooks {
         PoolBooks {
-            busy: BTreeMap::new(),
             target_hi: None,
             scaled: Vec::new(),
             reloaded: false,
@@ -64,12 +58,8 @@ impl Default for PoolBooks {
 
 /// An input handed in.
 pub(super) fn note_input(books: &mut PoolBooks, input: &Input) {
-    match input {
-        Input::Load { worker, busy, .. } => {
-            books.busy.insert(*worker, *busy);
-        }
-        Input::Command(Command::Stop | Command::StopNow) => books.last_growth = None,
-        _ => {}
+    if let Input::Command(Command::Stop | Command::StopNow) = input {
+        books.last_growth = None;
     }
 }
 
@@ -87,7 +77,6 @@ impl Judge {
     /// The world's view of every worker process not yet reaped, but `except`.
     fn seen(&self, except: Option<u64>) -> Vec<(u64, WorkerId, Seen)> {
         let tracks = &self.books.stops.tracks;
-        let busy = &self.books.pool.busy;
         self.table
             .procs
             .iter()
@@ -104,7 +93,7 @@ impl Judge {
                         generation: p.generation,
                         place,
                         ready,
-                        busy: busy.get(&worker).copied().unwrap_or(0),
+                        busy: self.reported_busy(worker),
                     },
                 )
             })
@@ -225,7 +214,7 @@ impl Judge {
     fn judge_scale_down(&mut self, sup: &Supervisor, serial: u64) {
         let proc = &self.table.procs[&serial];
         let (generation, ready, worker) = (proc.generation, proc.ready, proc.worker);
-        let busy = self.books.pool.busy.get(&worker).copied().unwrap_or(0);
+        let busy = self.reported_busy(worker);
         let others = self.seen(Some(serial));
         let mine = || others.iter().filter(|(.., s)| s.generation == generation);
         let places = mine().filter(|(.., s)| s.place).count() as u32 + 1;

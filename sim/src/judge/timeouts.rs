@@ -181,6 +181,12 @@ impl Watch {
 }
 
 impl Judge {
+    /// Threads busy in `worker` by its last load report handed in (none: 0, as the
+    /// machine counts a worker that never reported).
+    pub(super) fn reported_busy(&self, worker: WorkerId) -> u32 {
+        self.watch.workers.get(&worker).map_or(0, |t| t.busy)
+    }
+
     /// The first hook of a `handle` at `now`, with `asked` the wake-up the supervisor had
     /// asked the driver for before it: woken more than `ABSENCE_MIN` after it, the
     /// supervisor was away, and every worker's heartbeat window starts afresh now.
