@@ -1,6 +1,8 @@
 //! The control socket: unix stream, mode 0600, peer uid checked, one JSON request per
 //! connection (`{"cmd":"status"}`), one JSON answer. Connections are non-blocking and
-//! polled by the event loop; a slow or silent client is dropped after a deadline.
+//! polled by the event loop, reading and writing alike: a client that is slow to ask or
+//! never reads its answer holds one slot and bounded memory until its deadline, never the
+//! loop.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -8,6 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,13 +31,33 @@ pub enum Request {
 }
 
 const REQUEST_MAX: usize = 64 * 1024;
+/// A status of the largest pool the settings allow is far below this; the bound keeps a
+/// slot's memory finite whatever the answer.
+const ANSWER_MAX: usize = 16 * 1024 * 1024;
 const CONNS_MAX: usize = 16;
+/// To send a whole request, and again to take a whole answer.
 const CONN_DEADLINE: Duration = Duration::from_secs(5);
+/// At the open-file limit the listener stays readable with nothing acceptable: it is left
+/// unpolled this long rather than spinning on EMFILE.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// A connection's place in [`ControlServer`], valid until it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnId(u64);
+
+enum Stage {
+    Reading(Vec<u8>),
+    /// Asked; waits for [`ControlServer::answer`] (an upgrade, until it is decided).
+    Asked,
+    Writing { out: Vec<u8>, sent: usize },
+}
 
 struct Conn {
+    id: ConnId,
     stream: UnixStream,
-    buf: Vec<u8>,
-    deadline: Instant,
+    stage: Stage,
+    /// None while the answer is ours to give.
+    deadline: Option<Instant>,
 }
 
 pub struct ControlServer {
@@ -46,6 +69,9 @@ pub struct ControlServer {
     /// The socket file's identity, so only our own file is ever removed.
     file: Option<(u64, u64)>,
     conns: Vec<Conn>,
+    next_id: u64,
+    /// Set when accept failed for want of descriptors.
+    accept_paused_until: Option<Instant>,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -91,6 +117,8 @@ impl ControlServer {
             bound_at: at.to_path_buf(),
             path: path.to_path_buf(),
             conns: Vec::new(),
+            next_id: 0,
+            accept_paused_until: None,
         })
     }
 
@@ -105,97 +133,231 @@ impl ControlServer {
         Ok(())
     }
 
-    /// The fds to poll for reading: the listener first, then each connection.
-    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        std::iter::once(self.listener.as_fd())
-            .chain(self.conns.iter().map(|c| c.stream.as_fd()))
+    /// The fds to poll and for what: the listener first (for nothing while not `accepting`
+    /// or paused at the open-file limit), then each connection, in the order
+    /// [`ControlServer::service`] takes their readiness.
+    pub fn poll_fds(&self, accepting: bool, now: Instant) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let paused = self.accept_paused_until.is_some_and(|t| t > now);
+        let listen = if accepting && !paused {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
+        std::iter::once((self.listener.as_fd(), listen))
+            .chain(self.conns.iter().map(|c| {
+                let flags = match c.stage {
+                    Stage::Reading(_) => PollFlags::POLLIN,
+                    Stage::Asked => PollFlags::empty(),
+                    Stage::Writing { .. } => PollFlags::POLLOUT,
+                };
+                (c.stream.as_fd(), flags)
+            }))
             .collect()
     }
 
-    /// The earliest connection deadline.
+    /// The earliest moment [`ControlServer::service`] has something to do unasked: a
+    /// connection's deadline, or the end of an accept pause.
     pub fn deadline(&self) -> Option<Instant> {
-        self.conns.iter().map(|c| c.deadline).min()
+        self.conns
+            .iter()
+            .filter_map(|c| c.deadline)
+            .chain(self.accept_paused_until)
+            .min()
+    }
+
+    /// One turn: writes to writable connections and reads from readable ones (`ready[i]` for
+    /// connection i of the last [`ControlServer::poll_fds`]), drops expired ones, accepts
+    /// new ones while `accepting` (reading at once what they already sent). Returns the
+    /// complete requests; each must get [`ControlServer::answer`]. A request ends at a
+    /// newline or at the client's end of writing.
+    pub fn service(
+        &mut self,
+        accepting: bool,
+        listener_ready: bool,
+        ready: &[bool],
+    ) -> Vec<(ConnId, Result<Request, String>)> {
+        let now = Instant::now();
+        let mut asked = Vec::new();
+        let count = self.conns.len();
+        for i in 0..count {
+            if ready.get(i).copied().unwrap_or(false) {
+                self.conns[i].advance(&mut asked);
+            }
+        }
+        self.conns.retain_mut(|c| c.alive(now));
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+        }
+        if accepting && listener_ready && self.accept_paused_until.is_none() {
+            self.accept(now, &mut asked);
+        }
+        asked
     }
 
     /// Accepts waiting connections (peer uid checked).
-    pub fn accept(&mut self) {
-        while let Ok((stream, _)) = self.listener.accept() {
+    fn accept(&mut self, now: Instant, asked: &mut Vec<(ConnId, Result<Request, String>)>) {
+        // Bounded: a connect storm is taken in slices, one per turn.
+        for _ in 0..4 * CONNS_MAX {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    tracing::warn!(
+                        "control: cannot accept a connection ({e}); drover is at its open-file \
+                         limit (raise it with `ulimit -n` or LimitNOFILE=)"
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(_) => return,
+            };
+            // Before anything is written to it: no answer may block the loop.
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
             let allowed = getsockopt(&stream, sockopt::PeerCredentials)
                 .map(|c| c.uid() == nix::unistd::geteuid().as_raw() || c.uid() == 0)
                 .unwrap_or(false);
             if !allowed {
                 tracing::warn!("control: refused a connection from another user");
-                respond(stream, &error("permission denied"));
+                answer_once(stream, &error("permission denied"));
                 continue;
             }
-            if self.conns.len() >= CONNS_MAX {
-                respond(stream, &error("busy: too many control connections"));
+            if self.conns.len() >= CONNS_MAX && !self.evict_oldest_reader() {
+                answer_once(stream, &error("busy: too many control connections"));
                 continue;
             }
-            if stream.set_nonblocking(true).is_ok() {
-                self.conns.push(Conn {
-                    stream,
-                    buf: Vec::new(),
-                    deadline: Instant::now() + CONN_DEADLINE,
-                });
+            let id = ConnId(self.next_id);
+            self.next_id += 1;
+            let mut conn = Conn {
+                id,
+                stream,
+                stage: Stage::Reading(Vec::new()),
+                deadline: Some(now + CONN_DEADLINE),
+            };
+            // Most clients have written their request before they are accepted.
+            conn.advance(asked);
+            if conn.alive(now) {
+                self.conns.push(conn);
             }
         }
     }
 
-    /// Reads from readable connections (`ready[i]` for connection i) and returns the complete
-    /// requests with their connections; drops expired ones. A request ends at a newline or at
-    /// the client's end of writing.
-    pub fn read(&mut self, ready: &[bool]) -> Vec<(UnixStream, Result<Request, String>)> {
-        let now = Instant::now();
-        let mut done = Vec::new();
-        let mut keep = Vec::new();
-        for (i, mut conn) in std::mem::take(&mut self.conns).into_iter().enumerate() {
-            let mut complete = false;
-            if ready.get(i).copied().unwrap_or(false) {
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match conn.stream.read(&mut chunk) {
-                        Ok(0) => {
-                            complete = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            conn.buf.extend_from_slice(&chunk[..n]);
-                            if conn.buf.contains(&b'\n') || conn.buf.len() > REQUEST_MAX {
-                                complete = true;
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            complete = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            if complete {
-                let request = parse_request(&conn.buf);
-                done.push((conn.stream, request));
-            } else if conn.deadline <= now {
-                tracing::warn!("control: dropped a connection that sent no complete request");
-                respond(
-                    conn.stream,
-                    &error("timeout: send one JSON request and a newline"),
-                );
-            } else {
-                keep.push(conn);
-            }
+    /// Makes room for a new client at the cost of the longest-waiting one still sending its
+    /// request: clients that connect and send nothing cannot lock operators out.
+    fn evict_oldest_reader(&mut self) -> bool {
+        let Some(i) = self
+            .conns
+            .iter()
+            .position(|c| matches!(c.stage, Stage::Reading(_)))
+        else {
+            return false;
+        };
+        let conn = self.conns.remove(i);
+        tracing::warn!("control: dropped the oldest connection still sending, for a new one");
+        answer_once(
+            conn.stream,
+            &error("busy: dropped for a newer client; send one JSON request and a newline"),
+        );
+        true
+    }
+
+    /// Queues the answer to a request [`ControlServer::service`] returned, and sends what
+    /// the socket takes now; the rest goes out as the client reads, until its deadline.
+    pub fn answer(&mut self, id: ConnId, answer: &Value) {
+        let Some(conn) = self.conns.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        let mut out = answer.to_string().into_bytes();
+        if out.len() > ANSWER_MAX {
+            tracing::warn!(bytes = out.len(), "control: answer too large, refused");
+            out = error(&format!("answer longer than {ANSWER_MAX} bytes"))
+                .to_string()
+                .into_bytes();
         }
-        self.conns = keep;
-        done
+        out.push(b'\n');
+        let now = Instant::now();
+        conn.stage = Stage::Writing { out, sent: 0 };
+        conn.deadline = Some(now + CONN_DEADLINE);
+        conn.advance(&mut Vec::new());
+        self.conns.retain_mut(|c| c.alive(now));
     }
 
     /// Removes our socket file, unless a successor's has replaced it.
     pub fn remove_file(&self) {
         if self.file.is_some() && file_id(&self.bound_at) == self.file {
             let _ = std::fs::remove_file(&self.bound_at);
+        }
+    }
+}
+
+impl Conn {
+    /// Reads or writes what the socket allows now, without blocking.
+    fn advance(&mut self, asked: &mut Vec<(ConnId, Result<Request, String>)>) {
+        match &mut self.stage {
+            Stage::Reading(buf) => {
+                let mut chunk = [0u8; 4096];
+                let complete = loop {
+                    match self.stream.read(&mut chunk) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk[..n]);
+                            if buf.contains(&b'\n') || buf.len() > REQUEST_MAX {
+                                break true;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                        Err(_) => break true,
+                    }
+                };
+                if complete {
+                    asked.push((self.id, parse_request(buf)));
+                    self.stage = Stage::Asked;
+                    self.deadline = None;
+                }
+            }
+            Stage::Asked => {}
+            Stage::Writing { out, sent } => {
+                while *sent < out.len() {
+                    match self.stream.write(&out[*sent..]) {
+                        Ok(0) => break,
+                        Ok(n) => *sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                        // The client is gone: nothing more to send.
+                        Err(_) => {
+                            *sent = out.len();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// False once the connection is done with (answered) or has outlived its deadline.
+    fn alive(&self, now: Instant) -> bool {
+        if let Stage::Writing { out, sent } = &self.stage {
+            if *sent >= out.len() {
+                return false;
+            }
+        }
+        match self.deadline {
+            Some(d) if d <= now => {
+                match self.stage {
+                    Stage::Reading(_) => {
+                        tracing::warn!("control: dropped a connection that sent no complete request");
+                        answer_once(
+                            &self.stream,
+                            &error("timeout: send one JSON request and a newline"),
+                        );
+                    }
+                    _ => tracing::warn!("control: dropped a client that did not read its answer"),
+                }
+                false
+            }
+            _ => true,
         }
     }
 }
@@ -233,15 +395,13 @@ pub fn error(msg: &str) -> Value {
     json!({ "ok": false, "error": msg })
 }
 
-/// Writes the answer and closes the connection. Answers are small; a client that does not
-/// read cannot stall the supervisor for longer than the write timeout.
-pub fn respond(stream: UnixStream, answer: &Value) {
+/// Sends a short answer with one non-blocking write and closes the connection: for
+/// clients refused before they get a slot. An empty socket buffer always takes it whole.
+pub fn answer_once(stream: impl Write, answer: &Value) {
     let mut stream = stream;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
     let mut text = answer.to_string();
     text.push('\n');
-    let _ = stream.write_all(text.as_bytes());
+    let _ = stream.write(text.as_bytes());
 }
 
 /// `drover status|stop|... --control PATH`: sends one request, prints the answer. Returns the
@@ -316,6 +476,144 @@ mod tests {
         assert!(parse_request(b"{\"cmd\":\"explode\"}").is_err());
         assert!(parse_request(b"not json").is_err());
         assert!(parse_request(b"{\"cmd\":\"scale\"}").is_err());
+    }
+
+    use nix::poll::{PollFd, PollTimeout};
+
+    fn server(name: &str) -> (ControlServer, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("drover-control-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        (ControlServer::bind(&path).unwrap(), dir)
+    }
+
+    /// One turn of the event loop's use of the server: poll, then service.
+    fn turn(server: &mut ControlServer) -> Vec<(ConnId, Result<Request, String>)> {
+        let ready: Vec<bool> = {
+            let mut polled: Vec<PollFd> = server
+                .poll_fds(true, Instant::now())
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags))
+                .collect();
+            let _ = nix::poll::poll(&mut polled, PollTimeout::from(100u16));
+            polled
+                .iter()
+                .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        server.service(true, ready[0], &ready[1..])
+    }
+
+    /// Turns until one request arrives (bounded).
+    fn next_request(server: &mut ControlServer) -> (ConnId, Result<Request, String>) {
+        for _ in 0..100 {
+            if let Some(request) = turn(server).pop() {
+                return request;
+            }
+        }
+        panic!("no request within 100 turns");
+    }
+
+    fn ask(path: &Path) -> UnixStream {
+        let mut client = UnixStream::connect(path).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        client
+    }
+
+    /// The answer used to be written blocking with a 500 ms timeout: a client that asked and
+    /// did not read stalled the loop, and its answer was cut off past the socket buffer.
+    #[test]
+    fn a_client_that_does_not_read_stalls_nobody_and_still_gets_its_whole_answer() {
+        let (mut server, dir) = server("slow-reader");
+        let mut slow = ask(&server.path);
+        let (id, request) = next_request(&mut server);
+        assert_eq!(request, Ok(Request::Status));
+        // Far beyond any socket buffer (about 200 KiB on Linux).
+        let big = "x".repeat(4 * 1024 * 1024);
+        server.answer(id, &json!({ "ok": true, "big": big }));
+
+        let mut quick = ask(&server.path);
+        let (id, request) = next_request(&mut server);
+        assert_eq!(request, Ok(Request::Status));
+        server.answer(id, &json!({ "ok": true }));
+        let mut text = String::new();
+        quick.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{\"ok\":true}\n", "the second client is answered first");
+
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            slow.read_to_string(&mut text).map(|_| text)
+        });
+        for _ in 0..1000 {
+            if reader.is_finished() {
+                break;
+            }
+            turn(&mut server);
+        }
+        let text = reader.join().unwrap().expect("the slow client reads its answer");
+        let answer: Value = serde_json::from_str(&text).expect("a whole JSON answer");
+        assert_eq!(answer["big"].as_str().map(str::len), Some(big.len()));
+        assert!(server.conns.is_empty(), "the answered connection is closed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Connections that never send a request fill the slots; an operator's request still
+    /// gets one, at the cost of the oldest silent client.
+    #[test]
+    fn silent_clients_cannot_lock_operators_out() {
+        let (mut server, dir) = server("silent");
+        let mut silent: Vec<UnixStream> = (0..CONNS_MAX)
+            .map(|_| UnixStream::connect(&server.path).unwrap())
+            .collect();
+        for _ in 0..100 {
+            if server.conns.len() == CONNS_MAX {
+                break;
+            }
+            assert!(turn(&mut server).is_empty());
+        }
+        assert_eq!(server.conns.len(), CONNS_MAX);
+
+        let mut operator = ask(&server.path);
+        let (id, request) = next_request(&mut server);
+        assert_eq!(request, Ok(Request::Status));
+        server.answer(id, &json!({ "ok": true }));
+        let mut text = String::new();
+        operator.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{\"ok\":true}\n");
+
+        let oldest = &mut silent[0];
+        oldest
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut text = String::new();
+        oldest.read_to_string(&mut text).unwrap();
+        assert!(text.contains("busy: dropped for a newer client"), "{text}");
+        assert_eq!(server.conns.len(), CONNS_MAX - 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An answer past ANSWER_MAX is replaced by an error: a slot's memory stays bounded.
+    #[test]
+    fn an_oversized_answer_is_refused() {
+        let (mut server, dir) = server("oversized");
+        let mut client = ask(&server.path);
+        let (id, _) = next_request(&mut server);
+        server.answer(id, &json!({ "big": "x".repeat(ANSWER_MAX) }));
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            client.read_to_string(&mut text).map(|_| text)
+        });
+        for _ in 0..100 {
+            if reader.is_finished() {
+                break;
+            }
+            turn(&mut server);
+        }
+        let text = reader.join().unwrap().unwrap();
+        assert!(text.contains("answer longer than"), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Found by the `control_request` fuzz target: serde accepted unknown fields on requests

@@ -7,37 +7,35 @@ use drover_machine::{Command, Phase, UpgradeState, WorkerState};
 use nix::sys::signal::{kill, Signal as NixSignal};
 use serde_json::{json, Value};
 
-use super::{Role, Shell};
-use crate::control::{self, Request};
+use super::{Role, Shell, System};
+use crate::control::{self, ConnId, Request};
 
 impl Shell {
     pub(super) fn on_control(&mut self, listener_ready: bool, conns_ready: &[bool]) {
         let sys = self.sys();
-        let Some(control) = sys.control.as_mut().filter(|_| sys.serving_control) else {
+        let accepting = sys.serving_control;
+        let Some(control) = sys.control.as_mut() else {
             return;
         };
-        // Read before accepting: `conns_ready` is indexed by the connections polled.
-        let requests = control.0.read(conns_ready);
-        if listener_ready {
-            control.0.accept();
-        }
-        for (stream, request) in requests {
+        // A drover that no longer serves the control path (a predecessor after the handover)
+        // still finishes with the clients it has.
+        let requests = control.0.service(accepting, listener_ready, conns_ready);
+        for (conn, request) in requests {
             // Answered once the upgrade is decided: handed over or rolled back.
             if matches!(request, Ok(Request::Upgrade)) {
                 tracing::info!("control: upgrade");
-                match self.request_upgrade() {
+                let answer = match self.request_upgrade() {
                     Ok(what)
                         if matches!(self.sup().upgrade_state(), UpgradeState::Started { .. }) =>
                     {
                         tracing::info!("{what}");
-                        self.sys().upgrade_waiters.push(stream);
+                        self.sys().upgrade_waiters.push(conn);
+                        continue;
                     }
-                    Ok(what) => control::respond(
-                        stream,
-                        &json!({ "ok": true, "command": "upgrade", "message": what }),
-                    ),
-                    Err(e) => control::respond(stream, &control::error(&e)),
-                }
+                    Ok(what) => json!({ "ok": true, "command": "upgrade", "message": what }),
+                    Err(e) => control::error(&e),
+                };
+                self.sys().answer_control(conn, &answer);
                 continue;
             }
             let answer = match request {
@@ -47,7 +45,7 @@ impl Shell {
                     control::error(&e)
                 }
             };
-            control::respond(stream, &answer);
+            self.sys().answer_control(conn, &answer);
         }
     }
 
@@ -160,6 +158,16 @@ impl Shell {
             })).collect::<Vec<_>>(),
             "workers": workers,
         })
+    }
+}
+
+impl System {
+    /// Answers a control client: queued, and the poll loop sends what the socket does not
+    /// take at once.
+    pub(super) fn answer_control(&mut self, conn: ConnId, answer: &Value) {
+        if let Some(control) = &mut self.control {
+            control.0.answer(conn, answer);
+        }
     }
 }
 

@@ -180,8 +180,8 @@ impl System {
                 std::process::id()
             ),
         });
-        for waiter in self.upgrade_waiters.drain(..) {
-            control::respond(waiter, &answer);
+        for waiter in std::mem::take(&mut self.upgrade_waiters) {
+            self.answer_control(waiter, &answer);
         }
     }
 
@@ -208,8 +208,8 @@ impl System {
             std::process::id()
         );
         tracing::error!("{message}");
-        for waiter in self.upgrade_waiters.drain(..) {
-            control::respond(waiter, &control::error(&message));
+        for waiter in std::mem::take(&mut self.upgrade_waiters) {
+            self.answer_control(waiter, &control::error(&message));
         }
         if !self.serving_control {
             self.take_paths_back();

@@ -21,7 +21,7 @@ use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::board::Report;
-use crate::control::ControlServer;
+use crate::control::{ConnId, ControlServer};
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
 use crate::notify::{self, NotifySocket};
@@ -268,7 +268,7 @@ struct System {
     /// The channel to a live upgrade's successor (its pid is the machine's `UpgradeState`).
     successor: Option<Channel>,
     /// Control clients of `drover upgrade`, answered at the handover or the rollback.
-    upgrade_waiters: Vec<UnixStream>,
+    upgrade_waiters: Vec<ConnId>,
     /// A successor's channel to its predecessor.
     predecessor: Option<Channel>,
     /// False while another drover answers on the control path (a successor before the

@@ -89,11 +89,7 @@ impl Shell {
         let driver_deadline = sleep
             .until
             .map(|t| sys.epoch + Duration::from_nanos(t.as_nanos()));
-        let control_deadline = sys
-            .control
-            .as_ref()
-            .filter(|_| sys.serving_control)
-            .and_then(|c| c.0.deadline());
+        let control_deadline = sys.control.as_ref().and_then(|c| c.0.deadline());
         // The last process of a lingering group is normally drover's child (re-parented)
         // and its exit wakes drover; one whose parent left the group does not.
         let linger_deadline = (!sys.lingering.is_empty()).then(|| now + LINGER_CHECK);
@@ -141,11 +137,10 @@ impl System {
     /// One `poll(2)`. While the machine lets worker messages wait, the notify socket is not
     /// watched: they are read at the next wake-up, at the driver's deadline at the latest.
     fn poll(&self, timeout: PollTimeout, watch_messages: bool) -> Ready {
-        let control_fds: Vec<BorrowedFd<'_>> = self
+        let control_fds: Vec<(BorrowedFd<'_>, PollFlags)> = self
             .control
             .as_ref()
-            .filter(|_| self.serving_control)
-            .map(|c| c.0.fds())
+            .map(|c| c.0.poll_fds(self.serving_control, std::time::Instant::now()))
             .unwrap_or_default();
         let upgrade = self.successor.as_ref().or(self.predecessor.as_ref());
         // The upgrade channel is always polled (a never-readable stand-in when there is
@@ -172,13 +167,18 @@ impl System {
         fds.extend(
             control_fds
                 .iter()
-                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN)),
+                .map(|(fd, flags)| PollFd::new(*fd, *flags)),
         );
         let polled = nix::poll::poll(&mut fds, timeout);
         let readable = |i: usize| -> bool {
             polled.is_ok()
                 && fds[i].revents().is_some_and(|r| {
-                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    r.intersects(
+                        PollFlags::POLLIN
+                            | PollFlags::POLLOUT
+                            | PollFlags::POLLHUP
+                            | PollFlags::POLLERR,
+                    )
                 })
         };
         Ready {
