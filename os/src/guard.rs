@@ -201,13 +201,78 @@ fn guard_main(read: RawFd) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// Whether any process is left in process group `pgid`.
+/// Whether process group `pgid` still holds a live process of this drover's.
+///
+/// `kill(-pgid, 0)` alone says whether anything holds the number: it also counts zombies
+/// (a worker's child that died before it and waits to be reaped would make the worker look
+/// alive), and once every process of ours in the group is gone the number is free, so a
+/// stranger's new group may have it. So when the cheap answer is "something", the group's
+/// members are looked up in /proc: only a live one that descends from this drover counts
+/// (drover is the subreaper of everything its workers start, so all of theirs do).
 pub fn group_alive(pgid: u32) -> bool {
+    group_alive_below(pgid, std::process::id())
+}
+
+fn group_alive_below(pgid: u32, ancestor: u32) -> bool {
     let Ok(g) = i32::try_from(pgid) else {
         return false;
     };
-    // EPERM: a process is there, we may not signal it (it changed its credentials).
-    !matches!(kill(Pid::from_raw(-g), None), Err(Errno::ESRCH))
+    if matches!(kill(Pid::from_raw(-g), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // Without /proc, keep the kernel's word: a group taken for alive is only signalled
+        // and looked at again, one taken for dead would be forgotten while it runs.
+        return true;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            proc_stat(pid)
+                .is_some_and(|st| st.pgrp == pgid && st.live() && descends_from(st.ppid, ancestor))
+        })
+}
+
+pub(crate) struct ProcStat {
+    pub state: char,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+impl ProcStat {
+    fn live(&self) -> bool {
+        // Z: a zombie, X: being reaped.
+        !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// State, parent and process group of `pid` from /proc/<pid>/stat.
+pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid, pgrp })
+}
+
+/// Whether `pid` is `ancestor` or below it. Bounded: a process tree deeper than 64 levels
+/// under a worker is not one of ours.
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        if pid <= 1 {
+            return false;
+        }
+        match proc_stat(pid) {
+            Some(st) => pid = st.ppid,
+            None => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -218,14 +283,57 @@ mod tests {
     fn a_group_is_alive_while_any_process_is_in_it() {
         // (The guard itself forks only from a single-threaded process, which a test binary
         // is not: the end-to-end test `a_worker_is_its_process_group` covers it.)
-        let mut sleeper = std::process::Command::new("sleep");
-        sleeper.arg("60");
-        std::os::unix::process::CommandExt::process_group(&mut sleeper, 0);
-        let mut child = sleeper.spawn().unwrap();
+        let mut child = sleeper();
         assert!(group_alive(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!group_alive(child.id()));
         assert!(Guard::start().is_none(), "a test binary runs threads");
+    }
+
+    fn sleeper() -> std::process::Child {
+        let mut sleeper = std::process::Command::new("sleep");
+        sleeper.arg("60");
+        std::os::unix::process::CommandExt::process_group(&mut sleeper, 0);
+        sleeper.spawn().unwrap()
+    }
+
+    /// A worker's child that died before it is a zombie until drover reaps it; `kill(-g, 0)`
+    /// still finds it, and the worker's exit was taken for one whose group runs on.
+    #[test]
+    fn a_group_of_zombies_is_not_alive() {
+        let mut child = sleeper();
+        let pid = child.id();
+        child.kill().unwrap();
+        // Dead, unreaped: wait (bounded) until the kernel shows it as a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proc_stat(pid).is_some_and(|st| st.live()) {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} never died");
+            std::thread::yield_now();
+        }
+        assert!(
+            kill(Pid::from_raw(-(pid as i32)), None).is_ok(),
+            "the kernel still counts the zombie in its group"
+        );
+        assert!(!group_alive(pid));
+        child.wait().unwrap();
+    }
+
+    /// Once our processes of a group are gone its number may be reused by a stranger's new
+    /// group; signalling it then would hit someone else's processes. A group whose live
+    /// members do not descend from drover is not drover's.
+    #[test]
+    fn a_group_of_strangers_is_not_ours() {
+        let mut ours = sleeper();
+        let mut stranger = sleeper();
+        let (g, s) = (ours.id(), stranger.id());
+        assert!(group_alive_below(g, std::process::id()));
+        // Seen from the other process, this group holds no descendant of it.
+        assert!(!group_alive_below(g, s));
+        assert!(group_alive_below(s, std::process::id()));
+        for c in [&mut ours, &mut stranger] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 }

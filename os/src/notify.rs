@@ -200,16 +200,6 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-/// The parent pid and process group of `pid`, from /proc/<pid>/stat.
-fn stat_of(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((ppid, pgrp))
-}
-
 /// The worker a message sender belongs to: the sender itself, its process group (each
 /// worker leads its own group, which still holds a program whose `sh -c` parent is gone),
 /// or the nearest ancestor that `known` recognises (a worker behind `sh -c` is a grandchild
@@ -220,7 +210,7 @@ pub fn find_worker(pid: u32, known: impl Fn(u32) -> bool) -> Option<u32> {
         if known(p) {
             return Some(p);
         }
-        let (ppid, pgrp) = stat_of(p)?;
+        let crate::guard::ProcStat { ppid, pgrp, .. } = crate::guard::proc_stat(p)?;
         if known(pgrp) {
             return Some(pgrp);
         }
@@ -304,7 +294,8 @@ mod tests {
     #[test]
     fn finds_the_worker_by_ancestry_or_group() {
         let me = std::process::id();
-        let (parent, group) = stat_of(me).unwrap();
+        let st = crate::guard::proc_stat(me).unwrap();
+        let (parent, group) = (st.ppid, st.pgrp);
         assert_eq!(find_worker(me, |p| p == parent), Some(parent));
         assert_eq!(find_worker(me, |p| p == me), Some(me));
         assert_eq!(find_worker(me, |p| p == group), Some(group));

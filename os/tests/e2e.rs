@@ -272,6 +272,68 @@ fn a_worker_is_its_process_group() {
     assert_no_survivors(d.dir.root(), &d.log.dump());
 }
 
+/// A worker whose child died before it (a zombie, re-parented to drover when the worker
+/// exits) has exited with its group: the zombie holds the group's number until drover reaps
+/// it, and was taken for a process that still runs (a spurious main-exited).
+#[test]
+fn a_worker_leaving_a_zombie_child_exits_with_its_group() {
+    let dir = test_dir("zombie-sibling");
+    let worker = dir.path("zombie.py");
+    std::fs::write(
+        &worker,
+        r#"
+import os, socket, sys, time
+def notify(msg):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(msg.encode(), os.environ["NOTIFY_SOCKET"]); s.close()
+marker = sys.argv[1]
+if os.path.exists(marker):
+    notify("READY=1")
+    time.sleep(3600)
+open(marker, "w").close()
+child = os.fork()
+if child == 0:
+    os._exit(0)
+# The child must be dead and unreaped when this process exits (bounded wait).
+for _ in range(1000):
+    st = open(f"/proc/{child}/stat").read()
+    if st[st.rfind(")") + 2] == "Z":
+        break
+    time.sleep(0.01)
+notify("READY=1")
+os._exit(3)
+"#,
+    )
+    .unwrap();
+    let marker = dir.path("crashed-once");
+    let mut d = drover(
+        dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--readiness",
+            "notify",
+            "--",
+            python(),
+            &worker,
+            &marker,
+        ],
+    );
+    let exited = d.log.wait_for(&["ev  exited", "w=0.1"], T);
+    assert!(exited.contains("status=code:3"), "{exited}");
+    d.log.wait_for(&["in  ready", "w=0.2"], T);
+    let log = d.log.dump();
+    assert!(
+        !log.contains("while its process group still runs") && !log.contains("main-exited"),
+        "a zombie was taken for a live process of the worker's group:\n{log}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(T);
+}
+
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = test_dir("bad");

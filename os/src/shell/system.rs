@@ -243,6 +243,15 @@ fn send(pid: Pid, signal: Signal, unreaped: bool) {
         Signal::Kill => NixSignal::SIGKILL,
     };
     let raw = pid.0 as i32;
+    // While the main process is unreaped it holds the group's number; after that, the group
+    // may have emptied unseen and its number gone to a stranger (`guard::group_alive`).
+    if !unreaped && !guard::group_alive(pid.0) {
+        tracing::debug!(
+            "group {raw} has no process of drover's left: {} not sent",
+            signal.name()
+        );
+        return;
+    }
     if kill(nix::unistd::Pid::from_raw(-raw), sig).is_err() && unreaped {
         if let Err(e) = kill(nix::unistd::Pid::from_raw(raw), sig) {
             tracing::debug!("kill({raw}, {}): {e}", signal.name());
