@@ -49,7 +49,10 @@ enum Stage {
     Reading(Vec<u8>),
     /// Asked; waits for [`ControlServer::answer`] (an upgrade, until it is decided).
     Asked,
-    Writing { out: Vec<u8>, sent: usize },
+    Writing {
+        out: Vec<u8>,
+        sent: usize,
+    },
 }
 
 struct Conn {
@@ -347,7 +350,9 @@ impl Conn {
             Some(d) if d <= now => {
                 match self.stage {
                     Stage::Reading(_) => {
-                        tracing::warn!("control: dropped a connection that sent no complete request");
+                        tracing::warn!(
+                            "control: dropped a connection that sent no complete request"
+                        );
                         answer_once(
                             &self.stream,
                             &error("timeout: send one JSON request and a newline"),
@@ -481,7 +486,8 @@ mod tests {
     use nix::poll::{PollFd, PollTimeout};
 
     fn server(name: &str) -> (ControlServer, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("drover-control-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("drover-control-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("control.sock");
@@ -517,7 +523,9 @@ mod tests {
 
     fn ask(path: &Path) -> UnixStream {
         let mut client = UnixStream::connect(path).unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         client.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
         client
     }
@@ -540,7 +548,10 @@ mod tests {
         server.answer(id, &json!({ "ok": true }));
         let mut text = String::new();
         quick.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "{\"ok\":true}\n", "the second client is answered first");
+        assert_eq!(
+            text, "{\"ok\":true}\n",
+            "the second client is answered first"
+        );
 
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
@@ -552,7 +563,10 @@ mod tests {
             }
             turn(&mut server);
         }
-        let text = reader.join().unwrap().expect("the slow client reads its answer");
+        let text = reader
+            .join()
+            .unwrap()
+            .expect("the slow client reads its answer");
         let answer: Value = serde_json::from_str(&text).expect("a whole JSON answer");
         assert_eq!(answer["big"].as_str().map(str::len), Some(big.len()));
         assert!(server.conns.is_empty(), "the answered connection is closed");

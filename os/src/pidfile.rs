@@ -3,7 +3,10 @@
 //!
 //! A live upgrade hands it over: the successor writes its own file next to it and renames
 //! it into place (atomic: a reader sees the old pid or the new one, never an empty file).
-//! Each drover removes the path at exit only while it still names its own file.
+//! Each drover removes the path at exit only while it still names its own file, and a
+//! predecessor lets go of its file as it hands over: a successor that cannot create its own
+//! (no room, a directory it may not write) takes the old file over in place, so a failed
+//! takeover never leaves the path without a pid file.
 //!
 //! Neither open follows a symbolic link (`O_NOFOLLOW`), and the successor's temporary file is
 //! created new (`O_EXCL`): drover often runs as root with its pid file in a directory others
@@ -19,6 +22,8 @@ use nix::fcntl::{Flock, FlockArg};
 pub struct PidFile {
     path: PathBuf,
     _lock: Flock<File>,
+    /// Left at the path at exit: released at a handover.
+    leave: bool,
 }
 
 impl PidFile {
@@ -67,6 +72,7 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_path_buf(),
             _lock: lock,
+            leave: false,
         })
     }
 
@@ -109,7 +115,23 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_path_buf(),
             _lock: lock,
+            leave: false,
         })
+    }
+
+    /// The successor's side of a handover, and a rollback's: [`PidFile::replace`], or, when
+    /// no new file can be made beside the path, the file at the path itself, once its holder
+    /// has let go of it ([`PidFile::release`], or its death).
+    pub fn take_over(path: &Path) -> Result<PidFile, String> {
+        PidFile::replace(path).or_else(|replace_error| {
+            PidFile::create(path).map_err(|e| format!("{replace_error}; in place: {e}"))
+        })
+    }
+
+    /// Unlocks the file and leaves it at the path: a predecessor handing over, whose
+    /// successor may take this very file over.
+    pub fn release(mut self) {
+        self.leave = true;
     }
 
     /// Whether the path still names this file (not a successor's).
@@ -125,7 +147,7 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Removed while still locked, so a new drover never finds our pid in a live file.
-        if self.is_ours() {
+        if !self.leave && self.is_ours() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -161,6 +183,38 @@ mod tests {
         );
         drop(new);
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A successor that cannot make its file beside the path (here a directory squats its
+    /// temporary name) used to be left without one, and the predecessor then removed its
+    /// own at exit: no pid file at all. It takes the released file over in place.
+    #[test]
+    fn a_takeover_that_cannot_replace_the_file_takes_it_over_in_place() {
+        let dir = std::env::temp_dir().join(format!("drover-pidtake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("drover.pid");
+        std::fs::write(&path, "").unwrap();
+        let old = PidFile::create(&path).unwrap();
+        let squat = dir.join(format!("drover.pid.{}.new", std::process::id()));
+        std::fs::create_dir_all(squat.join("x")).unwrap();
+        assert!(PidFile::replace(&path).is_err());
+        let held = PidFile::take_over(&path)
+            .err()
+            .expect("the predecessor still holds its lock");
+        assert!(held.contains("in place"), "{held}");
+
+        old.release();
+        let new = PidFile::take_over(&path).unwrap();
+        assert!(path.exists(), "the predecessor's exit left the pid file");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        assert!(PidFile::create(&path).is_err(), "the successor holds the lock");
+        drop(new);
+        assert!(!path.exists(), "the successor removes its file at exit");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -139,7 +139,7 @@ impl System {
         self.role = Role::Primary;
         self.listeners.owns_files = true;
         if let Some(path) = &self.settings.pid_file {
-            match PidFile::replace(path) {
+            match PidFile::take_over(path) {
                 Ok(file) => self.pid_file = Some(file),
                 Err(e) => tracing::error!("cannot take the pid file over: {e}"),
             }
@@ -168,6 +168,11 @@ impl System {
         }
         self.listeners.owns_files = false;
         self.serving_control = false;
+        // Before the successor hears it: if it cannot make a pid file of its own, it takes
+        // this one over in place.
+        if let Some(file) = self.pid_file.take() {
+            file.release();
+        }
         if let Some(channel) = &mut self.successor {
             channel.send(Message::Takeover);
         }
@@ -221,7 +226,7 @@ impl System {
     fn take_paths_back(&mut self) {
         self.listeners.owns_files = true;
         if let Some(path) = &self.settings.pid_file {
-            match PidFile::replace(path) {
+            match PidFile::take_over(path) {
                 Ok(file) => self.pid_file = Some(file),
                 Err(e) => tracing::error!("cannot take the pid file back: {e}"),
             }

@@ -140,7 +140,9 @@ impl System {
         let control_fds: Vec<(BorrowedFd<'_>, PollFlags)> = self
             .control
             .as_ref()
-            .map(|c| c.0.poll_fds(self.serving_control, std::time::Instant::now()))
+            .map(|c| {
+                c.0.poll_fds(self.serving_control, std::time::Instant::now())
+            })
             .unwrap_or_default();
         let upgrade = self.successor.as_ref().or(self.predecessor.as_ref());
         // The upgrade channel is always polled (a never-readable stand-in when there is
