@@ -74,7 +74,10 @@ impl Supervisor {
     fn quick_restart_delay(&mut self) -> Duration {
         let rate = self.config.restart.quick_restart_rate.max(1) as usize;
         let window = Duration::from_secs(1);
-        while self.quick.len() > rate {
+        // Bookings a second old no longer count: the window holds at most `rate` entries
+        // however high the rate is set, and only those of the last second.
+        while self.quick.len() > rate || self.quick.front().is_some_and(|&t| t + window <= self.now)
+        {
             self.quick.pop_front();
         }
         let at = match self.quick.front() {
@@ -159,5 +162,26 @@ impl Supervisor {
 impl Supervisor {
     pub(super) fn deaths_limit(&self) -> usize {
         self.config.restart.intensity_deaths as usize + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The window used to be trimmed by count only: with a high rate it kept up to `rate`
+    /// bookings, however old (8 bytes per death up to a million).
+    #[test]
+    fn the_quick_window_holds_the_last_second_only() {
+        let mut config = Config::static_pool(1);
+        config.restart.quick_restart_rate = 1_000_000;
+        let mut sup = Supervisor::new(config, Instant::from_nanos(0)).unwrap();
+        for i in 0..10_000u64 {
+            // One refill every 10 ms: 100 per second, far below the rate.
+            sup.now = Instant::from_nanos(i * 10_000_000);
+            assert_eq!(sup.quick_restart_delay(), Duration::ZERO);
+        }
+        assert!(sup.quick.len() <= 100, "{} bookings kept", sup.quick.len());
     }
 }
