@@ -75,6 +75,7 @@ pub struct ControlServer {
     next_id: u64,
     /// Set when accept failed for want of descriptors.
     accept_paused_until: Option<Instant>,
+    at_fd_limit: bool,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -122,6 +123,7 @@ impl ControlServer {
             conns: Vec::new(),
             next_id: 0,
             accept_paused_until: None,
+            at_fd_limit: false,
         })
     }
 
@@ -205,10 +207,14 @@ impl ControlServer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    tracing::warn!(
+                    // Once per stay at the limit, not at every retry.
+                    if !self.at_fd_limit {
+                        self.at_fd_limit = true;
+                        tracing::warn!(
                         "control: cannot accept a connection ({e}); drover is at its open-file \
                          limit (raise it with `ulimit -n` or LimitNOFILE=)"
-                    );
+                        );
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }
@@ -217,6 +223,10 @@ impl ControlServer {
             // Before anything is written to it: no answer may block the loop.
             if stream.set_nonblocking(true).is_err() {
                 continue;
+            }
+            if self.at_fd_limit {
+                self.at_fd_limit = false;
+                tracing::info!("control: accepting connections again");
             }
             let allowed = getsockopt(&stream, sockopt::PeerCredentials)
                 .map(|c| c.uid() == nix::unistd::geteuid().as_raw() || c.uid() == 0)

@@ -212,7 +212,10 @@ mod tests {
             std::fs::read_to_string(&path).unwrap().trim(),
             std::process::id().to_string()
         );
-        assert!(PidFile::create(&path).is_err(), "the successor holds the lock");
+        assert!(
+            PidFile::create(&path).is_err(),
+            "the successor holds the lock"
+        );
         drop(new);
         assert!(!path.exists(), "the successor removes its file at exit");
         let _ = std::fs::remove_dir_all(&dir);
