@@ -43,16 +43,17 @@ fn log(mut line: String) {
 
 /// One connection: requests until the client closes, asks to close, or the worker stops.
 fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
+    // (No TCP_NODELAY here: the runtime sets it once on the listener, and every
+    // connection inherits it.)
     conn.set_idle_timeout(Some(KEEP_ALIVE_IDLE));
-    if let Some(tcp) = conn.tcp() {
-        let _ = tcp.set_nodelay(true);
-    }
     let mut buf = [0u8; HEAD_MAX];
     let mut len = 0;
     let mut out = Vec::with_capacity(256);
     loop {
-        // Between requests: an end-of-file here is a client that is done, or a stopping
-        // worker whose client sent nothing more within the runtime's stop grace.
+        // Between requests: an end-of-file here is a client that is done, a connection the
+        // runtime parks until its client sends more (it calls `serve` again then), or a
+        // stopping worker whose client sent nothing more within the runtime's stop grace.
+        let mut begun = false;
         let head_len = loop {
             if let Some(end) = head_end(&buf[..len]) {
                 break end;
@@ -67,13 +68,21 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
                     false,
                 );
             }
+            // Part of a request is here (pipelined after the last one): it has begun, and
+            // the read for the rest must not hand the connection back to the runtime.
+            if len > 0 && !begun {
+                conn.begin_request();
+                begun = true;
+            }
             let n = conn.read(&mut buf[len..])?;
             if n == 0 {
                 return Ok(());
             }
             len += n;
         };
-        conn.begin_request();
+        if !begun {
+            conn.begin_request();
+        }
         let (request, sleep_ms, stall_ms) = match parse(&buf[..head_len]) {
             Ok(r) => r,
             Err(status) => return answer(conn, &mut out, status, b"", false),

@@ -767,3 +767,128 @@ fn bad_usage_exits_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+// ------------------------------------------------------------------ parking
+
+/// Takes the whole open-file allowance: a thousand client sockets exceed the usual 1024.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+/// Threads of a process and its open sockets, from /proc.
+fn threads_and_sockets(pid: u32) -> (usize, usize) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    (threads, sockets)
+}
+
+/// Idle keep-alive connections wait in the worker's poller, not on a thread: a thousand of
+/// them (each sent one request, then nothing) against 2 workers × 2 threads leave every
+/// thread free for other clients, and a parked connection is served again when its client
+/// goes on.
+#[test]
+fn a_thousand_idle_keep_alive_connections_hold_no_thread() {
+    raise_open_file_limit();
+    let h = Hello::start("parking", &["--workers", "2", "--threads", "2"]);
+    let port = h.port();
+    let workers = [h.ready_worker("0.1"), h.ready_worker("1.1")];
+    let mut idle: Vec<Client> = (0..1000)
+        .map(|i| {
+            let mut c = Client::connect(port, T).unwrap();
+            let r = c
+                .get("/")
+                .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+            assert!(ok_hello(&r), "{r:?}");
+            c
+        })
+        .collect();
+    // Held by the workers (one socket each), on no thread: each worker still runs its main
+    // thread and its two serving threads, and fresh clients get answers.
+    wait_until("the workers to hold the thousand connections", T, || {
+        workers
+            .iter()
+            .map(|&p| threads_and_sockets(p).1)
+            .sum::<usize>()
+            >= 1000
+    });
+    for &pid in &workers {
+        assert_eq!(
+            threads_and_sockets(pid).0,
+            3,
+            "worker {pid}: main + 2 threads"
+        );
+    }
+    for i in 0..50 {
+        let r = get_once(port, "/").unwrap_or_else(|e| panic!("fresh client {i}: {e}"));
+        assert!(ok_hello(&r), "{r:?}");
+    }
+    // Parked connections go on where they left off.
+    for c in idle.iter_mut().step_by(50) {
+        let r = c.get("/").expect("a parked connection is served again");
+        assert!(ok_hello(&r) && !r.closes(), "{r:?}");
+    }
+}
+
+/// A parked connection is closed once it has been idle for its idle timeout (hello's
+/// `KEEP_ALIVE_IDLE`, 5 s), and not before.
+#[test]
+fn a_parked_connection_is_closed_after_its_idle_timeout() {
+    let h = Hello::start("park-idle", &["--workers", "1", "--threads", "1"]);
+    let port = h.port();
+    h.ready_worker("0.1");
+    let mut c = Client::connect(port, Duration::from_secs(20)).unwrap();
+    assert!(ok_hello(&c.get("/").unwrap()));
+    let answered = Instant::now();
+    // Meanwhile the only thread serves others.
+    assert!(ok_hello(&get_once(port, "/").unwrap()));
+    assert!(c.closed_by_server(), "closed within the read timeout");
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(4900),
+        "closed after {idle:?}, before the idle timeout"
+    );
+}
+
+/// A graceful stop closes parked connections once the stop's grace has passed, answers a
+/// request that arrives on one within it (with `Connection: close`), and exits 0.
+#[test]
+fn a_stop_closes_parked_connections_and_answers_one_on_its_way() {
+    let mut h = Hello::start("park-stop", &["--workers", "1", "--threads", "1"]);
+    let port = h.port();
+    let pid = h.ready_worker("0.1");
+    let mut quiet: Vec<Client> = (0..5)
+        .map(|_| {
+            let mut c = Client::connect(port, T).unwrap();
+            assert!(ok_hello(&c.get("/").unwrap()));
+            c
+        })
+        .collect();
+    let mut late = Client::connect(port, T).unwrap();
+    assert!(ok_hello(&late.get("/").unwrap()));
+    signal(h.pid(), libc::SIGTERM);
+    h.log
+        .wait_for(&["worker w=0.1", &format!("pid={pid}"), "is stopping"], T);
+    let r = late
+        .get("/")
+        .expect("a request within the grace is answered");
+    assert!(ok_hello(&r), "{r:?}");
+    assert!(r.closes(), "the connection's last answer: {r:?}");
+    assert!(late.closed_by_server());
+    for (i, q) in quiet.iter_mut().enumerate() {
+        assert!(q.closed_by_server(), "quiet connection {i} closed");
+    }
+    h.assert_clean_exit(T);
+}

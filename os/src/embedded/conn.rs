@@ -1,14 +1,15 @@
 //! One accepted connection as the handler sees it: [`Conn`] reads and writes like a socket
-//! and keeps its thread's report up to date (a request's start and end, the heartbeat while
-//! it waits between requests), and [`STOP_GRACE`], how long a graceful stop still lets a
-//! connection waiting between requests bring one more. It owns one thread's request
-//! accounting and the wait between requests. It must not accept, answer, or end a request
-//! in hand: on a stop it only ends the wait between requests (end-of-file), and when to
-//! return is the handler's call.
+//! and keeps its thread's report up to date (a request's start and end, the wait between
+//! requests), and [`STOP_GRACE`], how long a graceful stop still lets a connection waiting
+//! between requests bring one more. It owns one thread's request accounting and the wait
+//! between requests, which decides whether the connection is parked (given back to the
+//! worker's poller, `parked`) rather than waited for on this thread. It must not accept,
+//! answer, or end a request in hand: on a stop it only ends the wait between requests
+//! (end-of-file), and when to return is the handler's call.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use super::parked::Carry;
 use super::server::WorkerInfo;
 use super::signals::stop_level;
 use super::threads::ThreadSlot;
@@ -51,15 +53,29 @@ pub(super) enum Stream {
 /// nothing gets one request per connection, from its first byte read or written until the
 /// handler returns.
 ///
-/// **Waiting between requests.** A read outside a request waits for the next one; the
-/// thread counts as idle and keeps beating. On a graceful stop that wait goes on for
-/// [`STOP_GRACE`] at most: a request that arrives in it (one the client may have sent
-/// before it could know of the stop) is read as usual; if none comes, the wait ends with
-/// end-of-file (`Ok(0)`), so a keep-alive handler returns naturally. Check
-/// [`stopping`](Conn::stopping) before answering a request: once it is true, answer with
-/// `Connection: close` (or your protocol's equivalent) and return, so that no client sends
-/// another request on a connection that is about to close. An idle thread must come back
-/// to such a read (or return) within the heartbeat interval, or the worker stops beating.
+/// **Waiting between requests.** A read outside a request waits for the next one. It does
+/// not hold the thread for it: after an answer the thread waits a few milliseconds (the
+/// runtime's linger: a busy client's next request comes at once), and if nothing comes
+/// the read returns end-of-file (`Ok(0)`) and the connection is *parked*: once the handler
+/// returns, the worker keeps it in its poller, not on a thread, and calls the handler
+/// again for it when its next request arrives (with a fresh `Conn`: keep nothing of a
+/// connection's state in the handler across an end-of-file). A connection parked longer
+/// than its [idle timeout](Conn::set_idle_timeout) is closed. So a handler serves the
+/// requests that are there and returns at end-of-file, as it would for a client that
+/// closed; [`parked`](Conn::parked) tells the two apart, should it matter.
+///
+/// On a graceful stop the wait goes on, on this thread, for [`STOP_GRACE`] at most: a
+/// request that arrives in it (one the client may have sent before it could know of the
+/// stop) is read as usual; if none comes, the wait ends with end-of-file and the
+/// connection closes. Check [`stopping`](Conn::stopping) before answering a request: once
+/// it is true, answer with `Connection: close` (or your protocol's equivalent) and return,
+/// so that no client sends another request on a connection that is about to close.
+///
+/// Read through `Conn`, not the socket from [`tcp`](Conn::tcp): for its linger the
+/// runtime gives a keep-alive connection a short receive timeout, which `Conn`'s reads
+/// allow for and a raw read would see as `WouldBlock`. A thread that works outside a
+/// request for longer than the heartbeat allows (without [`heartbeat`](Conn::heartbeat))
+/// stops the worker's heartbeat.
 pub struct Conn<'a> {
     pub(super) stream: Stream,
     pub(super) shared_info: &'a WorkerInfo,
@@ -67,13 +83,19 @@ pub struct Conn<'a> {
     pub(super) listener_name: &'a str,
     pub(super) thread: usize,
     pub(super) slot: &'a ThreadSlot,
-    pub(super) stop_read: BorrowedFd<'a>,
-    pub(super) tick: Duration,
+    pub(super) linger: Duration,
+    pub(super) carry: Carry,
     /// A request is in hand.
     pub(super) busy: bool,
     /// The handler marks requests itself.
     pub(super) explicit: bool,
-    pub(super) idle_timeout: Option<Duration>,
+    /// A request was answered in this call of the handler: the next read lingers.
+    pub(super) answered: bool,
+    /// The wait between requests gave the connection back to the poller.
+    pub(super) park: bool,
+    /// Bytes of the next request arrived (read outside a request): the rest is waited for
+    /// like a request's, never parked, or the handler would lose what it holds.
+    pub(super) partial: bool,
 }
 
 impl Conn<'_> {
@@ -84,6 +106,7 @@ impl Conn<'_> {
         }
         self.explicit = true;
         self.busy = true;
+        self.partial = false;
         self.slot
             .busy_since_usec
             .store(monotonic_usec().max(1), Ordering::Relaxed);
@@ -92,12 +115,14 @@ impl Conn<'_> {
     /// The request in hand is done (counted). Does nothing outside a request.
     pub fn end_request(&mut self) {
         self.explicit = true;
+        self.partial = false;
         if self.busy {
             self.busy = false;
             self.slot.busy_since_usec.store(0, Ordering::Relaxed);
             let n = self.slot.requests.load(Ordering::Relaxed);
             self.slot.requests.store(n + 1, Ordering::Relaxed);
-            self.slot.beat();
+            self.slot.outside();
+            self.answered = true;
         }
     }
 
@@ -107,15 +132,21 @@ impl Conn<'_> {
         stop_level() != 0
     }
 
-    /// How long a read between requests waits for the next one before failing with
-    /// `TimedOut` (default: no limit; a stop still ends the wait).
+    /// How long the connection may wait for its next request, parked, before it is closed
+    /// (default: no limit; a stop still ends the wait). Kept while the connection lives.
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.idle_timeout = timeout;
+        self.carry.idle_timeout = timeout;
+    }
+
+    /// True once a read between requests has parked the connection: its end-of-file is
+    /// not the client's, and the handler will be called again when the client goes on.
+    pub fn parked(&self) -> bool {
+        self.park
     }
 
     /// Proves this thread alive while it works outside a request.
     pub fn heartbeat(&self) {
-        self.slot.beat();
+        self.slot.outside();
     }
 
     /// The worker this connection is served by.
@@ -166,55 +197,118 @@ impl Conn<'_> {
         }
     }
 
-    /// Waits between requests until data arrives (true), or until the worker stops and
-    /// [`STOP_GRACE`] passes without any (false). `TimedOut` after the idle timeout.
-    fn wait_readable(&mut self) -> io::Result<bool> {
-        let now = Instant::now();
-        let idle_deadline = self.idle_timeout.map(|t| now + t);
-        // Set once this wait sees the stop: from then on, the connection has STOP_GRACE to
-        // bring its next request (see there why the wait does not end at the stop).
-        let mut stop_deadline = None;
+    /// The wait between requests of a stopping worker, on this thread: until data arrives
+    /// (true), or until [`STOP_GRACE`] passes without any (false).
+    fn wait_during_stop(&mut self) -> io::Result<bool> {
+        let deadline = Instant::now() + STOP_GRACE;
         loop {
-            self.slot.beat();
             let now = Instant::now();
-            if stop_deadline.is_none() && self.stopping() {
-                stop_deadline = Some(now + STOP_GRACE);
-            }
-            if stop_deadline.is_some_and(|d| now >= d) {
+            if now >= deadline {
                 return Ok(false);
             }
-            if idle_deadline.is_some_and(|d| now >= d) {
-                return match stop_deadline {
-                    Some(_) => Ok(false),
-                    None => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
-                };
-            }
-            let deadline = match (idle_deadline, stop_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let wait = deadline.map_or(self.tick, |d| (d - now).min(self.tick));
-            let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // The stop pipe wakes the wait when the stop lands. It stays readable from then
-            // on (it is never drained), so it is left out once the stop is seen.
-            let mut fds = [
-                PollFd::new(self.fd(), PollFlags::POLLIN),
-                PollFd::new(self.stop_read, PollFlags::POLLIN),
-            ];
-            let n = if stop_deadline.is_some() { 1 } else { 2 };
-            match nix::poll::poll(
-                &mut fds[..n],
+            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+            self.slot.waiting();
+            let polled = nix::poll::poll(
+                &mut fds,
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
+            );
+            self.slot.outside();
+            match polled {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            // Data (or EOF, or an error) on the connection: hand it to the handler, even when
-            // stopping: its client sent a request, which gets an answer.
+            // Data (or EOF, or an error): hand it to the handler, even when stopping: its
+            // client sent a request, which gets an answer.
             if fds[0].revents().is_some_and(|r| !r.is_empty()) {
                 return Ok(true);
             }
         }
+    }
+
+    /// The wait between requests while serving: the first read of a handler call does not
+    /// wait (the connection was just accepted with its data, or woken readable from the
+    /// poller); after an answer the thread lingers for the next request. Nothing: park.
+    fn read_between_requests(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.answered {
+            return loop {
+                match nix::sys::socket::recv(
+                    self.fd().as_raw_fd(),
+                    buf,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(n) => break Ok(n),
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break self.give_back(),
+                    Err(e) => break Err(e.into()),
+                }
+            };
+        }
+        if !self.carry.linger_set {
+            // Once per connection: a read returns after the linger with `WouldBlock`.
+            match &self.stream {
+                Stream::Tcp(s) => s.set_read_timeout(Some(self.linger))?,
+                Stream::Unix(s) => s.set_read_timeout(Some(self.linger))?,
+            }
+            self.carry.linger_set = true;
+        }
+        self.slot.waiting();
+        let read = loop {
+            match self.read_socket(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.slot.outside();
+        match read {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.give_back()
+            }
+            other => other,
+        }
+    }
+
+    fn give_back(&mut self) -> io::Result<usize> {
+        self.park = true;
+        Ok(0)
+    }
+
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    /// A read within a request: blocking, however long the client takes (the request
+    /// timeout is the supervisor's); the linger's receive timeout only slices it.
+    fn read_in_request(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.read_socket(buf) {
+                Err(e)
+                    if self.carry.linger_set
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The socket and what the connection keeps for its next handler call (parking).
+    pub(super) fn into_parts(self) -> (OwnedFd, Carry) {
+        let fd = match self.stream {
+            Stream::Tcp(s) => OwnedFd::from(s),
+            Stream::Unix(s) => OwnedFd::from(s),
+        };
+        (fd, self.carry)
     }
 
     /// Closes the books when the handler returns: an open request counts as done.
@@ -222,21 +316,28 @@ impl Conn<'_> {
         if self.busy {
             self.end_request();
         }
-        self.slot.beat();
+        self.slot.outside();
     }
 }
 
 impl Read for Conn<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.busy && !self.wait_readable()? {
+        if self.park {
             return Ok(0);
         }
-        let n = match &mut self.stream {
-            Stream::Tcp(s) => s.read(buf)?,
-            Stream::Unix(s) => s.read(buf)?,
+        let n = if self.busy || self.partial {
+            self.read_in_request(buf)?
+        } else if self.stopping() {
+            if !self.wait_during_stop()? {
+                return Ok(0);
+            }
+            self.read_in_request(buf)?
+        } else {
+            self.read_between_requests(buf)?
         };
         if n > 0 {
             self.touch();
+            self.partial = !self.busy;
         }
         Ok(n)
     }

@@ -27,38 +27,45 @@
 //! runs the worker below. Readiness is `notify` unless `--readiness` says otherwise.
 //!
 //! **Worker side** (in the forked child): `after_fork`, then `on_worker_start`, then
-//! `threads` threads accept on every listener (epoll with `EPOLLEXCLUSIVE`, so a connection
-//! wakes one thread) and call the handler once per connection. The main thread reports to
-//! the supervisor: `READY=1` over `NOTIFY_SOCKET` once the threads run; then, on the report
+//! `threads` threads wait on every listener (epoll with `EPOLLEXCLUSIVE`, so a connection
+//! wakes one thread of one worker) and on the worker's parked connections, and call the
+//! handler for a new connection or for a parked one that became readable. A connection
+//! idle between requests (after a 10 ms linger) or new with nothing sent yet is parked in
+//! the worker's poller (`parked`), not held on a thread. The main thread reports to the
+//! supervisor: `READY=1` over `NOTIFY_SOCKET` once the threads run; then, on the report
 //! board (memory the supervisor mapped shared before its first fork, one slot per worker
-//! slot), every 100 ms its heartbeat, stamped by the worker, but only while every idle
-//! thread keeps coming back to its accept or keep-alive wait (a thread stuck outside a
-//! request stops the heartbeat; a thread inside a request is the request timeout's
-//! business), and its load: the busy threads, the start of the oldest running request and
-//! the requests served. The supervisor reads the board whenever it wakes up, so heartbeats
-//! cost it no wake-up: with the watchdog on, an idle pool wakes it about once per heartbeat
-//! timeout, when the earliest deadline comes and one read renews every worker. A load
-//! change must be seen sooner (scaling, `--max-requests`, the request timeout): the worker
-//! that publishes one while the supervisor sleeps rings it once (the report board's doorbell, a
-//! `X_DROVER_REPORTS=1` datagram). Without a board (it could not be mapped) the worker
-//! sends `WATCHDOG=1` at a quarter of the timeout and `X_DROVER_LOAD` on each change.
+//! slot), its heartbeat, stamped by the worker, but only while no thread stays outside both
+//! its waits and a request (a thread stuck outside a request stops the heartbeat; a thread
+//! inside a request is the request timeout's business), and its load: the busy threads, the
+//! start of the oldest running request and the requests served. It looks every 100 ms while
+//! anything moves, and otherwise only when a heartbeat is due (a quarter of the watchdog
+//! timeout; never without one): idle threads sleep without a timeout, so an idle worker
+//! wakes only for its heartbeat. The supervisor reads the board whenever it wakes up, so
+//! heartbeats cost it no wake-up: with the watchdog on, an idle pool wakes it about once per
+//! heartbeat timeout, when the earliest deadline comes and one read renews every worker. A
+//! load change must be seen sooner (scaling, `--max-requests`, the request timeout): the
+//! worker that publishes one while the supervisor sleeps rings it once (the report board's
+//! doorbell, a `X_DROVER_REPORTS=1` datagram). Without a board (it could not be mapped) the
+//! worker sends `WATCHDOG=1` at a quarter of the timeout and `X_DROVER_LOAD` on each change.
 //! TERM or INT: stop accepting, let each connection finish the request in hand, serve a
-//! request that arrives within [`STOP_GRACE`] of the stop on an idle keep-alive connection
-//! (the handler answers it with `Connection: close`), then close; run `on_worker_exit`,
+//! request that arrives within [`STOP_GRACE`] of the stop on an idle keep-alive connection,
+//! parked or not (the handler answers it with `Connection: close`), then close; run `on_worker_exit`,
 //! exit 0. QUIT: exit 0 at once. The worker dies with the supervisor (`PR_SET_PDEATHSIG`,
 //! and the death pipe's EOF).
 //!
 //! **Layout.** This file holds only these docs and the public re-exports; it must not grow
 //! code of its own. `server` is the public API (the builder, the handler types) and starts
 //! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
-//! stop signals; `threads` the serving threads; `conn` a connection as the handler sees it.
+//! stop signals; `threads` the serving threads; `parked` the connections waiting between
+//! requests; `conn` a connection as the handler sees it.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
 
 mod conn;
+mod parked;
 mod server;
 mod signals;
 mod threads;
 mod worker;
 
 pub use conn::{Conn, STOP_GRACE};
-pub use server::{Handler, Server, WorkerInfo};
+pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};

@@ -64,7 +64,18 @@ pub struct Server {
     after_fork: Option<Hook>,
     on_worker_start: Option<Hook>,
     on_worker_exit: Option<Hook>,
+    tuning: Tuning,
 }
+
+/// How a worker holds its connections (the builder's `max_parked`, `defer_accept`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tuning {
+    pub(super) max_parked: usize,
+    pub(super) defer_accept: bool,
+}
+
+/// Connections a worker keeps parked between requests, by default.
+pub const MAX_PARKED_DEFAULT: usize = 1024;
 
 #[derive(Parser)]
 #[command(
@@ -127,7 +138,30 @@ impl Server {
             after_fork: None,
             on_worker_start: None,
             on_worker_exit: None,
+            tuning: Tuning {
+                max_parked: MAX_PARKED_DEFAULT,
+                defer_accept: true,
+            },
         }
+    }
+
+    /// How many connections each worker keeps parked between requests (default
+    /// [`MAX_PARKED_DEFAULT`]); at the limit, parking one more closes the longest idle,
+    /// with a warning in the log (at most one every 10 s). A parked connection costs a
+    /// descriptor and no thread; workers raise their open-file limit to the hard limit.
+    pub fn max_parked(mut self, n: usize) -> Server {
+        self.tuning.max_parked = n.max(1);
+        self
+    }
+
+    /// Whether TCP listeners hand a connection to a worker only once its client has sent
+    /// something (`TCP_DEFER_ACCEPT`, default on: a thread is never woken for a connection
+    /// with nothing to read). Turn it off for a protocol in which the server speaks first
+    /// (SMTP, MySQL): there the client waits for the server, which would not see the
+    /// connection until the kernel gives up deferring it.
+    pub fn defer_accept(mut self, on: bool) -> Server {
+        self.tuning.defer_accept = on;
+        self
     }
 
     /// Runs in the supervisor before every fork. It must not leave a thread running; what it
@@ -216,6 +250,7 @@ impl Server {
             after_fork: self.after_fork,
             on_worker_start: self.on_worker_start,
             on_worker_exit: self.on_worker_exit,
+            tuning: self.tuning,
         };
         crate::shell::run_with(args, Some(Box::new(runtime)))
     }

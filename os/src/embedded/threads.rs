@@ -1,11 +1,19 @@
 //! The serving threads of a worker: each waits on every listener (epoll with
-//! `EPOLLEXCLUSIVE`, so that a connection wakes one thread) and on the stop pipe, accepts,
-//! and runs the handler once per connection, catching its panics. It owns the state the
-//! threads share with the worker's main thread ([`Shared`]) and each thread's reports
-//! ([`ThreadSlot`]: heartbeat, start of the request in hand, requests served), which the
-//! main thread sums up. It must not talk to the supervisor (the main thread does, in
-//! `worker`) nor handle signals (blocked in these threads, they land on the main thread),
-//! and a handler's error or panic must end nothing but its own connection.
+//! `EPOLLEXCLUSIVE`, so that a connection wakes one thread of one worker), on the worker's
+//! parked connections (`parked`) and on the stop pipe; accepts, or takes a parked
+//! connection that became readable, and calls the handler for it, catching its panics. A
+//! connection the handler gives back between requests is parked; any other is closed. It
+//! owns the state the threads share with the worker's main thread ([`Shared`]) and each
+//! thread's reports ([`ThreadSlot`]: whether it waits, the start of the request in hand,
+//! requests served), which the main thread sums up. It must not talk to the supervisor
+//! (the main thread does, in `worker`) nor handle signals (blocked in these threads, they
+//! land on the main thread), and a handler's error or panic must end nothing but its own
+//! connection.
+//!
+//! An idle thread sleeps in `epoll_wait` without a timeout (the first thread wakes for the
+//! earliest idle deadline of a parked connection): proving it alive costs no wake-up,
+//! since a thread that is waiting cannot be stuck; what the heartbeat checks is that no
+//! thread stays outside both a wait and a request (`ThreadSlot::outside_since_usec`).
 
 use std::io;
 use std::net::TcpStream;
@@ -20,24 +28,32 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{accept4, SockFlag};
 
 use super::conn::{Conn, Stream};
+use super::parked::{Carry, Held, Parked};
 use super::server::{Handler, WorkerInfo};
 use super::signals::stop_level;
+use super::STOP_GRACE;
 use crate::notify::monotonic_usec;
 
 /// One thread's reports, written by that thread only and read by the main thread.
 #[repr(align(64))] // one cache line each: threads do not contend
 #[derive(Default)]
 pub(super) struct ThreadSlot {
-    /// Last time (CLOCK_MONOTONIC µs) the thread came back to a wait while idle.
-    pub(super) beat_usec: AtomicU64,
+    /// Since when (CLOCK_MONOTONIC µs) the thread is outside both its waits and a request:
+    /// 0 while it waits (for a connection, or for a request between two).
+    pub(super) outside_since_usec: AtomicU64,
     /// Start of the request in hand, 0 when idle.
     pub(super) busy_since_usec: AtomicU64,
     pub(super) requests: AtomicU64,
 }
 
 impl ThreadSlot {
-    pub(super) fn beat(&self) {
-        self.beat_usec.store(monotonic_usec(), Ordering::Relaxed);
+    pub(super) fn waiting(&self) {
+        self.outside_since_usec.store(0, Ordering::Relaxed);
+    }
+
+    pub(super) fn outside(&self) {
+        self.outside_since_usec
+            .store(monotonic_usec().max(1), Ordering::Relaxed);
     }
 }
 
@@ -52,18 +68,40 @@ pub(super) struct Shared<H> {
     pub(super) info: WorkerInfo,
     pub(super) listeners: Vec<Listener>,
     pub(super) slots: Vec<ThreadSlot>,
+    pub(super) parked: Parked,
+    /// How long a thread waits on its connection for the next request before parking it.
+    pub(super) linger: Duration,
     /// Read end of the stop pipe: readable once a stop signal arrived.
     pub(super) stop_read: OwnedFd,
-    /// Threads tell the main thread they are done here (never closed, like the stop pipe's
-    /// write end: the signal handler may write to both until the process exits).
+    /// Threads tell the main thread they are done, or busy again, here (never closed, like
+    /// the stop pipe's write end: the signal handler may write to both until the process
+    /// exits).
     pub(super) main_write: RawFd,
-    /// How often an idle thread comes back to beat.
-    pub(super) tick: Duration,
+    /// The main thread sleeps until poked: the first thread that finds work pokes it, so a
+    /// load change is reported without a wake-up per request.
+    pub(super) main_idle: AtomicBool,
+    /// The end of a graceful stop's grace for parked connections (µs), 0 before a stop.
+    pub(super) grace_until_usec: AtomicU64,
     pub(super) live_threads: AtomicUsize,
     pub(super) setup_failed: AtomicBool,
 }
 
+impl<H> Shared<H> {
+    /// Tells a sleeping main thread that work came in (one write per idle spell).
+    pub(super) fn wake_main(&self) {
+        if self.main_idle.load(Ordering::Relaxed) && self.main_idle.swap(false, Ordering::AcqRel) {
+            // SAFETY: the main pipe's write end is never closed (see `main_write`).
+            let main_write = unsafe { BorrowedFd::borrow_raw(self.main_write) };
+            let _ = nix::unistd::write(main_write, b"w");
+        }
+    }
+}
+
 const STOP_TOKEN: u64 = u64::MAX;
+const PARKED_TOKEN: u64 = u64::MAX - 1;
+/// While connections are parked, the first thread looks at their deadlines at least this
+/// often (a connection parked with an earlier deadline than the one it waits for).
+const SWEEP_MAX: Duration = Duration::from_secs(1);
 
 pub(super) fn accept_loop<H: Handler>(shared: &Shared<H>, t: usize, started: &Barrier) {
     let slot = &shared.slots[t];
@@ -77,30 +115,107 @@ pub(super) fn accept_loop<H: Handler>(shared: &Shared<H>, t: usize, started: &Ba
     };
     started.wait();
     if let Some(epoll) = epoll {
-        let mut events = [EpollEvent::empty(); 8];
-        let timeout = EpollTimeout::try_from(shared.tick).unwrap_or(EpollTimeout::NONE);
-        let mut next = 0usize;
-        while stop_level() == 0 {
-            slot.beat();
-            // Take a waiting connection first: after a connection, after a wake-up, and on
-            // every tick (an exclusive wake-up may have gone to a busy thread).
-            if let Some((listener, fd)) = try_accept(shared, &mut next) {
-                serve_conn(shared, t, listener, fd);
-                continue;
-            }
-            match epoll.wait(&mut events, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => {
-                    tracing::error!("worker pid={} thread {t}: epoll_wait: {e}", shared.info.pid);
-                    std::thread::sleep(shared.tick);
-                }
-            }
-        }
+        serve_until_stopped(shared, t, slot, &epoll);
+    }
+    // Whoever leaves during a stop closes what is still parked: nothing serves it after
+    // the grace (a thread leaves early only once nothing is parked).
+    if stop_level() != 0 {
+        shared.parked.close_all();
     }
     shared.live_threads.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: the main pipe's write end is never closed (see `Shared::main_write`).
     let main_write = unsafe { BorrowedFd::borrow_raw(shared.main_write) };
     let _ = nix::unistd::write(main_write, b"t");
+}
+
+fn serve_until_stopped<H: Handler>(shared: &Shared<H>, t: usize, slot: &ThreadSlot, epoll: &Epoll) {
+    // One event per wait: a thread never sits on work another idle thread could take.
+    let mut events = [EpollEvent::empty()];
+    let mut stop_seen = false;
+    loop {
+        match stop_level() {
+            0 => {}
+            1 if !stop_seen => {
+                stop_seen = true;
+                let grace_end = monotonic_usec() + STOP_GRACE.as_micros() as u64;
+                let _ = shared.grace_until_usec.compare_exchange(
+                    0,
+                    grace_end,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                // No more accepting; the stop pipe would only keep this wait awake now.
+                // Parked connections keep their grace to bring a request.
+                for l in &shared.listeners {
+                    // SAFETY: listener fds stay open for the life of the process.
+                    let _ = epoll.delete(unsafe { BorrowedFd::borrow_raw(l.fd) });
+                }
+                let _ = epoll.delete(shared.stop_read.as_fd());
+            }
+            1 => {}
+            _ => return,
+        }
+        let now = monotonic_usec();
+        let timeout_usec = if stop_seen {
+            let until = shared.grace_until_usec.load(Ordering::SeqCst);
+            if shared.parked.len() == 0 || now >= until {
+                return;
+            }
+            Some(until - now)
+        } else if t == 0 {
+            shared
+                .parked
+                .next_deadline()
+                .map(|d| d.saturating_sub(now).min(SWEEP_MAX.as_micros() as u64))
+        } else {
+            None
+        };
+        let timeout = match timeout_usec {
+            // Rounded up: waking before the deadline would only spin.
+            Some(us) => EpollTimeout::try_from(Duration::from_micros(us.div_ceil(1000) * 1000))
+                .unwrap_or(EpollTimeout::MAX),
+            None => EpollTimeout::NONE,
+        };
+        slot.waiting();
+        let waited = epoll.wait(&mut events, timeout);
+        slot.outside();
+        let got = match waited {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => {
+                tracing::error!("worker pid={} thread {t}: epoll_wait: {e}", shared.info.pid);
+                std::thread::sleep(Duration::from_millis(50));
+                0
+            }
+        };
+        if got == 0 {
+            if timeout_usec.is_some() {
+                shared.parked.sweep(monotonic_usec());
+            }
+            continue;
+        }
+        match events[0].data() {
+            STOP_TOKEN => {}
+            PARKED_TOKEN => {
+                if let Some(held) = shared.parked.take() {
+                    shared.wake_main();
+                    serve_conn(shared, t, held);
+                }
+            }
+            i if stop_level() == 0 => {
+                if let Some(fd) = accept_one(shared, i as usize) {
+                    shared.wake_main();
+                    let held = Held {
+                        fd,
+                        listener: i as usize,
+                        carry: Carry::default(),
+                    };
+                    serve_conn(shared, t, held);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn thread_epoll<H>(shared: &Shared<H>) -> io::Result<Epoll> {
@@ -121,40 +236,43 @@ fn thread_epoll<H>(shared: &Shared<H>) -> io::Result<Epoll> {
         shared.stop_read.as_fd(),
         EpollEvent::new(EpollFlags::EPOLLIN, STOP_TOKEN),
     )?;
+    // Not exclusive: an epoll set cannot be; every idle thread of this worker wakes for a
+    // parked connection's readiness, and one takes it.
+    epoll.add(
+        shared.parked.fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, PARKED_TOKEN),
+    )?;
     Ok(epoll)
 }
 
-/// A waiting connection from any listener (round robin), or `None`.
-fn try_accept<H>(shared: &Shared<H>, next: &mut usize) -> Option<(usize, OwnedFd)> {
-    let n = shared.listeners.len();
-    for k in 0..n {
-        let i = (*next + k) % n;
-        loop {
-            match accept4(shared.listeners[i].fd, SockFlag::SOCK_CLOEXEC) {
-                Ok(fd) => {
-                    *next = i + 1;
-                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                    return Some((i, unsafe { OwnedFd::from_raw_fd(fd) }));
-                }
-                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                Err(Errno::EAGAIN) => break,
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning.
-                    tracing::warn!(
-                        "worker pid={}: accept on {}: {e}",
-                        shared.info.pid,
-                        shared.listeners[i].name
-                    );
-                    std::thread::sleep(shared.tick.min(Duration::from_millis(50)));
-                    break;
-                }
+/// One waiting connection from listener `i`, or `None` (another thread or worker took it).
+fn accept_one<H>(shared: &Shared<H>, i: usize) -> Option<OwnedFd> {
+    loop {
+        match accept4(shared.listeners[i].fd, SockFlag::SOCK_CLOEXEC) {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            Ok(fd) => return Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+            Err(Errno::EAGAIN) => return None,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning.
+                tracing::warn!(
+                    "worker pid={}: accept on {}: {e}",
+                    shared.info.pid,
+                    shared.listeners[i].name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                return None;
             }
         }
     }
-    None
 }
 
-fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, listener: usize, fd: OwnedFd) {
+fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
+    let Held {
+        fd,
+        listener,
+        carry,
+    } = held;
     let stream = if shared.listeners[listener].unix {
         Stream::Unix(UnixStream::from(fd))
     } else {
@@ -167,18 +285,32 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, listener: usize, fd: Own
         listener_name: &shared.listeners[listener].name,
         thread: t,
         slot: &shared.slots[t],
-        stop_read: shared.stop_read.as_fd(),
-        tick: shared.tick,
+        linger: shared.linger,
+        carry,
         busy: false,
         explicit: false,
-        idle_timeout: None,
+        answered: false,
+        park: false,
+        partial: false,
     };
     let handler = &shared.handler;
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&mut conn)));
     conn.finish();
     match result {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            if conn.park && stop_level() == 0 {
+                let (fd, carry) = conn.into_parts();
+                shared.parked.park(
+                    Held {
+                        fd,
+                        listener,
+                        carry,
+                    },
+                    monotonic_usec(),
+                );
+            }
+        }
         Ok(Err(e)) => tracing::trace!("worker pid={}: connection ended: {e}", shared.info.pid),
         Err(panic) => {
             let what = panic

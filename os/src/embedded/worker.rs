@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 
 use drover_machine::WorkerId;
 
-use super::server::{Handler, Hook, WorkerInfo};
+use super::parked::Parked;
+use super::server::{Handler, Hook, Tuning, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use super::threads::{accept_loop, Listener, Shared, ThreadSlot};
 use crate::board::{Board, Report, DOORBELL};
@@ -35,6 +36,7 @@ pub(super) struct Runtime<H> {
     pub(super) after_fork: Option<Hook>,
     pub(super) on_worker_start: Option<Hook>,
     pub(super) on_worker_exit: Option<Hook>,
+    pub(super) tuning: Tuning,
 }
 
 impl<H: Handler> ForkedWorker for Runtime<H> {
@@ -79,8 +81,49 @@ impl<H: Handler> ForkedWorker for Runtime<H> {
     }
 }
 
-/// The longest an idle thread waits without beating.
-const TICK_MAX: Duration = Duration::from_millis(250);
+/// How long a thread waits on a keep-alive connection for its next request before it parks
+/// it: a client that keeps its connection busy sends the next request as soon as it has
+/// the answer, well within this on loopback or a LAN, so the request costs a read and a
+/// write and no trip through the poller; an idle client costs its thread no more than this.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// How often the main thread reports while threads are busy or the load changes.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// Sets what every accepted connection inherits once on the listening socket (shared by
+/// all workers, so each worker setting it again changes nothing): no Nagle delay for
+/// answers, and (`defer_accept`) no accept before the client has sent something.
+fn tune_listener(fd: RawFd, defer_accept: bool) {
+    // SAFETY: the listener fd stays open for the life of the process.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(&sock, sockopt::TcpNoDelay, &true);
+    if defer_accept {
+        // Seconds the kernel holds a silent connection back; after them it is handed over
+        // anyway, and a silent one is parked (no thread waits on it either way).
+        let seconds: libc::c_int = 1;
+        // SAFETY: setsockopt on an open socket with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Parked connections are descriptors: take the whole allowance the system grants.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
 
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::OFlag;
@@ -92,6 +135,20 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
+}
+
+/// Busy threads, start of the oldest request in hand, requests served.
+fn sum_load<H>(shared: &Shared<H>) -> (u32, Option<u64>, u64) {
+    let (mut busy, mut oldest, mut requests) = (0u32, None, 0u64);
+    for slot in &shared.slots {
+        requests += slot.requests.load(Ordering::Relaxed);
+        let since = slot.busy_since_usec.load(Ordering::Relaxed);
+        if since != 0 {
+            busy += 1;
+            oldest = Some(oldest.map_or(since, |o: u64| o.min(since)));
+        }
+    }
+    (busy, oldest, requests)
 }
 
 /// sd_notify messages to the supervisor.
@@ -132,6 +189,9 @@ impl<H: Handler> Runtime<H> {
             set_nonblocking(borrowed)?;
             let unix = getsockname::<nix::sys::socket::SockaddrStorage>(fd)
                 .is_ok_and(|a| a.family() == Some(AddressFamily::Unix));
+            if !unix {
+                tune_listener(fd, self.tuning.defer_accept);
+            }
             listeners.push(Listener {
                 fd,
                 name: child
@@ -152,9 +212,7 @@ impl<H: Handler> Runtime<H> {
             .watchdog_usec
             .map(Duration::from_micros)
             .filter(|d| !d.is_zero());
-        let tick = watchdog
-            .map_or(TICK_MAX, |w| (w / 8).min(TICK_MAX))
-            .max(Duration::from_millis(5));
+        raise_open_file_limit();
 
         if let Some(f) = &mut self.on_worker_start {
             f(&info);
@@ -165,15 +223,15 @@ impl<H: Handler> Runtime<H> {
             info: info.clone(),
             listeners,
             slots: (0..threads).map(|_| ThreadSlot::default()).collect(),
+            parked: Parked::new(self.tuning.max_parked, info.pid)?,
+            linger: LINGER,
             stop_read,
             main_write,
-            tick,
+            main_idle: AtomicBool::new(false),
+            grace_until_usec: AtomicU64::new(0),
             live_threads: AtomicUsize::new(threads),
             setup_failed: AtomicBool::new(false),
         });
-        for slot in &shared.slots {
-            slot.beat();
-        }
         // The threads inherit the blocked mask: stop signals land on the main thread only.
         let started = Arc::new(Barrier::new(threads + 1));
         let mut handles = Vec::with_capacity(threads);
@@ -224,9 +282,16 @@ impl<H: Handler> Runtime<H> {
         // SAFETY: the death pipe's read end stays open for the life of the process.
         let death = unsafe { BorrowedFd::borrow_raw(child.death_read) };
         let beat_every = watchdog.map(|w| w / 4);
-        let wait = shared.tick.min(Duration::from_millis(100));
-        // An idle thread beats at least every tick; allow for scheduling delays.
-        let stale_usec = (3 * shared.tick + Duration::from_millis(100)).as_micros() as u64;
+        // A thread outside both its waits and a request this long is stuck (a request in
+        // hand is the request timeout's business): the worker stops beating.
+        let stale_usec = watchdog.map_or(u64::MAX, |w| {
+            (w / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1))
+                .as_micros() as u64
+        });
+        // Nothing changed at the last look and no thread is busy: sleep until the next
+        // heartbeat is due (for ever without a watchdog) or a thread finds work.
+        let mut quiet = false;
         let mut last_watchdog = 0u64;
         let mut board = self.board.as_ref().filter(|b| b.holds(child.worker));
         let mut beat_usec = 0u64;
@@ -240,8 +305,15 @@ impl<H: Handler> Runtime<H> {
                 PollFd::new(main_read, PollFlags::POLLIN),
                 PollFd::new(death, PollFlags::POLLIN),
             ];
-            let timeout =
-                PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+            let wait = if quiet {
+                beat_every
+            } else {
+                Some(REPORT_EVERY)
+            };
+            let timeout = wait.map_or(PollTimeout::NONE, |w| {
+                PollTimeout::try_from(w.as_millis().max(1).min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            });
             let _ = nix::poll::poll(&mut fds, timeout);
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 tracing::warn!(
@@ -273,11 +345,26 @@ impl<H: Handler> Runtime<H> {
                 if since != 0 {
                     busy += 1;
                     oldest = Some(oldest.map_or(since, |o: u64| o.min(since)));
-                } else if now.saturating_sub(slot.beat_usec.load(Ordering::Relaxed)) > stale_usec {
-                    healthy = false;
+                } else {
+                    let outside = slot.outside_since_usec.load(Ordering::Relaxed);
+                    if outside != 0 && now.saturating_sub(outside) > stale_usec {
+                        healthy = false;
+                    }
                 }
             }
             let load = (busy, oldest, requests);
+            // Decided before publishing: a change seen now is reported now, and the next
+            // wait is short while anything moves.
+            quiet = busy == 0 && last_load == Some(load) && !announced;
+            if quiet {
+                // Then looked at again: a thread that found work between the sums and this
+                // store saw the main thread awake and did not poke it.
+                shared.main_idle.store(true, Ordering::SeqCst);
+                if sum_load(shared) != load {
+                    shared.main_idle.store(false, Ordering::SeqCst);
+                    quiet = false;
+                }
+            }
             if let Some(b) = board {
                 if !announced && healthy {
                     beat_usec = now;
