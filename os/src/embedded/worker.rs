@@ -151,6 +151,17 @@ fn sum_load<H>(shared: &Shared<H>) -> (u32, Option<u64>, u64) {
     (busy, oldest, requests)
 }
 
+/// Whether every thread is waiting or in a request: none has been outside both longer than
+/// `stale_usec` (a request in hand is the request timeout's business).
+fn no_thread_stuck<H>(shared: &Shared<H>, now: u64, stale_usec: u64) -> bool {
+    shared.slots.iter().all(|slot| {
+        let outside = slot.outside_since_usec.load(Ordering::Relaxed);
+        slot.busy_since_usec.load(Ordering::Relaxed) != 0
+            || outside == 0
+            || now.saturating_sub(outside) <= stale_usec
+    })
+}
+
 /// sd_notify messages to the supervisor.
 struct Notifier {
     sock: UnixDatagram,
@@ -338,21 +349,9 @@ impl<H: Handler> Runtime<H> {
             }
 
             let now = monotonic_usec();
-            let (mut busy, mut oldest, mut requests, mut healthy) = (0u32, None, 0u64, true);
-            for slot in &shared.slots {
-                requests += slot.requests.load(Ordering::Relaxed);
-                let since = slot.busy_since_usec.load(Ordering::Relaxed);
-                if since != 0 {
-                    busy += 1;
-                    oldest = Some(oldest.map_or(since, |o: u64| o.min(since)));
-                } else {
-                    let outside = slot.outside_since_usec.load(Ordering::Relaxed);
-                    if outside != 0 && now.saturating_sub(outside) > stale_usec {
-                        healthy = false;
-                    }
-                }
-            }
-            let load = (busy, oldest, requests);
+            let load = sum_load(shared);
+            let (busy, oldest, requests) = load;
+            let healthy = no_thread_stuck(shared, now, stale_usec);
             // Decided before publishing: a change seen now is reported now, and the next
             // wait is short while anything moves.
             quiet = busy == 0 && last_load == Some(load) && !announced;
