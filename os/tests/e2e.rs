@@ -334,6 +334,47 @@ os._exit(3)
     d.assert_clean_exit(T);
 }
 
+/// drover's group guard among its children (named `drover-guard`).
+fn guard_of(drover: u32) -> Option<u32> {
+    let children = std::fs::read_dir(format!("/proc/{drover}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    children.into_iter().find(|c| {
+        std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "drover-guard")
+    })
+}
+
+/// A killed group guard used to leave drover unguarded: a SIGKILL of drover afterwards left
+/// a worker's other processes (here python behind `sh -c`) running. A new guard takes
+/// over every live group.
+#[test]
+fn a_killed_group_guard_is_replaced() {
+    let dir = test_dir("guard-replaced");
+    let script = format!("{} {}; true", python(), dir.path("worker.py"));
+    let mut d = sh_pool(dir, &["--workers", "1", "--readiness", "notify"], &script);
+    d.log.wait_for(&["in  ready", "w=0.1"], T);
+    let line = d.log.wait_for(&["worker pid="], T);
+    let program: u32 = field(&line, "pid=").parse().unwrap();
+    let first = guard_of(d.pid()).expect("drover runs a group guard");
+    signal(first, libc::SIGKILL);
+    d.log.wait_for(&["a new group guard"], T);
+    let second = guard_of(d.pid()).expect("a new group guard");
+    assert_ne!(first, second);
+    d.signal(libc::SIGKILL);
+    d.wait_exit(T);
+    wait_until("the program behind sh -c to die with drover", T, || {
+        !alive(program)
+    });
+    assert_no_survivors(d.dir.root(), &d.log.dump());
+}
+
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = test_dir("bad");

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use super::{System, REAPED_KEPT};
-use crate::guard;
+use crate::guard::{self, Guard};
 use crate::settings::describe_config_error;
 
 impl Os for System {
@@ -156,9 +156,7 @@ impl System {
                 return Some(self.worker_exited(pid, status));
             }
             if self.guard.as_ref().is_some_and(|g| g.pid() == pid) {
-                if let Some(guard) = &mut self.guard {
-                    guard.lost();
-                }
+                self.replace_guard();
                 continue;
             }
             if let UpgradeState::Started { pid: s, .. }
@@ -188,6 +186,21 @@ impl System {
         // The machine judges a lingering worker's exit by its main process's status
         // (`MainExited`); this one is the group's last word.
         Some(self.worker_exited(emptied, ExitStatus::Code(0)))
+    }
+
+    /// The group guard is gone (killed, or it died): a new one takes over every group still
+    /// live, so a SIGKILL of drover later still takes its workers' processes with it.
+    fn replace_guard(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.lost();
+        }
+        self.guard = Guard::start();
+        if let Some(guard) = &mut self.guard {
+            for &pgid in self.pids.keys() {
+                guard.watch(pgid);
+            }
+            tracing::info!("a new group guard (pid {}) took over", guard.pid());
+        }
     }
 
     /// The worker whose group `pid` leads is gone: forget it here, tell the machine.
