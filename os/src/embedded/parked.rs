@@ -27,6 +27,8 @@ pub(super) struct Carry {
     pub(super) linger_set: bool,
     /// Registered in the poller (disarmed while a thread has it).
     pub(super) in_poller: bool,
+    /// Its client sent the next request within the linger last time: worth lingering for.
+    pub(super) hot: bool,
 }
 
 /// A connection that no handler holds.
@@ -165,8 +167,9 @@ impl Parked {
         });
     }
 
-    /// A parked connection that is readable, if any is (never waits).
-    pub(super) fn take(&self) -> Option<Held> {
+    /// A parked connection that is readable, if any is (never waits). One that was parked
+    /// for less than `linger` is hot: its client keeps it busy.
+    pub(super) fn take(&self, now_usec: u64, linger: Duration) -> Option<Held> {
         let mut events = [EpollEvent::empty()];
         let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
             Ok(n) => n,
@@ -188,7 +191,10 @@ impl Parked {
         if inner.gens.get(index) != Some(&gen) {
             return None; // closed meanwhile (its deadline, the bound)
         }
-        inner.remove(index)
+        let parked_usec = inner.slots[index].as_ref()?.parked_usec;
+        let mut held = inner.remove(index)?;
+        held.carry.hot = now_usec.saturating_sub(parked_usec) < linger.as_micros() as u64;
+        Some(held)
     }
 
     /// Closes the parked connections whose idle timeout has passed.
