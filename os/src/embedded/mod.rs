@@ -30,7 +30,8 @@
 //! `threads` threads wait on every listener (epoll with `EPOLLEXCLUSIVE`, so a connection
 //! wakes one thread of one worker) and on the worker's parked connections, and call the
 //! handler for a new connection or for a parked one that became readable. A connection
-//! idle between requests (after a 10 ms linger) or new with nothing sent yet is parked in
+//! idle between requests (after a 10 ms linger, if its client keeps it busy) or new with
+//! nothing sent yet is parked in
 //! the worker's poller (`parked`), not held on a thread. The main thread reports to the
 //! supervisor: `READY=1` over `NOTIFY_SOCKET` once the threads run; then, on the report
 //! board (memory the supervisor mapped shared before its first fork, one slot per worker
