@@ -54,9 +54,10 @@ pub(super) enum Stream {
 /// handler returns.
 ///
 /// **Waiting between requests.** A read outside a request waits for the next one. It does
-/// not hold the thread for it: after an answer the thread waits a few milliseconds (the
-/// runtime's linger: a busy client's next request comes at once), and if nothing comes
-/// the read returns end-of-file (`Ok(0)`) and the connection is *parked*: once the handler
+/// not hold the thread for it: after an answer on a connection whose client keeps it busy
+/// the thread waits a few milliseconds (the runtime's linger: a busy client's next request
+/// comes at once); otherwise, or if nothing comes, the read returns end-of-file (`Ok(0)`)
+/// and the connection is *parked*: once the handler
 /// returns, the worker keeps it in its poller, not on a thread, and calls the handler
 /// again for it when its next request arrives (with a fresh `Conn`: keep nothing of a
 /// connection's state in the handler across an end-of-file). A connection parked longer
