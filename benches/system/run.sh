@@ -425,7 +425,7 @@ done
 # Per supervisor, summed over its threads: times scheduled onto a CPU (wake-ups; the
 # third field of /proc/PID/task/TID/schedstat), context switches, and CPU time (ns).
 runs_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $3} END {print s}'; }
-cpu_ns_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+cpu_ns_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 ctxt_of() { cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s}'; }
 say "idle: ${IDLE}s with no load, heartbeat watchdog ${HEARTBEAT}s"
 sleep 2 # let the last load reports and connection closes pass
