@@ -21,7 +21,7 @@ use super::parked::Carry;
 use super::server::WorkerInfo;
 use super::signals::stop_level;
 use super::threads::ThreadSlot;
-use crate::notify::monotonic_usec;
+use crate::notify::coarse_monotonic_usec;
 
 /// How long, once a graceful stop is seen, a connection waiting between requests (or for
 /// its first one) still waits for the next request before it is closed.
@@ -110,7 +110,7 @@ impl Conn<'_> {
         self.partial = false;
         self.slot
             .busy_since_usec
-            .store(monotonic_usec().max(1), Ordering::Relaxed);
+            .store(coarse_monotonic_usec().max(1), Ordering::Relaxed);
     }
 
     /// The request in hand is done (counted). Does nothing outside a request.
@@ -194,7 +194,7 @@ impl Conn<'_> {
             self.busy = true;
             self.slot
                 .busy_since_usec
-                .store(monotonic_usec().max(1), Ordering::Relaxed);
+                .store(coarse_monotonic_usec().max(1), Ordering::Relaxed);
         }
     }
 

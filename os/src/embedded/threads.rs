@@ -32,7 +32,7 @@ use super::parked::{Carry, Held, Parked};
 use super::server::{Handler, WorkerInfo};
 use super::signals::stop_level;
 use super::STOP_GRACE;
-use crate::notify::monotonic_usec;
+use crate::notify::{coarse_monotonic_usec, monotonic_usec};
 
 /// One thread's reports, written by that thread only and read by the main thread.
 #[repr(align(64))] // one cache line each: threads do not contend
@@ -53,7 +53,7 @@ impl ThreadSlot {
 
     pub(super) fn outside(&self) {
         self.outside_since_usec
-            .store(monotonic_usec().max(1), Ordering::Relaxed);
+            .store(coarse_monotonic_usec().max(1), Ordering::Relaxed);
     }
 }
 
@@ -155,18 +155,18 @@ fn serve_until_stopped<H: Handler>(shared: &Shared<H>, t: usize, slot: &ThreadSl
             1 => {}
             _ => return,
         }
-        let now = monotonic_usec();
         let timeout_usec = if stop_seen {
             let until = shared.grace_until_usec.load(Ordering::SeqCst);
+            let now = monotonic_usec();
             if shared.parked.len() == 0 || now >= until {
                 return;
             }
             Some(until - now)
         } else if t == 0 {
-            shared
-                .parked
-                .next_deadline()
-                .map(|d| d.saturating_sub(now).min(SWEEP_MAX.as_micros() as u64))
+            shared.parked.next_deadline().map(|d| {
+                d.saturating_sub(monotonic_usec())
+                    .min(SWEEP_MAX.as_micros() as u64)
+            })
         } else {
             None
         };
