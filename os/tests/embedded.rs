@@ -887,3 +887,43 @@ fn a_stop_closes_parked_connections_and_answers_one_on_its_way() {
     }
     h.assert_clean_exit(T);
 }
+
+/// A client that keeps its connection busy does not starve another connection of the same
+/// thread: the thread lingers on a busy connection for its next request, but every few
+/// requests it looks whether another of its worker's connections is ready and lets it take
+/// its turn.
+#[test]
+fn a_busy_keep_alive_client_does_not_starve_a_parked_one() {
+    let h = Hello::start("park-fair", &["--workers", "1", "--threads", "1"]);
+    let port = h.port();
+    h.ready_worker("0.1");
+    let mut waiting = Client::connect(port, Duration::from_secs(5)).unwrap();
+    assert!(ok_hello(&waiting.get("/").unwrap()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let busy = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(port, T).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let r = c.get("/").expect("the busy client is served throughout");
+                assert!(ok_hello(&r), "{r:?}");
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until("the busy client to be in full swing", T, || {
+        served.load(Ordering::SeqCst) >= 100
+    });
+    let r = waiting.get("/");
+    let busy_meanwhile = !busy.is_finished();
+    stop.store(true, Ordering::SeqCst);
+    busy.join().unwrap();
+    let r = r.expect("the waiting connection is answered while the other keeps the thread busy");
+    assert!(ok_hello(&r), "{r:?}");
+    assert!(
+        busy_meanwhile,
+        "answered only once the busy client had stopped"
+    );
+}

@@ -17,11 +17,16 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::parked::Carry;
+use super::parked::{Carry, Parked};
 use super::server::WorkerInfo;
 use super::signals::stop_level;
 use super::threads::ThreadSlot;
 use crate::notify::coarse_monotonic_usec;
+
+/// Requests served in a row from lingering on one connection before the thread looks whether
+/// another of its worker's connections is waiting (and parks this one to take its turn if
+/// so): puma's `max_fast_inline` default.
+const FAIR_TURNS: u32 = 10;
 
 /// How long, once a graceful stop is seen, a connection waiting between requests (or for
 /// its first one) still waits for the next request before it is closed.
@@ -55,8 +60,10 @@ pub(super) enum Stream {
 ///
 /// **Waiting between requests.** A read outside a request waits for the next one. It does
 /// not hold the thread for it: after an answer on a connection whose client keeps it busy
-/// the thread waits a few milliseconds (the runtime's linger: a busy client's next request
-/// comes at once); otherwise, or if nothing comes, the read returns end-of-file (`Ok(0)`)
+/// (or on a new one while the worker holds no other) the thread waits a few milliseconds
+/// (the runtime's linger: a busy client's next request comes at once), and every 10 such
+/// requests it lets another waiting connection of the worker take its turn; otherwise, or
+/// if nothing comes, the read returns end-of-file (`Ok(0)`)
 /// and the connection is *parked*: once the handler
 /// returns, the worker keeps it in its poller, not on a thread, and calls the handler
 /// again for it when its next request arrives (with a fresh `Conn`: keep nothing of a
@@ -85,6 +92,10 @@ pub struct Conn<'a> {
     pub(super) thread: usize,
     pub(super) slot: &'a ThreadSlot,
     pub(super) linger: Duration,
+    /// The worker's parked connections: lingering on this one must not keep them waiting.
+    pub(super) parked: &'a Parked,
+    /// Requests that came during a linger, in a row, since the last look at the others.
+    pub(super) streak: u32,
     pub(super) carry: Carry,
     /// A request is in hand.
     pub(super) busy: bool,
@@ -229,12 +240,10 @@ impl Conn<'_> {
 
     /// The wait between requests while serving: the first read of a handler call does not
     /// wait (the connection was just accepted with its data, or woken readable from the
-    /// poller); after an answer the thread lingers for the next request, but only on a hot
-    /// connection (its client sent its last request within a linger of the answer before):
-    /// a client that sends one request and falls silent costs no thread time, so a burst
-    /// of them is not served a linger at a time. Nothing: park.
+    /// poller); after an answer the thread lingers for the next request when that is worth
+    /// it (`worth_lingering`). Nothing: park.
     fn read_between_requests(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.answered || !self.carry.hot {
+        if !(self.answered && self.worth_lingering()) {
             return loop {
                 match nix::sys::socket::recv(
                     self.fd().as_raw_fd(),
@@ -274,8 +283,35 @@ impl Conn<'_> {
                 self.carry.hot = false;
                 self.give_back()
             }
+            Ok(n) => {
+                self.carry.hot = n > 0;
+                self.streak += 1;
+                Ok(n)
+            }
             other => other,
         }
+    }
+
+    /// Lingering pays on a hot connection (its client sent its last request within a
+    /// linger of the answer before) and on a new one while the worker holds no other: its
+    /// client's next request is likely to come at once, and a thread lingering on it leaves
+    /// the next new connection to an idle thread, here or in another worker, rather than
+    /// parking the two side by side on one thread. It does not pay for a client that sends
+    /// one request and falls silent (a burst of them is not served a linger at a time), nor
+    /// once another connection of the worker is ready: every [`FAIR_TURNS`] lingered
+    /// requests the thread looks, and gives this one back for the other to take its turn.
+    fn worth_lingering(&mut self) -> bool {
+        let others = self.parked.len() > 0;
+        if !self.carry.hot && (self.carry.in_poller || others) {
+            return false;
+        }
+        if others && self.streak >= FAIR_TURNS {
+            self.streak = 0;
+            if self.parked.any_ready() {
+                return false;
+            }
+        }
+        true
     }
 
     fn give_back(&mut self) -> io::Result<usize> {

@@ -12,10 +12,12 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 /// What a connection keeps from one handler call to the next.
@@ -59,6 +61,8 @@ struct Inner {
 pub(super) struct Parked {
     epoll: Epoll,
     inner: Mutex<Inner>,
+    /// How many are parked, published under the lock: read without it on every request.
+    count: AtomicUsize,
     max: usize,
     pid: u32,
 }
@@ -83,6 +87,7 @@ impl Parked {
                 evicted: 0,
                 evicted_logged_usec: 0,
             }),
+            count: AtomicUsize::new(0),
             max: max.max(1),
             pid,
         })
@@ -100,8 +105,13 @@ impl Parked {
     }
 
     pub(super) fn len(&self) -> usize {
-        let inner = self.lock();
-        inner.slots.len() - inner.free.len()
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Whether a parked connection is readable now (its readiness stays for a taker).
+    pub(super) fn any_ready(&self) -> bool {
+        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     /// The earliest idle deadline of a parked connection.
@@ -153,6 +163,7 @@ impl Parked {
         if let Err(e) = armed {
             tracing::debug!("worker pid={}: cannot park a connection: {e}", self.pid);
             inner.free.push(index);
+            self.publish(&inner);
             return; // closed
         }
         held.carry.in_poller = true;
@@ -165,6 +176,12 @@ impl Parked {
             parked_usec: now_usec,
             deadline_usec,
         });
+        self.publish(&inner);
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.count
+            .store(inner.slots.len() - inner.free.len(), Ordering::Release);
     }
 
     /// A parked connection that is readable, if any is (never waits). One that was parked
@@ -193,6 +210,7 @@ impl Parked {
         }
         let parked_usec = inner.slots[index].as_ref()?.parked_usec;
         let mut held = inner.remove(index)?;
+        self.publish(&inner);
         held.carry.hot = now_usec.saturating_sub(parked_usec) < linger.as_micros() as u64;
         Some(held)
     }
@@ -206,6 +224,7 @@ impl Parked {
             }
             drop(inner.remove(index));
         }
+        self.publish(&inner);
     }
 
     /// Closes every parked connection (the end of a stop's grace).
@@ -215,6 +234,7 @@ impl Parked {
         for index in all {
             drop(inner.remove(index));
         }
+        self.publish(&inner);
     }
 }
 

@@ -289,6 +289,8 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
         thread: t,
         slot: &shared.slots[t],
         linger: shared.linger,
+        parked: &shared.parked,
+        streak: 0,
         carry,
         busy: false,
         explicit: false,
