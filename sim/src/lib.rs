@@ -10,6 +10,7 @@
 pub mod canaries;
 pub mod coverage;
 pub mod judge;
+pub mod lab;
 pub mod policy;
 pub mod report;
 pub mod rng;
@@ -20,4 +21,4 @@ pub mod world;
 pub use canaries::{Canary, Plant};
 pub use coverage::{Coverage, Mark};
 pub use swarm::{Faults, Load};
-pub use world::{run, Outcome, RunOptions, RunResult, Stats};
+pub use world::{run, Model, Outcome, RunOptions, RunResult, Spread, Stats};

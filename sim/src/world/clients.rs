@@ -1,28 +1,29 @@
-//! Clients: Poisson arrivals at the load model's rate, the listener's 128-deep accept queue,
-//! and requests served by worker threads (200 ms mean), counted as served, refused (queue
-//! full) or broken (the worker died mid-request, counted in `procs.rs`). It owns the
-//! accept queue, the set of workers with an idle thread, and the queue length the machine
-//! last heard. It must not talk to the machine: the shell samples the queue's length on
-//! every wake-up (`SimOs::backlog_change`), and workers report their own load.
+//! Clients: arrivals (Poisson at the synthetic load's rate, or a recorded trace replayed
+//! request by request), the listener's accept queue (`Model::backlog` deep), and requests
+//! served by worker threads for their service time, counted as served, refused (queue full)
+//! or broken (the worker died mid-request, counted in `procs.rs`). A request's service time
+//! is drawn when it arrives, so every policy run on the same seed and load meets the same
+//! clients. It owns the accept queue, the replay's place in its trace, the set of workers
+//! with an idle thread, and the queue length the machine last heard. It must not talk to the
+//! machine: the shell samples the queue's length on every wake-up
+//! (`SimOs::backlog_change`), and workers report their own load.
 
 use core::time::Duration;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use drover_machine::Instant;
 
 use super::os::SimOs;
 use super::Ev;
 use crate::coverage::Mark;
-
-/// Mean service time of one request.
-pub(super) const REQUEST_MEAN: Duration = Duration::from_millis(200);
-/// Connections the listener's accept queue holds before refusing.
-const BACKLOG: usize = 128;
+use crate::lab::trace::Trace;
 
 #[derive(Debug, Default)]
 pub(super) struct Clients {
-    /// Arrival times of the connections waiting in the accept queue, oldest first.
-    backlog: VecDeque<Instant>,
+    /// The connections waiting in the accept queue, oldest first: when each arrived, and
+    /// how long it will hold a thread.
+    backlog: VecDeque<(Instant, Duration)>,
     /// Processes accepting with a thread free, by serial (the lowest takes the next client).
     pub(super) idle: BTreeSet<u64>,
     /// The queue length the machine last heard (`Input::Backlog`).
@@ -35,32 +36,50 @@ impl Clients {
     }
 }
 
-impl SimOs {
-    /// Requests per second the pool serves at its largest.
-    pub(super) fn capacity(&self) -> f64 {
-        f64::from(self.config.policy.max()) * f64::from(self.config.threads)
-            / REQUEST_MEAN.as_secs_f64()
-    }
+/// A recorded trace being replayed: the next request to arrive.
+#[derive(Debug)]
+pub(super) struct Replay {
+    pub(super) trace: Arc<Trace>,
+    pub(super) next: usize,
+}
 
+impl SimOs {
     pub(super) fn on_arrival(&mut self) {
-        let t = self.now.saturating_since(Instant::ZERO).as_secs_f64();
-        let rate = self.load.rate(t, self.capacity());
-        if rate <= 0.0 {
-            self.schedule(Duration::from_secs(1), Ev::Arrival);
-            return;
-        }
-        // Re-drawn at every arrival, so a changing rate is followed closely enough.
-        let gap = self.rng_load.exp(Duration::from_secs_f64(1.0 / rate));
-        self.schedule(gap.min(Duration::from_secs(1)), Ev::Arrival);
-        if gap > Duration::from_secs(1) {
-            return; // no arrival this time: the rate is re-evaluated in a second
-        }
+        let service = match &mut self.replay {
+            Some(replay) => {
+                let Some(request) = replay.trace.requests.get(replay.next) else {
+                    return; // the trace is over: no more clients
+                };
+                let service = request.service;
+                replay.next += 1;
+                if let Some(following) = replay.trace.requests.get(replay.next) {
+                    let at = Instant::ZERO + following.arrival;
+                    self.schedule_at(at, Ev::Arrival);
+                }
+                service
+            }
+            None => {
+                let t = self.now.saturating_since(Instant::ZERO).as_secs_f64();
+                let rate = self.load.rate(t, self.load_capacity);
+                if rate <= 0.0 {
+                    self.schedule(Duration::from_secs(1), Ev::Arrival);
+                    return;
+                }
+                // Re-drawn at every arrival, so a changing rate is followed closely enough.
+                let gap = self.rng_load.exp(Duration::from_secs_f64(1.0 / rate));
+                self.schedule(gap.min(Duration::from_secs(1)), Ev::Arrival);
+                if gap > Duration::from_secs(1) {
+                    return; // no arrival this time: the rate is re-evaluated in a second
+                }
+                self.model.service.draw(&mut self.rng_load)
+            }
+        };
         self.stats.arrivals += 1;
         if let Some(&serial) = self.clients.idle.first() {
-            self.begin_request(serial, self.now);
+            self.begin_request(serial, self.now, service);
             self.update_idle(serial);
-        } else if self.clients.backlog.len() < BACKLOG {
-            self.clients.backlog.push_back(self.now);
+        } else if self.clients.backlog.len() < self.model.backlog as usize {
+            self.clients.backlog.push_back((self.now, service));
         } else {
             self.stats.refused += 1;
             self.coverage.hit(Mark::ConnectionRefused);
@@ -73,22 +92,21 @@ impl SimOs {
             if !(p.accepting && !p.hung && (p.in_flight.len() as u32) < p.threads) {
                 break;
             }
-            let Some(arrived) = self.clients.backlog.pop_front() else {
+            let Some((arrived, service)) = self.clients.backlog.pop_front() else {
                 break;
             };
-            self.begin_request(serial, arrived);
+            self.begin_request(serial, arrived, service);
         }
         self.update_idle(serial);
     }
 
-    fn begin_request(&mut self, serial: u64, arrived: Instant) {
+    fn begin_request(&mut self, serial: u64, arrived: Instant, service: Duration) {
         let now = self.now;
         let wait = now.saturating_since(arrived);
         self.stats.queue_waits_us.push(wait.as_micros() as u64);
-        let d = self.rng_load.exp(REQUEST_MEAN);
         let p = self.table.procs.get_mut(&serial).expect("caller checked");
         p.in_flight.push(now);
-        self.schedule(d, Ev::RequestDone(serial, now));
+        self.schedule(service, Ev::RequestDone(serial, now));
     }
 
     fn update_idle(&mut self, serial: u64) {

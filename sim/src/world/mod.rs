@@ -12,6 +12,7 @@
 
 mod clients;
 mod hash;
+pub mod model;
 mod operator;
 mod oracles;
 mod os;
@@ -29,7 +30,10 @@ use crate::canaries::Plant;
 use crate::coverage::{Coverage, Mark};
 pub use crate::judge::Oracle;
 use crate::rng::{Rng, Stream};
+use crate::lab::trace::Trace;
 use crate::swarm::{self, Faults, Load};
+pub use model::{Model, Spread};
+use std::sync::Arc;
 use os::{Datagram, SimOs};
 use succession::{Predecessor, Says};
 
@@ -61,6 +65,16 @@ pub struct RunOptions {
     pub keep_trace: bool,
     /// Keep samples for a plot.
     pub keep_samples: bool,
+    /// The program and its clients, as the world assumes them.
+    pub model: Model,
+    /// Replay this recorded traffic instead of the synthetic load.
+    pub replay: Option<Arc<Trace>>,
+    /// What the synthetic load's rates are relative to, in requests per second (default:
+    /// the config's capacity at the model's mean service time). A comparison gives every
+    /// policy the same, so that they meet the same clients.
+    pub load_capacity: Option<f64>,
+    /// Samples per run, for plots (spread evenly over the run).
+    pub samples: u32,
 }
 
 impl RunOptions {
@@ -75,6 +89,10 @@ impl RunOptions {
             plant: None,
             keep_trace: false,
             keep_samples: false,
+            model: Model::default(),
+            replay: None,
+            load_capacity: None,
+            samples: 400,
         }
     }
 }
@@ -105,19 +123,33 @@ pub struct Stats {
     pub spawns: u64,
     pub kills: u64,
     pub signals: u64,
+    /// Seconds with as many live workers as the policy's `max` (or more, in a rollout).
+    pub seconds_at_max: f64,
 }
 
 impl Stats {
     /// Queue wait at percentile `p` (0..=100), in milliseconds.
     pub fn wait_percentile_ms(&self, p: f64) -> f64 {
-        if self.queue_waits_us.is_empty() {
-            return 0.0;
-        }
         let mut waits = self.queue_waits_us.clone();
         waits.sort_unstable();
-        let i = ((p / 100.0) * (waits.len() - 1) as f64).round() as usize;
-        waits[i] as f64 / 1000.0
+        percentile_ms(&waits, p)
     }
+
+    /// Queue waits at several percentiles at once (one sort), in milliseconds.
+    pub fn wait_percentiles_ms(&self, ps: &[f64]) -> Vec<f64> {
+        let mut waits = self.queue_waits_us.clone();
+        waits.sort_unstable();
+        ps.iter().map(|&p| percentile_ms(&waits, p)).collect()
+    }
+}
+
+/// The nearest-rank percentile `p` (0..=100) of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
+    sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
 }
 
 /// The pool at one instant, for plots.
@@ -129,6 +161,7 @@ pub struct Sample {
     pub busy: u32,
     pub stopping: u32,
     pub queued: u32,
+    /// Offered load: arrivals per second since the sample before.
     pub load: f64,
 }
 
@@ -222,6 +255,8 @@ pub struct World {
     steps: u64,
     samples: Vec<Sample>,
     sample_every: Duration,
+    /// Arrivals counted at the last sample, and when it was taken: the offered load since.
+    sampled: (u64, f64),
     seed: u64,
     fault_draw: Faults,
 }
@@ -257,7 +292,8 @@ impl World {
             crate::canaries::plant(&mut sup, plant);
         }
         let minutes = opts.minutes.max(0.0);
-        let sample_every = Duration::from_secs_f64((minutes * 60.0 / 400.0).max(0.25));
+        let sample_every =
+            Duration::from_secs_f64((minutes * 60.0 / f64::from(opts.samples.max(1))).max(0.25));
         let mut os = SimOs::new(&opts, config, fault_draw.clone(), load);
         let mut rng_op = Rng::new(seed, Stream::Operator);
         os.schedule_at(
@@ -305,6 +341,7 @@ impl World {
             steps: 0,
             samples: Vec::new(),
             sample_every,
+            sampled: (0, 0.0),
             seed,
             fault_draw,
         };
@@ -570,10 +607,17 @@ impl World {
         let sup = self.driver.supervisor();
         let os = self.driver.os();
         let t = os.now.saturating_since(Instant::ZERO).as_secs_f64();
+        let (arrivals_before, t_before) = self.sampled;
+        let load = if t > t_before {
+            (os.stats.arrivals - arrivals_before) as f64 / (t - t_before)
+        } else {
+            0.0
+        };
+        self.sampled = (os.stats.arrivals, t);
         let mut s = Sample {
             t,
             queued: os.clients.queued(),
-            load: os.load.rate(t, os.capacity()),
+            load,
             ..Sample::default()
         };
         for w in sup.workers() {

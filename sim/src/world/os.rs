@@ -16,7 +16,8 @@ use drover_machine::{
     SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
 };
 
-use super::clients::Clients;
+use super::clients::{Clients, Replay};
+use super::model::Model;
 use super::hash::Recorder;
 use super::oracles::Checks;
 use super::procs::{Main, ProcState, Reported, Table};
@@ -86,6 +87,12 @@ pub(super) struct SimOs {
     pub(super) rng_clock: Rng,
     pub(super) faults: Faults,
     pub(super) load: Load,
+    /// What the synthetic load's rates are relative to: the first config's capacity, or the
+    /// one a comparison gives every policy (so that they all meet the same clients).
+    pub(super) load_capacity: f64,
+    /// A recorded trace replayed instead of the synthetic load.
+    pub(super) replay: Option<Replay>,
+    pub(super) model: Model,
     /// The machine config in force (a reload replaces it).
     pub(super) config: Config,
     pub(super) canary: bool,
@@ -148,6 +155,11 @@ impl SimOs {
             rng_clock: Rng::new(seed, Stream::Clock),
             faults,
             load,
+            load_capacity: opts
+                .load_capacity
+                .unwrap_or_else(|| capacity(&config, &opts.model)),
+            replay: opts.replay.clone().map(|trace| Replay { trace, next: 0 }),
+            model: opts.model.clone(),
             checks: Checks::new(&config),
             judge: Judge::new(),
             table: Table::new(pid_space),
@@ -248,6 +260,9 @@ impl SimOs {
     pub(super) fn advance(&mut self, to: Instant) {
         let dt = to.saturating_since(self.last_time).as_secs_f64();
         self.stats.worker_seconds += dt * self.table.live_workers as f64;
+        if self.table.live_workers >= u64::from(self.config.policy.max()) {
+            self.stats.seconds_at_max += dt;
+        }
         self.last_time = to;
         self.now = self.now.max(to);
     }
@@ -530,12 +545,15 @@ impl Os for SimOs {
         self.check_spawn_generation(generation);
         // The child runs from the start of the fork; the loop hears of it at the end.
         let pid = self.create_worker(worker, generation, sup.config().threads);
+        let mut blocked = self.model.spawn_cost;
         if slow {
             self.coverage.hit(Mark::SlowFork);
-            let d = self
+            blocked += self
                 .rng_os
                 .duration(Duration::from_millis(10), Duration::from_secs(2));
-            self.block(d);
+        }
+        if !blocked.is_zero() {
+            self.block(blocked);
         }
         if sup.config().readiness == Readiness::AtSpawn {
             // The machine counts it ready on the answer to this fork.
@@ -737,4 +755,10 @@ fn successor_named(sup: &Supervisor, pid: Pid) -> bool {
         UpgradeState::Started { pid: s, .. } | UpgradeState::Succeeded { pid: s } | UpgradeState::Killing { pid: s }
             if s == pid
     )
+}
+
+/// Requests per second the pool serves at its largest, at the model's mean service time.
+pub(super) fn capacity(config: &Config, model: &Model) -> f64 {
+    f64::from(config.policy.max()) * f64::from(config.threads)
+        / model.service.mean().as_secs_f64().max(1e-6)
 }

@@ -244,7 +244,7 @@ impl SimOs {
         let f = &self.faults;
         let (crash_boot, crash_ready, hang) = (f.crash_boot, f.crash_ready, f.hang);
         let rng = &mut self.rng_proc;
-        let boot = rng.duration(Duration::from_millis(1), Duration::from_secs(3));
+        let boot = self.model.boot.draw(rng);
         if bad || rng.chance(crash_boot) {
             let at = rng.duration(Duration::ZERO, boot);
             self.schedule(at, Ev::Crash(serial));
