@@ -59,6 +59,9 @@ impl SimOs {
                 service
             }
             None => {
+                if self.load_until.is_some_and(|end| self.now >= end) {
+                    return; // the measured load is over
+                }
                 let t = self.now.saturating_since(Instant::ZERO).as_secs_f64();
                 let rate = self.load.rate(t, self.load_capacity);
                 if rate <= 0.0 {

@@ -29,12 +29,12 @@ use drover_machine::{
 use crate::canaries::Plant;
 use crate::coverage::{Coverage, Mark};
 pub use crate::judge::Oracle;
-use crate::rng::{Rng, Stream};
 use crate::lab::trace::Trace;
+use crate::rng::{Rng, Stream};
 use crate::swarm::{self, Faults, Load};
 pub use model::{Model, Spread};
-use std::sync::Arc;
 use os::{Datagram, SimOs};
+use std::sync::Arc;
 use succession::{Predecessor, Says};
 
 /// Hard cap on simulator steps of one run: a run that needs more is stuck.
@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub load_capacity: Option<f64>,
     /// Samples per run, for plots (spread evenly over the run).
     pub samples: u32,
+    /// No synthetic arrival after this (the lab measures a load of a given length; the
+    /// fault tests keep clients coming through the liveness phase).
+    pub load_until: Option<Duration>,
 }
 
 impl RunOptions {
@@ -93,6 +96,7 @@ impl RunOptions {
             replay: None,
             load_capacity: None,
             samples: 400,
+            load_until: None,
         }
     }
 }
@@ -633,6 +637,12 @@ impl World {
         }
         self.samples.push(s);
     }
+}
+
+/// Requests per second a config's pool serves at its largest, at the model's mean service
+/// time: what a synthetic load's rates are relative to.
+pub fn capacity_of(config: &Config, model: &Model) -> f64 {
+    os::capacity(config, model)
 }
 
 /// Runs one seed.

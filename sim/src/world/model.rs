@@ -26,7 +26,10 @@ pub enum Spread {
     Exp(Duration),
     /// Log-normal with this median and shape (the standard deviation of the log): web
     /// service times are skewed, most requests quick and a few very slow.
-    LogNormal { median: Duration, sigma: f64 },
+    LogNormal {
+        median: Duration,
+        sigma: f64,
+    },
 }
 
 /// Draws are capped here: a heavy tail must not make one request outlive any run.
@@ -89,7 +92,9 @@ impl Spread {
         if let Some((lo, hi)) = t.split_once("..") {
             let (lo, hi) = (parse_duration(what, lo)?, parse_duration(what, hi)?);
             if lo > hi {
-                return Err(format!("{what} {text}: the range runs backwards ({example})"));
+                return Err(format!(
+                    "{what} {text}: the range runs backwards ({example})"
+                ));
             }
             return Ok(Spread::Uniform(lo, hi));
         }
@@ -135,9 +140,7 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{what} {text}: {number:?} is not a number (e.g. 250ms)"))?;
     let secs = n * scale;
     if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
-        return Err(format!(
-            "{what} {text}: must be between 0 and 10,000,000 s"
-        ));
+        return Err(format!("{what} {text}: must be between 0 and 10,000,000 s"));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -17,8 +17,8 @@ use drover_machine::{
 };
 
 use super::clients::{Clients, Replay};
-use super::model::Model;
 use super::hash::Recorder;
+use super::model::Model;
 use super::oracles::Checks;
 use super::procs::{Main, ProcState, Reported, Table};
 use super::succession::Predecessor;
@@ -93,6 +93,8 @@ pub(super) struct SimOs {
     /// A recorded trace replayed instead of the synthetic load.
     pub(super) replay: Option<Replay>,
     pub(super) model: Model,
+    /// No synthetic arrival from then on (`RunOptions::load_until`).
+    pub(super) load_until: Option<Instant>,
     /// The machine config in force (a reload replaces it).
     pub(super) config: Config,
     pub(super) canary: bool,
@@ -160,6 +162,7 @@ impl SimOs {
                 .unwrap_or_else(|| capacity(&config, &opts.model)),
             replay: opts.replay.clone().map(|trace| Replay { trace, next: 0 }),
             model: opts.model.clone(),
+            load_until: opts.load_until.map(|d| Instant::ZERO + d),
             checks: Checks::new(&config),
             judge: Judge::new(),
             table: Table::new(pid_space),
