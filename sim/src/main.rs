@@ -1,5 +1,5 @@
-//! `drover-sim`: run one seed, a batch of seeds, a canary, every planted bug, or a policy
-//! report.
+//! `drover-sim`: run one seed, a batch of seeds, a canary, every planted bug, a policy
+//! report, or the policy lab (`compare`, `sweep`).
 
 use std::process::ExitCode;
 
@@ -31,12 +31,15 @@ use cli::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match (cli.args.seed, cli.args.seeds, cli.args.from) {
-        (Some(seed), _, _) => run_one(&cli, seed),
-        (None, Some(count), Some(from)) if cli.args.canaries => run_canaries(&cli, count, from),
-        (None, Some(count), Some(from)) => run_batch(&cli, count, from),
-        // clap enforces one of --seed and --seeds, and --seeds with --from.
-        _ => Err("give --seed S, or --seeds N --from S".into()),
+    let result = match (
+        &cli.args.command,
+        cli.args.seed,
+        cli.args.seeds,
+        cli.args.from,
+    ) {
+        (Some(LabCommand::Compare(a)), ..) => run_compare(a),
+        (Some(LabCommand::Sweep(a)), ..) => run_sweep(a),
+        (None, seed, seeds, from) => run_mode(&cli, seed, seeds, from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -44,5 +47,20 @@ fn main() -> ExitCode {
             eprintln!("drover-sim: {e}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+fn run_mode(
+    cli: &Cli,
+    seed: Option<u64>,
+    seeds: Option<u64>,
+    from: Option<u64>,
+) -> Result<u8, String> {
+    match (seed, seeds, from) {
+        (Some(seed), _, _) => run_one(cli, seed),
+        (None, Some(count), Some(from)) if cli.args.canaries => run_canaries(cli, count, from),
+        (None, Some(count), Some(from)) => run_batch(cli, count, from),
+        // clap enforces one of --seed and --seeds, and --seeds with --from.
+        _ => Err("give --seed S, or --seeds N --from S".into()),
     }
 }

@@ -14,13 +14,21 @@ use crate::*;
     verbatim_doc_comment,
     override_usage = "drover-sim --seed S [OPTIONS]            run one seed\n       \
                       drover-sim --seeds N --from S [OPTIONS]  run seeds S..S+N\n       \
-                      drover-sim --canaries --seeds N --from S  judge every planted bug",
+                      drover-sim --canaries --seeds N --from S  judge every planted bug\n       \
+                      drover-sim compare POLICY... [OPTIONS]    compare policies under one load\n       \
+                      drover-sim sweep --policy P --grid KEYS   sweep a grid of config keys",
     after_help = EXIT_CODES,
     // A repeated flag takes its last value, as a shell script overriding a default expects.
     args_override_self = true,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
     group(ArgGroup::new("mode").required(true).args(["seed", "seeds"])),
 )]
 pub(crate) struct Args {
+    /// The policy lab's subcommands.
+    #[command(subcommand)]
+    pub(crate) command: Option<LabCommand>,
+
     /// Run one seed: a number, or a 40-hex commit id.
     ///
     /// A commit id seeds with its first 16 hex digits.
@@ -92,6 +100,10 @@ pub(crate) struct Args {
     /// No faults: measure a policy under load alone.
     #[arg(long, help_heading = "World")]
     pub(crate) no_faults: bool,
+    #[command(flatten, next_help_heading = "World")]
+    pub(crate) traffic: TrafficArgs,
+    #[command(flatten, next_help_heading = "Model")]
+    pub(crate) model: ModelArgs,
 
     /// Print the full fixed-column trace: every input and action line.
     #[arg(long, conflicts_with = "seeds", help_heading = "One seed")]
@@ -231,13 +243,24 @@ pub(crate) fn repro_flags(m: &ArgMatches) -> Vec<String> {
             .then(|| m.index_of(id))
             .flatten()
     };
-    let mut flags: Vec<(usize, String)> = ["policy", "load", "minutes"]
-        .into_iter()
-        .filter_map(|id| {
-            let raw = m.get_raw(id)?.next_back()?.to_string_lossy();
-            Some((given(id)?, format!("--{id} {raw}")))
-        })
-        .collect();
+    let mut flags: Vec<(usize, String)> = [
+        "policy",
+        "load",
+        "minutes",
+        "load_trace",
+        "trace_format",
+        "speed",
+        "boot_time",
+        "service_time",
+        "backlog",
+        "spawn_cost",
+    ]
+    .into_iter()
+    .filter_map(|id| {
+        let raw = m.get_raw(id)?.next_back()?.to_string_lossy();
+        Some((given(id)?, format!("--{} {raw}", id.replace('_', "-"))))
+    })
+    .collect();
     if let Some(at) = given("no_faults") {
         flags.push((at, "--no-faults".into()));
     }
@@ -267,6 +290,14 @@ pub(crate) fn options(a: &Args, seed: u64) -> Result<RunOptions, String> {
     }
     if let Some(m) = a.minutes {
         o.minutes = m;
+    }
+    o.model = a.model.model();
+    if let Some((trace, _)) = load_trace(&a.traffic)? {
+        let (trace, minutes) = trace_minutes(trace, a.minutes);
+        o.minutes = minutes;
+        o.load_until = Some(std::time::Duration::from_secs_f64(minutes * 60.0));
+        o.load = Some(Load::Idle);
+        o.replay = Some(trace);
     }
     if a.no_faults {
         o.faults = Some(Faults::none());

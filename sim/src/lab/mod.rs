@@ -8,3 +8,130 @@ pub mod policies;
 pub mod runs;
 pub mod sweep;
 pub mod trace;
+
+use std::path::Path;
+
+use plot::{CostPoint, RunSeries};
+use policies::NamedPolicy;
+use runs::{Figures, LabWorld};
+use sweep::{Grid, Objective};
+
+/// A comparison: every policy under `world`; the report (heading and table) and the
+/// figures, in the order given. The same world and policies give the same report, byte
+/// for byte, on any number of threads.
+pub fn compare(world: &LabWorld, policies: &[NamedPolicy], jobs: usize) -> (String, Vec<Figures>) {
+    let figures = runs::run_all(world, policies, jobs);
+    let report = format!("{}\n{}", world.describe(), runs::table(&figures));
+    (report, figures)
+}
+
+/// A sweep: the grid's points over `base` (a policy's text and the keys set over it) under
+/// `world`; the report
+/// (heading, table in grid order, verdict) and the figures of the valid points.
+pub fn sweep(
+    world: &LabWorld,
+    base_name: &str,
+    base: &(String, Vec<(String, drover_machine::Setting)>),
+    grid: &Grid,
+    objective: Option<&Objective>,
+    jobs: usize,
+) -> (String, Vec<Figures>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for p in sweep::policies(&base.0, &base.1, grid) {
+        match p {
+            Ok(p) => valid.push(p),
+            Err(e) => invalid.push(e),
+        }
+    }
+    let figures = runs::run_all(world, &valid, jobs);
+    let report = format!(
+        "{}\nsweep over {base_name}: {} points ({} valid)\n{}{}",
+        world.describe(),
+        valid.len() + invalid.len(),
+        valid.len(),
+        runs::table(&figures),
+        sweep::verdict(&figures, &invalid, objective)
+    );
+    (report, figures)
+}
+
+/// The comparison's pictures into `dir`: `compare-timeline`, `compare-waits` and
+/// `compare-cost`, one file per extension in `extensions` (`svg`, `png`). Returns the paths
+/// written.
+pub fn draw_comparison(
+    figures: &[Figures],
+    title: &str,
+    dir: &Path,
+    extensions: &[&str],
+) -> Result<Vec<String>, String> {
+    let series: Vec<RunSeries> = figures
+        .iter()
+        .map(|f| RunSeries {
+            name: &f.name,
+            samples: &f.samples,
+            waits_us: &f.waits_us,
+        })
+        .collect();
+    let pareto = sweep::pareto(figures);
+    let points = cost_points(figures, &pareto);
+    let mut written = Vec::new();
+    for ext in extensions {
+        let path = |stem: &str| {
+            dir.join(format!("{stem}.{ext}"))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let p = path("compare-timeline");
+        plot::compare_timeline(&series, &format!("{title}: pool and queue"), &p)?;
+        written.push(p);
+        let p = path("compare-waits");
+        plot::wait_cdf(&series, &format!("{title}: queue waits"), &p)?;
+        written.push(p);
+        let p = path("compare-cost");
+        plot::cost_vs_p99(&points, None, &format!("{title}: cost and tail wait"), &p)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+/// The sweep's cost chart into `dir` (`sweep-cost.EXT`), the objective's p99 bound drawn.
+pub fn draw_sweep(
+    figures: &[Figures],
+    objective: Option<&Objective>,
+    title: &str,
+    dir: &Path,
+    extensions: &[&str],
+) -> Result<Vec<String>, String> {
+    let pareto = sweep::pareto(figures);
+    let points = cost_points(figures, &pareto);
+    let bound = objective.and_then(|o| {
+        o.terms
+            .iter()
+            .find(|(m, _)| *m == sweep::Metric::P99)
+            .map(|&(_, b)| b)
+    });
+    let mut written = Vec::new();
+    for ext in extensions {
+        let p = dir
+            .join(format!("sweep-cost.{ext}"))
+            .to_string_lossy()
+            .into_owned();
+        plot::cost_vs_p99(&points, bound, &format!("{title}: cost and tail wait"), &p)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+fn cost_points<'a>(figures: &'a [Figures], pareto: &[bool]) -> Vec<CostPoint<'a>> {
+    figures
+        .iter()
+        .zip(pareto)
+        .map(|(f, &p)| CostPoint {
+            name: &f.name,
+            worker_seconds: f.worker_seconds,
+            p99_ms: f.p99_ms(),
+            pareto: p,
+        })
+        .collect()
+}

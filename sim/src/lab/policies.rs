@@ -4,7 +4,7 @@
 //! the presets (sim/policies/presets/, compiled in) and the spelling of a policy on the
 //! command line; it must not run anything.
 
-use drover_machine::Config;
+use drover_machine::{Config, Setting};
 
 use crate::policy;
 
@@ -52,6 +52,16 @@ pub struct NamedPolicy {
 /// `NAME` (a preset) or `PATH.toml` (a policy file), optionally followed by
 /// `:key=value,...` set over it. Errors name the spec and the fix.
 pub fn resolve(spec: &str) -> Result<NamedPolicy, String> {
+    let (text, overrides) = source(spec)?;
+    let config = policy::parse_with(&text, &overrides).map_err(|e| format!("{spec}: {e}"))?;
+    Ok(NamedPolicy {
+        name: display_name(spec),
+        config,
+    })
+}
+
+/// A spec's policy text (the preset's or the file's) and the keys set over it.
+pub fn source(spec: &str) -> Result<(String, Vec<(String, Setting)>), String> {
     let (base, overrides) = match spec.rsplit_once(':') {
         Some((base, rest)) if rest.contains('=') => (base, rest),
         _ => (spec, ""),
@@ -70,11 +80,7 @@ pub fn resolve(spec: &str) -> Result<NamedPolicy, String> {
             ));
         }
     };
-    let config = policy::parse_with(&text, &overrides).map_err(|e| format!("{spec}: {e}"))?;
-    Ok(NamedPolicy {
-        name: display_name(spec),
-        config,
-    })
+    Ok((text, overrides))
 }
 
 /// A file's stem (`sim/policies/static-16.toml` → `static-16`), a preset's name, with the

@@ -106,7 +106,11 @@ impl Grid {
 
 /// The grid's points over a base policy's text: each valid point as a policy named by its
 /// values, each invalid one (`min=4 max=2`) with the config's complaint. Grid order.
-pub fn policies(base_text: &str, grid: &Grid) -> Vec<Result<NamedPolicy, (String, String)>> {
+pub fn policies(
+    base_text: &str,
+    base_overrides: &[(String, Setting)],
+    grid: &Grid,
+) -> Vec<Result<NamedPolicy, (String, String)>> {
     grid.points()
         .into_iter()
         .map(|point| {
@@ -115,9 +119,14 @@ pub fn policies(base_text: &str, grid: &Grid) -> Vec<Result<NamedPolicy, (String
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let overrides: Vec<(String, Setting)> = point
+            let overrides: Vec<(String, Setting)> = base_overrides
                 .iter()
-                .map(|(k, v)| (k.clone(), policy::setting_value(v)))
+                .cloned()
+                .chain(
+                    point
+                        .iter()
+                        .map(|(k, v)| (k.clone(), policy::setting_value(v))),
+                )
                 .collect();
             match policy::parse_with(base_text, &overrides) {
                 Ok(config) => Ok(NamedPolicy { name, config }),
@@ -359,7 +368,11 @@ mod tests {
     #[test]
     fn invalid_points_are_named_not_fatal() {
         let g = Grid::parse(&["min=1..3 max=2".into()]).unwrap();
-        let ps = policies("policy = \"dynamic\"\nmin_spare = 1\nmax_spare = 2\n", &g);
+        let ps = policies(
+            "policy = \"dynamic\"\nmin_spare = 1\nmax_spare = 2\n",
+            &[],
+            &g,
+        );
         assert!(ps[0].is_ok() && ps[1].is_ok());
         let (name, why) = ps[2].as_ref().unwrap_err();
         assert_eq!(name, "min=3 max=2");
