@@ -336,6 +336,10 @@ mod tests {
             "--seed 104971 --trace",
             "--seeds 200 --from 1 --jobs 4",
             "--seed 1 --policy p.toml --load burst --no-faults --minutes 30 --report --plot p.svg",
+            "--seed 1 --load-trace t.csv --speed 2 --boot-time 300ms --service-time lognormal:80ms,1",
+            "compare apache-prefork unicorn:workers=8 --load-trace t.log --trace-format nginx --out d",
+            "compare p.toml --load steady --minutes 5 --image svg,png --jobs 2",
+            "sweep --policy p.toml --grid min=1..4 --grid max=8,16 --objective p99<=200ms",
         ] {
             if let Err(e) = parse(line) {
                 panic!("`{line}` does not parse: {e}");
@@ -428,6 +432,12 @@ mod tests {
             "--canaries --seeds 2 --from 1 --canary",
             "--canaries --seeds 2 --from 1 --require-coverage",
             "--seed 1 --minutes -1",
+            "--seed 1 --load burst --load-trace t.csv",
+            "--seed 1 --speed 2",
+            "compare",
+            "compare unicorn --seeds 3",
+            "sweep --grid min=1..2",
+            "--seed 1 compare unicorn",
         ] {
             assert_usage_error(line);
         }

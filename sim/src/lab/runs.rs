@@ -50,8 +50,16 @@ impl LabWorld {
                 trace.span().as_secs_f64()
             ),
         };
+        let model = match &self.traffic {
+            Traffic::Synthetic(_) => self.model.to_string(),
+            // A replayed request holds its thread for its recorded time.
+            Traffic::Replay { .. } => self.model.to_string().replace(
+                &format!("service-time={}", self.model.service),
+                "service-time=trace",
+            ),
+        };
         format!(
-            "{traffic}; {:.1} min; seed {}; {}; model: {}",
+            "{traffic}; {:.1} min; seed {}; {}; model: {model}",
             self.minutes,
             self.seed,
             if self.faults {
@@ -59,7 +67,6 @@ impl LabWorld {
             } else {
                 "no faults"
             },
-            self.model
         )
     }
 

@@ -148,9 +148,9 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
 /// A duration as the flags take it back: the largest unit that keeps it exact to a µs.
 pub fn show(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
