@@ -170,6 +170,10 @@ pub(crate) struct LabArgs {
     /// Write the pictures into this directory.
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<String>,
+    /// Also write the raw figures (samples.csv: the pool and the queue over time; waits.csv:
+    /// every served request's queue wait) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) csv: Option<String>,
     /// Picture formats, comma-separated: svg, png.
     #[arg(long, value_name = "FORMATS", value_delimiter = ',', default_value = "svg", value_parser = ["svg", "png"])]
     pub(crate) image: Vec<String>,
@@ -223,7 +227,7 @@ impl LabArgs {
             traffic,
             model: self.model.model(),
             faults: self.faults,
-            pictures: self.out.is_some(),
+            pictures: self.out.is_some() || self.csv.is_some(),
         })
     }
 
@@ -236,13 +240,29 @@ impl LabArgs {
     }
 
     fn out_dir(&self) -> Result<Option<std::path::PathBuf>, String> {
-        let Some(dir) = &self.out else {
-            return Ok(None);
-        };
-        std::fs::create_dir_all(dir).map_err(|e| format!("--out {dir}: {e}"))?;
-        Ok(Some(dir.into()))
+        make_dir("--out", self.out.as_deref())
+    }
+
+    /// Writes `--csv`'s files, if asked, and says where.
+    fn write_csv(&self, figures: &[lab_core::runs::Figures]) -> Result<(), String> {
+        if let Some(dir) = make_dir("--csv", self.csv.as_deref())? {
+            for path in lab_core::write_csv(figures, &dir)? {
+                println!("figures: {path}");
+            }
+        }
+        Ok(())
     }
 }
+
+fn make_dir(flag: &str, dir: Option<&str>) -> Result<Option<std::path::PathBuf>, String> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{flag} {dir}: {e}"))?;
+    Ok(Some(dir.into()))
+}
+
+impl LabArgs {}
 
 fn extensions(lab: &LabArgs) -> Vec<&str> {
     lab.image.iter().map(String::as_str).collect()
@@ -259,6 +279,7 @@ pub(crate) fn run_compare(a: &CompareArgs) -> Result<u8, String> {
     let dir = a.lab.out_dir()?;
     let (report, figures) = lab_core::compare(&world, &policies, a.lab.jobs());
     print!("{report}");
+    a.lab.write_csv(&figures)?;
     if let Some(dir) = dir {
         let title = format!("drover-sim compare, seed {}", world.seed);
         for path in lab_core::draw_comparison(&figures, &title, &dir, &extensions(&a.lab))? {
@@ -284,6 +305,7 @@ pub(crate) fn run_sweep(a: &SweepArgs) -> Result<u8, String> {
         a.lab.jobs(),
     );
     print!("{report}");
+    a.lab.write_csv(&figures)?;
     if let Some(dir) = dir {
         let title = format!("drover-sim sweep over {}, seed {}", base.name, world.seed);
         for path in lab_core::draw_sweep(

@@ -123,6 +123,36 @@ pub fn draw_sweep(
     Ok(written)
 }
 
+/// The runs' raw figures for other tools, into `dir`: `samples.csv` (the pool and the queue
+/// over time, one row per policy and sample) and `waits.csv` (every served request's queue
+/// wait). Returns the paths written.
+pub fn write_csv(figures: &[Figures], dir: &Path) -> Result<Vec<String>, String> {
+    use core::fmt::Write as _;
+    let mut samples = String::from("policy,t_s,booting,idle,busy,stopping,queued,offered_per_s\n");
+    let mut waits = String::from("policy,wait_us\n");
+    for f in figures {
+        // A policy name may hold commas (`max=16,max_spare=6`): quote it.
+        let name = format!("\"{}\"", f.name.replace('"', "\"\""));
+        for s in &f.samples {
+            let _ = writeln!(
+                samples,
+                "{name},{:.3},{},{},{},{},{},{:.3}",
+                s.t, s.booting, s.idle, s.busy, s.stopping, s.queued, s.load
+            );
+        }
+        for w in &f.waits_us {
+            let _ = writeln!(waits, "{name},{w}");
+        }
+    }
+    let mut written = Vec::new();
+    for (file, text) in [("samples.csv", samples), ("waits.csv", waits)] {
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path.to_string_lossy().into_owned());
+    }
+    Ok(written)
+}
+
 fn cost_points<'a>(figures: &'a [Figures], pareto: &[bool]) -> Vec<CostPoint<'a>> {
     figures
         .iter()
