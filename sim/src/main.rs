@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     ) {
         (Some(LabCommand::Compare(a)), ..) => run_compare(a),
         (Some(LabCommand::Sweep(a)), ..) => run_sweep(a),
+        (Some(LabCommand::Calibrate(a)), ..) => run_calibrate(a),
         (None, seed, seeds, from) => run_mode(&cli, seed, seeds, from),
     };
     match result {

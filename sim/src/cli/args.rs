@@ -16,7 +16,8 @@ use crate::*;
                       drover-sim --seeds N --from S [OPTIONS]  run seeds S..S+N\n       \
                       drover-sim --canaries --seeds N --from S  judge every planted bug\n       \
                       drover-sim compare POLICY... [OPTIONS]    compare policies under one load\n       \
-                      drover-sim sweep --policy P --grid KEYS   sweep a grid of config keys",
+                      drover-sim sweep --policy P --grid KEYS   sweep a grid of config keys\n       \
+                      drover-sim calibrate DROVER_LOG           read the model off a real run",
     after_help = EXIT_CODES,
     // A repeated flag takes its last value, as a shell script overriding a default expects.
     args_override_self = true,
@@ -340,6 +341,7 @@ mod tests {
             "compare apache-prefork unicorn:workers=8 --load-trace t.log --trace-format nginx --out d",
             "compare p.toml --load steady --minutes 5 --image svg,png --jobs 2",
             "sweep --policy p.toml --grid min=1..4 --grid max=8,16 --objective p99<=200ms",
+            "calibrate drover.log --access-log access.log --trace-format nginx",
         ] {
             if let Err(e) = parse(line) {
                 panic!("`{line}` does not parse: {e}");

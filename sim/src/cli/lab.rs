@@ -146,6 +146,51 @@ pub(crate) enum LabCommand {
     /// Run a grid of config keys over a base policy, in parallel, and report which points
     /// meet an objective at the least cost, and the Pareto front.
     Sweep(SweepArgs),
+    /// Read the model off a real run: boot times and the cost of a fork from drover's log,
+    /// service times from an access log or trace; prints the flags that make the
+    /// simulator's world match.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+pub(crate) struct CalibrateArgs {
+    /// drover's own log (what it writes to stderr), from a run with `--readiness notify`.
+    #[arg(value_name = "DROVER_LOG")]
+    pub(crate) log: String,
+    /// An access log or trace of the same run, for the service times (see --load-trace).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) access_log: Option<String>,
+    /// The access log's format: auto, csv, nginx or apache.
+    #[arg(long, value_name = "FORMAT", default_value = "auto", value_parser = parse_trace_format, requires = "access_log")]
+    pub(crate) trace_format: TraceFormat,
+}
+
+/// `drover-sim calibrate`.
+pub(crate) fn run_calibrate(a: &CalibrateArgs) -> Result<u8, String> {
+    use drover_sim::lab::calibrate;
+    let text = std::fs::read_to_string(&a.log).map_err(|e| format!("{}: {e}", a.log))?;
+    let measured = calibrate::read_log(&text).map_err(|e| format!("{}: {e}", a.log))?;
+    let services = match &a.access_log {
+        None => None,
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--access-log {path}: {e}"))?;
+            let t = trace::parse(&text, a.trace_format)
+                .map_err(|e| format!("--access-log {path}: {e}"))?;
+            Some((
+                path.as_str(),
+                t.requests.iter().map(|r| r.service).collect::<Vec<_>>(),
+            ))
+        }
+    };
+    print!(
+        "{}",
+        calibrate::report(
+            &measured,
+            services.as_ref().map(|(p, s)| (*p, s.as_slice()))
+        )
+    );
+    Ok(0)
 }
 
 /// What every lab run shares.

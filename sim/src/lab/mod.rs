@@ -3,6 +3,7 @@
 //! running several policies under the same load (compare, sweep). It must not decide
 //! anything about the pool: every run drives the real machine through the world.
 
+pub mod calibrate;
 pub mod plot;
 pub mod policies;
 pub mod runs;
