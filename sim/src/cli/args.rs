@@ -114,10 +114,11 @@ pub(crate) struct Args {
     /// Queue waits, requests served, refused and broken, worker-seconds and spawns.
     #[arg(long, conflicts_with = "seeds", help_heading = "One seed")]
     pub(crate) report: bool,
-    /// Draw pool size by state, queue length and load over time into this SVG file.
+    /// Draw pool size by state, queue length and load over time into this file (.svg or
+    /// .png).
     #[arg(
         long,
-        value_name = "FILE.svg",
+        value_name = "FILE.svg|png",
         conflicts_with = "seeds",
         help_heading = "One seed"
     )]

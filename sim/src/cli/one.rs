@@ -8,8 +8,9 @@ pub(crate) fn write_plot(r: &RunResult, seed: u64, path: &str) -> Result<(), Str
         r.config.policy.name(),
         r.load.name()
     );
-    std::fs::write(path, report::plot_svg(&r.samples, &title))
-        .map_err(|e| format!("--plot {path}: {e}"))?;
+    drover_sim::lab::plot::ImageFormat::from_path(path).map_err(|e| format!("--plot {e}"))?;
+    drover_sim::lab::plot::run_timeline(&r.samples, &title, path)
+        .map_err(|e| format!("--plot {e}"))?;
     println!("plot: {path}");
     Ok(())
 }
