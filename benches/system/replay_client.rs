@@ -12,7 +12,7 @@
 //! as `drover-sim --speed` does, so both replay the same requests at the same instants: the
 //! first request at 0, when the client starts. At each arrival (`CLOCK_MONOTONIC`, slept
 //! until) a thread connects, sends `GET <service_us> <connect_start_ns>`, and reads `OK
-//! <accept_ns>`: the worker's accept instant on the same clock, so the queue wait is
+//! <accept_ns> <pid>`: the worker's accept instant on the same clock, so the queue wait is
 //! `accept_ns - connect_start_ns`, the stamp taken just before `connect(2)`. Only loopback
 //! addresses are accepted: the two stamps must come from one machine's clock.
 //!
@@ -23,9 +23,10 @@
 //!
 //! Output: `--out` gets a first line `# t0_realtime_ns=… t0_monotonic_ns=… speed=… requests=…`
 //! (the client's time zero on both clocks, to line other logs up with it), then
-//! `arrival_s,wait_us,outcome,late_us,connect_us` per request in trace order (`wait_us`
-//! empty unless served; `late_us`: how far after its arrival the connect started;
-//! `connect_us`: how long `connect` took, which shows SYN retries). Stdout: one summary line.
+//! `arrival_s,wait_us,outcome,late_us,connect_us,pid` per request in trace order (`wait_us`
+//! and `pid`, the worker that served it, empty unless served; `late_us`: how far after its
+//! arrival the connect started; `connect_us`: how long `connect` took, which shows SYN
+//! retries). Stdout: one summary line.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -176,14 +177,20 @@ struct Result1 {
     wait_us: Option<u64>,
     late_us: u64,
     connect_us: u64,
+    /// The worker that served it.
+    pid: Option<u32>,
 }
 
-/// `OK <accept_ns>` → the wait since `connect_start_ns` in µs (0 if the stamps cross, which
-/// one clock never does).
-fn parse_answer(answer: &str, connect_start_ns: u64) -> Option<u64> {
-    let rest = answer.strip_prefix("OK ")?;
-    let accept_ns: u64 = rest.trim_end().parse().ok()?;
-    Some(accept_ns.saturating_sub(connect_start_ns) / 1000)
+/// `OK <accept_ns> <pid>` → the wait since `connect_start_ns` in µs (0 if the stamps cross,
+/// which one clock never does) and the worker's pid.
+fn parse_answer(answer: &str, connect_start_ns: u64) -> Option<(u64, u32)> {
+    let mut words = answer.strip_prefix("OK ")?.split_ascii_whitespace();
+    let accept_ns: u64 = words.next()?.parse().ok()?;
+    let pid: u32 = words.next()?.parse().ok()?;
+    if words.next().is_some() {
+        return None;
+    }
+    Some((accept_ns.saturating_sub(connect_start_ns) / 1000, pid))
 }
 
 /// One request: connect, send the line, read the answer, all within `timeout`.
@@ -194,6 +201,7 @@ fn request(addr: SocketAddr, service: Duration, due_ns: u64, timeout: Duration) 
         wait_us: None,
         late_us: start.saturating_sub(due_ns) / 1000,
         connect_us: 0,
+        pid: None,
     };
     let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
@@ -231,9 +239,10 @@ fn request(addr: SocketAddr, service: Duration, due_ns: u64, timeout: Duration) 
     })();
     match sent {
         Ok(answer) => match parse_answer(&String::from_utf8_lossy(&answer), start) {
-            Some(wait) => {
+            Some((wait, pid)) => {
                 r.outcome = Outcome::Served;
                 r.wait_us = Some(wait);
+                r.pid = Some(pid);
             }
             // Closed without an answer: what a pool that drops a connection does.
             None if answer.is_empty() => r.outcome = Outcome::Reset,
@@ -311,6 +320,7 @@ fn main() {
                 wait_us: None,
                 late_us: mono_ns().saturating_sub(due) / 1000,
                 connect_us: 0,
+                pid: None,
             });
             continue;
         }
@@ -339,6 +349,7 @@ fn main() {
                 wait_us: None,
                 late_us: 0,
                 connect_us: 0,
+                pid: None,
             });
         }
     }
@@ -361,7 +372,7 @@ fn main() {
         "# t0_realtime_ns={t0_real} t0_monotonic_ns={t0} speed={} requests={n}",
         args.speed
     );
-    let _ = writeln!(out, "arrival_s,wait_us,outcome,late_us,connect_us");
+    let _ = writeln!(out, "arrival_s,wait_us,outcome,late_us,connect_us,pid");
     let mut counts = [0usize; 6];
     let mut waits = Vec::new();
     let mut lates = Vec::new();
@@ -371,6 +382,7 @@ fn main() {
             wait_us: None,
             late_us: 0,
             connect_us: 0,
+            pid: None,
         });
         counts[Outcome::ALL
             .iter()
@@ -379,9 +391,10 @@ fn main() {
         waits.extend(r.wait_us);
         lates.push(r.late_us);
         let wait = r.wait_us.map(|w| w.to_string()).unwrap_or_default();
+        let pid = r.pid.map(|p| p.to_string()).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:.6},{wait},{},{},{}",
+            "{:.6},{wait},{},{},{},{pid}",
             req.arrival.as_secs_f64(),
             r.outcome.name(),
             r.late_us,
@@ -471,8 +484,10 @@ mod tests {
 
     #[test]
     fn answers_give_the_wait() {
-        assert_eq!(parse_answer("OK 5000000\n", 1_000_000), Some(4000));
-        assert_eq!(parse_answer("OK 5\n", 10), Some(0));
+        assert_eq!(parse_answer("OK 5000000 42\n", 1_000_000), Some((4000, 42)));
+        assert_eq!(parse_answer("OK 5 7\n", 10), Some((0, 7)));
+        assert_eq!(parse_answer("OK 5\n", 0), None);
+        assert_eq!(parse_answer("OK 5 7 9\n", 0), None);
         assert_eq!(parse_answer("ERR bad line\n", 0), None);
         assert_eq!(parse_answer("OK\n", 0), None);
         assert_eq!(parse_answer("", 0), None);

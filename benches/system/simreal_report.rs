@@ -383,6 +383,8 @@ struct Client {
     rows: Vec<(f64, Option<u64>, String)>,
     late_us: Vec<u64>,
     connect_us: Vec<u64>,
+    /// Requests served, by worker pid.
+    per_worker: BTreeMap<u32, u64>,
 }
 
 fn parse_client(text: &str) -> Result<Client, String> {
@@ -403,8 +405,8 @@ fn parse_client(text: &str) -> Result<Client, String> {
         }
         let f: Vec<&str> = line.split(',').collect();
         let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
-        if f.len() != 5 {
-            return Err(bad("want arrival_s,wait_us,outcome,late_us,connect_us"));
+        if f.len() != 6 {
+            return Err(bad("want arrival_s,wait_us,outcome,late_us,connect_us,pid"));
         }
         let arrival: f64 = f[0].parse().map_err(|_| bad("arrival_s"))?;
         let wait = if f[1].is_empty() {
@@ -419,6 +421,10 @@ fn parse_client(text: &str) -> Result<Client, String> {
         c.late_us.push(f[3].parse().map_err(|_| bad("late_us"))?);
         c.connect_us
             .push(f[4].parse().map_err(|_| bad("connect_us"))?);
+        if !f[5].is_empty() {
+            let pid = f[5].parse().map_err(|_| bad("pid"))?;
+            *c.per_worker.entry(pid).or_insert(0) += 1;
+        }
     }
     if c.rows.is_empty() {
         return Err("no requests".into());
@@ -550,6 +556,8 @@ struct Comparison {
     late_p99_ms: f64,
     late_over_10ms: usize,
     slow_connects: usize,
+    /// Requests served per real worker, sorted.
+    per_worker: Vec<u64>,
 }
 
 impl Comparison {
@@ -607,6 +615,11 @@ impl Comparison {
             late_p99_ms: percentile_ms(&late, 99.0),
             late_over_10ms: late.iter().filter(|&&l| l > 10_000).count(),
             slow_connects: client.connect_us.iter().filter(|&&c| c > 500_000).count(),
+            per_worker: {
+                let mut v: Vec<u64> = client.per_worker.values().copied().collect();
+                v.sort_unstable();
+                v
+            },
         }
     }
 
@@ -702,6 +715,14 @@ impl Comparison {
             "drover started {lead} before the client's time zero; client late: p99 {:.2} ms, {} requests over 10 ms; {} connects over 500 ms (SYN retries).\n",
             self.late_p99_ms, self.late_over_10ms, self.slow_connects
         );
+        if let (Some(lo), Some(hi)) = (self.per_worker.first(), self.per_worker.last()) {
+            let _ = writeln!(
+                o,
+                "Real requests per worker process: {} processes served; fewest {lo}, median {}, most {hi}.\n",
+                self.per_worker.len(),
+                self.per_worker[(self.per_worker.len() - 1) / 2]
+            );
+        }
         // The pool over time, one row per `every` seconds: the latest sample at or before.
         let _ = writeln!(o, "| t (s) | pool sim | pool real |");
         let _ = writeln!(o, "|---|---|---|");
@@ -853,19 +874,21 @@ a worker's own line, ignored
     #[test]
     fn client_csv_and_sim_output_parse() {
         let c = parse_client(
-            "# t0_realtime_ns=5 t0_monotonic_ns=9 speed=2 requests=3\narrival_s,wait_us,outcome,late_us,connect_us\n0.000000,120,served,40,30\n0.500000,,refused,10,20\n1.000000,7,served,0,0\n",
+            "# t0_realtime_ns=5 t0_monotonic_ns=9 speed=2 requests=3\narrival_s,wait_us,outcome,late_us,connect_us,pid\n0.000000,120,served,40,30,77\n0.500000,,refused,10,20,\n1.000000,7,served,0,0,77\n",
         )
         .unwrap();
         assert_eq!(c.t0_real_ns, 5);
         assert_eq!(c.rows.len(), 3);
         assert_eq!(c.rows[1], (0.5, None, "refused".into()));
+        assert_eq!(c.per_worker, BTreeMap::from([(77, 2)]));
         for bad in [
             "",
             "arrival_s,wait_us\n",
-            "# t0_realtime_ns=5\n0.1,x,served,0,0\n",
-            "# t0_realtime_ns=5\n0.1,,served,0,0\n",
-            "# t0_realtime_ns=5\n0.1,5,refused,0,0\n",
-            "# t0_realtime_ns=5\n0.1,5,served\n",
+            "# t0_realtime_ns=5\n0.1,x,served,0,0,1\n",
+            "# t0_realtime_ns=5\n0.1,,served,0,0,1\n",
+            "# t0_realtime_ns=5\n0.1,5,refused,0,0,\n",
+            "# t0_realtime_ns=5\n0.1,5,served,0,0\n",
+            "# t0_realtime_ns=5\n0.1,5,served,0,0,x\n",
             "# t0_realtime_ns=5\n",
         ] {
             assert!(parse_client(bad).is_err(), "{bad:?}");

@@ -14,7 +14,8 @@
 //!   connection at a time each; a connection sends one line `GET <service_us>
 //!   <client_connect_ns>`, the thread notes the accept instant (`CLOCK_MONOTONIC` ns, the
 //!   client's clock on this machine) right after `accept4` returns, sleeps `service_us`,
-//!   answers `OK <accept_ns>` and closes;
+//!   answers `OK <accept_ns> <pid>` and closes (the pid shows how the kernel spreads
+//!   connections over the pool's workers);
 //! - load: `X_DROVER_LOAD=busy=B,requests=R` with `READY=1` and then at every change
 //!   (`--load-report change`, the default), or at most every MS while it changed
 //!   (`--load-report MS`: the simulator's workers report every 2 s), or never
@@ -372,7 +373,8 @@ fn serve(stream: TcpStream, accept_ns: u64) -> std::io::Result<()> {
     match parse_request(&line) {
         Ok(service) => {
             std::thread::sleep(service);
-            stream.write_all(format!("OK {accept_ns}\n").as_bytes())
+            let pid = std::process::id();
+            stream.write_all(format!("OK {accept_ns} {pid}\n").as_bytes())
         }
         Err(e) => {
             let _ = stream.write_all(format!("ERR {e}\n").as_bytes());
