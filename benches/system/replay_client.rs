@@ -23,10 +23,11 @@
 //!
 //! Output: `--out` gets a first line `# t0_realtime_ns=… t0_monotonic_ns=… speed=… requests=…`
 //! (the client's time zero on both clocks, to line other logs up with it), then
-//! `arrival_s,wait_us,outcome,late_us,connect_us,pid` per request in trace order (`wait_us`
-//! and `pid`, the worker that served it, empty unless served; `late_us`: how far after its
-//! arrival the connect started; `connect_us`: how long `connect` took, which shows SYN
-//! retries). Stdout: one summary line.
+//! `arrival_s,wait_us,outcome,late_us,connect_us,pid,service_us,total_us` per request in
+//! trace order (`service_us`: the trace's; `wait_us`, `pid` (the worker that served it) and
+//! `total_us` (from the connect's start to the answer: the wait + the service time + what
+//! the request costs beyond its sleep) empty unless served; `late_us`: how far after its arrival the connect started; `connect_us`:
+//! how long `connect` took, which shows SYN retries). Stdout: one summary line.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -179,6 +180,7 @@ struct Result1 {
     connect_us: u64,
     /// The worker that served it.
     pid: Option<u32>,
+    total_us: Option<u64>,
 }
 
 /// `OK <accept_ns> <pid>` → the wait since `connect_start_ns` in µs (0 if the stamps cross,
@@ -202,6 +204,7 @@ fn request(addr: SocketAddr, service: Duration, due_ns: u64, timeout: Duration) 
         late_us: start.saturating_sub(due_ns) / 1000,
         connect_us: 0,
         pid: None,
+        total_us: None,
     };
     let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
@@ -243,6 +246,7 @@ fn request(addr: SocketAddr, service: Duration, due_ns: u64, timeout: Duration) 
                 r.outcome = Outcome::Served;
                 r.wait_us = Some(wait);
                 r.pid = Some(pid);
+                r.total_us = Some((mono_ns() - start) / 1000);
             }
             // Closed without an answer: what a pool that drops a connection does.
             None if answer.is_empty() => r.outcome = Outcome::Reset,
@@ -321,6 +325,7 @@ fn main() {
                 late_us: mono_ns().saturating_sub(due) / 1000,
                 connect_us: 0,
                 pid: None,
+                total_us: None,
             });
             continue;
         }
@@ -350,6 +355,7 @@ fn main() {
                 late_us: 0,
                 connect_us: 0,
                 pid: None,
+                total_us: None,
             });
         }
     }
@@ -372,7 +378,10 @@ fn main() {
         "# t0_realtime_ns={t0_real} t0_monotonic_ns={t0} speed={} requests={n}",
         args.speed
     );
-    let _ = writeln!(out, "arrival_s,wait_us,outcome,late_us,connect_us,pid");
+    let _ = writeln!(
+        out,
+        "arrival_s,wait_us,outcome,late_us,connect_us,pid,service_us,total_us"
+    );
     let mut counts = [0usize; 6];
     let mut waits = Vec::new();
     let mut lates = Vec::new();
@@ -383,6 +392,7 @@ fn main() {
             late_us: 0,
             connect_us: 0,
             pid: None,
+            total_us: None,
         });
         counts[Outcome::ALL
             .iter()
@@ -392,13 +402,15 @@ fn main() {
         lates.push(r.late_us);
         let wait = r.wait_us.map(|w| w.to_string()).unwrap_or_default();
         let pid = r.pid.map(|p| p.to_string()).unwrap_or_default();
+        let total = r.total_us.map(|t| t.to_string()).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:.6},{wait},{},{},{},{pid}",
+            "{:.6},{wait},{},{},{},{pid},{},{total}",
             req.arrival.as_secs_f64(),
             r.outcome.name(),
             r.late_us,
-            r.connect_us
+            r.connect_us,
+            req.service.as_micros()
         );
     }
     if let Err(e) = out.flush() {

@@ -385,6 +385,9 @@ struct Client {
     connect_us: Vec<u64>,
     /// Requests served, by worker pid.
     per_worker: BTreeMap<u32, u64>,
+    /// Per served request: its time from connect to answer less its wait and its service
+    /// time, what the simulator takes to be zero.
+    extra_us: Vec<i64>,
 }
 
 fn parse_client(text: &str) -> Result<Client, String> {
@@ -405,8 +408,10 @@ fn parse_client(text: &str) -> Result<Client, String> {
         }
         let f: Vec<&str> = line.split(',').collect();
         let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
-        if f.len() != 6 {
-            return Err(bad("want arrival_s,wait_us,outcome,late_us,connect_us,pid"));
+        if f.len() != 8 {
+            return Err(bad(
+                "want arrival_s,wait_us,outcome,late_us,connect_us,pid,service_us,total_us",
+            ));
         }
         let arrival: f64 = f[0].parse().map_err(|_| bad("arrival_s"))?;
         let wait = if f[1].is_empty() {
@@ -424,6 +429,11 @@ fn parse_client(text: &str) -> Result<Client, String> {
         if !f[5].is_empty() {
             let pid = f[5].parse().map_err(|_| bad("pid"))?;
             *c.per_worker.entry(pid).or_insert(0) += 1;
+        }
+        let service: i64 = f[6].parse().map_err(|_| bad("service_us"))?;
+        if let (Some(w), false) = (wait, f[7].is_empty()) {
+            let total: i64 = f[7].parse().map_err(|_| bad("total_us"))?;
+            c.extra_us.push(total - w as i64 - service);
         }
     }
     if c.rows.is_empty() {
@@ -558,6 +568,8 @@ struct Comparison {
     slow_connects: usize,
     /// Requests served per real worker, sorted.
     per_worker: Vec<u64>,
+    /// p50, p99 of the real requests' cost beyond their service time, ms.
+    extra_ms: (f64, f64),
 }
 
 impl Comparison {
@@ -615,6 +627,11 @@ impl Comparison {
             late_p99_ms: percentile_ms(&late, 99.0),
             late_over_10ms: late.iter().filter(|&&l| l > 10_000).count(),
             slow_connects: client.connect_us.iter().filter(|&&c| c > 500_000).count(),
+            extra_ms: {
+                let mut v: Vec<u64> = client.extra_us.iter().map(|&e| e.max(0) as u64).collect();
+                v.sort_unstable();
+                (percentile_ms(&v, 50.0), percentile_ms(&v, 99.0))
+            },
             per_worker: {
                 let mut v: Vec<u64> = client.per_worker.values().copied().collect();
                 v.sort_unstable();
@@ -718,9 +735,11 @@ impl Comparison {
         if let (Some(lo), Some(hi)) = (self.per_worker.first(), self.per_worker.last()) {
             let _ = writeln!(
                 o,
-                "Real requests per worker process: {} processes served; fewest {lo}, median {}, most {hi}.\n",
+                "Real requests per worker process: {} processes served; fewest {lo}, median {}, most {hi}. A real request took beyond its wait and service time (connect, accept, the sleep's overshoot, answer): p50 {:.2} ms, p99 {:.2} ms.\n",
                 self.per_worker.len(),
-                self.per_worker[(self.per_worker.len() - 1) / 2]
+                self.per_worker[(self.per_worker.len() - 1) / 2],
+                self.extra_ms.0,
+                self.extra_ms.1
             );
         }
         // The pool over time, one row per `every` seconds: the latest sample at or before.
@@ -874,21 +893,23 @@ a worker's own line, ignored
     #[test]
     fn client_csv_and_sim_output_parse() {
         let c = parse_client(
-            "# t0_realtime_ns=5 t0_monotonic_ns=9 speed=2 requests=3\narrival_s,wait_us,outcome,late_us,connect_us,pid\n0.000000,120,served,40,30,77\n0.500000,,refused,10,20,\n1.000000,7,served,0,0,77\n",
+            "# t0_realtime_ns=5 t0_monotonic_ns=9 speed=2 requests=3\narrival_s,wait_us,outcome,late_us,connect_us,pid,service_us,total_us\n0.000000,120,served,40,30,77,1000,1200\n0.500000,,refused,10,20,,5,\n1.000000,7,served,0,0,77,10,100\n",
         )
         .unwrap();
         assert_eq!(c.t0_real_ns, 5);
         assert_eq!(c.rows.len(), 3);
         assert_eq!(c.rows[1], (0.5, None, "refused".into()));
         assert_eq!(c.per_worker, BTreeMap::from([(77, 2)]));
+        assert_eq!(c.extra_us, [80, 83]);
         for bad in [
             "",
             "arrival_s,wait_us\n",
-            "# t0_realtime_ns=5\n0.1,x,served,0,0,1\n",
-            "# t0_realtime_ns=5\n0.1,,served,0,0,1\n",
-            "# t0_realtime_ns=5\n0.1,5,refused,0,0,\n",
-            "# t0_realtime_ns=5\n0.1,5,served,0,0\n",
-            "# t0_realtime_ns=5\n0.1,5,served,0,0,x\n",
+            "# t0_realtime_ns=5\n0.1,x,served,0,0,1,1,1\n",
+            "# t0_realtime_ns=5\n0.1,,served,0,0,1,1,1\n",
+            "# t0_realtime_ns=5\n0.1,5,refused,0,0,,1,\n",
+            "# t0_realtime_ns=5\n0.1,5,served,0,0,1,1\n",
+            "# t0_realtime_ns=5\n0.1,5,served,0,0,x,1,1\n",
+            "# t0_realtime_ns=5\n0.1,5,served,0,0,1,1,x\n",
             "# t0_realtime_ns=5\n",
         ] {
             assert!(parse_client(bad).is_err(), "{bad:?}");
