@@ -32,6 +32,11 @@
 #   THREADS=1                      threads per worker (the `threads` key, --threads of the worker)
 #   LOAD_REPORT=change             the worker's X_DROVER_LOAD: change, none, or every MS
 #                                  (drover-sim's workers report every 2 s: LOAD_REPORT=2000)
+#   ACCEPT=blocking                how the worker waits: blocking (accept(2): the idle threads
+#                                  take turns) or epoll (EPOLLEXCLUSIVE: the first registered
+#                                  idle one takes it, as drover-sim's lowest worker does)
+#   HEARTBEAT=                     heartbeat_timeout in seconds (off); drover-sim's workers
+#                                  then report their load every third of it (2 s without)
 #   POLICIES="static dynamic ondemand"   any subset, in this order
 #   STATIC_KEYS="workers=8"
 #   DYNAMIC_KEYS="min=2 max=16 min_spare=2 max_spare=6 max_spawn_rate=8"
@@ -48,6 +53,8 @@ SPEED=${SPEED:-2}
 BOOT_MS=${BOOT_MS:-300}
 THREADS=${THREADS:-1}
 LOAD_REPORT=${LOAD_REPORT:-change}
+ACCEPT=${ACCEPT:-blocking}
+HEARTBEAT=${HEARTBEAT:-}
 POLICIES=${POLICIES:-static dynamic ondemand}
 STATIC_KEYS=${STATIC_KEYS:-workers=8}
 DYNAMIC_KEYS=${DYNAMIC_KEYS:-min=2 max=16 min_spare=2 max_spare=6 max_spawn_rate=8}
@@ -77,6 +84,9 @@ usage() {
 [[ $BOOT_MS =~ ^[0-9]+$ ]] && ((BOOT_MS <= 3600000)) || usage "BOOT_MS=$BOOT_MS: want milliseconds, 0..3600000"
 [[ $THREADS =~ ^[0-9]+$ ]] && ((THREADS >= 1 && THREADS <= 1024)) || usage "THREADS=$THREADS: want 1..1024"
 [[ $LOAD_REPORT =~ ^(change|none|[0-9]+)$ ]] || usage "LOAD_REPORT=$LOAD_REPORT: want change, none or milliseconds"
+[[ $ACCEPT =~ ^(blocking|epoll)$ ]] || usage "ACCEPT=$ACCEPT: want blocking or epoll"
+[ -z "$HEARTBEAT" ] || { [[ $HEARTBEAT =~ ^[0-9]+([.][0-9]+)?$ ]] && awk -v h="$HEARTBEAT" 'BEGIN {exit !(h >= 0.1)}'; } ||
+  usage "HEARTBEAT=$HEARTBEAT: want seconds, at least 0.1"
 [[ $BACKLOG =~ ^[0-9]+$ ]] && ((BACKLOG >= 1)) || usage "BACKLOG=$BACKLOG: want a whole number >= 1"
 [[ $SEED =~ ^[0-9]+$ ]] || usage "SEED=$SEED: want a whole number"
 [[ $PORT =~ ^[0-9]+$ ]] && ((PORT >= 1024 && PORT <= 65535)) || usage "PORT=$PORT: want 1024..65535"
@@ -192,7 +202,7 @@ ROWS=$TMP/rows.md
 declare -A OTHER SPAWN CLIENT_LINE
 
 say "machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL; drover $COMMIT; $DATE"
-say "trace $TRACE at speed $SPEED; boot ${BOOT_MS} ms; $THREADS thread(s) per worker; load reports: $LOAD_REPORT; backlog $BACKLOG (somaxconn $SOMAXCONN)"
+say "trace $TRACE at speed $SPEED; boot ${BOOT_MS} ms; $THREADS thread(s) per worker; load reports: $LOAD_REPORT; accept: $ACCEPT; heartbeat: ${HEARTBEAT:-off}; backlog $BACKLOG (somaxconn $SOMAXCONN)"
 
 for p in $POLICIES; do
   toml=$TMP/$p.toml
@@ -200,6 +210,7 @@ for p in $POLICIES; do
     echo "policy = \"$p\""
     for kv in $(keys_of "$p"); do echo "${kv%%=*} = ${kv#*=}"; done
     echo "threads = $THREADS"
+    [ -z "$HEARTBEAT" ] || echo "heartbeat_timeout = $HEARTBEAT"
     echo 'readiness = "notify"'
   } >"$toml"
   port_free "$PORT" || die "port $PORT is in use (set PORT)"
@@ -207,7 +218,7 @@ for p in $POLICIES; do
 
   A=$(acct_now)
   "$DROVER" run --config "$toml" --listen "127.0.0.1:$PORT" --backlog "$BACKLOG" -- \
-    "$WORKER" --boot "$BOOT_MS" --threads "$THREADS" --load-report "$LOAD_REPORT" \
+    "$WORKER" --boot "$BOOT_MS" --threads "$THREADS" --load-report "$LOAD_REPORT" --accept "$ACCEPT" \
     >"$TMP/$p.log" 2>&1 &
   DPID=$!
   STARTED+=("$DPID")
@@ -252,7 +263,7 @@ done
 echo
 echo "## Sim against real: $DATE, drover $COMMIT"
 echo
-echo "Machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL. Trace \`$TRACE\` at speed $SPEED ($(head -1 "$TMP/sim-${POLICIES%% *}.txt" | sed 's/^trace [^(]*(\([^)]*\)).*/\1/')); worker boot $BOOT_MS ms, $THREADS thread(s), load reports: $LOAD_REPORT; backlog $BACKLOG (simulated: $SIM_BACKLOG); seed $SEED."
+echo "Machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL. Trace \`$TRACE\` at speed $SPEED ($(head -1 "$TMP/sim-${POLICIES%% *}.txt" | sed 's/^trace [^(]*(\([^)]*\)).*/\1/')); worker boot $BOOT_MS ms, $THREADS thread(s), load reports: $LOAD_REPORT, accept: $ACCEPT, heartbeat: ${HEARTBEAT:-off}; backlog $BACKLOG (simulated: $SIM_BACKLOG); seed $SEED."
 echo
 echo "| policy | served sim / real | refused sim / real | p50 ms sim / real | p95 ms sim / real | p99 ms sim / real | pool RMS diff | goals |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -11,7 +11,11 @@
 //! - boot: sleeps `--boot MS` (the model's boot time), then sends `READY=1` on
 //!   `NOTIFY_SOCKET`; a TERM during the boot ends it at once (exit 0);
 //! - `--threads N` threads block in `accept(2)` on the listener at fd 3 (`LISTEN_FDS`), one
-//!   connection at a time each; a connection sends one line `GET <service_us>
+//!   connection at a time each (`--accept blocking`, the default: Linux hands each
+//!   connection to the thread that has waited longest, so the idle workers take turns), or
+//!   wait in an epoll of their own with `EPOLLEXCLUSIVE` and take one connection per wake-up
+//!   (`--accept epoll`, as drover's embedded runtime does: Linux wakes the first idle waiter
+//!   in the order the epolls were registered, so the oldest idle worker takes it); a connection sends one line `GET <service_us>
 //!   <client_connect_ns>`, the thread notes the accept instant (`CLOCK_MONOTONIC` ns, the
 //!   client's clock on this machine) right after `accept4` returns, sleeps `service_us`,
 //!   answers `OK <accept_ns> <pid>` and closes (the pid shows how the kernel spreads
@@ -20,11 +24,12 @@
 //!   (`--load-report change`, the default), or at most every MS while it changed
 //!   (`--load-report MS`: the simulator's workers report every 2 s), or never
 //!   (`--load-report none`: the pool then scales on the accept queue alone);
+//! - `WATCHDOG=1` every half of `WATCHDOG_USEC` when drover sets it (`heartbeat_timeout`);
 //! - TERM/INT: stop accepting, finish the request in hand, exit 0.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +42,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// No request of a replayed trace holds a thread longer (drover-sim caps a service time at
 /// a day; an hour is beyond any benchmark run).
 const SERVICE_MAX_US: u64 = 3_600_000_000;
-const USAGE: &str = "usage: sleep_worker [--boot MS] [--threads N] [--load-report change|none|MS]";
+const USAGE: &str = "usage: sleep_worker [--boot MS] [--threads N] [--load-report change|none|MS] [--accept blocking|epoll]";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -53,10 +58,17 @@ enum LoadReport {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accept {
+    Blocking,
+    Epoll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Args {
     boot: Duration,
     threads: u32,
     load_report: LoadReport,
+    accept: Accept,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -64,6 +76,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         boot: Duration::ZERO,
         threads: 1,
         load_report: LoadReport::Change,
+        accept: Accept::Blocking,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -102,6 +115,14 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                             ))
                         }
                     },
+                };
+            }
+            "--accept" => {
+                let v = value()?;
+                out.accept = match v {
+                    "blocking" => Accept::Blocking,
+                    "epoll" => Accept::Epoll,
+                    _ => return Err(format!("--accept {v}: want blocking or epoll")),
                 };
             }
             _ => return Err(format!("unknown argument {flag}")),
@@ -193,6 +214,10 @@ impl Load {
         }
     }
 
+    fn send(&self, msg: &str) {
+        self.lock().send(msg);
+    }
+
     fn report_if_moved(&self) {
         let mut g = self.lock();
         if g.sent != Some((g.busy, g.requests)) {
@@ -254,11 +279,16 @@ fn main() {
         action.sa_flags = 0;
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
-        // Shared with every worker: all of them block in accept, so the kernel hands each
-        // connection to the thread that has waited longest.
+        // The flag is the shared open file's: every worker of a run uses the same mode.
         let flags = libc::fcntl(LISTEN_FD, libc::F_GETFL);
-        if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
-            libc::fcntl(LISTEN_FD, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        if flags >= 0 {
+            let want = match args.accept {
+                Accept::Blocking => flags & !libc::O_NONBLOCK,
+                Accept::Epoll => flags | libc::O_NONBLOCK,
+            };
+            if want != flags {
+                libc::fcntl(LISTEN_FD, libc::F_SETFL, want);
+            }
         }
         set
     };
@@ -272,18 +302,47 @@ fn main() {
     let handles: Vec<_> = (0..args.threads)
         .map(|_| {
             let load = load.clone();
-            std::thread::spawn(move || accept_loop(&load))
+            let accept = args.accept;
+            std::thread::spawn(move || accept_loop(&load, accept))
         })
         .collect();
     load.ready();
 
-    match args.load_report {
-        LoadReport::Every(every) => {
-            while !wait_stop(&stop_signals, Some(every)) {
-                load.report_if_moved();
+    // The main thread keeps the paces: heartbeats at half of WATCHDOG_USEC (the contract's
+    // longest allowed period) and, with `--load-report MS`, the load.
+    let beat = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&u| u > 0)
+        .map(|u| Duration::from_micros(u / 2));
+    let report = match args.load_report {
+        LoadReport::Every(every) => Some(every),
+        _ => None,
+    };
+    let start = std::time::Instant::now();
+    let (mut next_beat, mut next_report) = (beat.map(|b| start + b), report.map(|r| start + r));
+    if beat.is_some() {
+        load.send("WATCHDOG=1");
+    }
+    loop {
+        let next = next_beat.into_iter().chain(next_report).min();
+        let limit = next.map(|n| n.saturating_duration_since(std::time::Instant::now()));
+        if wait_stop(&stop_signals, limit) {
+            break;
+        }
+        let now = std::time::Instant::now();
+        if let (Some(at), Some(every)) = (next_beat, beat) {
+            if now >= at {
+                load.send("WATCHDOG=1");
+                next_beat = Some(at + every);
             }
         }
-        _ => while !wait_stop(&stop_signals, None) {},
+        if let (Some(at), Some(every)) = (next_report, report) {
+            if now >= at {
+                load.report_if_moved();
+                next_report = Some(at + every);
+            }
+        }
     }
 
     STOP.store(true, Ordering::SeqCst);
@@ -301,7 +360,7 @@ fn main() {
         if running == 0 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(1));
     }
     for h in handles {
         let _ = h.join();
@@ -336,8 +395,26 @@ fn wait_stop(set: &libc::sigset_t, limit: Option<Duration>) -> bool {
     }
 }
 
-fn accept_loop(load: &Load) {
+fn accept_loop(load: &Load, mode: Accept) {
+    let epoll = match mode {
+        Accept::Blocking => None,
+        Accept::Epoll => match exclusive_epoll() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!("sleep_worker: epoll on the listener: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
     while !STOP.load(Ordering::SeqCst) {
+        if let Some(ep) = &epoll {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: waits on our own epoll for one event into a local; EINTR (a stop's
+            // SIGUSR2) returns -1.
+            if unsafe { libc::epoll_wait(ep.as_raw_fd(), &mut ev, 1, -1) } < 1 {
+                continue;
+            }
+        }
         // SAFETY: accept4 on the inherited listener; null address pointers are allowed.
         let conn = unsafe {
             libc::accept4(
@@ -362,6 +439,27 @@ fn accept_loop(load: &Load) {
         let served = serve(stream, accept_ns).is_ok();
         load.change(-1, u64::from(served));
     }
+}
+
+/// An epoll of this thread's own watching the listener with `EPOLLEXCLUSIVE`: a connection
+/// wakes one idle waiter, not all of them.
+fn exclusive_epoll() -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: epoll_create1 returns a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours alone from here.
+    let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+        u64: 0,
+    };
+    // SAFETY: adds the inherited listener to our epoll with a valid event.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, LISTEN_FD, &mut ev) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ep)
 }
 
 fn serve(stream: TcpStream, accept_ns: u64) -> std::io::Result<()> {
@@ -399,10 +497,12 @@ mod tests {
             Args {
                 boot: Duration::ZERO,
                 threads: 1,
-                load_report: LoadReport::Change
+                load_report: LoadReport::Change,
+                accept: Accept::Blocking,
             }
         );
-        let a = args("--boot 300 --threads 4 --load-report 2000").unwrap();
+        let a = args("--boot 300 --threads 4 --load-report 2000 --accept epoll").unwrap();
+        assert_eq!(a.accept, Accept::Epoll);
         assert_eq!(a.boot, Duration::from_millis(300));
         assert_eq!(a.threads, 4);
         assert_eq!(a.load_report, LoadReport::Every(Duration::from_secs(2)));
@@ -422,6 +522,7 @@ mod tests {
             ("--threads x", "--threads x"),
             ("--load-report sometimes", "--load-report sometimes"),
             ("--load-report 0", "--load-report 0"),
+            ("--accept poll", "--accept poll"),
             ("--port 80", "unknown argument --port"),
         ] {
             let e = args(bad).unwrap_err();
