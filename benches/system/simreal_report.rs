@@ -38,7 +38,7 @@ fn main() {
         }
         Err(Failure::Input(e)) => {
             eprintln!("simreal_report: {e}");
-            1
+            2
         }
     };
     std::process::exit(code);
@@ -48,7 +48,8 @@ fn main() {
 enum Failure {
     /// A bad command line (exit 2).
     Usage(String),
-    /// A file that cannot be read or makes no sense (exit 1).
+    /// A file that cannot be read or makes no sense (exit 2 too: bad input either way,
+    /// only the usage line is left out).
     Input(String),
 }
 
