@@ -156,9 +156,12 @@ impl Supervisor {
         } else {
             None
         };
+        // A worker that served requests since its last report was not idle then, even if
+        // each report caught it between two: its idle time starts at this report.
+        let served = requests > w.requests;
         if busy > 0 {
             w.idle_since = None;
-        } else if w.idle_since.is_none() && w.ready {
+        } else if w.ready && (served || w.idle_since.is_none()) {
             w.idle_since = Some(now);
         }
         w.requests = requests;

@@ -107,6 +107,33 @@ fn jitter_is_reproducible_from_the_seed() {
     assert_ne!(a, limits(2), "another seed draws other limits");
 }
 
+/// A worker whose reports each catch it between two requests (busy 0) but whose request
+/// count grows was serving all along: its idle time starts at its last report, so the idle
+/// timeout does not retire it for the requests it served between reports.
+#[test]
+fn a_worker_that_served_between_its_reports_is_not_idle() {
+    let mut config = Config::dynamic(1, 8, 1, 8);
+    config.idle_timeout = Some(Duration::from_secs(10));
+    let mut h = Harness::new(config);
+    assert_eq!(h.sup().target(), 4);
+    // Worker 1 reports busy 0 every 2 s, each time with more requests served, until 12 s.
+    for i in 0..=6u32 {
+        let t = 2.0 * f64::from(i);
+        h.at(t).load(1, 0, u64::from(10 * (i + 1)));
+    }
+    h.at(12.5);
+    // The others, idle since the start, went one per tick from 10 s; worker 1 stays (and,
+    // the pool at min = 1, is the one kept).
+    assert_eq!(
+        retirements_ms(&h),
+        [
+            (10_000, 0, StopReason::Idle),
+            (11_000, 2, StopReason::Idle),
+            (12_000, 3, StopReason::Idle),
+        ]
+    );
+}
+
 #[test]
 fn idle_workers_retire_one_per_tick_down_to_min() {
     // With idle_timeout, a worker idle longer than the timeout retires, one per maintenance

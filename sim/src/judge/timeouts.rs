@@ -275,7 +275,9 @@ impl Judge {
                         t.idle_since = None;
                     } else {
                         t.busy_since = None;
-                        if t.idle_since.is_none() && t.ready_at.is_some() {
+                        // Requests served since the report before: idle from this one.
+                        let served = requests > t.requests;
+                        if t.ready_at.is_some() && (served || t.idle_since.is_none()) {
                             t.idle_since = Some(now);
                         }
                     }
