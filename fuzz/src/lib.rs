@@ -11,6 +11,7 @@ pub mod machine;
 pub mod notify;
 pub mod settings;
 pub mod toml_config;
+pub mod trace;
 
 /// Whether to print decoded inputs (`DROVER_FUZZ_TRACE=1`).
 pub fn tracing() -> bool {
