@@ -44,6 +44,11 @@
 #   BACKLOG=1024                   drover's --backlog (its default); the simulator gets
 #                                  min(BACKLOG, net.core.somaxconn), what the kernel uses
 #   SPAWN_COST=                    the simulator's --spawn-cost (default: the real run's median)
+#   REQUEST_COST=270us             the simulator's --request-cost: what a real request costs
+#                                  its worker beyond its service time (accept, read, write,
+#                                  close; 0.27 ms median measured on this machine, see
+#                                  docs/benchmarks.md); the simulator's --accept-order and
+#                                  --load-report follow ACCEPT and LOAD_REPORT
 #   SEED=1 PORT=19700 OUT=         OUT=DIR keeps every log and CSV there
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +66,7 @@ DYNAMIC_KEYS=${DYNAMIC_KEYS:-min=2 max=16 min_spare=2 max_spare=6 max_spawn_rate
 ONDEMAND_KEYS=${ONDEMAND_KEYS:-max=16 idle_timeout=10}
 BACKLOG=${BACKLOG:-1024}
 SPAWN_COST=${SPAWN_COST:-}
+REQUEST_COST=${REQUEST_COST:-270us}
 SEED=${SEED:-1}
 PORT=${PORT:-19700}
 OUT=${OUT:-}
@@ -85,6 +91,15 @@ usage() {
 [[ $THREADS =~ ^[0-9]+$ ]] && ((THREADS >= 1 && THREADS <= 1024)) || usage "THREADS=$THREADS: want 1..1024"
 [[ $LOAD_REPORT =~ ^(change|none|[0-9]+)$ ]] || usage "LOAD_REPORT=$LOAD_REPORT: want change, none or milliseconds"
 [[ $ACCEPT =~ ^(blocking|epoll)$ ]] || usage "ACCEPT=$ACCEPT: want blocking or epoll"
+[[ $REQUEST_COST =~ ^[0-9.]+(us|ms|s)?$ ]] || usage "REQUEST_COST=$REQUEST_COST: want a duration (e.g. 270us)"
+# The simulator's model of the same worker: blocking accept(2) hands a connection to the
+# thread waiting longest, EPOLLEXCLUSIVE to the first registered idle one; a worker that
+# reports at every change (or never: the pool then sees no load) against one at a pace.
+if [ "$ACCEPT" = blocking ]; then SIM_ACCEPT=fifo; else SIM_ACCEPT=lowest; fi
+case $LOAD_REPORT in
+  change) SIM_REPORT=(--load-report change) ;;
+  *) SIM_REPORT=(--load-report pace) ;;
+esac
 [ -z "$HEARTBEAT" ] || { [[ $HEARTBEAT =~ ^[0-9]+([.][0-9]+)?$ ]] && awk -v h="$HEARTBEAT" 'BEGIN {exit !(h >= 0.1)}'; } ||
   usage "HEARTBEAT=$HEARTBEAT: want seconds, at least 0.1"
 [[ $BACKLOG =~ ^[0-9]+$ ]] && ((BACKLOG >= 1)) || usage "BACKLOG=$BACKLOG: want a whole number >= 1"
@@ -252,6 +267,7 @@ for p in $POLICIES; do
   fi
   "$SIM" compare "$toml" --load-trace "$TRACE" --speed "$SPEED" --boot-time "${BOOT_MS}ms" \
     --backlog "$SIM_BACKLOG" --spawn-cost "${SPAWN[$p]}" --seed "$SEED" --csv "$TMP/sim-$p" \
+    --request-cost "$REQUEST_COST" --accept-order "$SIM_ACCEPT" "${SIM_REPORT[@]}" \
     >"$TMP/sim-$p.txt" 2>&1 || die "$p: drover-sim failed: $(tail -3 "$TMP/sim-$p.txt")"
   "$REPORT" compare --label "$p" --log "$TMP/$p.log" --client "$TMP/client-$p.csv" \
     --sim-dir "$TMP/sim-$p" --sim-table "$TMP/sim-$p.txt" --series "$TMP/pool-$p.csv" \
@@ -263,7 +279,7 @@ done
 echo
 echo "## Sim against real: $DATE, drover $COMMIT"
 echo
-echo "Machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL. Trace \`$TRACE\` at speed $SPEED ($(head -1 "$TMP/sim-${POLICIES%% *}.txt" | sed 's/^trace [^(]*(\([^)]*\)).*/\1/')); worker boot $BOOT_MS ms, $THREADS thread(s), load reports: $LOAD_REPORT, accept: $ACCEPT, heartbeat: ${HEARTBEAT:-off}; backlog $BACKLOG (simulated: $SIM_BACKLOG); seed $SEED."
+echo "Machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL. Trace \`$TRACE\` at speed $SPEED ($(head -1 "$TMP/sim-${POLICIES%% *}.txt" | sed 's/^trace [^(]*(\([^)]*\)).*/\1/')); worker boot $BOOT_MS ms, $THREADS thread(s), load reports: $LOAD_REPORT, accept: $ACCEPT, heartbeat: ${HEARTBEAT:-off}; backlog $BACKLOG (simulated: $SIM_BACKLOG); simulated request cost $REQUEST_COST, accept order $SIM_ACCEPT, load reports ${SIM_REPORT[1]}; seed $SEED."
 echo
 echo "| policy | served sim / real | refused sim / real | p50 ms sim / real | p95 ms sim / real | p99 ms sim / real | pool RMS diff | goals |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -238,3 +238,54 @@ fn the_cli_names_the_line_and_field_of_a_bad_trace_and_exits_2() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The accept order decides whether an ondemand pool ever shrinks under a light steady load:
+/// with `fifo` the idle workers take turns and none idles for the idle timeout; with `lowest`
+/// the first one takes nearly everything and the others retire. A request cost shows in the
+/// waits of a saturated pool.
+#[test]
+fn the_model_s_accept_order_and_request_cost_change_what_a_pool_does() {
+    use drover_sim::world::model::{AcceptOrder, LoadReport};
+    let run = |accept: AcceptOrder, cost: Duration, spec: &str| {
+        let world = LabWorld {
+            seed: 2,
+            minutes: 3.0,
+            traffic: Traffic::Synthetic(Load::Steady),
+            model: Model {
+                boot: Spread::Fixed(Duration::from_millis(300)),
+                accept,
+                request_cost: cost,
+                load_report: LoadReport::Change,
+                ..Model::default()
+            },
+            faults: false,
+            pictures: false,
+        };
+        lab::compare(&world, &presets(&[spec]), 1).1.remove(0)
+    };
+    let lowest = run(
+        AcceptOrder::Lowest,
+        Duration::ZERO,
+        "php-fpm-ondemand:max=16",
+    );
+    let fifo = run(AcceptOrder::Fifo, Duration::ZERO, "php-fpm-ondemand:max=16");
+    assert_eq!(lowest.arrivals, fifo.arrivals, "the same clients");
+    assert!(
+        fifo.worker_seconds > lowest.worker_seconds,
+        "fifo {} against lowest {} worker-seconds",
+        fifo.worker_seconds,
+        lowest.worker_seconds
+    );
+    let cheap = run(AcceptOrder::Fifo, Duration::ZERO, "unicorn:workers=4");
+    let dear = run(
+        AcceptOrder::Fifo,
+        Duration::from_millis(20),
+        "unicorn:workers=4",
+    );
+    assert!(
+        dear.wait_ms[2] > cheap.wait_ms[2],
+        "{:?} {:?}",
+        dear.wait_ms,
+        cheap.wait_ms
+    );
+}

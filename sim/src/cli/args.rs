@@ -256,6 +256,9 @@ pub(crate) fn repro_flags(m: &ArgMatches) -> Vec<String> {
         "service_time",
         "backlog",
         "spawn_cost",
+        "request_cost",
+        "accept_order",
+        "load_report",
     ]
     .into_iter()
     .filter_map(|id| {

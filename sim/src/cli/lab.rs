@@ -10,7 +10,7 @@ use drover_sim::lab::runs::{LabWorld, Traffic};
 use drover_sim::lab::sweep::{Grid, Objective};
 use drover_sim::lab::trace::{self, Trace, TraceFormat};
 use drover_sim::lab::{self as lab_core, policies};
-use drover_sim::world::model::parse_duration;
+use drover_sim::world::model::{parse_duration, AcceptOrder, LoadReport};
 use drover_sim::{Model, Spread};
 
 use crate::*;
@@ -51,6 +51,20 @@ pub(crate) struct ModelArgs {
     /// How long each fork blocks the supervisor's loop [default: 0].
     #[arg(long, value_name = "DURATION", value_parser = parse_spawn_cost)]
     pub(crate) spawn_cost: Option<Duration>,
+    /// What a request costs its thread beyond its service time: the accept, read, write and
+    /// close [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = parse_request_cost)]
+    pub(crate) request_cost: Option<Duration>,
+    /// Which idle thread gets the next connection: lowest (the first forked with a thread
+    /// free: EPOLLEXCLUSIVE waits, drover's embedded runtime) or fifo (the longest waiting:
+    /// threads blocking in accept(2)) [default: lowest].
+    #[arg(long, value_name = "ORDER", value_parser = ["lowest", "fifo"])]
+    pub(crate) accept_order: Option<String>,
+    /// When workers report their load: pace (at the heartbeat pace, at most every 2 s) or
+    /// change (at every request's start and end, as drover's worker libraries do)
+    /// [default: pace].
+    #[arg(long, value_name = "WHEN", value_parser = ["pace", "change"])]
+    pub(crate) load_report: Option<String>,
 }
 
 impl ModelArgs {
@@ -67,6 +81,19 @@ impl ModelArgs {
         }
         if let Some(c) = self.spawn_cost {
             m.spawn_cost = c;
+        }
+        if let Some(c) = self.request_cost {
+            m.request_cost = c;
+        }
+        match self.accept_order.as_deref() {
+            Some("fifo") => m.accept = AcceptOrder::Fifo,
+            Some(_) => m.accept = AcceptOrder::Lowest,
+            None => {}
+        }
+        match self.load_report.as_deref() {
+            Some("change") => m.load_report = LoadReport::Change,
+            Some(_) => m.load_report = LoadReport::Pace,
+            None => {}
         }
         m
     }
@@ -95,6 +122,10 @@ fn parse_service(s: &str) -> Result<Spread, String> {
 
 fn parse_spawn_cost(s: &str) -> Result<Duration, String> {
     parse_duration("--spawn-cost", s)
+}
+
+fn parse_request_cost(s: &str) -> Result<Duration, String> {
+    parse_duration("--request-cost", s)
 }
 
 /// Reads and parses `--load-trace`, time-scaled by `--speed`; errors name the file, the

@@ -9,11 +9,12 @@
 //! (`SimOs::backlog_change`), and workers report their own load.
 
 use core::time::Duration;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use drover_machine::Instant;
 
+use super::model::{AcceptOrder, LoadReport};
 use super::os::SimOs;
 use super::Ev;
 use crate::coverage::Mark;
@@ -24,8 +25,11 @@ pub(super) struct Clients {
     /// The connections waiting in the accept queue, oldest first: when each arrived, and
     /// how long it will hold a thread.
     backlog: VecDeque<(Instant, Duration)>,
-    /// Processes accepting with a thread free, by serial (the lowest takes the next client).
-    pub(super) idle: BTreeSet<u64>,
+    /// Processes accepting with a thread free, by serial.
+    idle: BTreeSet<u64>,
+    /// The same, by when each last got a thread free (`AcceptOrder::Fifo`).
+    idle_order: BTreeSet<(Instant, u64)>,
+    idle_at: BTreeMap<u64, Instant>,
     /// The queue length the machine last heard (`Input::Backlog`).
     pub(super) reported: u32,
 }
@@ -33,6 +37,32 @@ pub(super) struct Clients {
 impl Clients {
     pub(super) fn queued(&self) -> u32 {
         self.backlog.len() as u32
+    }
+
+    /// The process whose thread takes the next connection, if one has a thread free.
+    fn taker(&self, order: AcceptOrder) -> Option<u64> {
+        match order {
+            AcceptOrder::Lowest => self.idle.first().copied(),
+            AcceptOrder::Fifo => self.idle_order.first().map(|&(_, serial)| serial),
+        }
+    }
+
+    fn set_idle(&mut self, serial: u64, idle: bool, now: Instant) {
+        if idle && self.idle.insert(serial) {
+            self.idle_order.insert((now, serial));
+            self.idle_at.insert(serial, now);
+        } else if !idle {
+            self.forget(serial);
+        }
+    }
+
+    /// The process takes no more connections (dead, stopped, hung, draining).
+    pub(super) fn forget(&mut self, serial: u64) {
+        if self.idle.remove(&serial) {
+            if let Some(at) = self.idle_at.remove(&serial) {
+                self.idle_order.remove(&(at, serial));
+            }
+        }
     }
 }
 
@@ -77,8 +107,9 @@ impl SimOs {
                 self.model.service.draw(&mut self.rng_load)
             }
         };
+        let service = service + self.model.request_cost;
         self.stats.arrivals += 1;
-        if let Some(&serial) = self.clients.idle.first() {
+        if let Some(serial) = self.clients.taker(self.model.accept) {
             self.begin_request(serial, self.now, service);
             self.update_idle(serial);
         } else if self.clients.backlog.len() < self.model.backlog as usize {
@@ -110,17 +141,16 @@ impl SimOs {
         let p = self.table.procs.get_mut(&serial).expect("caller checked");
         p.in_flight.push(now);
         self.schedule(service, Ev::RequestDone(serial, now));
+        if self.model.load_report == LoadReport::Change {
+            self.publish_load(serial);
+        }
     }
 
     fn update_idle(&mut self, serial: u64) {
         let idle = self.table.procs.get(&serial).is_some_and(|p| {
             p.alive() && p.accepting && !p.hung && (p.in_flight.len() as u32) < p.threads
         });
-        if idle {
-            self.clients.idle.insert(serial);
-        } else {
-            self.clients.idle.remove(&serial);
-        }
+        self.clients.set_idle(serial, idle, self.now);
     }
 
     pub(super) fn on_request_done(&mut self, serial: u64, started: Instant) {
@@ -135,13 +165,18 @@ impl SimOs {
         };
         p.in_flight.swap_remove(i);
         p.requests += 1;
+        let (draining, drained) = (p.draining, p.in_flight.is_empty());
         self.stats.served += 1;
-        if p.draining {
-            if p.in_flight.is_empty() {
+        if draining {
+            if drained {
                 self.drained_out(serial);
             }
             return;
         }
         self.start_requests(serial);
+        // After the next request is taken, as a worker tells its load once it has settled.
+        if self.model.load_report == LoadReport::Change {
+            self.publish_load(serial);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The model of the served program and its clients, made explicit: how long a worker takes to
-//! boot, how long a request holds a thread, how many connections the accept queue holds, and
-//! how long a fork blocks the supervisor's loop. [`Model`] owns these parameters, their
+//! boot, how long a request holds a thread (and what it costs beyond its service), how many
+//! connections the accept queue holds, how long a fork blocks the supervisor's loop, which
+//! idle thread the kernel hands a connection to, and when workers report their load. [`Model`] owns these parameters, their
 //! documented defaults and their text form (`--boot-time 500ms`, `--service-time
 //! lognormal:80ms,1.0`); it must not schedule anything (the world draws from it when it
 //! forks a worker or a client arrives).
@@ -157,6 +158,30 @@ pub fn show(d: Duration) -> String {
     }
 }
 
+/// Which waiting worker thread the kernel hands the next connection to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptOrder {
+    /// Always the same first one (the process forked first that has a thread free): what
+    /// `EPOLLEXCLUSIVE` waits do (drover's embedded runtime), where the first registered
+    /// idle waiter is woken.
+    Lowest,
+    /// The one that has waited longest: what threads blocking in `accept(2)` get (a
+    /// command worker with a plain accept loop, unicorn, gunicorn's sync workers), so idle
+    /// workers take turns and none stays idle long.
+    Fifo,
+}
+
+/// When a worker tells the supervisor its load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadReport {
+    /// At its heartbeat pace (a third of the heartbeat timeout, at most 2 s): a worker
+    /// that batches its reports.
+    Pace,
+    /// At every change (a request starts or ends): a worker that sends `X_DROVER_LOAD` as
+    /// it goes, or publishes on the report board.
+    Change,
+}
+
 /// What the world assumes of the program and its clients.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -170,6 +195,13 @@ pub struct Model {
     /// How long each fork blocks the supervisor's loop (`--spawn-cost`): a big program's
     /// fork copies its page tables while the loop waits.
     pub spawn_cost: Duration,
+    /// What a request costs its thread beyond its service time (`--request-cost`): the
+    /// accept, the read and write, the close.
+    pub request_cost: Duration,
+    /// Which idle thread gets the next connection (`--accept-order`).
+    pub accept: AcceptOrder,
+    /// When workers report their load (`--load-report`).
+    pub load_report: LoadReport,
 }
 
 impl Default for Model {
@@ -179,6 +211,9 @@ impl Default for Model {
             service: Spread::Exp(Duration::from_millis(200)),
             backlog: 128,
             spawn_cost: Duration::ZERO,
+            request_cost: Duration::ZERO,
+            accept: AcceptOrder::Lowest,
+            load_report: LoadReport::Pace,
         }
     }
 }
@@ -187,11 +222,20 @@ impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "boot-time={} service-time={} backlog={} spawn-cost={}",
+            "boot-time={} service-time={} request-cost={} backlog={} spawn-cost={} accept-order={} load-report={}",
             self.boot,
             self.service,
+            show(self.request_cost),
             self.backlog,
-            show(self.spawn_cost)
+            show(self.spawn_cost),
+            match self.accept {
+                AcceptOrder::Lowest => "lowest",
+                AcceptOrder::Fifo => "fifo",
+            },
+            match self.load_report {
+                LoadReport::Pace => "pace",
+                LoadReport::Change => "change",
+            }
         )
     }
 }

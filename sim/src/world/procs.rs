@@ -307,7 +307,7 @@ impl SimOs {
                     if p.alive() {
                         p.hung = true;
                         p.accepting = false;
-                        self.clients.idle.remove(&serial);
+                        self.clients.forget(serial);
                     }
                 }
             }
@@ -380,11 +380,22 @@ impl SimOs {
         if !p.main_runs() || p.hung {
             return;
         }
+        let every = p.report_every;
+        self.schedule(every, Ev::Report(serial));
+        self.publish_load(serial);
+    }
+
+    /// Tells the supervisor the process's load if it changed since it last told.
+    pub(super) fn publish_load(&mut self, serial: u64) {
+        let Some(p) = self.table.procs.get_mut(&serial) else {
+            return;
+        };
+        if !p.main_runs() || p.hung {
+            return;
+        }
         let load = p.load();
         let changed = p.reported != Some(load);
         p.reported = Some(load);
-        let every = p.report_every;
-        self.schedule(every, Ev::Report(serial));
         if self.faults.shm_reports {
             self.board.entry(serial).or_default().load = Some(load);
             if changed && std::mem::take(&mut self.doorbell_armed) {
@@ -454,7 +465,7 @@ impl SimOs {
         p.draining = true;
         p.accepting = false;
         let (crash, busy, extra) = (p.crash_in_drain, p.in_flight.len(), p.drain_extra);
-        self.clients.idle.remove(&serial);
+        self.clients.forget(serial);
         if crash {
             let d = self.rng_proc.duration(Duration::ZERO, extra);
             self.schedule(d, Ev::Crash(serial));
@@ -493,7 +504,7 @@ impl SimOs {
         if broken > 0 {
             self.coverage.hit(Mark::ConnectionBroken);
         }
-        self.clients.idle.remove(&serial);
+        self.clients.forget(serial);
         match main {
             Main::Running => {
                 self.table.zombies.push_back(serial);
@@ -519,7 +530,7 @@ impl SimOs {
         let p = self.table.procs.get_mut(&serial).expect("caller checked");
         p.main = Main::Exited(status);
         p.accepting = false;
-        self.clients.idle.remove(&serial);
+        self.clients.forget(serial);
         self.table.zombies.push_back(serial);
         self.sigchld();
     }
