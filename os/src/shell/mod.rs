@@ -550,6 +550,11 @@ mod tests {
     fn leftover(base: &Path, tag: &str, lock: bool) -> PathBuf {
         let dir = base.join(format!("drover-4000000-{tag}"));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        // Set, not left to the umask: a control-socket test in this process may have the
+        // umask at 0177 for its bind at this moment (the umask is the process's), which
+        // made this directory 0600 and not a runtime directory of ours (seen in CI).
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         if lock {
             std::fs::write(dir.join(RUNTIME_LOCK), "").unwrap();
         }
