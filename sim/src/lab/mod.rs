@@ -75,7 +75,8 @@ pub fn draw_comparison(
         })
         .collect();
     let pareto = sweep::pareto(figures);
-    let points = cost_points(figures, &pareto);
+    let labels = cost_labels(figures);
+    let points = cost_points(figures, &labels, &pareto);
     let mut written = Vec::new();
     for ext in extensions {
         let path = |stem: &str| {
@@ -105,7 +106,8 @@ pub fn draw_sweep(
     extensions: &[&str],
 ) -> Result<Vec<String>, String> {
     let pareto = sweep::pareto(figures);
-    let points = cost_points(figures, &pareto);
+    let labels = cost_labels(figures);
+    let points = cost_points(figures, &labels, &pareto);
     let bound = objective.and_then(|o| {
         o.terms
             .iter()
@@ -154,15 +156,43 @@ pub fn write_csv(figures: &[Figures], dir: &Path) -> Result<Vec<String>, String>
     Ok(written)
 }
 
-fn cost_points<'a>(figures: &'a [Figures], pareto: &[bool]) -> Vec<CostPoint<'a>> {
+/// The cost chart's labels: runs that land on the same point (a sweep's keys that change
+/// nothing under this load) are drawn once, labelled with the first and how many more,
+/// instead of as a pile of overprinted labels.
+fn cost_labels(figures: &[Figures]) -> Vec<Option<String>> {
+    let key = |f: &Figures| (f.worker_seconds.to_bits(), f.p99_ms().to_bits());
     figures
         .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if figures[..i].iter().any(|g| key(g) == key(f)) {
+                return None; // drawn with the first run on its point
+            }
+            let alike = figures[i + 1..].iter().filter(|g| key(g) == key(f)).count();
+            Some(match alike {
+                0 => f.name.clone(),
+                n => format!("{} (+{n} alike)", f.name),
+            })
+        })
+        .collect()
+}
+
+fn cost_points<'a>(
+    figures: &[Figures],
+    labels: &'a [Option<String>],
+    pareto: &[bool],
+) -> Vec<CostPoint<'a>> {
+    figures
+        .iter()
+        .zip(labels)
         .zip(pareto)
-        .map(|(f, &p)| CostPoint {
-            name: &f.name,
-            worker_seconds: f.worker_seconds,
-            p99_ms: f.p99_ms(),
-            pareto: p,
+        .filter_map(|((f, label), &p)| {
+            Some(CostPoint {
+                name: label.as_deref()?,
+                worker_seconds: f.worker_seconds,
+                p99_ms: f.p99_ms(),
+                pareto: p,
+            })
         })
         .collect()
 }
