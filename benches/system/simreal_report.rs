@@ -237,20 +237,9 @@ fn parse_stamp(s: &str) -> Option<i128> {
     } else {
         frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
     };
-    let days = days_from_civil(y, m, day);
+    let days = drover_sim::lab::trace::days_from_civil(y, m, day);
     let secs = days * 86_400 + hh * 3600 + mm * 60 + sec;
     Some(i128::from(secs) * 1_000_000_000 + frac_ns)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Drops ANSI colour sequences (a log written to a terminal has them).

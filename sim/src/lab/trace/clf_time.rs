@@ -96,7 +96,7 @@ pub(super) fn days_in_month(year: u32, month: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-pub(super) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     // Counting years from March puts the leap day at the end of the year.
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
