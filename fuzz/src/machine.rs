@@ -171,7 +171,8 @@ impl<'a, 'b> Run<'a, 'b> {
         match int(self.u(), 0..=11u8) {
             0 => Command::Stop,
             1 => Command::StopNow,
-            2 | 3 => Command::Restart,
+            2 => Command::Restart,
+            3 => Command::RestartNow,
             4 => {
                 let c = config(self.u());
                 self.world().allow_codes(&c);

@@ -177,6 +177,11 @@ pub enum Command {
     StopNow,
     /// Replace every worker, one at a time, readiness-gated.
     Restart,
+    /// Replace every worker at once: each worker of an earlier generation enters its stop
+    /// ladder at the immediate stage, and each place is filled anew as it empties
+    /// (serverengine's immediate restart, HUP under `--signals serverengine`). Workers
+    /// already stopping keep their ladder.
+    RestartNow,
     /// Apply a new configuration (already validated by `Config::validate`).
     Reload(Box<Config>),
     /// Start a successor supervisor that takes over the listeners.
@@ -196,6 +201,7 @@ impl Command {
             Command::Stop => "stop",
             Command::StopNow => "stop-now",
             Command::Restart => "restart",
+            Command::RestartNow => "restart-now",
             Command::Reload(_) => "reload",
             Command::Upgrade => "upgrade",
             Command::ScaleTo(_) => "scale",
@@ -327,6 +333,8 @@ pub enum StopReason {
     Stop,
     /// Replaced by a worker of a newer generation (rolling restart).
     Restart,
+    /// Replaced by a worker of a newer generation, all at once (`Command::RestartNow`).
+    RestartNow,
     /// A live upgrade's successor took over.
     Upgrade,
     /// Stopped as part of rolling back a live upgrade.
@@ -350,6 +358,7 @@ impl StopReason {
             StopReason::ScaleDown => "scale-down",
             StopReason::Stop => "stop",
             StopReason::Restart => "restart",
+            StopReason::RestartNow => "restart-now",
             StopReason::Upgrade => "upgrade",
             StopReason::Rollback => "rollback",
             StopReason::Reload => "reload",
@@ -369,9 +378,10 @@ impl StopReason {
     }
 
     /// A hung or wedged worker gets no graceful stage: it would not act on it. What is left
-    /// of a worker whose main process exited may well drain, so it gets TERM first.
+    /// of a worker whose main process exited may well drain, so it gets TERM first. An
+    /// immediate restart is asked to skip the graceful stages.
     pub fn starts_immediate(self) -> bool {
-        self.is_failure() && self != StopReason::MainExited
+        (self.is_failure() && self != StopReason::MainExited) || self == StopReason::RestartNow
     }
 }
 

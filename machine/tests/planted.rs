@@ -323,6 +323,26 @@ fn unavailable_ignored_retires_ready_workers_below_the_floor() {
     assert!(restarts(&planted) > 0);
 }
 
+#[test]
+fn restart_now_rolling_retires_one_place_at_once() {
+    let config = notify(Config::static_pool(3));
+    let (shipped, planted) = both(Plant::RestartNowRolling, config, |h| {
+        h.at(0.5);
+        for slot in 0..3 {
+            h.ready(slot);
+        }
+        h.at(2.0).command(Command::RestartNow);
+    });
+    let at_once = |h: &Harness| {
+        retirements(h)
+            .iter()
+            .filter(|r| r.2 == StopReason::RestartNow && r.0 == 2000)
+            .count()
+    };
+    assert_eq!(at_once(&shipped), 3, "every Ready worker goes at once");
+    assert_eq!(at_once(&planted), 1);
+}
+
 /// Four idle workers, spares allowed 2: the first tick scales down.
 fn surplus() -> Config {
     Config::new(Policy::Dynamic {

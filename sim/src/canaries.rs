@@ -110,7 +110,9 @@ pub fn expected(plant: Plant) -> Oracle {
         Plant::IdleHalf | Plant::IdleDouble => Oracle::IdleTimeout,
         Plant::BackoffZero | Plant::BackoffNoDouble | Plant::KilledCounts => Oracle::RestartBackoff,
         Plant::CrashLoopEarly => Oracle::CrashLoop,
-        Plant::SurgePlusOne | Plant::UnavailableIgnored => Oracle::RollingBounds,
+        Plant::SurgePlusOne | Plant::UnavailableIgnored | Plant::RestartNowRolling => {
+            Oracle::RollingBounds
+        }
         Plant::ScaleDownBusy | Plant::ScaleDownTwo => Oracle::ScaleDown,
         Plant::LadderSkipFirst | Plant::ImmediateGraceful => Oracle::StopLadder,
         Plant::RampTriple => Oracle::SpawnRamp,

@@ -60,6 +60,7 @@ marks! {
         ScaleDownBooting => "scale-down-took-booting",
         ScaleDownIdleOverBusy => "scale-down-took-idle-over-busy",
         RollingRestart => "rolling-restart",
+        RestartNow => "restart-now",
         RolloutHeld => "rolling-restart-held",
         RolloutHeldSurging => "rolling-restart-held-with-surge",
         UpgradeHandover => "upgrade-handover",

@@ -23,6 +23,16 @@ impl Supervisor {
             Command::Restart => {
                 self.new_generation();
             }
+            Command::RestartNow => {
+                self.new_generation();
+                // Every place empties at once and `reconcile` fills each as it empties, at
+                // the spawn rate: no readiness gate, no max_unavailable.
+                let places =
+                    planted!(self, RestartNowRolling => self.slots.len().min(1), self.slots.len());
+                for i in 0..places {
+                    self.retire(i, StopReason::RestartNow);
+                }
+            }
             Command::Reload(config) => self.reload(*config),
             Command::Upgrade => self.request_upgrade(name),
             Command::ScaleTo(n) => self.scale_base(name, Some(n)),

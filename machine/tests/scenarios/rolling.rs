@@ -116,3 +116,56 @@ fn a_rolling_restart_replaces_every_place_in_backoff_in_one_drain() {
         h.trace()
     );
 }
+
+// An immediate restart (serverengine's HUP) does not wait for replacements: every worker of
+// the old generation enters the ladder's immediate stage at once, and each place is filled
+// anew as it empties. A worker already stopping keeps the ladder it is on.
+#[test]
+fn restart_now_retires_every_worker_at_once_through_the_immediate_stage() {
+    let mut config = Config::static_pool(3);
+    config.readiness = Readiness::Notify;
+    config.max_surge = 1;
+    config.max_unavailable = 0;
+    let mut h = Harness::new(config);
+    h.at(0.5);
+    for slot in 0..3 {
+        h.ready(slot);
+    }
+    h.at(1.0).command(Command::RestartNow);
+    assert_eq!(h.sup().generation(), Generation(2));
+    assert_eq!(
+        retirements(&h),
+        (0..3)
+            .map(|slot| (t(1.0), slot, StopReason::RestartNow))
+            .collect::<Vec<_>>(),
+        "all three at once, whatever max_unavailable says"
+    );
+    let immediate = h.sup().config().ladder.stages[h.sup().config().ladder.immediate_from].signal;
+    let first: Vec<Signal> = slot_signals(&h).iter().map(|s| s.2).collect();
+    assert_eq!(first, vec![immediate; 3], "no graceful stage first");
+    // Each exit frees its place for a worker of the new generation at once.
+    h.at(1.2).exit(1, ExitStatus::Signaled(3));
+    assert_eq!(h.state(1), Some(WorkerState::Booting));
+    let gen_of = |h: &Harness, slot: u32| {
+        h.sup()
+            .workers()
+            .find(|w| w.id.slot == slot)
+            .map(|w| w.generation)
+    };
+    assert_eq!(gen_of(&h, 1), Some(Generation(2)));
+    assert_eq!(
+        count_actions(&h, |a| matches!(a, Action::Signal { .. })),
+        3,
+        "the new worker is not touched"
+    );
+}
+
+// A restart-now while stopping is refused, as every command but a stop is.
+#[test]
+fn restart_now_is_refused_while_stopping() {
+    let mut h = Harness::new(Config::static_pool(2));
+    h.at(0.5).command(Command::Stop);
+    h.at(0.6).command(Command::RestartNow);
+    assert_eq!(h.sup().generation(), Generation(1));
+    assert!(retirements(&h).iter().all(|r| r.2 == StopReason::Stop));
+}

@@ -62,7 +62,7 @@ pub enum Oracle {
     /// A crash loop is declared exactly when the intensity rule says.
     CrashLoop,
     /// A rolling restart keeps Ready ≥ target − max_unavailable and places ≤ target +
-    /// max_surge.
+    /// max_surge; an immediate restart retires every earlier worker at once.
     RollingBounds,
     /// Scale-down: one per tick, empty or booting before idle, never busy while idle exist.
     ScaleDown,
@@ -340,6 +340,7 @@ impl Judge {
         self.now = now;
         self.asked_at_rest = sup.poll_timeout();
         self.judge_demand_drained(sup, complete);
+        self.judge_restart_now_drained(complete);
     }
 
     /// After every step of the world (at `now`): what should have happened by now.

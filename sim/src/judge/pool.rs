@@ -40,6 +40,12 @@ pub(super) struct PoolBooks {
     /// tick ran in it), and a growth was seen.
     tick_due: bool,
     grew: bool,
+    /// A restart-now was handed in; its drain has not ended. The machine's answer, a
+    /// `Reloaded` with a new generation, comes in that drain (events are actions).
+    restart_now_asked: bool,
+    /// The restart-now was accepted, to this generation: by the end of its drain every
+    /// process of an earlier generation must have been signalled.
+    restart_now: Option<u32>,
 }
 
 impl Default for PoolBooks {
@@ -52,14 +58,18 @@ impl Default for PoolBooks {
             last_growth: None,
             tick_due: false,
             grew: false,
+            restart_now_asked: false,
+            restart_now: None,
         }
     }
 }
 
 /// An input handed in.
 pub(super) fn note_input(books: &mut PoolBooks, input: &Input) {
-    if let Input::Command(Command::Stop | Command::StopNow) = input {
-        books.last_growth = None;
+    match input {
+        Input::Command(Command::Stop | Command::StopNow) => books.last_growth = None,
+        Input::Command(Command::RestartNow) => books.restart_now_asked = true,
+        _ => {}
     }
 }
 
@@ -117,7 +127,13 @@ impl Judge {
             }
             // The machine's tick grid moved: whether a calm tick ran in this step is
             // unknown, so the ramp stays the upper bound it is.
-            Event::Reloaded { .. } => {
+            Event::Reloaded {
+                generation,
+                restart,
+            } => {
+                if restart && std::mem::take(&mut books.restart_now_asked) {
+                    books.restart_now = Some(generation.0);
+                }
                 books.reloaded = true;
                 books.last_growth = None;
                 books.tick_due = false;
@@ -148,6 +164,38 @@ impl Judge {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// RollingBounds, immediate restart: once the drain of an accepted restart-now is
+    /// complete, no process of an earlier generation is left unsignalled (each was retired
+    /// at once, not one at a time). A process asked to stop before keeps its own ladder.
+    pub(super) fn judge_restart_now_drained(&mut self, complete: bool) {
+        if !complete {
+            return;
+        }
+        // Refused (a stop drains, a successor awaits its handover): nothing was owed.
+        self.books.pool.restart_now_asked = false;
+        let Some(generation) = self.books.pool.restart_now.take() else {
+            return;
+        };
+        let tracks = &self.books.stops.tracks;
+        let left: Vec<String> = self
+            .table
+            .procs
+            .iter()
+            .filter(|(serial, p)| p.generation < generation && !tracks.contains_key(serial))
+            .map(|(_, p)| format!("{} (generation {})", p.worker, p.generation))
+            .collect();
+        if !left.is_empty() {
+            let now = self.now;
+            self.complain(
+                Oracle::RollingBounds,
+                format!(
+                    "restart-now to generation {generation} left {} unsignalled at the end of its drain ({now}): an immediate restart retires every earlier worker at once",
+                    left.join(", ")
+                ),
+            );
         }
     }
 

@@ -1,4 +1,4 @@
-//! The operator: commands at random moments of the fault phase (restart, reload, scaling,
+//! The operator: commands at random moments of the fault phase (restart, restart-now, reload, scaling,
 //! upgrade, stop, stop-now, a second stop while one drains), drawn from the operator's own
 //! random stream and handed to the machine as the input of a wake-up (a signal or a
 //! control request, `World::turn`). It owns nothing but that stream's use; it must not
@@ -33,7 +33,8 @@ impl World {
         let command = match rng.below(100) {
             // An impatient operator sends a second TERM (serverengine, uninterruptible).
             _ if second_stop => Command::Stop,
-            0..=21 => Command::Restart,
+            0..=17 => Command::Restart,
+            18..=21 => Command::RestartNow,
             22..=49 => {
                 let next = swarm::draw_reload(rng, sup.config());
                 Command::Reload(Box::new(next))
@@ -46,7 +47,12 @@ impl World {
             _ => Command::StopNow,
         };
         let coverage = &mut self.driver.os_mut().coverage;
-        if rolling && matches!(command, Command::Restart | Command::Reload(_)) {
+        if rolling
+            && matches!(
+                command,
+                Command::Restart | Command::RestartNow | Command::Reload(_)
+            )
+        {
             coverage.hit(Mark::ReloadDuringReload);
         }
         if draining && matches!(command, Command::Stop | Command::StopNow) {

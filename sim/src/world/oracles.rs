@@ -217,6 +217,7 @@ impl SimOs {
                 StopReason::RequestTimeout => Mark::RequestTimeout,
                 StopReason::MaxRequests => Mark::MaxRequests,
                 StopReason::Idle => Mark::IdleRetired,
+                StopReason::RestartNow => Mark::RestartNow,
                 // Main-exited is counted by its oracle, once it agreed.
                 _ => return,
             },

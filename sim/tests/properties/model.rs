@@ -319,6 +319,7 @@ impl Model {
             Cmd::Stop => Command::Stop,
             Cmd::StopNow => Command::StopNow,
             Cmd::Restart => Command::Restart,
+            Cmd::RestartNow => Command::RestartNow,
             Cmd::Reload(i) if !self.reloads.is_empty() => {
                 Command::Reload(Box::new(self.reloads[i % self.reloads.len()].clone()))
             }
