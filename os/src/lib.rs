@@ -11,7 +11,7 @@
 //! live-upgrade channel), `supervise` (`--supervise`), `guard` (kills the workers' groups
 //! if drover is killed), `board` (the embedded workers' shared-memory report board),
 //! `process` and `identity` (what shapes a worker process: user and groups, umask,
-//! directory, environment),
+//! directory, environment), `title` (the process titles `ps` and `top` show),
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
 //! runtime, public).
 
@@ -29,6 +29,7 @@ mod settings;
 mod shell;
 mod spawn;
 mod supervise;
+mod title;
 mod upgrade;
 
 use clap::{Parser, Subcommand};

@@ -279,6 +279,8 @@ pub struct Settings {
     /// like `command` into `upgrade_program`.
     pub upgrade_command: Option<Vec<String>>,
     pub upgrade_program: PathBuf,
+    /// The program's name in process titles (a `--supervise` parent's: its child's).
+    pub title: String,
     /// Variables drover itself adds to every worker's environment.
     pub worker_env: Vec<(String, String)>,
     /// The workers' user, groups, umask, directory and environment.
@@ -509,6 +511,7 @@ impl Settings {
             },
             log_level,
             command,
+            title: crate::title::app_name(&program),
             program,
             upgrade_command,
             upgrade_program,

@@ -38,6 +38,8 @@ pub struct WorkerSpec {
     setup: ChildSetup,
     /// `--env` for embedded workers, set in the child.
     forked_env: Vec<(String, String)>,
+    /// The program's name in an embedded worker's process title.
+    title: String,
 }
 
 impl WorkerSpec {
@@ -60,6 +62,7 @@ impl WorkerSpec {
                 .collect(),
             setup: ChildSetup::new(&settings.process),
             forked_env: settings.process.env.clone(),
+            title: settings.title.clone(),
         }
     }
 }
@@ -422,6 +425,7 @@ impl Spawner {
                 for (k, v) in &self.spec.forked_env {
                     std::env::set_var(k, v);
                 }
+                crate::title::worker(worker.slot, generation.0, &self.spec.title);
                 let child = ForkedChild {
                     worker,
                     generation,

@@ -353,7 +353,8 @@ fn drop_privileges_runs_drover_as_the_user_and_a_live_upgrade_keeps_it() {
     d.log
         .wait_for(&["dropped privileges: drover runs as uid"], T);
 
-    // The successor starts as the user with the same flags: --user names itself.
+    // The successor starts as the user with the same flags (read from drover's argv, which
+    // the process title took the memory of): --user names itself.
     let (code, out, err) = run_bounded(
         DROVER,
         &["upgrade", "--control", &ctl],
@@ -376,4 +377,108 @@ fn drop_privileges_runs_drover_as_the_user_and_a_live_upgrade_keeps_it() {
     assert_identity(new_worker, uid, gid, &groups, "successor's worker");
     signal(successor, libc::SIGTERM);
     wait_until("the successor exits", T, || !alive(successor));
+}
+
+/// /proc/<pid>/cmdline as `ps` shows it (NULs as spaces, the padding dropped).
+fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// drover's children that are not workers: the group guard.
+fn guard_of(drover: u32, workers: &[u32]) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{drover}/task/{drover}/children")).unwrap();
+    let guards: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .filter(|p| !workers.contains(p))
+        .collect();
+    assert_eq!(guards.len(), 1, "children {children}, workers {workers:?}");
+    guards[0]
+}
+
+#[test]
+fn ps_and_top_tell_the_supervisor_the_guard_and_the_workers_apart() {
+    let dir = TempDir::new("titles-command");
+    let ctl = dir.path("ctl");
+    let d = Server::start(
+        dir,
+        DROVER,
+        &[
+            "run",
+            "--control",
+            &ctl,
+            "--workers",
+            "2",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let workers = ready_workers(&ctl, 2);
+    wait_until("the supervisor's title", T, || {
+        cmdline(d.pid()) == "drover: supervisor sleep 2/2 ready"
+    });
+    assert_eq!(comm(d.pid()), "drover-sup");
+    let guard = guard_of(d.pid(), &workers);
+    assert_eq!(cmdline(guard), "drover: guard sleep");
+    assert_eq!(comm(guard), "drover-guard");
+    // Command workers keep their own titles.
+    for &w in &workers {
+        assert_eq!(cmdline(w), "sleep 600");
+        assert_eq!(comm(w), "sleep");
+    }
+    // The title follows the pool.
+    let (code, _, err) = run_bounded(DROVER, &["scale", "3", "--control", &ctl], T);
+    assert!(code.success(), "{err}");
+    wait_until("the title shows the new target", T, || {
+        cmdline(d.pid()) == "drover: supervisor sleep 3/3 ready"
+    });
+}
+
+#[test]
+fn embedded_workers_are_titled_with_their_slot_and_generation() {
+    let dir = TempDir::new("titles-embedded");
+    let ctl = dir.path("ctl");
+    let d = Server::start(
+        dir,
+        hello_bin(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            &ctl,
+            "--workers",
+            "2",
+        ],
+    );
+    let workers = ready_workers(&ctl, 2);
+    wait_until("the supervisor's title", T, || {
+        cmdline(d.pid()) == "drover: supervisor hello 2/2 ready"
+    });
+    assert_eq!(comm(d.pid()), "drover-sup");
+    let s = status(&ctl);
+    for w in s["workers"].as_array().unwrap() {
+        let pid = w["pid"].as_u64().unwrap() as u32;
+        let slot = w["slot"].as_u64().unwrap_or_else(|| panic!("{w}"));
+        let generation = w["generation"].as_u64().unwrap_or_else(|| panic!("{w}"));
+        assert_eq!(
+            cmdline(pid),
+            format!("drover: worker {slot} gen {generation} hello")
+        );
+        assert_eq!(comm(pid), format!("drover-w{slot}"));
+    }
+    let guard = guard_of(d.pid(), &workers);
+    assert_eq!(cmdline(guard), "drover: guard hello");
+    assert_eq!(comm(guard), "drover-guard");
 }

@@ -330,6 +330,8 @@ struct System {
     staged_reload: Option<StagedReload>,
     /// The accept-queue length last reported per listener.
     backlog_seen: Vec<Option<u32>>,
+    /// What the process title shows now (`None` before the first).
+    title_shown: Option<crate::title::SupervisorView>,
     /// Per slot: the report-board values last fed, and of which incarnation.
     reports_seen: BTreeMap<u32, (u32, Report)>,
     // Dropped last, in this order: sockets and files are removed at exit.
@@ -398,7 +400,10 @@ impl Shell {
                 e.desc()
             );
         }
-        let guard = Guard::start();
+        if let Err(why) = crate::title::init() {
+            tracing::debug!("no process titles: {why}");
+        }
+        let guard = Guard::start(&settings.title);
         let relaunch = match &settings.upgrade_command {
             Some(command) => Relaunch::command(command, &settings.upgrade_program),
             None => Relaunch::current(),
@@ -494,6 +499,7 @@ impl Shell {
             staged_reload: None,
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
+            title_shown: None,
             listeners,
             runtime_dir,
             pid_file,
