@@ -482,3 +482,81 @@ fn embedded_workers_are_titled_with_their_slot_and_generation() {
     assert_eq!(cmdline(guard), "drover: guard hello");
     assert_eq!(comm(guard), "drover-guard");
 }
+
+#[test]
+fn a_reload_that_changes_the_environment_rolls_the_workers() {
+    let dir = TempDir::new("env-reload");
+    let ctl = dir.path("ctl");
+    let config = dir.path("drover.toml");
+    let write = |value: &str| {
+        std::fs::write(
+            &config,
+            format!("workers = 2\ncommand = [\"sleep\", \"600\"]\numask = \"022\"\n[env]\nSTAGE = \"{value}\"\n"),
+        )
+        .unwrap()
+    };
+    write("one");
+    let _d = Server::start(
+        dir,
+        DROVER,
+        &["run", "--control", &ctl, "--config", &config],
+    );
+    let old = ready_workers(&ctl, 2);
+    for &pid in &old {
+        assert!(environ(pid).contains(&"STAGE=one".to_string()));
+        assert_eq!(status_field(pid, "Umask"), ["0022"]);
+    }
+    write("two");
+    let (code, _, err) = run_bounded(DROVER, &["reload", "--control", &ctl], T);
+    assert!(code.success(), "{err}");
+    wait_until("every worker is replaced", T, || {
+        let now = ready_workers(&ctl, 2);
+        now.iter().all(|p| !old.contains(p))
+    });
+    for pid in ready_workers(&ctl, 2) {
+        assert!(environ(pid).contains(&"STAGE=two".to_string()));
+    }
+}
+
+#[test]
+fn under_supervise_the_child_drover_drops_and_still_reports_to_its_parent() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (user, uid, gid, groups) = test_user();
+    let dir = test_dir("supervise-drop");
+    let ctl = dir.path("ctl");
+    let worker = dir.path("worker.py");
+    let d = Server::start(
+        dir,
+        DROVER,
+        &[
+            "run",
+            "--supervise",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            &ctl,
+            "--readiness",
+            "notify",
+            "--user",
+            &user,
+            "--drop-privileges",
+            "--",
+            user_python(),
+            &worker,
+        ],
+    );
+    let worker_pid = ready_workers(&ctl, 1)[0];
+    assert_identity(worker_pid, uid, gid, &groups, "worker");
+    let child = status(&ctl)["pid"].as_u64().unwrap() as u32;
+    assert_identity(child, uid, gid, &groups, "supervised drover");
+    assert_eq!(cmdline(child), "drover: supervisor python3 1/1 ready");
+    // The parent keeps root; that its pool of one is ready means the child's READY=1
+    // reached the parent's notify socket after the child dropped its privileges.
+    assert_eq!(status_field(d.pid(), "Uid")[0], "0");
+    wait_until("the parent sees its child ready", T, || {
+        cmdline(d.pid()) == "drover: parent python3 1/1 ready"
+    });
+}

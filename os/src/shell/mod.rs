@@ -105,6 +105,8 @@ struct RuntimeDir {
 
 /// The lock file inside each runtime directory.
 const RUNTIME_LOCK: &str = "lock";
+/// More than a runtime directory ever holds (the lock file and the notify socket).
+const RUNTIME_ENTRIES_MAX: usize = 16;
 
 impl RuntimeDir {
     fn create() -> Result<RuntimeDir, String> {
@@ -227,7 +229,10 @@ impl RuntimeDir {
         };
         let entries = std::fs::read_dir(&self.path)
             .map_err(|e| format!("runtime directory {}: {e}", self.path.display()))?;
-        let inside = entries.flatten().map(|e| e.path()).take(16);
+        let inside = entries
+            .flatten()
+            .map(|e| e.path())
+            .take(RUNTIME_ENTRIES_MAX);
         for path in inside.chain([self.path.clone()]) {
             std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| {
                 format!(
@@ -446,10 +451,6 @@ impl Shell {
             forked,
         )
         .map_err(|e| (1, format!("spawner: {e}")))?;
-        let mut spawner = spawner;
-        if settings.process.drop_privileges && !args.supervise {
-            drop_privileges(&settings, &mut spawner).map_err(|e| (1, e))?;
-        }
         let epoch = std::time::Instant::now();
         let sup = match predecessor_generation {
             Some(g) => Supervisor::succeeding(settings.machine.clone(), Instant::ZERO, g),
@@ -506,6 +507,10 @@ impl Shell {
         };
         if role == Role::Supervised {
             system.install_control();
+        }
+        // Last: a supervised drover's control socket is renamed into place above.
+        if system.settings.process.drop_privileges && !system.args.supervise {
+            drop_privileges(&system.settings, &mut system.spawner).map_err(|e| (1, e))?;
         }
         let driver = Driver::new(sup, system, notify::queue_capacity());
         Ok(Shell { driver })

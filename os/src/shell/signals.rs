@@ -165,6 +165,7 @@ impl System {
         self.settings.listen = new.listen;
         self.settings.command = new.command;
         self.settings.program = new.program;
+        self.settings.title = new.title;
         self.settings.machine = new.machine;
         // The next live upgrade starts the program the config now names.
         if new.upgrade_command != self.settings.upgrade_command
