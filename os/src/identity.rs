@@ -38,27 +38,20 @@ fn bad(flag: &str, key: &str, text: &str, why: &str) -> UsageError {
 /// its own); a non-root drover may name its own identity (a live upgrade's successor of a
 /// drover that dropped its privileges starts with the same flags).
 pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, UsageError> {
-    if user.is_none() && group.is_none() {
-        return Ok(None);
-    }
     let entry = match user {
         None => None,
         Some(text) => Some(find_user(text)?),
     };
-    let gid = match group {
-        Some(text) => find_group(text)?,
-        None => match &entry {
-            Some((_, Some(u))) => u.gid.as_raw(),
-            Some((uid, None)) => {
-                return Err(bad(
-                    "--user",
-                    "user",
-                    &uid.to_string(),
-                    "no passwd entry has this uid, so there is no primary group to take; give --group too",
-                ))
-            }
-            None => unreachable!("user or group is given"),
-        },
+    let gid = match (group, &entry) {
+        (Some(text), _) => find_group(text)?,
+        (None, Some((_, Some(u)))) => u.gid.as_raw(),
+        (None, Some((uid, None))) => return Err(bad(
+            "--user",
+            "user",
+            &uid.to_string(),
+            "no passwd entry has this uid, so there is no primary group to take; give --group too",
+        )),
+        (None, None) => return Ok(None),
     };
     let uid = match &entry {
         Some((uid, _)) => *uid,

@@ -215,7 +215,13 @@ pub struct ChildSetup {
     credentials: Option<Credentials>,
     umask: Option<libc::mode_t>,
     chdir: Option<CString>,
+    /// `--env`, which an embedded worker sets in itself (a command worker gets it in
+    /// execve's environment).
+    env: Vec<(String, String)>,
 }
+
+/// Exit code of an embedded worker whose setup failed (EX_OSERR).
+const EXIT_SETUP_FAILED: i32 = 71;
 
 impl ChildSetup {
     pub fn new(settings: &ProcessSettings) -> ChildSetup {
@@ -226,6 +232,29 @@ impl ChildSetup {
                 .chdir
                 .as_ref()
                 .and_then(|d| CString::new(d.as_os_str().as_bytes()).ok()),
+            env: settings.env.clone(),
+        }
+    }
+
+    /// `apply` and `--env` in an embedded worker; a failure ends it with
+    /// [`EXIT_SETUP_FAILED`] (the supervisor restarts it with backoff).
+    ///
+    /// # Safety
+    /// Call only in a freshly forked child of a single-threaded process.
+    pub unsafe fn apply_forked(&self, parent: libc::pid_t, worker: drover_machine::WorkerId) {
+        // SAFETY: the caller's guarantee.
+        if let Err((step, errno)) = unsafe { self.apply(parent) } {
+            eprintln!(
+                "drover: worker {worker}: {}: {}",
+                step.call(),
+                nix::errno::Errno::from_raw(errno).desc()
+            );
+            // SAFETY: ends the child without unwinding into the supervisor's frames.
+            unsafe { libc::_exit(EXIT_SETUP_FAILED) }
+        }
+        // Single-threaded: nothing reads the environment meanwhile.
+        for (k, v) in &self.env {
+            std::env::set_var(k, v);
         }
     }
 
@@ -264,6 +293,35 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// What a child that failed before exec writes on the error pipe: errno, then the step.
+pub const FAILURE_LEN: usize = 5;
+
+/// Async-signal-safe: no allocation.
+pub fn encode_failure(step: Step, errno: i32) -> [u8; FAILURE_LEN] {
+    let e = errno.to_ne_bytes();
+    [e[0], e[1], e[2], e[3], step as u8]
+}
+
+/// The errno of a failure read from the error pipe, logged with its step when it happened
+/// in the setup, or at exec under another identity or in another directory (where a
+/// program drover could run may be out of reach: a home directory only root may enter).
+pub fn failure(buf: &[u8; FAILURE_LEN], setup: Option<&ChildSetup>) -> i32 {
+    let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let step = Step::from_code(buf[4]);
+    let shaped = setup.is_some_and(|s| s.credentials.is_some() || s.chdir.is_some());
+    if step != Step::Exec || shaped {
+        let who = setup
+            .and_then(|s| s.credentials.as_ref())
+            .map_or(String::new(), |c| format!(" as {}", c.describe()));
+        tracing::error!(
+            "a new worker failed before its program ran{who}: {}: {}",
+            step.call(),
+            nix::errno::Errno::from_raw(errno).desc()
+        );
+    }
+    errno
 }
 
 #[cfg(test)]

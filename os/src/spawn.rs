@@ -22,7 +22,7 @@ use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use crate::identity::Step;
-use crate::process::ChildSetup;
+use crate::process::{encode_failure, failure, ChildSetup, FAILURE_LEN};
 use crate::settings::Settings;
 
 /// What a worker process is: the part a reload can change.
@@ -36,8 +36,6 @@ pub struct WorkerSpec {
     env_names: Vec<String>,
     /// User, umask and directory (`--user`, `--umask`, `--chdir`).
     setup: ChildSetup,
-    /// `--env` for embedded workers, set in the child.
-    forked_env: Vec<(String, String)>,
     /// The program's name in an embedded worker's process title.
     title: String,
 }
@@ -61,7 +59,6 @@ impl WorkerSpec {
                 .map(|(k, _)| k.clone())
                 .collect(),
             setup: ChildSetup::new(&settings.process),
-            forked_env: settings.process.env.clone(),
             title: settings.title.clone(),
         }
     }
@@ -333,8 +330,7 @@ impl Spawner {
                     // exec'd.
                     let _ = nix::unistd::setpgid(child, child);
                 }
-                // errno, then the failed step.
-                let mut buf = [0u8; 5];
+                let mut buf = [0u8; FAILURE_LEN];
                 let n = loop {
                     match nix::unistd::read(err_read.as_fd(), &mut buf) {
                         Err(Errno::EINTR) => continue,
@@ -347,16 +343,7 @@ impl Spawner {
                 // exec failed: the child exits at once. It was never a worker, so reaping it
                 // here cannot confuse the machine's pid bookkeeping.
                 let _ = nix::sys::wait::waitpid(child, None);
-                let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                let step = Step::from_code(buf[4]);
-                if step != Step::Exec {
-                    tracing::error!(
-                        "a new worker failed before exec: {}: {}",
-                        step.call(),
-                        Errno::from_raw(errno).desc()
-                    );
-                }
-                Err(spawn_error(errno))
+                Err(spawn_error(failure(&buf, worker)))
             }
         }
     }
@@ -413,18 +400,7 @@ impl Spawner {
                     .collect();
                 close_fds_except(&keep);
                 // SAFETY: the freshly forked, single-threaded child (see above).
-                if let Err((step, errno)) = unsafe { self.spec.setup.apply(self.parent) } {
-                    eprintln!(
-                        "drover: worker {worker}: {}: {}",
-                        step.call(),
-                        Errno::from_raw(errno).desc()
-                    );
-                    // SAFETY: ends the child at once, as above.
-                    unsafe { libc::_exit(EXIT_SETUP_FAILED) }
-                }
-                for (k, v) in &self.spec.forked_env {
-                    std::env::set_var(k, v);
-                }
+                unsafe { self.spec.setup.apply_forked(self.parent, worker) };
                 crate::title::worker(worker.slot, generation.0, &self.spec.title);
                 let child = ForkedChild {
                     worker,
@@ -454,9 +430,6 @@ impl Spawner {
         }
     }
 }
-
-/// Exit code of an embedded worker whose `ChildSetup` failed (EX_OSERR).
-const EXIT_SETUP_FAILED: i32 = 71;
 
 /// Blocks every signal; returns the previous mask.
 pub(crate) fn block_all_signals() -> SigSet {
@@ -671,8 +644,7 @@ unsafe fn fail(err: RawFd) -> ! {
 unsafe fn fail_at(err: RawFd, step: Step, errno: i32) -> ! {
     // SAFETY: async-signal-safe calls only; see `exec_child`.
     unsafe {
-        let e = errno.to_ne_bytes();
-        let bytes = [e[0], e[1], e[2], e[3], step as u8];
+        let bytes = encode_failure(step, errno);
         libc::write(err, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(127)
     }
