@@ -304,6 +304,23 @@ fn bad_values_are_errors_at_start_naming_the_flag() {
         assert_eq!(code, 2, "{flags:?}: {err}");
         assert!(err.contains(named), "{flags:?}: {err}");
     }
+    // Not root: no other identity.
+    if is_root() {
+        use std::os::unix::process::CommandExt;
+        let (_, uid, gid, _) = test_user();
+        let out = std::process::Command::new(DROVER)
+            .args(["run", "--user", "root", "--", "true"])
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--user") && err.contains("not as root"),
+            "{err}"
+        );
+    }
     // The same from the config file.
     let dir = TempDir::new("bad-file");
     let file = dir.path("c.toml");
