@@ -61,8 +61,7 @@ impl Guard {
             }
             Ok(ForkResult::Child) => {
                 drop(write);
-                crate::title::set_cmdline(&title);
-                guard_main(read.as_raw_fd())
+                guard_main(read.as_raw_fd(), &title)
             }
             Ok(ForkResult::Parent { child }) => {
                 crate::spawn::restore_signals(&mask);
@@ -145,9 +144,10 @@ impl Drop for Guard {
 
 /// The guard's life: read `+PGID` / `-PGID` lines until end-of-file, then SIGKILL every
 /// group still listed.
-fn guard_main(read: RawFd) -> ! {
+fn guard_main(read: RawFd, title: &str) -> ! {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let _ = nix::sys::prctl::set_name(c"drover-guard");
+    crate::title::set_cmdline(title);
     crate::spawn::close_fds_except(&[read]);
     // It writes nothing; holding drover's stdout/stderr would keep a log pipe open.
     if let Ok(null) = nix::fcntl::open(
