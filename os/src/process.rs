@@ -328,17 +328,54 @@ pub fn failure(buf: &[u8; FAILURE_LEN], setup: Option<&ChildSetup>) -> i32 {
 mod tests {
     use super::*;
 
-    fn load(flags: &[&str], file: &str) -> Result<ProcessSettings, UsageError> {
+    fn args(flags: &[&str]) -> RunArgs {
         use clap::Parser;
         #[derive(Parser)]
         struct T {
             #[command(flatten)]
             run: RunArgs,
         }
-        let args = T::try_parse_from(std::iter::once("t").chain(flags.iter().copied()))
+        T::try_parse_from(std::iter::once("t").chain(flags.iter().copied()))
             .unwrap()
-            .run;
-        ProcessSettings::load(&args, &file.parse().unwrap())
+            .run
+    }
+
+    fn load(flags: &[&str], file: &str) -> Result<ProcessSettings, UsageError> {
+        ProcessSettings::load(&args(flags), &file.parse().unwrap())
+    }
+
+    #[test]
+    fn a_reload_rolls_the_workers_for_what_shapes_them_and_not_for_drop_privileges() {
+        let settings = |flags: &[&str]| {
+            let mut all = flags.to_vec();
+            all.extend(["--", "sh"]);
+            crate::settings::Settings::load(&args(&all)).unwrap()
+        };
+        let base = settings(&[]);
+        for flags in [
+            &["--umask", "027"][..],
+            &["--chdir", "/"],
+            &["--env", "A=1"],
+        ] {
+            let s = settings(flags);
+            assert_ne!(
+                s.machine.worker_fingerprint, base.machine.worker_fingerprint,
+                "{flags:?}"
+            );
+            assert!(base.restart_only_changes(&s).is_empty(), "{flags:?}");
+        }
+        let me = nix::unistd::geteuid().as_raw().to_string();
+        let user = settings(&["--user", &me]);
+        let dropped = settings(&["--user", &me, "--drop-privileges"]);
+        assert_eq!(
+            user.machine.worker_fingerprint,
+            dropped.machine.worker_fingerprint
+        );
+        let warned = user.restart_only_changes(&dropped);
+        assert!(
+            warned.len() == 1 && warned[0].contains("`drop_privileges`"),
+            "{warned:?}"
+        );
     }
 
     #[test]

@@ -576,4 +576,6 @@ fn under_supervise_the_child_drover_drops_and_still_reports_to_its_parent() {
     wait_until("the parent sees its child ready", T, || {
         cmdline(d.pid()) == "drover: parent python3 1/1 ready"
     });
+    assert_eq!(comm(d.pid()), "drover-parent");
+    assert_eq!(comm(child), "drover-sup");
 }

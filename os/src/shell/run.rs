@@ -87,7 +87,12 @@ impl Shell {
             return;
         }
         if sys.title_shown.is_none() {
-            crate::title::set(&view.text(&sys.settings.title), "drover-sup");
+            let name = if role == "parent" {
+                "drover-parent"
+            } else {
+                "drover-sup"
+            };
+            crate::title::set(&view.text(&sys.settings.title), name);
         } else {
             crate::title::set_cmdline(&view.text(&sys.settings.title));
         }
