@@ -34,7 +34,8 @@ pub struct Guard {
 impl Guard {
     /// Forks the guard. Only from a single-threaded process (the child runs ordinary code
     /// after `fork`); `None` with a warning otherwise or if the fork fails.
-    pub fn start() -> Option<Guard> {
+    /// `app` names the program in its process title.
+    pub fn start(app: &str) -> Option<Guard> {
         if let Err(why) = crate::spawn::single_threaded() {
             tracing::warn!(
                 "no group guard: {why}; after a SIGKILL of drover, processes a worker started may outlive it"
@@ -48,6 +49,7 @@ impl Guard {
                 return None;
             }
         };
+        let title = format!("drover: guard {app}");
         let mask = crate::spawn::block_all_signals();
         // SAFETY: the process is single-threaded (checked above), so the child is a complete
         // copy of it; the child never returns from its branch (`guard_main` ends in `_exit`).
@@ -59,7 +61,7 @@ impl Guard {
             }
             Ok(ForkResult::Child) => {
                 drop(write);
-                guard_main(read.as_raw_fd())
+                guard_main(read.as_raw_fd(), &title)
             }
             Ok(ForkResult::Parent { child }) => {
                 crate::spawn::restore_signals(&mask);
@@ -142,9 +144,10 @@ impl Drop for Guard {
 
 /// The guard's life: read `+PGID` / `-PGID` lines until end-of-file, then SIGKILL every
 /// group still listed.
-fn guard_main(read: RawFd) -> ! {
+fn guard_main(read: RawFd, title: &str) -> ! {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let _ = nix::sys::prctl::set_name(c"drover-guard");
+    crate::title::set_cmdline(title);
     crate::spawn::close_fds_except(&[read]);
     // It writes nothing; holding drover's stdout/stderr would keep a log pipe open.
     if let Ok(null) = nix::fcntl::open(
@@ -288,7 +291,7 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!group_alive(child.id()));
-        assert!(Guard::start().is_none(), "a test binary runs threads");
+        assert!(Guard::start("test").is_none(), "a test binary runs threads");
     }
 
     fn sleeper() -> std::process::Child {

@@ -10,6 +10,8 @@
 //! its service manager), `control` (the JSON control socket), `pidfile`, `upgrade` (the
 //! live-upgrade channel), `supervise` (`--supervise`), `guard` (kills the workers' groups
 //! if drover is killed), `board` (the embedded workers' shared-memory report board),
+//! `process` and `identity` (what shapes a worker process: user and groups, umask,
+//! directory, environment), `title` (the process titles `ps` and `top` show),
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
 //! runtime, public).
 
@@ -17,14 +19,17 @@ mod board;
 mod control;
 pub mod embedded;
 mod guard;
+mod identity;
 mod listen;
 mod notify;
 mod pidfile;
+mod process;
 mod sdnotify;
 mod settings;
 mod shell;
 mod spawn;
 mod supervise;
+mod title;
 mod upgrade;
 
 use clap::{Parser, Subcommand};

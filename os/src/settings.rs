@@ -91,6 +91,26 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug (machine trace lines), trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Run the workers as this user (a name or a numeric uid), with its supplementary
+    /// groups; needs root. Dropped after drover has bound its listeners.
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+    /// The workers' primary group (a name or a numeric gid; default the user's own).
+    #[arg(long, value_name = "NAME|GID")]
+    pub group: Option<String>,
+    /// drover itself switches to --user/--group too, once its listeners, control socket,
+    /// pid file and runtime directory exist.
+    #[arg(long)]
+    pub drop_privileges: bool,
+    /// The workers' umask, octal (e.g. 027).
+    #[arg(long, value_name = "OCTAL")]
+    pub umask: Option<String>,
+    /// The workers' working directory.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// A variable for the workers' environment, repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
     /// Run a small parent that restarts this drover if it crashes (with backoff), holds
     /// the listening sockets and the pid file across restarts, forwards signals, and
     /// performs live upgrades (USR2) by starting a new drover beside the old one.
@@ -125,6 +145,12 @@ const SHELL_KEYS: &[&str] = &[
     "log_level",
     "command",
     "upgrade_command",
+    "user",
+    "group",
+    "drop_privileges",
+    "umask",
+    "chdir",
+    "env",
 ];
 
 /// Machine keys that together choose the pool: flags that set any of them replace all of
@@ -253,8 +279,12 @@ pub struct Settings {
     /// like `command` into `upgrade_program`.
     pub upgrade_command: Option<Vec<String>>,
     pub upgrade_program: PathBuf,
+    /// The program's name in process titles (a `--supervise` parent's: its child's).
+    pub title: String,
     /// Variables drover itself adds to every worker's environment.
     pub worker_env: Vec<(String, String)>,
+    /// The workers' user, groups, umask, directory and environment.
+    pub process: crate::process::ProcessSettings,
     pub machine: Config,
 }
 
@@ -315,6 +345,10 @@ impl Settings {
         check("backlog", old.backlog != new.backlog);
         check("unix_mode", old.unix_mode != new.unix_mode);
         check("log_level", old.log_level != new.log_level);
+        check(
+            "drop_privileges",
+            old.process.drop_privileges != new.process.drop_privileges,
+        );
         changed
     }
 
@@ -405,7 +439,10 @@ impl Settings {
         if command.iter().any(|a| a.contains('\0')) {
             return Err(usage("invalid command: an argument contains a NUL byte"));
         }
-        let program = resolve_program(&command[0])?;
+        let process = crate::process::ProcessSettings::load(args, &file.shell)?;
+        // Workers start in --chdir: a relative program path means drover's directory.
+        let program = std::path::absolute(resolve_program(&command[0])?)
+            .map_err(|e| usage(format!("command {}: {e}", command[0])))?;
         let upgrade_command = file.strings("upgrade_command")?;
         let upgrade_program = match &upgrade_command {
             Some(c) if c.is_empty() || c[0].is_empty() => {
@@ -474,10 +511,12 @@ impl Settings {
             },
             log_level,
             command,
+            title: crate::title::app_name(&program),
             program,
             upgrade_command,
             upgrade_program,
             worker_env: Vec::new(),
+            process,
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();
@@ -500,6 +539,7 @@ impl Settings {
             l.text.hash(&mut h);
         }
         self.machine.heartbeat_timeout.hash(&mut h); // WATCHDOG_USEC
+        self.process.hash(&mut h);
         h.finish()
     }
 

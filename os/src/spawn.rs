@@ -21,6 +21,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{fork, pipe2, ForkResult};
 
+use crate::identity::Step;
+use crate::process::{encode_failure, failure, ChildSetup, FAILURE_LEN};
 use crate::settings::Settings;
 
 /// What a worker process is: the part a reload can change.
@@ -30,6 +32,12 @@ pub struct WorkerSpec {
     env: Vec<CString>,
     watchdog_usec: Option<u64>,
     threads: u32,
+    /// Variables of `--env`: they replace inherited ones of the same name.
+    env_names: Vec<String>,
+    /// User, umask and directory (`--user`, `--umask`, `--chdir`).
+    setup: ChildSetup,
+    /// The program's name in an embedded worker's process title.
+    title: String,
 }
 
 impl WorkerSpec {
@@ -38,9 +46,20 @@ impl WorkerSpec {
         WorkerSpec {
             program: c(settings.program.as_os_str().as_bytes()),
             argv: settings.command.iter().map(|a| c(a.as_bytes())).collect(),
-            env: settings.worker_env.iter().map(|(k, v)| var(k, v)).collect(),
+            env: (settings.process.env.iter())
+                .chain(&settings.worker_env)
+                .map(|(k, v)| var(k, v))
+                .collect(),
             watchdog_usec: settings.watchdog_usec(),
             threads: settings.machine.threads,
+            env_names: settings
+                .process
+                .env
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect(),
+            setup: ChildSetup::new(&settings.process),
+            title: settings.title.clone(),
         }
     }
 }
@@ -121,7 +140,7 @@ fn environment_without(strip: &[&str]) -> Vec<CString> {
 
 /// Variables drover sets for its children itself (a live upgrade's successor and a
 /// supervised drover's variables included: they are never passed on).
-const OURS: &[&str] = &[
+pub(crate) const OURS: &[&str] = &[
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -173,6 +192,13 @@ impl Spawner {
     /// missing program is a `SpawnFailed`, not a crash.
     fn spawn_command(&self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
         let mut env: Vec<CString> = self.base_env.clone();
+        if !self.spec.env_names.is_empty() {
+            // getenv takes the first of two same names: an inherited one would win.
+            env.retain(|kv| {
+                let name = kv.as_bytes().split(|&b| b == b'=').next().unwrap_or(&[]);
+                !self.spec.env_names.iter().any(|n| n.as_bytes() == name)
+            });
+        }
         if !self.listen_fds.is_empty() {
             env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
             env.push(var("LISTEN_FDNAMES", &self.listen_names));
@@ -189,7 +215,7 @@ impl Spawner {
             &self.spec.argv,
             env,
             &self.listen_fds,
-            true,
+            Some(&self.spec.setup),
         )
     }
 
@@ -245,18 +271,19 @@ impl Spawner {
             .copied()
             .chain([high.as_raw_fd()])
             .collect();
-        self.fork_exec(program, argv, env, &fds, false)
+        self.fork_exec(program, argv, env, &fds, None)
     }
 
     /// fork + execve with `fds` placed at 3, 4, …; `LISTEN_PID` is set in the child when
-    /// there is any fd to pass. `worker`: die with the supervisor and lead an own group.
+    /// there is any fd to pass. A `worker` (its setup given) dies with the supervisor,
+    /// leads an own group and applies its setup before exec.
     fn fork_exec(
         &self,
         program: &CString,
         argv: &[CString],
         env: Vec<CString>,
         fds: &[RawFd],
-        worker: bool,
+        worker: Option<&ChildSetup>,
     ) -> Result<Pid, SpawnError> {
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
         // The child writes its LISTEN_PID here; the array stays NULL-terminated.
@@ -297,13 +324,13 @@ impl Spawner {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(err_write);
-                if worker {
+                if worker.is_some() {
                     // Also set in the child: whichever runs first, the group exists before
                     // the supervisor can signal it. Fails harmlessly once the child has
                     // exec'd.
                     let _ = nix::unistd::setpgid(child, child);
                 }
-                let mut buf = [0u8; 4];
+                let mut buf = [0u8; FAILURE_LEN];
                 let n = loop {
                     match nix::unistd::read(err_read.as_fd(), &mut buf) {
                         Err(Errno::EINTR) => continue,
@@ -316,7 +343,7 @@ impl Spawner {
                 // exec failed: the child exits at once. It was never a worker, so reaping it
                 // here cannot confuse the machine's pid bookkeeping.
                 let _ = nix::sys::wait::waitpid(child, None);
-                Err(spawn_error(i32::from_ne_bytes(buf)))
+                Err(spawn_error(failure(&buf, worker)))
             }
         }
     }
@@ -372,6 +399,9 @@ impl Spawner {
                     .chain(forked.keep_fds().iter().copied())
                     .collect();
                 close_fds_except(&keep);
+                // SAFETY: the freshly forked, single-threaded child (see above).
+                unsafe { self.spec.setup.apply_forked(self.parent, worker) };
+                crate::title::worker(worker.slot, generation.0, &self.spec.title);
                 let child = ForkedChild {
                     worker,
                     generation,
@@ -482,8 +512,9 @@ struct ChildPlan<'a> {
     envp: *mut *const libc::c_char,
     listen_pid_slot: Option<usize>,
     listen_fds: &'a [RawFd],
-    /// A worker dies with the supervisor and leads its own process group; a successor not.
-    worker: bool,
+    /// A worker dies with the supervisor, leads its own process group and applies its
+    /// setup; a successor does none of it.
+    worker: Option<&'a ChildSetup>,
     parent: libc::pid_t,
     death_read: RawFd,
     death_write: RawFd,
@@ -500,7 +531,7 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
     // prepared before fork; no allocation, no locks, no unwinding (every path ends in execve
     // or _exit).
     unsafe {
-        if plan.worker {
+        if plan.worker.is_some() {
             child_prelude(plan.parent, plan.death_read, plan.death_write);
         }
         // A clean signal state: the supervisor's handlers go before signals are unblocked
@@ -523,6 +554,11 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
             // dup2 clears close-on-exec on the copy.
             if libc::dup2(fd, target) < 0 {
                 fail(err);
+            }
+        }
+        if let Some(setup) = plan.worker {
+            if let Err((step, errno)) = setup.apply(plan.parent) {
+                fail_at(err, step, errno);
             }
         }
         let mut pid_var = [0u8; 40];
@@ -598,12 +634,17 @@ unsafe fn reset_caught_signals(pipe_default: bool) {
     }
 }
 
-/// Reports errno to the parent and exits.
+/// Reports errno (of a failed dup2 or execve) to the parent and exits.
 unsafe fn fail(err: RawFd) -> ! {
     // SAFETY: async-signal-safe calls only; see `exec_child`.
+    unsafe { fail_at(err, Step::Exec, *libc::__errno_location()) }
+}
+
+/// Reports `errno` and the failed `step` to the parent and exits.
+unsafe fn fail_at(err: RawFd, step: Step, errno: i32) -> ! {
+    // SAFETY: async-signal-safe calls only; see `exec_child`.
     unsafe {
-        let errno = *libc::__errno_location();
-        let bytes = errno.to_ne_bytes();
+        let bytes = encode_failure(step, errno);
         libc::write(err, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(127)
     }

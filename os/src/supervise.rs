@@ -80,6 +80,11 @@ pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
     settings.control = None;
     settings.upgrade_command = None;
     settings.worker_env = vec![(SUPERVISED_VAR.to_string(), "1".to_string())];
+    // The child drover starts as this one does and applies --user, --umask, --chdir and
+    // --env to its own workers; once it drops its privileges it must still reach this
+    // drover's notify socket (READY=1, WATCHDOG=1).
+    let child = std::mem::take(&mut settings.process);
+    settings.process.notify_owner = child.credentials.filter(|_| child.drop_privileges);
     settings.machine.worker_fingerprint = 0;
     Ok(settings)
 }

@@ -105,6 +105,8 @@ struct RuntimeDir {
 
 /// The lock file inside each runtime directory.
 const RUNTIME_LOCK: &str = "lock";
+/// More than a runtime directory ever holds (the lock file and the notify socket).
+const RUNTIME_ENTRIES_MAX: usize = 16;
 
 impl RuntimeDir {
     fn create() -> Result<RuntimeDir, String> {
@@ -197,9 +199,10 @@ impl RuntimeDir {
             let named = pid.parse::<u32>().is_ok()
                 && !tag.is_empty()
                 && tag.chars().all(|c| c.is_ascii_hexdigit());
-            let ours = entry
-                .metadata()
-                .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+            // Root's may have been handed to a --user (`hand_to`).
+            let ours = entry.metadata().is_ok_and(|m| {
+                m.is_dir() && (m.uid() == me || me == 0) && m.mode() & 0o777 == 0o700
+            });
             if !(named && ours) {
                 continue;
             }
@@ -208,6 +211,37 @@ impl RuntimeDir {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
+    }
+}
+
+impl RuntimeDir {
+    /// Gives the directory and what is in it (the lock file, the notify socket) to `owner`
+    /// (back to drover's own identity for `None`): the workers' user must reach the notify
+    /// socket, and it alone besides root (the directory stays 0700). Once drover drops its
+    /// privileges it is the owner, and can still remove the directory at exit.
+    fn hand_to(&self, owner: Option<&crate::identity::Credentials>) -> Result<(), String> {
+        let (uid, gid) = match owner {
+            Some(c) => (c.uid, c.gid),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        };
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| format!("runtime directory {}: {e}", self.path.display()))?;
+        let inside = entries
+            .flatten()
+            .map(|e| e.path())
+            .take(RUNTIME_ENTRIES_MAX);
+        for path in inside.chain([self.path.clone()]) {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| {
+                format!(
+                    "runtime directory: cannot hand {} to uid {uid} gid {gid}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -301,11 +335,13 @@ struct System {
     staged_reload: Option<StagedReload>,
     /// The accept-queue length last reported per listener.
     backlog_seen: Vec<Option<u32>>,
+    /// What the process title shows now (`None` before the first).
+    title_shown: Option<crate::title::SupervisorView>,
     /// Per slot: the report-board values last fed, and of which incarnation.
     reports_seen: BTreeMap<u32, (u32, Report)>,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
-    _runtime_dir: RuntimeDir,
+    runtime_dir: RuntimeDir,
     pid_file: Option<PidFile>,
 }
 
@@ -369,7 +405,10 @@ impl Shell {
                 e.desc()
             );
         }
-        let guard = Guard::start();
+        if let Err(why) = crate::title::init() {
+            tracing::debug!("no process titles: {why}");
+        }
+        let guard = Guard::start(&settings.title);
         let relaunch = match &settings.upgrade_command {
             Some(command) => Relaunch::command(command, &settings.upgrade_program),
             None => Relaunch::current(),
@@ -386,6 +425,14 @@ impl Shell {
         let listeners = open_listeners(&settings, role, inherited, &inherited_at)?;
         let runtime_dir = RuntimeDir::create().map_err(|e| (1, e))?;
         let notify = NotifySocket::bind(&runtime_dir.path.join("notify")).map_err(|e| (1, e))?;
+        if let Some(owner) = settings
+            .process
+            .notify_owner
+            .as_ref()
+            .filter(|c| c.needed())
+        {
+            runtime_dir.hand_to(Some(owner)).map_err(|e| (1, e))?;
+        }
         let control = match (&settings.control, role) {
             (Some(path), Role::Primary) => {
                 Some(Control(ControlServer::bind(path).map_err(|e| (2, e))?))
@@ -453,12 +500,17 @@ impl Shell {
             staged_reload: None,
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
+            title_shown: None,
             listeners,
-            _runtime_dir: runtime_dir,
+            runtime_dir,
             pid_file,
         };
         if role == Role::Supervised {
             system.install_control();
+        }
+        // Last: a supervised drover's control socket is renamed into place above.
+        if system.settings.process.drop_privileges && !system.args.supervise {
+            drop_privileges(&system.settings, &mut system.spawner).map_err(|e| (1, e))?;
         }
         let driver = Driver::new(sup, system, notify::queue_capacity());
         Ok(Shell { driver })
@@ -471,6 +523,27 @@ impl Shell {
     fn sys(&mut self) -> &mut System {
         self.driver.os_mut()
     }
+}
+
+/// `--drop-privileges`: drover becomes the workers' user, its listeners, control socket, pid
+/// file and runtime directory in hand. Its workers then inherit the identity (there is
+/// nothing left to switch), and the parent-death signal a supervising drover set, which
+/// a changed identity clears, is set again.
+fn drop_privileges(settings: &Settings, spawner: &mut Spawner) -> Result<(), String> {
+    let Some(creds) = settings.process.credentials.as_ref().filter(|c| c.needed()) else {
+        return Ok(()); // already that user: a successor or restart of a dropped drover
+    };
+    let mut deathsig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int to the pointer given.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut deathsig as *mut libc::c_int) };
+    creds.switch()?;
+    if deathsig != 0 {
+        // SAFETY: prctl with plain integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, deathsig as libc::c_ulong, 0, 0, 0) };
+    }
+    tracing::info!("dropped privileges: drover runs as {}", creds.describe());
+    spawner.spec = WorkerSpec::new(settings);
+    Ok(())
 }
 
 /// The listeners of the config: inherited sockets where they match, new ones for the rest.

@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use drover_machine::{Input, Phase};
+use drover_machine::{Input, Phase, UpgradeState};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::{Role, Shell, System, LINGER_CHECK};
@@ -24,6 +24,7 @@ impl Shell {
         // Arms the report board's doorbell before the first sleep.
         self.driver.turn([]);
         loop {
+            self.show_title();
             self.tell_manager();
             if let Some(code) = self.driver.exit_code() {
                 tracing::info!(code, "drover exits");
@@ -55,6 +56,47 @@ impl Shell {
                 m.stopping("stopping: draining workers");
             }
         }
+    }
+
+    /// The process title (`drover: supervisor APP 3/4 ready`), rewritten only when what it
+    /// shows changed: a few loads and a comparison per turn otherwise.
+    fn show_title(&mut self) {
+        let sup = self.sup();
+        let state = match sup.phase() {
+            Phase::Stopping { .. } => Some("stopping"),
+            Phase::Handover => Some("handing over"),
+            Phase::Exited => Some("exiting"),
+            _ if sup.is_crash_looping() => Some("crash-looping"),
+            _ if sup.upgrade_state() != UpgradeState::Idle => Some("upgrading"),
+            _ => None,
+        };
+        let (ready, target) = (sup.ready_workers(), sup.target());
+        let sys = self.sys();
+        let role = match sys.role {
+            _ if sys.args.supervise => "parent",
+            Role::Successor => "successor",
+            Role::Primary | Role::Supervised => "supervisor",
+        };
+        let view = crate::title::SupervisorView {
+            role,
+            ready,
+            target,
+            state,
+        };
+        if sys.title_shown == Some(view) {
+            return;
+        }
+        if sys.title_shown.is_none() {
+            let name = if role == "parent" {
+                "drover-parent"
+            } else {
+                "drover-sup"
+            };
+            crate::title::set(&view.text(&sys.settings.title), name);
+        } else {
+            crate::title::set_cmdline(&view.text(&sys.settings.title));
+        }
+        sys.title_shown = Some(view);
     }
 
     /// Reports each TCP listener's accept-queue length when it changed: the machine scales

@@ -152,9 +152,20 @@ impl System {
         if let Some(list) = staged.listeners {
             self.swap_listeners(list);
         }
+        if new.process.notify_owner != self.settings.process.notify_owner {
+            let owner = new.process.notify_owner.as_ref();
+            if let Err(e) = self.runtime_dir.hand_to(owner.filter(|c| c.needed())) {
+                tracing::error!("reload: {e}; workers of the new --user cannot send notifications");
+            }
+        }
+        // drop_privileges stays as it was (a restart-only key).
+        let dropped = self.settings.process.drop_privileges;
+        self.settings.process = new.process;
+        self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
         self.settings.command = new.command;
         self.settings.program = new.program;
+        self.settings.title = new.title;
         self.settings.machine = new.machine;
         // The next live upgrade starts the program the config now names.
         if new.upgrade_command != self.settings.upgrade_command

@@ -194,7 +194,7 @@ impl System {
         if let Some(guard) = &mut self.guard {
             guard.lost();
         }
-        self.guard = Guard::start();
+        self.guard = Guard::start(&self.settings.title);
         if let Some(guard) = &mut self.guard {
             for &pgid in self.pids.keys() {
                 guard.watch(pgid);

@@ -79,9 +79,11 @@ pub fn hello_bin() -> &'static Path {
 
 // ------------------------------------------------------------------ processes
 
-/// A directory of one test. Every process whose command line names it belongs to the test
-/// (a program or config file in it, a `--control` path in it, which forked workers inherit
-/// with the supervisor's command line) and is killed when it is dropped, pass or panic.
+/// A directory of one test. Every process whose command line or environment names it
+/// belongs to the test (a program or config file in it; `DROVER_TEST_DIR`, which a
+/// [`Server`] sets and its workers inherit: drover's own command line shows its process
+/// title, as do its guard's and its embedded workers') and is killed when it is dropped,
+/// pass or panic.
 pub struct TempDir {
     root: PathBuf,
 }
@@ -127,7 +129,9 @@ pub fn survivors(dir: &Path) -> Vec<u32> {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        if String::from_utf8_lossy(&cmdline).contains(&needle) && alive(pid) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let names = |bytes: &[u8]| String::from_utf8_lossy(bytes).contains(&needle);
+        if (names(&cmdline) || names(&environ)) && alive(pid) {
             out.push(pid);
         }
     }
@@ -461,6 +465,7 @@ impl Server {
         let spawn = || {
             Command::new(program)
                 .args(args)
+                .env("DROVER_TEST_DIR", dir.root())
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
