@@ -81,6 +81,8 @@ pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
     settings.upgrade_command = None;
     settings.worker_env = vec![(SUPERVISED_VAR.to_string(), "1".to_string())];
     settings.machine.worker_fingerprint = 0;
+    // The child drover collects its own workers' output; its own log is its own.
+    settings.log.worker_output = crate::log::WorkerOutputMode::Inherit;
     Ok(settings)
 }
 

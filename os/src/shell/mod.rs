@@ -22,8 +22,10 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::board::Report;
 use crate::control::{ConnId, ControlServer};
+use crate::daemon::{self, Launcher};
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
+use crate::log::workers::WorkerOutput;
 use crate::notify::{self, NotifySocket};
 use crate::pidfile::PidFile;
 use crate::sdnotify::Manager;
@@ -76,19 +78,45 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
     } else {
         (settings, forked)
     };
+    if let Some(path) = &settings.log.file {
+        if let Err(e) = crate::log::open_file(path) {
+            eprintln!("drover: {e}");
+            return 2;
+        }
+    }
+    let launcher = match daemon::wanted(&settings) {
+        true => match daemon::daemonize(settings.log.file.as_deref()) {
+            Ok(daemon::Side::Launcher(code)) => return code,
+            Ok(daemon::Side::Daemon(launcher)) => Some(launcher),
+            Err(e) => {
+                eprintln!("drover: --daemonize: {e}");
+                return 1;
+            }
+        },
+        false => None,
+    };
     // An embedded program may have installed its own subscriber: that one stays.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(settings.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    crate::log::install_subscriber(settings.log_level, settings.log.format);
     // Two drovers share a log during a live upgrade or under --supervise: every line
     // names its drover.
     let _span = tracing::info_span!("drover", pid = std::process::id()).entered();
     match Shell::start(args, settings, forked) {
-        Ok(mut shell) => shell.run(),
+        Ok(mut shell) => {
+            shell.sys().launcher = launcher;
+            let code = shell.run();
+            if let Some(launcher) = shell.sys().launcher.take() {
+                launcher.fail(
+                    code.max(1),
+                    &format!("drover exited (code {code}) before the pool was ready"),
+                );
+            }
+            code
+        }
         Err((code, msg)) => {
             eprintln!("drover: {msg}");
+            if let Some(launcher) = launcher {
+                launcher.fail(code, &msg);
+            }
             code
         }
     }
@@ -303,6 +331,10 @@ struct System {
     backlog_seen: Vec<Option<u32>>,
     /// Per slot: the report-board values last fed, and of which incarnation.
     reports_seen: BTreeMap<u32, (u32, Report)>,
+    /// The workers' output pipes (`--worker-output log`).
+    worker_output: WorkerOutput,
+    /// `--daemonize`: the launching command waits on this for the pool's readiness.
+    launcher: Option<Launcher>,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     _runtime_dir: RuntimeDir,
@@ -427,6 +459,8 @@ impl Shell {
             .as_ref()
             .and_then(|m| m.watchdog_interval())
             .map(|i| std::time::Instant::now() + i);
+        let settings_worker_output_log =
+            settings.log.worker_output == crate::log::WorkerOutputMode::Log;
         let mut system = System {
             role,
             manager,
@@ -453,6 +487,8 @@ impl Shell {
             staged_reload: None,
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
+            worker_output: WorkerOutput::new(settings_worker_output_log),
+            launcher: None,
             listeners,
             _runtime_dir: runtime_dir,
             pid_file,

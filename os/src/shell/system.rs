@@ -27,7 +27,16 @@ impl Os for System {
         worker: WorkerId,
         generation: Generation,
     ) -> Result<Pid, SpawnError> {
-        let pid = self.spawner.spawn(worker, generation)?;
+        let pipes = self.worker_output.open_pipes().map_err(|e| {
+            tracing::warn!("worker output pipes: {e}");
+            SpawnError::Resources
+        })?;
+        let pid = self
+            .spawner
+            .spawn(worker, generation, pipes.as_ref().map(|p| p.child_fds()))?;
+        if let Some(pipes) = pipes {
+            self.worker_output.attach(pipes, worker, generation, pid.0);
+        }
         self.pids.insert(pid.0, worker);
         if let Some(guard) = &mut self.guard {
             guard.watch(pid.0);
@@ -57,6 +66,20 @@ impl Os for System {
             Event::PoolReady { ready } => {
                 if let Some(m) = &self.manager {
                     m.ready(&format!("{ready} workers ready"));
+                }
+                if let Some(launcher) = self.launcher.take() {
+                    launcher.ready();
+                }
+            }
+            Event::CrashLooping { .. } => {
+                if let Some(launcher) = self.launcher.take() {
+                    launcher.fail(
+                        1,
+                        &format!(
+                            "the workers crash-loop before the pool was ever ready; the daemon (pid {}) keeps restarting them: see its log, stop it with TERM",
+                            std::process::id()
+                        ),
+                    );
                 }
             }
             Event::AskHandover => self.ask_handover(),
@@ -213,6 +236,7 @@ impl System {
         if let Some(guard) = &mut self.guard {
             guard.forget(pid);
         }
+        self.worker_output.exited(pid);
         Input::Exited {
             pid: Pid(pid),
             status,
