@@ -8,9 +8,9 @@
 //! adopted), `spawn` (fork/exec with systemd conventions, or fork alone for embedded
 //! workers), `notify` (the workers' sd_notify socket), `sdnotify` (drover's own messages to
 //! its service manager), `control` (the JSON control socket), `pidfile`, `upgrade` (the
-//! live-upgrade channel), `supervise` (`--supervise`), `log` (drover's log file and format, the workers' output
-//! in log mode), `daemon` (`--daemonize`), `guard` (kills the workers' groups
-//! if drover is killed), `board` (the embedded workers' shared-memory report board),
+//! live-upgrade channel), `supervise` (`--supervise`), `log` (drover's log file and format,
+//! the workers' output in log mode), `daemon` (`--daemonize`), `guard` (kills the workers'
+//! groups if drover is killed), `board` (the embedded workers' shared-memory report board),
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
 //! runtime, public).
 
