@@ -86,8 +86,9 @@ pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
     Ok(settings)
 }
 
-/// The child's arguments: the parent's, without `--supervise` and `--pid-file` (the parent
-/// holds the pid file; operators signal the parent). Only options before `--` are looked at.
+/// The child's arguments: the parent's, without `--supervise`, `--pid-file` (the parent
+/// holds the pid file; operators signal the parent) and `--daemonize` (the parent is the
+/// daemon). Only options before `--` are looked at.
 pub fn child_args(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.iter();
@@ -98,7 +99,7 @@ pub fn child_args(args: &[OsString]) -> Vec<OsString> {
             out.extend(iter.cloned());
             break;
         }
-        if text == "--supervise" || text.starts_with("--pid-file=") {
+        if text == "--supervise" || text == "--daemonize" || text.starts_with("--pid-file=") {
             continue;
         }
         if text == "--pid-file" {
@@ -124,6 +125,7 @@ mod tests {
             child_args(&args(&[
                 "run",
                 "--supervise",
+                "--daemonize",
                 "--listen",
                 "127.0.0.1:0",
                 "--pid-file",

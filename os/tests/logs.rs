@@ -482,3 +482,76 @@ fn a_daemon_that_dies_before_ready_fails_its_launcher() {
         "{err}"
     );
 }
+
+#[test]
+fn a_supervised_daemon_is_ready_with_its_child_and_both_reopen_on_hup() {
+    let dir = test_dir("daemon-supervise");
+    let pid_file = dir.path("drover.pid");
+    let log = dir.path("drover.log");
+    let control = dir.path("control.sock");
+    let worker = dir.path("worker.py");
+    let (status, out, err) = run_bounded(
+        DROVER,
+        &[
+            "run",
+            "--supervise",
+            "--daemonize",
+            "--listen",
+            "127.0.0.1:0",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid_file,
+            "--log-file",
+            &log,
+            "--control",
+            &control,
+            "--worker-output",
+            "log",
+            "--",
+            python(),
+            &worker,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(0), "{out}{err}\nlog:\n{}", read(&log));
+    // Ready: the drover under the parent answers, and its worker said its line.
+    let (code, answer, err) = client(&["status", "--control", &control]);
+    assert_eq!(code, 0, "{err}");
+    assert!(answer.contains("\"ready\": 1"), "{answer}");
+    assert!(read(&log).contains("worker pid="));
+    let parent = daemon_pid(&pid_file);
+    let (_, _, _, _, tty) = stat(parent).unwrap();
+    assert_eq!(tty, 0);
+
+    std::fs::rename(&log, format!("{log}.1")).unwrap();
+    signal(parent, libc::SIGHUP);
+    wait_until("both drovers reopened", T, || {
+        lines_with(&log, &["SIGHUP: reopened the log file"]).len() == 2
+    });
+    let pids: std::collections::BTreeSet<String> =
+        lines_with(&log, &["SIGHUP: reopened the log file"])
+            .iter()
+            .map(|l| {
+                l.split("pid=")
+                    .nth(1)
+                    .unwrap()
+                    .split('}')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "the parent and the drover under it: {pids:?}"
+    );
+    assert!(pids.contains(&parent.to_string()), "{pids:?}");
+
+    signal(parent, libc::SIGTERM);
+    wait_until("the daemon's exit", T, || {
+        stat(parent).is_none_or(|(s, ..)| s == 'Z')
+    });
+    assert_no_survivors(dir.root(), &read(&log));
+}
