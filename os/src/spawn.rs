@@ -388,11 +388,13 @@ impl Spawner {
                         unsafe { libc::_exit(71) }
                     }
                 }
+                let log_fd = crate::log::in_forked_worker(stdio.is_some());
                 let keep: Vec<RawFd> = self
                     .listen_fds
                     .iter()
                     .copied()
                     .chain([self.death_read.as_raw_fd()])
+                    .chain(log_fd)
                     .chain(forked.keep_fds().iter().copied())
                     .collect();
                 close_fds_except(&keep);

@@ -306,6 +306,30 @@ fn embedded_workers_output_is_collected_too() {
     let own_pid = line.split("hello: worker 0 pid ").nth(1).unwrap();
     let own_pid = own_pid.split_whitespace().next().unwrap();
     assert_eq!(field(&line, "pid="), own_pid, "{line}");
+    // Its stdout and stderr are its pipes; the log file is the supervisor's alone (the
+    // worker's own log lines go to its stderr, not to a descriptor it closed).
+    let fds = |pid: &str| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    };
+    let target = |pid: &str, fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert!(target(own_pid, 1).starts_with("pipe:"));
+    assert!(target(own_pid, 2).starts_with("pipe:"));
+    assert!(
+        !fds(own_pid).iter().any(|f| f == &log),
+        "{:?}",
+        fds(own_pid)
+    );
+    assert!(fds(&d.pid().to_string()).iter().any(|f| f == &log));
     stop(&mut d, &log);
 }
 

@@ -141,6 +141,8 @@ struct Sink {
     /// them to the new file too, so a panic message or an inheriting worker's output
     /// follows the rotation.
     stdio: std::sync::atomic::AtomicBool,
+    /// Set in a forked worker whose stderr is its output pipe (see `in_forked_worker`).
+    to_stderr: std::sync::atomic::AtomicBool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -167,6 +169,7 @@ pub fn open_file(path: &Path) -> Result<(), String> {
         path: path.to_path_buf(),
         file: Mutex::new(file),
         stdio: std::sync::atomic::AtomicBool::new(false),
+        to_stderr: std::sync::atomic::AtomicBool::new(false),
     };
     SINK.set(sink)
         .map_err(|_| "the log file is already open".to_string())
@@ -208,17 +211,34 @@ pub fn reopen() -> Result<String, String> {
     Ok(format!("reopened the log file {}", sink.path.display()))
 }
 
+/// In a forked (embedded) worker, before it closes the supervisor's descriptors: the
+/// worker's own log lines (the runtime's, the program's through drover's subscriber) go to
+/// its stderr when that is its output pipe (`--worker-output log`, so they are tagged like
+/// any of its output), else on to the log file, whose descriptor it must then keep (the
+/// returned one). Never to a descriptor it closed, whose number a connection may reuse.
+pub fn in_forked_worker(output_piped: bool) -> Option<std::os::fd::RawFd> {
+    let sink = SINK.get()?;
+    if output_piped {
+        sink.to_stderr
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        return None;
+    }
+    // The supervisor is single-threaded: nobody held the lock across the fork.
+    let file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
+    Some(file.as_raw_fd())
+}
+
 /// Where the subscriber writes: the log file if one is open, else stderr.
 struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match SINK.get() {
-            Some(sink) => {
+            Some(sink) if !sink.to_stderr.load(std::sync::atomic::Ordering::Relaxed) => {
                 let mut file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
                 file.write(buf)
             }
-            None => std::io::stderr().write(buf),
+            _ => std::io::stderr().write(buf),
         }
     }
 
