@@ -572,6 +572,11 @@ fn a_supervised_daemon_is_ready_with_its_child_and_both_reopen_on_hup() {
         "the parent and the drover under it: {pids:?}"
     );
     assert!(pids.contains(&parent.to_string()), "{pids:?}");
+    // Their stderr (the daemon's, inherited by the drover under it) follows the log too.
+    for pid in &pids {
+        let stderr = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+        assert_eq!(stderr.to_string_lossy(), log, "stderr of drover {pid}");
+    }
 
     signal(parent, libc::SIGTERM);
     wait_until("the daemon's exit", T, || {

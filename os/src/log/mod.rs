@@ -165,14 +165,33 @@ pub fn open_file(path: &Path) -> Result<(), String> {
             path.display()
         )
     })?;
+    // A drover started by a daemon (a live upgrade's successor, the drover under a
+    // daemonized `--supervise` parent) inherits stdout and stderr on this very file: they
+    // follow its reopens too.
+    let stdio = same_file(&file, 2);
     let sink = Sink {
         path: path.to_path_buf(),
         file: Mutex::new(file),
-        stdio: std::sync::atomic::AtomicBool::new(false),
+        stdio: std::sync::atomic::AtomicBool::new(stdio),
         to_stderr: std::sync::atomic::AtomicBool::new(false),
     };
     SINK.set(sink)
         .map_err(|_| "the log file is already open".to_string())
+}
+
+/// Whether descriptor `fd` is `file` (same device and inode).
+fn same_file(file: &File, fd: std::os::fd::RawFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ours) = file.metadata() else {
+        return false;
+    };
+    // SAFETY: fstat into a zeroed struct we own; an fd that is not open fails with EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev == ours.dev() && st.st_ino == ours.ino()
 }
 
 /// The open log file's descriptor, to put under a daemon's stdout and stderr; marks the
