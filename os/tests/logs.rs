@@ -584,3 +584,42 @@ fn a_supervised_daemon_is_ready_with_its_child_and_both_reopen_on_hup() {
     });
     assert_no_survivors(dir.root(), &read(&log));
 }
+
+#[test]
+fn a_pipe_held_by_a_process_that_left_the_worker_is_closed_after_the_drain() {
+    let dir = test_dir("held-pipe");
+    let log = dir.path("drover.log");
+    let holder = dir.path("holder.sh");
+    std::fs::write(&holder, "sleep 60\n").unwrap();
+    // The worker leaves a process in a session of its own holding its stdout, says a last
+    // line and exits: its group is empty, its pipe is not.
+    let script = format!("setsid sh {holder} & echo last words; exit 0");
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-file",
+        &log,
+        "--worker-output",
+        "log",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let mut d = Server::start(dir, DROVER, &args);
+    wait_until(
+        "the pipe closed after the drain",
+        Duration::from_secs(15),
+        || !lines_with(&log, &["its pipe is still open", "closed"]).is_empty(),
+    );
+    let closed = lines_with(&log, &["its pipe is still open"]).remove(0);
+    assert!(
+        closed.contains("WARN") && closed.contains("slot=0"),
+        "{closed}"
+    );
+    // The worker's last line was read before.
+    let last = lines_with(&log, &["last words", "stream=\"stdout\""]);
+    assert!(!last.is_empty(), "{}", read(&log));
+    stop(&mut d, &log);
+}
