@@ -130,12 +130,23 @@ pub fn daemonize(log_file: Option<&Path>) -> Result<Side, String> {
 
 /// The launcher's wait: the daemon's outcome, printed; the exit code.
 fn wait_for_daemon(read: OwnedFd, log_file: Option<&Path>) -> i32 {
-    let mut message = Vec::new();
     let mut pipe = std::fs::File::from(read).take(MESSAGE_MAX);
-    let _ = pipe.read_to_end(&mut message);
-    match message.split_first() {
-        Some((b'R', _)) => 0,
-        Some((b'E', rest)) if !rest.is_empty() => {
+    let mut kind = [0u8; 1];
+    let got = loop {
+        match pipe.read(&mut kind) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other.unwrap_or(0),
+        }
+    };
+    // Ready is one byte: no need to wait for EOF, which a descriptor leaked into another
+    // process would delay.
+    if got == 1 && kind[0] == b'R' {
+        return 0;
+    }
+    let mut rest = Vec::new();
+    let _ = pipe.read_to_end(&mut rest);
+    match (got, kind[0]) {
+        (1, b'E') if !rest.is_empty() => {
             eprintln!("drover: {}", String::from_utf8_lossy(&rest[1..]));
             i32::from(rest[0]).max(1)
         }
