@@ -14,7 +14,10 @@
 //!
 //! A pipe from the daemon to the launcher carries the outcome: `R` once the machine says
 //! the pool is ready (`PoolReady`, when READY=1 goes to a service manager), or `E`, an exit
-//! code and the message of a start-up error. EOF with neither: the daemon died first.
+//! code and the message of a start-up error. EOF with neither: the daemon died first. A
+//! worker that fails before the pool was ever ready fails the start, and the daemon stops:
+//! a broken release must not hold `drover run --daemonize && next-step` forever (with the
+//! default restart policy a worker that always fails never counts as crash-looping).
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -39,9 +42,38 @@ pub enum Side {
 /// The daemon's end of the pipe to the waiting launcher.
 pub struct Launcher {
     pipe: OwnedFd,
+    /// The last unexpected worker exit, for the message of a failed start.
+    last_exit: Option<String>,
 }
 
 impl Launcher {
+    fn new(pipe: OwnedFd) -> Launcher {
+        Launcher {
+            pipe,
+            last_exit: None,
+        }
+    }
+
+    /// A worker exited unexpectedly (the machine's `Exited`, not `expected`).
+    pub fn worker_exited(&mut self, what: String) {
+        self.last_exit = Some(what);
+    }
+
+    /// A worker failed before the pool was ever ready (a death that counts towards the
+    /// backoff, or a slot given up): the start failed, as systemd judges a service whose
+    /// start fails. The launcher exits 1 with why; the caller stops drover, so that a
+    /// failed start leaves nothing running behind the operator's back.
+    pub fn start_failed(self, slot: u32) {
+        let what = self
+            .last_exit
+            .clone()
+            .unwrap_or_else(|| format!("worker slot {slot} failed to start"));
+        self.fail(
+            1,
+            &format!("{what} before the pool was ready; the daemon stops (see its log)"),
+        );
+    }
+
     /// The pool is ready: the launcher exits 0.
     pub fn ready(self) {
         self.send(b"R");
@@ -98,7 +130,7 @@ pub fn daemonize(log_file: Option<&Path>) -> Result<Side, String> {
         ForkResult::Child => {
             drop(read);
             if let Err(e) = nix::unistd::setsid() {
-                Launcher { pipe: write }.fail(1, &format!("--daemonize: setsid: {e}"));
+                Launcher::new(write).fail(1, &format!("--daemonize: setsid: {e}"));
                 // SAFETY: ends the intermediate child without running the launcher's exit
                 // handlers or destructors twice.
                 unsafe { libc::_exit(1) };
@@ -110,7 +142,7 @@ pub fn daemonize(log_file: Option<&Path>) -> Result<Side, String> {
                     unsafe { libc::_exit(0) }
                 }
                 Err(e) => {
-                    Launcher { pipe: write }.fail(1, &format!("--daemonize: fork: {e}"));
+                    Launcher::new(write).fail(1, &format!("--daemonize: fork: {e}"));
                     // SAFETY: as above.
                     unsafe { libc::_exit(1) }
                 }
@@ -121,7 +153,7 @@ pub fn daemonize(log_file: Option<&Path>) -> Result<Side, String> {
                         unsafe { libc::dup2(fd, target) };
                     }
                     drop(null);
-                    Ok(Side::Daemon(Launcher { pipe: write }))
+                    Ok(Side::Daemon(Launcher::new(write)))
                 }
             }
         }

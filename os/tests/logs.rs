@@ -623,3 +623,109 @@ fn a_pipe_held_by_a_process_that_left_the_worker_is_closed_after_the_drain() {
     assert!(!last.is_empty(), "{}", read(&log));
     stop(&mut d, &log);
 }
+
+#[test]
+fn a_daemon_whose_worker_fails_before_ready_fails_its_start_and_stops() {
+    let dir = test_dir("daemon-worker-fails");
+    let pid_file = dir.path("drover.pid");
+    let log = dir.path("drover.log");
+    let script = dir.path("broken.sh");
+    std::fs::write(&script, "echo 'cannot load the app' >&2; exit 3\n").unwrap();
+    let started = Instant::now();
+    let (status, _, err) = run_bounded(
+        DROVER,
+        &[
+            "run",
+            "--daemonize",
+            "--listen",
+            "127.0.0.1:0",
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid_file,
+            "--log-file",
+            &log,
+            "--",
+            "sh",
+            &script,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("exit code 3") && err.contains("before the pool was ready"),
+        "{err}"
+    );
+    assert!(started.elapsed() < T, "{:?}", started.elapsed());
+    // The daemon stopped: nothing left running, the pid file gone, the worker's words in
+    // the log (its stderr is drover's, which is the log file).
+    assert_no_survivors(dir.root(), &read(&log));
+    wait_until("the pid file removed", T, || {
+        !std::path::Path::new(&pid_file).exists()
+    });
+    assert!(read(&log).contains("cannot load the app"), "{}", read(&log));
+}
+
+#[test]
+fn a_daemon_ready_at_spawn_returns_at_once_and_an_embedded_one_when_serving() {
+    // `--readiness spawn`: the pool is ready within drover's start-up itself.
+    let dir = test_dir("daemon-spawn");
+    let pid_file = dir.path("drover.pid");
+    let script = dir.path("idle.sh");
+    std::fs::write(&script, "exec sleep 60\n").unwrap();
+    let (status, _, err) = run_bounded(
+        DROVER,
+        &[
+            "run",
+            "--daemonize",
+            "--listen",
+            "127.0.0.1:0",
+            "--pid-file",
+            &pid_file,
+            "--",
+            "sh",
+            &script,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    let pid = daemon_pid(&pid_file);
+    signal(pid, libc::SIGTERM);
+    wait_until("the daemon's exit", T, || {
+        stat(pid).is_none_or(|(s, ..)| s == 'Z')
+    });
+
+    // The embedded runtime: `Server::run` returns the launcher's code in the launcher.
+    let dir = TempDir::new("daemon-embedded");
+    let pid_file = dir.path("hello.pid");
+    let log = dir.path("hello.log");
+    let sock = dir.path("web.sock");
+    let listen = format!("unix:{sock}");
+    let (status, _, err) = run_bounded(
+        hello_bin(),
+        &[
+            "--daemonize",
+            "--listen",
+            &listen,
+            "--workers",
+            "2",
+            "--pid-file",
+            &pid_file,
+            "--log-file",
+            &log,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(0), "{err}\n{}", read(&log));
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let pid = daemon_pid(&pid_file);
+    signal(pid, libc::SIGTERM);
+    wait_until("the embedded daemon's exit", T, || {
+        stat(pid).is_none_or(|(s, ..)| s == 'Z')
+    });
+}

@@ -84,7 +84,7 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
             return 2;
         }
     }
-    let launcher = match daemon::wanted(&settings) {
+    let mut launcher = match daemon::wanted(&settings) {
         true => match daemon::daemonize(settings.log.file.as_deref()) {
             Ok(daemon::Side::Launcher(code)) => return code,
             Ok(daemon::Side::Daemon(launcher)) => Some(launcher),
@@ -100,9 +100,8 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
     // Two drovers share a log during a live upgrade or under --supervise: every line
     // names its drover.
     let _span = tracing::info_span!("drover", pid = std::process::id()).entered();
-    match Shell::start(args, settings, forked) {
+    match Shell::start(args, settings, forked, &mut launcher) {
         Ok(mut shell) => {
-            shell.sys().launcher = launcher;
             let code = shell.run();
             if let Some(launcher) = shell.sys().launcher.take() {
                 launcher.fail(
@@ -354,10 +353,13 @@ struct Shell {
 }
 
 impl Shell {
+    /// `launcher`: taken into the shell once nothing can fail any more (the first spawns,
+    /// and with them the pool's readiness, may come before `start` returns).
     fn start(
         args: RunArgs,
         settings: Settings,
         forked: Option<Box<dyn ForkedWorker>>,
+        launcher: &mut Option<Launcher>,
     ) -> Result<Shell, (i32, String)> {
         let role = if std::env::var_os(upgrade::SUPERVISED_VAR).is_some_and(|v| v == "1") {
             Role::Supervised
@@ -488,7 +490,7 @@ impl Shell {
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
             worker_output: WorkerOutput::new(settings_worker_output_log),
-            launcher: None,
+            launcher: launcher.take(),
             listeners,
             _runtime_dir: runtime_dir,
             pid_file,

@@ -71,17 +71,24 @@ impl Os for System {
                     launcher.ready();
                 }
             }
-            Event::CrashLooping { .. } => {
-                if let Some(launcher) = self.launcher.take() {
-                    launcher.fail(
-                        1,
-                        &format!(
-                            "the workers crash-loop before the pool was ever ready; the daemon (pid {}) keeps restarting them: see its log, stop it with TERM",
-                            std::process::id()
-                        ),
-                    );
+            // `--daemonize` before the pool was ever ready: a worker's failure fails the start.
+            Event::Exited {
+                worker,
+                status,
+                expected: false,
+                ..
+            } => {
+                if let Some(launcher) = &mut self.launcher {
+                    launcher.worker_exited(format!(
+                        "worker w={worker} exited ({})",
+                        status_text(status)
+                    ));
                 }
             }
+            Event::RestartScheduled { slot, cause, .. } if cause.counts() => {
+                self.start_failed(slot)
+            }
+            Event::GaveUp { worker, .. } => self.start_failed(worker.slot),
             Event::AskHandover => self.ask_handover(),
             Event::TookOver { predecessor_gone } => self.take_over(predecessor_gone),
             Event::UpgradeRolledBack { reason } => self.after_rollback(sup, reason),
@@ -223,6 +230,15 @@ impl System {
                 guard.watch(pgid);
             }
             tracing::info!("a new group guard (pid {}) took over", guard.pid());
+        }
+    }
+
+    /// `--daemonize`: a worker failed before the pool was ever ready. drover stops as an
+    /// operator's TERM would stop it (the signal goes through the same loop).
+    fn start_failed(&mut self, slot: u32) {
+        if let Some(launcher) = self.launcher.take() {
+            launcher.start_failed(slot);
+            let _ = kill(nix::unistd::getpid(), NixSignal::SIGTERM);
         }
     }
 
