@@ -233,6 +233,9 @@ fn a_flooding_worker_blocks_neither_drover_nor_another_worker() {
         &log,
         "--worker-output",
         "log",
+        // drover's own INFO lines off: the workers' lines stay.
+        "--log-level",
+        "warn",
         "--control",
         &control,
         "--",
@@ -271,6 +274,10 @@ fn a_flooding_worker_blocks_neither_drover_nor_another_worker() {
     // Within a second, at most the line budget of the flooding worker is logged.
     let floods = lines_with(&log, &[" flood ", "slot=0"]).len();
     assert!(floods > 0, "the flooding worker's first lines are logged");
+    assert!(
+        lines_with(&log, &["spawned"]).is_empty(),
+        "drover's own INFO lines are off"
+    );
     // The stop is not held up by a worker blocked on its full pipe.
     let asked = Instant::now();
     stop(&mut d, &log);

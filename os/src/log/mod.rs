@@ -267,16 +267,26 @@ impl Write for LogWriter {
 }
 
 /// Installs drover's subscriber, unless the program (an embedded server) installed its
-/// own: that one stays, and drover's lines go where it sends them.
+/// own: that one stays, and drover's lines go where it sends them. The workers' output is
+/// logged at INFO whatever `level` (an operator who asked for it with `--worker-output log`
+/// and quietened drover with `--log-level warn` still gets it).
 pub fn install_subscriber(level: tracing::Level, format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(workers::TARGET, level.max(tracing::Level::INFO));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(|| LogWriter)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.event_format(json::JsonLines).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::PollFlags;
 
+/// The tracing target of the workers' lines (logged at INFO whatever `--log-level`).
+pub const TARGET: &str = "drover::worker_output";
 /// Bytes read from one pipe per wake-up of drover.
 pub const READ_PER_WAKE: usize = 64 * 1024;
 /// Bytes read from one worker (both streams) per second.
@@ -100,6 +102,7 @@ impl Source {
         let line = line.strip_suffix('\r').unwrap_or(&line);
         if split {
             tracing::info!(
+                target: TARGET,
                 slot = self.slot,
                 generation = self.generation,
                 pid = self.pid,
@@ -109,6 +112,7 @@ impl Source {
             );
         } else {
             tracing::info!(
+                target: TARGET,
                 slot = self.slot,
                 generation = self.generation,
                 pid = self.pid,
@@ -121,6 +125,7 @@ impl Source {
     fn report_drops(&mut self, why: &str) {
         if self.dropped > 0 {
             tracing::warn!(
+                target: TARGET,
                 slot = self.slot,
                 generation = self.generation,
                 pid = self.pid,
@@ -356,6 +361,7 @@ impl WorkerOutput {
                 .is_some_and(|t| now.duration_since(t) >= DRAIN_AFTER_EXIT);
             if drained_too_long && !s.pipes.is_empty() {
                 tracing::warn!(
+                    target: TARGET,
                     slot = s.slot,
                     pid = s.pid,
                     "worker output: the worker exited {} s ago and its pipe is still open (a process it started left its group and holds it): closed",
