@@ -461,8 +461,7 @@ impl Shell {
             .as_ref()
             .and_then(|m| m.watchdog_interval())
             .map(|i| std::time::Instant::now() + i);
-        let settings_worker_output_log =
-            settings.log.worker_output == crate::log::WorkerOutputMode::Log;
+        let collect_output = settings.log.worker_output == crate::log::WorkerOutputMode::Log;
         let mut system = System {
             role,
             manager,
@@ -489,7 +488,7 @@ impl Shell {
             staged_reload: None,
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
-            worker_output: WorkerOutput::new(settings_worker_output_log),
+            worker_output: WorkerOutput::new(collect_output),
             launcher: launcher.take(),
             listeners,
             _runtime_dir: runtime_dir,
