@@ -378,3 +378,47 @@ fn a_pipe_held_by_a_process_that_left_the_worker_is_closed_after_the_drain() {
     assert!(!last.is_empty(), "{}", read(&log));
     stop(&mut d, &log);
 }
+
+#[test]
+fn after_a_live_upgrade_the_successor_collects_its_workers_output_into_the_same_log() {
+    let dir = test_dir("upgrade-output");
+    let log = dir.path("drover.log");
+    let control = dir.path("control.sock");
+    let worker = dir.path("worker.py");
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--readiness",
+        "notify",
+        "--log-file",
+        &log,
+        "--worker-output",
+        "log",
+        "--control",
+        &control,
+        "--",
+        python(),
+        &worker,
+    ];
+    let mut d = Server::start(dir, DROVER, &args);
+    wait_until("the first worker's line", T, || {
+        !lines_with(&log, &["worker pid=", "gen=1 ", "stream=\"stderr\""]).is_empty()
+    });
+    let (code, out, err) = client(&["upgrade", "--control", &control]);
+    assert_eq!(code, 0, "{out}{err}\n{}", read(&log));
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let successor = answer["successor_pid"].as_u64().unwrap();
+    // The predecessor drains and exits; the successor goes on in the same file.
+    assert_eq!(d.wait_exit(T).code(), Some(0), "{}", read(&log));
+    let line = lines_with(&log, &["worker pid=", "gen=2 ", "stream=\"stderr\""]).remove(0);
+    assert!(
+        line.contains(&format!("drover{{pid={successor}}}")),
+        "the successor logs its own worker's line: {line}"
+    );
+    assert_eq!(field(&line, "generation="), "2", "{line}");
+    signal(successor as u32, libc::SIGTERM);
+    wait_until("the successor's exit", T, || {
+        lines_with(&log, &["drover exits"]).len() == 2
+    });
+}
