@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use clap::{Args, ValueEnum};
@@ -140,9 +141,9 @@ struct Sink {
     /// Set once drover's stdout and stderr point at the log file (a daemon): a reopen moves
     /// them to the new file too, so a panic message or an inheriting worker's output
     /// follows the rotation.
-    stdio: std::sync::atomic::AtomicBool,
+    stdio: AtomicBool,
     /// Set in a forked worker whose stderr is its output pipe (see `in_forked_worker`).
-    to_stderr: std::sync::atomic::AtomicBool,
+    to_stderr: AtomicBool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -172,8 +173,8 @@ pub fn open_file(path: &Path) -> Result<(), String> {
     let sink = Sink {
         path: path.to_path_buf(),
         file: Mutex::new(file),
-        stdio: std::sync::atomic::AtomicBool::new(stdio),
-        to_stderr: std::sync::atomic::AtomicBool::new(false),
+        stdio: AtomicBool::new(stdio),
+        to_stderr: AtomicBool::new(false),
     };
     SINK.set(sink)
         .map_err(|_| "the log file is already open".to_string())
@@ -198,7 +199,7 @@ fn same_file(file: &File, fd: std::os::fd::RawFd) -> bool {
 /// standard descriptors as following the log file on every reopen.
 pub fn file_for_stdio() -> Option<std::os::fd::RawFd> {
     let sink = SINK.get()?;
-    sink.stdio.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.stdio.store(true, Ordering::SeqCst);
     let file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
     Some(file.as_raw_fd())
 }
@@ -217,7 +218,7 @@ pub fn reopen() -> Result<String, String> {
     })?;
     let old = {
         let mut file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
-        if sink.stdio.load(std::sync::atomic::Ordering::SeqCst) {
+        if sink.stdio.load(Ordering::SeqCst) {
             for fd in [1, 2] {
                 // SAFETY: dup2 onto the standard descriptors, which this process owns; the
                 // old file behind them is closed by the kernel atomically.
@@ -238,8 +239,7 @@ pub fn reopen() -> Result<String, String> {
 pub fn in_forked_worker(output_piped: bool) -> Option<std::os::fd::RawFd> {
     let sink = SINK.get()?;
     if output_piped {
-        sink.to_stderr
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        sink.to_stderr.store(true, Ordering::SeqCst);
         return None;
     }
     // The supervisor is single-threaded: nobody held the lock across the fork.
@@ -253,7 +253,7 @@ struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match SINK.get() {
-            Some(sink) if !sink.to_stderr.load(std::sync::atomic::Ordering::Relaxed) => {
+            Some(sink) if !sink.to_stderr.load(Ordering::Relaxed) => {
                 let mut file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
                 file.write(buf)
             }
