@@ -28,6 +28,7 @@ pub enum Request {
     Scale { n: u32 },
     ScaleUp,
     ScaleDown,
+    ReopenLogs,
 }
 
 const REQUEST_MAX: usize = 64 * 1024;

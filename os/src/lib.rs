@@ -8,8 +8,9 @@
 //! adopted), `spawn` (fork/exec with systemd conventions, or fork alone for embedded
 //! workers), `notify` (the workers' sd_notify socket), `sdnotify` (drover's own messages to
 //! its service manager), `control` (the JSON control socket), `pidfile`, `upgrade` (the
-//! live-upgrade channel), `supervise` (`--supervise`), `guard` (kills the workers' groups
-//! if drover is killed), `board` (the embedded workers' shared-memory report board),
+//! live-upgrade channel), `supervise` (`--supervise`), `log` (drover's log file and format,
+//! the workers' output in log mode), `daemon` (`--daemonize`), `guard` (kills the workers'
+//! groups if drover is killed), `board` (the embedded workers' shared-memory report board),
 //! `process` and `identity` (what shapes a worker process: user and groups, umask,
 //! directory, environment), `title` (the process titles `ps` and `top` show),
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
@@ -17,10 +18,12 @@
 
 mod board;
 mod control;
+mod daemon;
 pub mod embedded;
 mod guard;
 mod identity;
 mod listen;
+mod log;
 mod notify;
 mod pidfile;
 mod process;
@@ -51,7 +54,7 @@ pub mod parse {
     name = "drover",
     version,
     about = "Runs any program as a supervised prefork pool",
-    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
+    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reopen the log file and reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -79,6 +82,8 @@ enum Cmd {
     Reload(ControlArgs),
     /// Live upgrade: start the successor, wait until it took over (exit 0) or rolled back (exit 1).
     Upgrade(ControlArgs),
+    /// Reopen drover's --log-file (after logrotate renamed it).
+    ReopenLogs(ControlArgs),
     /// Set the pool's size (static: workers; dynamic: min).
     Scale {
         /// The new size.
@@ -106,6 +111,7 @@ pub fn main() -> i32 {
         Cmd::Restart(c) => control::client(&c.control, request("restart")),
         Cmd::Reload(c) => control::client(&c.control, request("reload")),
         Cmd::Upgrade(c) => control::client(&c.control, request("upgrade")),
+        Cmd::ReopenLogs(c) => control::client(&c.control, request("reopen-logs")),
         Cmd::Scale { n, control } => {
             control::client(&control.control, json!({ "cmd": "scale", "n": n }))
         }

@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// performs live upgrades (USR2) by starting a new drover beside the old one.
     #[arg(long)]
     pub supervise: bool,
+    /// drover's log, the workers' output and daemon mode.
+    #[command(flatten)]
+    pub log: crate::log::LogArgs,
     /// The worker program and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -151,6 +154,10 @@ const SHELL_KEYS: &[&str] = &[
     "umask",
     "chdir",
     "env",
+    "log_file",
+    "log_format",
+    "worker_output",
+    "daemonize",
 ];
 
 /// Machine keys that together choose the pool: flags that set any of them replace all of
@@ -167,13 +174,13 @@ const POLICY_KEYS: &[&str] = &[
 
 /// The config file, split into the shell's keys and the machine's settings.
 #[derive(Debug, Default)]
-struct FileConfig {
+pub(crate) struct FileConfig {
     shell: toml::Table,
     machine: Vec<(String, Setting)>,
 }
 
 impl FileConfig {
-    fn parse(text: &str) -> Result<FileConfig, String> {
+    pub(crate) fn parse(text: &str) -> Result<FileConfig, String> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
         let mut file = FileConfig::default();
         for (key, value) in table {
@@ -186,11 +193,19 @@ impl FileConfig {
         Ok(file)
     }
 
-    fn string(&self, key: &str) -> Result<Option<String>, UsageError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, UsageError> {
         match self.shell.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(usage(format!("config file: `{key}` must be a string"))),
+        }
+    }
+
+    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, UsageError> {
+        match self.shell.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(_) => Err(usage(format!("config file: `{key}` must be true or false"))),
         }
     }
 
@@ -285,6 +300,8 @@ pub struct Settings {
     pub worker_env: Vec<(String, String)>,
     /// The workers' user, groups, umask, directory and environment.
     pub process: crate::process::ProcessSettings,
+    /// drover's log, the workers' output, daemon mode.
+    pub log: crate::log::LogSettings,
     pub machine: Config,
 }
 
@@ -349,6 +366,9 @@ impl Settings {
             "drop_privileges",
             old.process.drop_privileges != new.process.drop_privileges,
         );
+        for key in old.log.restart_only_changes(&new.log) {
+            check(key, true);
+        }
         changed
     }
 
@@ -517,6 +537,7 @@ impl Settings {
             upgrade_program,
             worker_env: Vec::new(),
             process,
+            log: crate::log::LogSettings::resolve(&args.log, &file)?,
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();

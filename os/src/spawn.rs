@@ -180,17 +180,29 @@ impl Spawner {
     }
 
     /// Starts one worker: forks and execs the command, or forks the embedded runtime.
-    pub fn spawn(&mut self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
+    /// `stdio`: the descriptors that become the worker's stdout and stderr (its output
+    /// pipes, `--worker-output log`), else it inherits drover's.
+    pub fn spawn(
+        &mut self,
+        worker: WorkerId,
+        generation: Generation,
+        stdio: Option<[RawFd; 2]>,
+    ) -> Result<Pid, SpawnError> {
         if self.forked.is_some() {
-            self.spawn_forked(worker, generation)
+            self.spawn_forked(worker, generation, stdio)
         } else {
-            self.spawn_command(worker, generation)
+            self.spawn_command(worker, generation, stdio)
         }
     }
 
     /// Forks and execs one worker. Returns once the child has exec'd (or failed to), so a
     /// missing program is a `SpawnFailed`, not a crash.
-    fn spawn_command(&self, worker: WorkerId, generation: Generation) -> Result<Pid, SpawnError> {
+    fn spawn_command(
+        &self,
+        worker: WorkerId,
+        generation: Generation,
+        stdio: Option<[RawFd; 2]>,
+    ) -> Result<Pid, SpawnError> {
         let mut env: Vec<CString> = self.base_env.clone();
         if !self.spec.env_names.is_empty() {
             // getenv takes the first of two same names: an inherited one would win.
@@ -216,6 +228,7 @@ impl Spawner {
             env,
             &self.listen_fds,
             Some(&self.spec.setup),
+            stdio,
         )
     }
 
@@ -271,12 +284,12 @@ impl Spawner {
             .copied()
             .chain([high.as_raw_fd()])
             .collect();
-        self.fork_exec(program, argv, env, &fds, None)
+        self.fork_exec(program, argv, env, &fds, None, None)
     }
 
     /// fork + execve with `fds` placed at 3, 4, …; `LISTEN_PID` is set in the child when
     /// there is any fd to pass. A `worker` (its setup given) dies with the supervisor,
-    /// leads an own group and applies its setup before exec.
+    /// leads an own group and applies its setup before exec. `stdio`: placed at 1 and 2.
     fn fork_exec(
         &self,
         program: &CString,
@@ -284,6 +297,7 @@ impl Spawner {
         env: Vec<CString>,
         fds: &[RawFd],
         worker: Option<&ChildSetup>,
+        stdio: Option<[RawFd; 2]>,
     ) -> Result<Pid, SpawnError> {
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
         // The child writes its LISTEN_PID here; the array stays NULL-terminated.
@@ -306,6 +320,7 @@ impl Spawner {
             death_read: self.death_read.as_raw_fd(),
             death_write: self.death_write.as_raw_fd(),
             err_write: err_write.as_raw_fd(),
+            stdio,
         };
         // The child unblocks them in `exec_child`, after resetting the supervisor's handlers.
         let mask = block_all_signals();
@@ -353,6 +368,7 @@ impl Spawner {
         &mut self,
         worker: WorkerId,
         generation: Generation,
+        stdio: Option<[RawFd; 2]>,
     ) -> Result<Pid, SpawnError> {
         let forked = self
             .forked
@@ -391,11 +407,20 @@ impl Spawner {
                 };
                 // SAFETY: resets handlers installed by the supervisor; see the function.
                 unsafe { reset_caught_signals(false) };
+                if let Some(fds) = stdio {
+                    // SAFETY: dup2 onto this forked child's own stdout and stderr.
+                    if unsafe { place_stdio(fds) } < 0 {
+                        // SAFETY: ends the child before it runs any of the program's code.
+                        unsafe { libc::_exit(71) }
+                    }
+                }
+                let log_fd = crate::log::in_forked_worker(stdio.is_some());
                 let keep: Vec<RawFd> = self
                     .listen_fds
                     .iter()
                     .copied()
                     .chain([self.death_read.as_raw_fd()])
+                    .chain(log_fd)
                     .chain(forked.keep_fds().iter().copied())
                     .collect();
                 close_fds_except(&keep);
@@ -519,6 +544,8 @@ struct ChildPlan<'a> {
     death_read: RawFd,
     death_write: RawFd,
     err_write: RawFd,
+    /// The worker's stdout and stderr (its output pipes), if not drover's.
+    stdio: Option<[RawFd; 2]>,
 }
 
 /// The child between fork and exec.
@@ -548,6 +575,12 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
         if err < 3 + n {
             err = libc::fcntl(err, libc::F_DUPFD_CLOEXEC, 3 + n);
         }
+        // Before the listeners: a pipe end may sit where a listener goes.
+        if let Some(fds) = plan.stdio {
+            if place_stdio(fds) < 0 {
+                fail(err);
+            }
+        }
         for (i, &fd) in plan.listen_fds.iter().enumerate() {
             let target = 3 + i as RawFd;
             // Listener fds are all >= 3 + n, so this never clobbers one not yet copied.
@@ -568,6 +601,27 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
         }
         libc::execve(plan.program, plan.argv, plan.envp.cast_const());
         fail(err)
+    }
+}
+
+/// Puts `fds` at 1 and 2 (inherited across exec); -1 on failure.
+///
+/// # Safety
+/// Call only in a freshly forked child; async-signal-safe calls on plain integers only.
+unsafe fn place_stdio(fds: [RawFd; 2]) -> libc::c_int {
+    // SAFETY: async-signal-safe libc calls on plain integers.
+    unsafe {
+        for (target, fd) in [(1, fds[0]), (2, fds[1])] {
+            if fd == target {
+                // dup2 onto itself would keep close-on-exec.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return -1;
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return -1;
+            }
+        }
+        0
     }
 }
 

@@ -86,11 +86,14 @@ pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
     let child = std::mem::take(&mut settings.process);
     settings.process.notify_owner = child.credentials.filter(|_| child.drop_privileges);
     settings.machine.worker_fingerprint = 0;
+    // The child drover collects its own workers' output; its own log is its own.
+    settings.log.worker_output = crate::log::WorkerOutputMode::Inherit;
     Ok(settings)
 }
 
-/// The child's arguments: the parent's, without `--supervise` and `--pid-file` (the parent
-/// holds the pid file; operators signal the parent). Only options before `--` are looked at.
+/// The child's arguments: the parent's, without `--supervise`, `--pid-file` (the parent
+/// holds the pid file; operators signal the parent) and `--daemonize` (the parent is the
+/// daemon). Only options before `--` are looked at.
 pub fn child_args(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.iter();
@@ -101,7 +104,7 @@ pub fn child_args(args: &[OsString]) -> Vec<OsString> {
             out.extend(iter.cloned());
             break;
         }
-        if text == "--supervise" || text.starts_with("--pid-file=") {
+        if text == "--supervise" || text == "--daemonize" || text.starts_with("--pid-file=") {
             continue;
         }
         if text == "--pid-file" {
@@ -127,6 +130,7 @@ mod tests {
             child_args(&args(&[
                 "run",
                 "--supervise",
+                "--daemonize",
                 "--listen",
                 "127.0.0.1:0",
                 "--pid-file",

@@ -52,6 +52,19 @@ impl Shell {
     fn answer(&mut self, request: Request) -> Value {
         let command = match request {
             Request::Status => return self.status(),
+            Request::ReopenLogs => {
+                tracing::info!("control: reopen-logs");
+                return match crate::log::reopen() {
+                    Ok(what) => {
+                        tracing::info!("{what}");
+                        json!({ "ok": true, "command": "reopen-logs", "message": what })
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        control::error(&e)
+                    }
+                };
+            }
             Request::Reload => {
                 tracing::info!("control: reload");
                 return match self.reload() {

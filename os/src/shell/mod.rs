@@ -22,8 +22,10 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::board::Report;
 use crate::control::{ConnId, ControlServer};
+use crate::daemon::{self, Launcher};
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
+use crate::log::workers::WorkerOutput;
 use crate::notify::{self, NotifySocket};
 use crate::pidfile::PidFile;
 use crate::sdnotify::Manager;
@@ -76,19 +78,44 @@ pub(crate) fn run_with(args: RunArgs, forked: Option<Box<dyn ForkedWorker>>) -> 
     } else {
         (settings, forked)
     };
+    if let Some(path) = &settings.log.file {
+        if let Err(e) = crate::log::open_file(path) {
+            eprintln!("drover: {e}");
+            return 2;
+        }
+    }
+    let mut launcher = match daemon::wanted(&settings) {
+        true => match daemon::daemonize(settings.log.file.as_deref()) {
+            Ok(daemon::Side::Launcher(code)) => return code,
+            Ok(daemon::Side::Daemon(launcher)) => Some(launcher),
+            Err(e) => {
+                eprintln!("drover: --daemonize: {e}");
+                return 1;
+            }
+        },
+        false => None,
+    };
     // An embedded program may have installed its own subscriber: that one stays.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(settings.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    crate::log::install_subscriber(settings.log_level, settings.log.format);
     // Two drovers share a log during a live upgrade or under --supervise: every line
     // names its drover.
     let _span = tracing::info_span!("drover", pid = std::process::id()).entered();
-    match Shell::start(args, settings, forked) {
-        Ok(mut shell) => shell.run(),
+    match Shell::start(args, settings, forked, &mut launcher) {
+        Ok(mut shell) => {
+            let code = shell.run();
+            if let Some(launcher) = shell.sys().launcher.take() {
+                launcher.fail(
+                    code.max(1),
+                    &format!("drover exited (code {code}) before the pool was ready"),
+                );
+            }
+            code
+        }
         Err((code, msg)) => {
             eprintln!("drover: {msg}");
+            if let Some(launcher) = launcher {
+                launcher.fail(code, &msg);
+            }
             code
         }
     }
@@ -339,6 +366,10 @@ struct System {
     title_shown: Option<crate::title::SupervisorView>,
     /// Per slot: the report-board values last fed, and of which incarnation.
     reports_seen: BTreeMap<u32, (u32, Report)>,
+    /// The workers' output pipes (`--worker-output log`).
+    worker_output: WorkerOutput,
+    /// `--daemonize`: the launching command waits on this for the pool's readiness.
+    launcher: Option<Launcher>,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     runtime_dir: RuntimeDir,
@@ -358,10 +389,13 @@ struct Shell {
 }
 
 impl Shell {
+    /// `launcher`: taken into the shell once nothing can fail any more (the first spawns,
+    /// and with them the pool's readiness, may come before `start` returns).
     fn start(
         args: RunArgs,
         settings: Settings,
         forked: Option<Box<dyn ForkedWorker>>,
+        launcher: &mut Option<Launcher>,
     ) -> Result<Shell, (i32, String)> {
         let role = if std::env::var_os(upgrade::SUPERVISED_VAR).is_some_and(|v| v == "1") {
             Role::Supervised
@@ -474,6 +508,7 @@ impl Shell {
             .as_ref()
             .and_then(|m| m.watchdog_interval())
             .map(|i| std::time::Instant::now() + i);
+        let collect_output = settings.log.worker_output == crate::log::WorkerOutputMode::Log;
         let mut system = System {
             role,
             manager,
@@ -501,6 +536,8 @@ impl Shell {
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
             title_shown: None,
+            worker_output: WorkerOutput::new(collect_output),
+            launcher: launcher.take(),
             listeners,
             runtime_dir,
             pid_file,

@@ -17,6 +17,7 @@ pub(super) struct Ready {
     upgrade: bool,
     control_listener: bool,
     control_conns: Vec<bool>,
+    worker_output: Vec<bool>,
 }
 
 impl Shell {
@@ -27,10 +28,12 @@ impl Shell {
             self.show_title();
             self.tell_manager();
             if let Some(code) = self.driver.exit_code() {
+                self.sys().worker_output.drain_at_exit();
                 tracing::info!(code, "drover exits");
                 return code;
             }
             let ready = self.wait();
+            self.sys().worker_output.service(&ready.worker_output);
             self.driver.begin_turn();
             if ready.signals {
                 self.on_signals();
@@ -140,6 +143,7 @@ impl Shell {
             control_deadline,
             sys.next_watchdog,
             linger_deadline,
+            sys.worker_output.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -213,6 +217,13 @@ impl System {
                 .iter()
                 .map(|(fd, flags)| PollFd::new(*fd, *flags)),
         );
+        let control_end = fds.len();
+        fds.extend(
+            self.worker_output
+                .poll_fds()
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
         let polled = nix::poll::poll(&mut fds, timeout);
         let readable = |i: usize| -> bool {
             polled.is_ok()
@@ -228,8 +239,9 @@ impl System {
         Ready {
             signals: readable(0),
             upgrade: upgrade.is_some() && readable(2),
-            control_listener: fds.len() > 3 && readable(3),
-            control_conns: (4..fds.len()).map(readable).collect(),
+            control_listener: control_end > 3 && readable(3),
+            control_conns: (4..control_end).map(readable).collect(),
+            worker_output: (control_end..fds.len()).map(readable).collect(),
         }
     }
 }

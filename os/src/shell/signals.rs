@@ -20,6 +20,14 @@ impl Shell {
     pub(super) fn on_signals(&mut self) {
         let pending: Vec<i32> = self.sys().signals.pending().collect();
         for sig in pending {
+            // Before the reload (or, under --supervise, before passing HUP on): logrotate's
+            // `kill -HUP` must find the new file in use as soon as possible.
+            if sig == SIGHUP {
+                match crate::log::reopen() {
+                    Ok(what) => tracing::info!("SIGHUP: {what}"),
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
+            }
             if self.driver.os().args.supervise && self.on_signal_supervising(sig) {
                 continue;
             }

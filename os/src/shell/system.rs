@@ -27,7 +27,16 @@ impl Os for System {
         worker: WorkerId,
         generation: Generation,
     ) -> Result<Pid, SpawnError> {
-        let pid = self.spawner.spawn(worker, generation)?;
+        let pipes = self.worker_output.open_pipes().map_err(|e| {
+            tracing::warn!("worker output pipes: {e}");
+            SpawnError::Resources
+        })?;
+        let pid = self
+            .spawner
+            .spawn(worker, generation, pipes.as_ref().map(|p| p.child_fds()))?;
+        if let Some(pipes) = pipes {
+            self.worker_output.attach(pipes, worker, generation, pid.0);
+        }
         self.pids.insert(pid.0, worker);
         if let Some(guard) = &mut self.guard {
             guard.watch(pid.0);
@@ -58,7 +67,28 @@ impl Os for System {
                 if let Some(m) = &self.manager {
                     m.ready(&format!("{ready} workers ready"));
                 }
+                if let Some(launcher) = self.launcher.take() {
+                    launcher.ready();
+                }
             }
+            // `--daemonize` before the pool was ever ready: a worker's failure fails the start.
+            Event::Exited {
+                worker,
+                status,
+                expected: false,
+                ..
+            } => {
+                if let Some(launcher) = &mut self.launcher {
+                    launcher.worker_exited(format!(
+                        "worker w={worker} exited ({})",
+                        status_text(status)
+                    ));
+                }
+            }
+            Event::RestartScheduled { slot, cause, .. } if cause.counts() => {
+                self.start_failed(slot)
+            }
+            Event::GaveUp { worker, .. } => self.start_failed(worker.slot),
             Event::AskHandover => self.ask_handover(),
             Event::TookOver { predecessor_gone } => self.take_over(predecessor_gone),
             Event::UpgradeRolledBack { reason } => self.after_rollback(sup, reason),
@@ -203,6 +233,15 @@ impl System {
         }
     }
 
+    /// `--daemonize`: a worker failed before the pool was ever ready. drover stops as an
+    /// operator's TERM would stop it (the signal goes through the same loop).
+    fn start_failed(&mut self, slot: u32) {
+        if let Some(launcher) = self.launcher.take() {
+            launcher.start_failed(slot);
+            let _ = kill(nix::unistd::getpid(), NixSignal::SIGTERM);
+        }
+    }
+
     /// The worker whose group `pid` leads is gone: forget it here, tell the machine.
     fn worker_exited(&mut self, pid: u32, status: ExitStatus) -> Input {
         self.pids.remove(&pid);
@@ -213,6 +252,7 @@ impl System {
         if let Some(guard) = &mut self.guard {
             guard.forget(pid);
         }
+        self.worker_output.exited(pid);
         Input::Exited {
             pid: Pid(pid),
             status,
