@@ -21,6 +21,8 @@ fn name(r: &Request) -> &'static str {
         Request::Scale { .. } => "scale",
         Request::ScaleUp => "scale-up",
         Request::ScaleDown => "scale-down",
+        Request::Metrics => "metrics",
+        Request::Dump => "dump",
     }
 }
 
@@ -62,7 +64,7 @@ const SPACES: &[&str] = &["", " ", "\t", "\r", " \r\t "];
 fn check_round_trip(u: &mut Unstructured) {
     let b = |u: &mut Unstructured| -> u8 { u.arbitrary().unwrap_or(0) };
     let n: u32 = u.arbitrary().unwrap_or(0);
-    let request = match b(u) % 9 {
+    let request = match b(u) % 11 {
         0 => Request::Status,
         1 => Request::Stop,
         2 => Request::StopNow,
@@ -71,6 +73,8 @@ fn check_round_trip(u: &mut Unstructured) {
         5 => Request::Upgrade,
         6 => Request::Scale { n },
         7 => Request::ScaleUp,
+        8 => Request::Metrics,
+        9 => Request::Dump,
         _ => Request::ScaleDown,
     };
     let sp = SPACES[usize::from(b(u)) % SPACES.len()];

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug (machine trace lines), trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics from the supervisor: PORT (on
+    /// 127.0.0.1), HOST:PORT or [IPv6]:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Run a small parent that restarts this drover if it crashes (with backoff), holds
     /// the listening sockets and the pid file across restarts, forwards signals, and
     /// performs live upgrades (USR2) by starting a new drover beside the old one.
@@ -123,6 +127,7 @@ const SHELL_KEYS: &[&str] = &[
     "pid_file",
     "control",
     "log_level",
+    "metrics_listen",
     "command",
     "upgrade_command",
 ];
@@ -246,6 +251,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub control: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// Where `GET /metrics` is served (`--metrics-listen`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The command as given; `program` is its first word resolved through PATH.
     pub command: Vec<String>,
     pub program: PathBuf,
@@ -315,6 +322,7 @@ impl Settings {
         check("backlog", old.backlog != new.backlog);
         check("unix_mode", old.unix_mode != new.unix_mode);
         check("log_level", old.log_level != new.log_level);
+        check("metrics_listen", old.metrics_listen != new.metrics_listen);
         changed
     }
 
@@ -460,6 +468,24 @@ impl Settings {
             ))
         })?;
 
+        let metrics_text = match &args.metrics_listen {
+            Some(text) => Some(text.clone()),
+            None => match file.shell.get("metrics_listen") {
+                None => None,
+                Some(toml::Value::String(text)) => Some(text.clone()),
+                Some(toml::Value::Integer(port)) => Some(port.to_string()),
+                Some(_) => {
+                    return Err(usage(
+                        "config file: `metrics_listen` must be a port or an address string, e.g. 9100 or \"127.0.0.1:9100\"",
+                    ))
+                }
+            },
+        };
+        let metrics_listen = match metrics_text {
+            Some(text) => Some(crate::metrics::http::parse_addr(&text).map_err(usage)?),
+            None => None,
+        };
+
         let mut settings = Settings {
             listen,
             backlog,
@@ -473,6 +499,7 @@ impl Settings {
                 None => file.string("control")?.map(PathBuf::from),
             },
             log_level,
+            metrics_listen,
             command,
             program,
             upgrade_command,

@@ -108,13 +108,16 @@ impl Counters {
         self.spawn_failures
     }
 
-    /// Worker exits by reason, every reason (zeros included), asked ones first.
+    /// Worker exits by reason, every reason an exit can have (zeros included), asked ones
+    /// first.
     pub fn exits(&self) -> impl Iterator<Item = (ExitReason, u64)> + '_ {
         let asked = StopReason::ALL
             .into_iter()
             .map(|r| (ExitReason::Asked(r), self.exits_asked[r as usize]));
+        // A hung worker is killed by drover: its exit is an asked one, never unasked.
         let unasked = DeathCause::ALL
             .into_iter()
+            .filter(|&c| c != DeathCause::Hung)
             .map(|c| (ExitReason::Unasked(c), self.exits_unasked[c as usize]));
         asked.chain(unasked)
     }

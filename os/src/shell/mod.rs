@@ -7,7 +7,8 @@
 //!
 //! Rooms: `run` (the poll loop and what wakes it), `system` (the `Os` implementation:
 //! fork, signals, waitpid), `reports` (notify socket and report board), `signals` (signals
-//! and reload), `handover` (live upgrade, both sides), `control` (the control socket).
+//! and reload), `handover` (live upgrade, both sides), `control` (the control socket),
+//! `observe` (metrics, the dump and its ring of trace lines).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::AsRawFd;
@@ -24,6 +25,7 @@ use crate::board::Report;
 use crate::control::{ConnId, ControlServer};
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
+use crate::metrics::http::MetricsServer;
 use crate::notify::{self, NotifySocket};
 use crate::pidfile::PidFile;
 use crate::sdnotify::Manager;
@@ -33,6 +35,7 @@ use crate::upgrade::{self, Channel, Relaunch};
 
 mod control;
 mod handover;
+mod observe;
 mod reports;
 mod run;
 mod signals;
@@ -303,6 +306,14 @@ struct System {
     backlog_seen: Vec<Option<u32>>,
     /// Per slot: the report-board values last fed, and of which incarnation.
     reports_seen: BTreeMap<u32, (u32, Report)>,
+    /// `GET /metrics` on `--metrics-listen`; `None` without the flag (nothing polled).
+    metrics: Option<crate::metrics::http::MetricsServer>,
+    /// Turns of the poll loop, for the metrics.
+    wakeups: u64,
+    /// When this drover started, in seconds since the Unix epoch.
+    started_unix: f64,
+    /// The last trace lines, for a dump.
+    trace_ring: observe::TraceRing,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     _runtime_dir: RuntimeDir,
@@ -396,6 +407,18 @@ impl Shell {
             )),
             (None, _) => None,
         };
+        let metrics = match (settings.metrics_listen, role) {
+            (None, _) => None,
+            (Some(addr), Role::Primary) => Some(MetricsServer::bind(addr).map_err(|e| (2, e))?),
+            // Bound once the address is this drover's: at the takeover for a successor; a
+            // supervised drover replacing another retries until the old one lets go.
+            (Some(addr), _) => Some(MetricsServer::unbound(addr)),
+        };
+        if let Some(addr) = settings.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                "--metrics-listen {addr} is not a loopback address: whoever reaches it reads the metrics (there is no authentication); prefer 127.0.0.1 and a firewall or proxy in front"
+            );
+        }
         let spawner = Spawner::new(
             WorkerSpec::new(&settings),
             listeners.list.iter().map(|l| l.fd.as_raw_fd()).collect(),
@@ -453,12 +476,19 @@ impl Shell {
             staged_reload: None,
             backlog_seen: Vec::new(),
             reports_seen: BTreeMap::new(),
+            metrics,
+            wakeups: 0,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            trace_ring: observe::TraceRing::default(),
             listeners,
             _runtime_dir: runtime_dir,
             pid_file,
         };
         if role == Role::Supervised {
             system.install_control();
+            system.serve_metrics();
         }
         let driver = Driver::new(sup, system, notify::queue_capacity());
         Ok(Shell { driver })
