@@ -201,11 +201,11 @@ impl MetricsServer {
     }
 
     fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         // Bounded: a connect storm is taken in slices, one per turn.
         for _ in 0..4 * CONNS_MAX {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -227,7 +227,7 @@ impl MetricsServer {
                 continue;
             }
             self.at_fd_limit = false;
-            if self.conns.len() >= CONNS_MAX {
+            if self.conns.len() >= CONNS_MAX && !self.evict_oldest_reader() {
                 // One write into an empty socket buffer: never blocks, always whole.
                 let _ = (&stream).write(&error(
                     false,
@@ -247,6 +247,27 @@ impl MetricsServer {
                 self.conns.push(conn);
             }
         }
+    }
+}
+
+impl MetricsServer {
+    /// Makes room for a new client at the cost of the longest-waiting one still sending its
+    /// request: clients that connect and send nothing cannot lock scrapers out.
+    fn evict_oldest_reader(&mut self) -> bool {
+        let Some(i) = self
+            .conns
+            .iter()
+            .position(|c| matches!(c.stage, Stage::Reading(_)))
+        else {
+            return false;
+        };
+        let conn = self.conns.remove(i);
+        let _ = (&conn.stream).write(&error(
+            false,
+            "408 Request Timeout",
+            "dropped for a newer client\n",
+        ));
+        true
     }
 }
 
