@@ -2,7 +2,7 @@
 //! metrics`, `--metrics-listen`, checked with Prometheus's own `promtool check metrics` and
 //! by their values after real events), `drover status` as a table, and `drover dump`.
 
-mod common;
+pub mod common;
 
 use common::*;
 use std::io::{Read, Write};
