@@ -53,11 +53,13 @@ pub enum Plant {
     SpareAtMax,
     /// A successor that dies after the handover is forgotten: the old pool drains on.
     ResumeForgotten,
+    /// Requests served are counted as each load report's total, not its growth.
+    RequestsTotal,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 23] = [
+    pub const ALL: [Plant; 24] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::AbsenceIgnored,
@@ -81,6 +83,7 @@ impl Plant {
         Plant::BacklogAtTick,
         Plant::SpareAtMax,
         Plant::ResumeForgotten,
+        Plant::RequestsTotal,
     ];
 
     /// The name `--canary NAME` takes.
@@ -109,6 +112,7 @@ impl Plant {
             Plant::BacklogAtTick => "backlog-at-tick",
             Plant::SpareAtMax => "spare-at-max",
             Plant::ResumeForgotten => "resume-forgotten",
+            Plant::RequestsTotal => "requests-total",
         }
     }
 

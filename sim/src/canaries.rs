@@ -118,6 +118,7 @@ pub fn expected(plant: Plant) -> Oracle {
             Oracle::Upgrade
         }
         Plant::BacklogAtTick | Plant::SpareAtMax => Oracle::Demand,
+        Plant::RequestsTotal => Oracle::Counters,
     }
 }
 

@@ -172,7 +172,8 @@ impl Supervisor {
             && w.request_limit
                 .is_some_and(|l| requests >= planted!(if early => l.saturating_sub(1), l));
         self.attach(i);
-        self.counters.count_requests(grown);
+        self.counters
+            .count_requests(planted!(self, RequestsTotal => requests, grown));
         if over_limit {
             self.retire(i, StopReason::MaxRequests);
         }
