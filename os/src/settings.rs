@@ -723,6 +723,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_from_the_flag_or_the_file_and_a_reload_waits_for_a_restart() {
+        let file = |text: &str| FileConfig::parse(text).unwrap();
+        let s = Settings::merge(
+            &args(&[]),
+            file(
+                "metrics_listen = 9100
+command = [\"sh\"]",
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let s = Settings::merge(
+            &args(&["--metrics-listen", "[::1]:9200"]),
+            file("metrics_listen = \"0.0.0.0:9100\"\ncommand = [\"sh\"]"),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_listen, Some("[::1]:9200".parse().unwrap()));
+        let e = Settings::merge(
+            &args(&[]),
+            file("metrics_listen = \"x\"\ncommand = [\"sh\"]"),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("config key `metrics_listen`"), "{e}");
+        let off = Settings::merge(&args(&[]), file("command = [\"sh\"]")).unwrap();
+        assert_eq!(off.metrics_listen, None);
+        let changed = off.restart_only_changes(&s);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(changed[0].contains("`metrics_listen`"), "{changed:?}");
+    }
+
+    #[test]
     fn dynamic_pool_defaults_validate() {
         let s = Settings::load(&args(&["--min", "1", "--max", "4", "--", "sh"])).unwrap();
         assert_eq!(s.machine.policy.max(), 4);

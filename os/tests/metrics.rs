@@ -416,3 +416,46 @@ fn a_live_upgrade_hands_the_metrics_address_to_the_successor() {
         std::os::unix::net::UnixStream::connect(&control).is_err()
     });
 }
+
+#[test]
+fn under_supervise_the_supervised_drover_serves_and_its_replacement_takes_over() {
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let (mut d, control) = python_pool(
+        "metrics-supervise",
+        &["--supervise", "--workers", "1", "--metrics-listen", &addr],
+    );
+    let scrape_soon = || {
+        let mut text = String::new();
+        wait_until("the metrics are served", T, || {
+            text = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => scrape(port),
+                Err(_) => String::new(),
+            };
+            value(&text, "drover_workers{state=\"idle\"}") == Some(1.0)
+        });
+        text
+    };
+    let text = scrape_soon();
+    assert!(text.contains("role=\"supervised\""), "{text}");
+    let started = value(&text, "drover_start_time_seconds").unwrap();
+    // The supervised drover answers the control socket: its pid is the status's.
+    let (code, out, err) = client(&["status", "--json", "--control", &control]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let child = status["pid"].as_u64().unwrap() as u32;
+    assert_ne!(child, d.pid(), "the parent serves no control socket");
+
+    // A crashed drover's replacement binds the address again.
+    signal(child, libc::SIGKILL);
+    wait_until("the replacement serves the metrics", T, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && value(&scrape(port), "drover_start_time_seconds").is_some_and(|s| s > started)
+    });
+    promtool_check(&scrape_soon());
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(Duration::from_secs(30));
+}
