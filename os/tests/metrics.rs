@@ -66,6 +66,20 @@ fn scrape(port: u16) -> String {
     body.to_string()
 }
 
+/// `GET /metrics` while drovers come and go: the body of a 200 answer, or `None` for a
+/// refused, reset or otherwise failed exchange.
+fn try_scrape(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(T)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200 OK\r\n")
+        .then(|| body.to_string())
+}
+
 /// `drover metrics --control PATH`: the text alone, byte for byte (`run_bounded` joins
 /// lines and would drop the final newline the format requires). The client bounds its own
 /// wait for the answer (10 s).
@@ -403,8 +417,9 @@ fn a_live_upgrade_hands_the_metrics_address_to_the_successor() {
     // The successor serves the address now: its own start time, counters from zero but for
     // its own spawn.
     wait_until("the successor serves the metrics", T, || {
-        let text = scrape(port);
-        value(&text, "drover_start_time_seconds").is_some_and(|s| s > started)
+        try_scrape(port)
+            .and_then(|text| value(&text, "drover_start_time_seconds"))
+            .is_some_and(|s| s > started)
     });
     let text = scrape(port);
     assert!(text.contains("role=\"primary\""), "{text}");
@@ -431,10 +446,7 @@ fn under_supervise_the_supervised_drover_serves_and_its_replacement_takes_over()
     let scrape_soon = || {
         let mut text = String::new();
         wait_until("the metrics are served", T, || {
-            text = match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(_) => scrape(port),
-                Err(_) => String::new(),
-            };
+            text = try_scrape(port).unwrap_or_default();
             value(&text, "drover_workers{state=\"idle\"}") == Some(1.0)
         });
         text
@@ -452,8 +464,9 @@ fn under_supervise_the_supervised_drover_serves_and_its_replacement_takes_over()
     // A crashed drover's replacement binds the address again.
     signal(child, libc::SIGKILL);
     wait_until("the replacement serves the metrics", T, || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && value(&scrape(port), "drover_start_time_seconds").is_some_and(|s| s > started)
+        try_scrape(port)
+            .and_then(|text| value(&text, "drover_start_time_seconds"))
+            .is_some_and(|s| s > started)
     });
     promtool_check(&scrape_soon());
     d.signal(libc::SIGTERM);
