@@ -64,7 +64,9 @@ pub fn render(sup: &Supervisor, shell: &ShellFacts) -> String {
                 busy_threads += u64::from(busy);
             }
         }
-        if let Some(beat) = w.last_heartbeat {
+        // A stopping worker is no longer held to its heartbeat: its silence while it
+        // drains is no alarm.
+        if let (Some(beat), WorkerState::Ready { .. }) = (w.last_heartbeat, w.state) {
             let age = now.saturating_since(beat).as_secs_f64();
             oldest_beat = Some(oldest_beat.map_or(age, |o: f64| o.max(age)));
         }
@@ -128,7 +130,7 @@ pub fn render(sup: &Supervisor, shell: &ShellFacts) -> String {
             &[],
             timeout.as_secs_f64(),
         );
-        e.family("drover_heartbeat_oldest_age_seconds", "gauge", "Time since the heartbeat of the Ready worker that beat longest ago (0 with no Ready worker).");
+        e.family("drover_heartbeat_oldest_age_seconds", "gauge", "Time since the heartbeat of the Ready worker (not stopping) that beat longest ago (0 with none).");
         e.sample(
             "drover_heartbeat_oldest_age_seconds",
             &[],
