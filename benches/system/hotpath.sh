@@ -205,7 +205,7 @@ ready() {
     if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:${PORT[$name]}/")" = 200 ]; then
       case ${KIND[$name]} in
         embedded | command)
-          "$DROVER" status --control "$TMP/$name.sock" 2>/dev/null |
+          "$DROVER" status --json --control "$TMP/$name.sock" 2>/dev/null |
             jq -e --argjson n "${NW[$name]}" '.ready == $n and ([.workers[] | select(.pid != null)] | length == $n)' \
               >/dev/null 2>&1 && return 0
           ;;
@@ -221,7 +221,7 @@ ready() {
 # children).
 workers() {
   case ${KIND[$1]} in
-    embedded | command) "$DROVER" status --control "$TMP/$1.sock" | jq -r '.workers[].pid // empty' ;;
+    embedded | command) "$DROVER" status --json --control "$TMP/$1.sock" | jq -r '.workers[].pid // empty' ;;
     *) children_of "${ROOT[$1]}" ;;
   esac
 }

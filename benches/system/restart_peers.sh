@@ -234,7 +234,7 @@ start_server() {
     alive "$MASTER" || die "$server exited at start: $(tail -3 "$TMP/$tag.log")"
     if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/")" = 200 ]; then
       if [ -n "$CONTROL" ]; then
-        s=$("$DROVER" status --control "$CONTROL" 2>/dev/null)
+        s=$("$DROVER" status --json --control "$CONTROL" 2>/dev/null)
         if jq -e --argjson n "$n" '.ready == $n' <<<"$s" >/dev/null 2>&1; then
           wpids=$(jq -r '.workers[].pid // empty' <<<"$s")
           EXCLUDE=$(comm -23 <(kids_of "$MASTER" | sort) <(sort <<<"$wpids") | paste -sd,)

@@ -187,7 +187,7 @@ wait_http() {
   die "nothing answers on port $1"
 }
 
-status() { "$DROVER" status --control "$1" 2>/dev/null; }
+status() { "$DROVER" status --json --control "$1" 2>/dev/null; }
 
 # pool_settled SOCKET N [MIN_GENERATION]: drover reports N Ready workers of its current
 # generation (at least MIN_GENERATION) and no other worker process.

@@ -22,6 +22,8 @@ fn name(r: &Request) -> &'static str {
         Request::ScaleUp => "scale-up",
         Request::ScaleDown => "scale-down",
         Request::ReopenLogs => "reopen-logs",
+        Request::Metrics => "metrics",
+        Request::Dump => "dump",
     }
 }
 
@@ -63,7 +65,7 @@ const SPACES: &[&str] = &["", " ", "\t", "\r", " \r\t "];
 fn check_round_trip(u: &mut Unstructured) {
     let b = |u: &mut Unstructured| -> u8 { u.arbitrary().unwrap_or(0) };
     let n: u32 = u.arbitrary().unwrap_or(0);
-    let request = match b(u) % 10 {
+    let request = match b(u) % 12 {
         0 => Request::Status,
         1 => Request::Stop,
         2 => Request::StopNow,
@@ -73,6 +75,8 @@ fn check_round_trip(u: &mut Unstructured) {
         6 => Request::Scale { n },
         7 => Request::ScaleUp,
         8 => Request::ReopenLogs,
+        9 => Request::Metrics,
+        10 => Request::Dump,
         _ => Request::ScaleDown,
     };
     let sp = SPACES[usize::from(b(u)) % SPACES.len()];

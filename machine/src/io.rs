@@ -115,6 +115,15 @@ pub enum DeathCause {
 }
 
 impl DeathCause {
+    /// Every cause, in declaration order (`ALL[c as usize] == c`).
+    pub const ALL: [DeathCause; 5] = [
+        DeathCause::Boot,
+        DeathCause::Hung,
+        DeathCause::Crash,
+        DeathCause::Killed,
+        DeathCause::Retired,
+    ];
+
     /// Whether the death counts towards the backoff and the crash-loop intensity.
     pub fn counts(self) -> bool {
         matches!(
@@ -347,6 +356,22 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [StopReason; 12] = [
+        StopReason::HeartbeatTimeout,
+        StopReason::BootTimeout,
+        StopReason::RequestTimeout,
+        StopReason::MaxRequests,
+        StopReason::Idle,
+        StopReason::ScaleDown,
+        StopReason::Stop,
+        StopReason::Restart,
+        StopReason::Upgrade,
+        StopReason::Rollback,
+        StopReason::Reload,
+        StopReason::MainExited,
+    ];
+
     /// The reason's name in traces and status (`heartbeat-timeout` …).
     pub fn name(self) -> &'static str {
         match self {
@@ -419,6 +444,16 @@ pub enum RollbackReason {
     Timeout,
     /// An operator stop arrived before the successor was ready.
     Stopped,
+}
+
+impl RollbackReason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [RollbackReason; 4] = [
+        RollbackReason::SuccessorFailedToStart,
+        RollbackReason::SuccessorExited,
+        RollbackReason::Timeout,
+        RollbackReason::Stopped,
+    ];
 }
 
 /// Things the shell should log; they change nothing outside the machine.

@@ -70,7 +70,8 @@ pub use io::{
 };
 pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{
-    Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState, WorkerView, ABSENCE_MIN,
+    Counters, ExitReason, Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState,
+    WorkerView, ABSENCE_MIN,
 };
 pub use time::Instant;
 

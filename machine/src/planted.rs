@@ -55,11 +55,13 @@ pub enum Plant {
     ResumeForgotten,
     /// An immediate restart retires only the first place; the rest roll one at a time.
     RestartNowRolling,
+    /// Requests served are counted as each load report's total, not its growth.
+    RequestsTotal,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 24] = [
+    pub const ALL: [Plant; 25] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::AbsenceIgnored,
@@ -84,6 +86,7 @@ impl Plant {
         Plant::SpareAtMax,
         Plant::ResumeForgotten,
         Plant::RestartNowRolling,
+        Plant::RequestsTotal,
     ];
 
     /// The name `--canary NAME` takes.
@@ -113,6 +116,7 @@ impl Plant {
             Plant::SpareAtMax => "spare-at-max",
             Plant::ResumeForgotten => "resume-forgotten",
             Plant::RestartNowRolling => "restart-now-rolling",
+            Plant::RequestsTotal => "requests-total",
         }
     }
 

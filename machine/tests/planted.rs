@@ -528,3 +528,13 @@ fn resume_forgotten_drains_on_after_the_successor_died() {
     );
     assert_eq!(planted.sup().phase(), Phase::Handover, "drains for nobody");
 }
+
+#[test]
+fn requests_total_counts_each_reports_total_again() {
+    let script = |h: &mut Harness| {
+        h.at(1.0).load(0, 0, 10).at(2.0).load(0, 0, 15);
+    };
+    let (shipped, planted) = both(Plant::RequestsTotal, Config::static_pool(1), script);
+    assert_eq!(shipped.sup().counters().requests(), 15);
+    assert_eq!(planted.sup().counters().requests(), 25);
+}

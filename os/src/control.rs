@@ -29,6 +29,8 @@ pub enum Request {
     ScaleUp,
     ScaleDown,
     ReopenLogs,
+    Metrics,
+    Dump,
 }
 
 const REQUEST_MAX: usize = 64 * 1024;
@@ -420,9 +422,16 @@ pub fn answer_once(stream: impl Write, answer: &Value) {
     let _ = stream.write(text.as_bytes());
 }
 
-/// `drover status|stop|... --control PATH`: sends one request, prints the answer. Returns the
-/// process exit code: 0 if the answer says ok, 1 otherwise.
+/// `drover status|stop|... --control PATH`: sends one request, prints the answer as
+/// pretty JSON. Returns the process exit code: 0 if the answer says ok, 1 otherwise.
 pub fn client(path: &Path, request: Value) -> i32 {
+    client_showing(path, request, |answer| {
+        serde_json::to_string_pretty(answer).unwrap_or_default()
+    })
+}
+
+/// [`client`], printing what `show` makes of a good answer.
+pub fn client_showing(path: &Path, request: Value, show: impl Fn(&Value) -> String) -> i32 {
     let run = || -> Result<Value, String> {
         let mut stream = UnixStream::connect(path)
             .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
@@ -450,10 +459,11 @@ pub fn client(path: &Path, request: Value) -> i32 {
         Ok(answer) => {
             let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
             if ok {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&answer).unwrap_or_default()
-                );
+                let text = show(&answer);
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
                 0
             } else {
                 let msg = answer

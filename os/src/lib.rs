@@ -13,6 +13,8 @@
 //! groups if drover is killed), `board` (the embedded workers' shared-memory report board),
 //! `process` and `identity` (what shapes a worker process: user and groups, umask,
 //! directory, environment), `title` (the process titles `ps` and `top` show),
+//! `metrics` (the Prometheus text format and the `--metrics-listen` endpoint),
+//! `status_table` (`drover status` for people),
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
 //! runtime, public).
 
@@ -24,6 +26,7 @@ mod guard;
 mod identity;
 mod listen;
 mod log;
+mod metrics;
 mod notify;
 mod pidfile;
 mod process;
@@ -31,6 +34,7 @@ mod sdnotify;
 mod settings;
 mod shell;
 mod spawn;
+mod status_table;
 mod supervise;
 mod title;
 mod upgrade;
@@ -72,8 +76,18 @@ struct ControlArgs {
 enum Cmd {
     /// Run COMMAND as a pool of workers: drover run [OPTIONS] -- COMMAND [ARGS...]
     Run(Box<RunArgs>),
-    /// Print the pool and its workers as JSON.
-    Status(ControlArgs),
+    /// Print the pool and its workers as a table (--json: as JSON).
+    Status {
+        /// Print the control socket's JSON answer, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Print the metrics in the Prometheus text format.
+    Metrics(ControlArgs),
+    /// Write the machine's whole state and its last trace lines to drover's log.
+    Dump(ControlArgs),
     /// Graceful stop (a second one stops at once).
     Stop(ControlArgs),
     /// Rolling restart of the workers.
@@ -106,7 +120,20 @@ pub fn main() -> i32 {
     let request = |cmd: &str| json!({ "cmd": cmd });
     match cli.cmd {
         Cmd::Run(args) => shell::run(*args),
-        Cmd::Status(c) => control::client(&c.control, request("status")),
+        Cmd::Status {
+            json: true,
+            control,
+        } => control::client(&control.control, request("status")),
+        Cmd::Status {
+            json: false,
+            control,
+        } => control::client_showing(&control.control, request("status"), status_table::render),
+        Cmd::Metrics(c) => control::client_showing(&c.control, request("metrics"), |answer| {
+            answer["text"].as_str().unwrap_or_default().to_string()
+        }),
+        Cmd::Dump(c) => control::client_showing(&c.control, request("dump"), |answer| {
+            answer["message"].as_str().unwrap_or_default().to_string()
+        }),
         Cmd::Stop(c) => control::client(&c.control, request("stop")),
         Cmd::Restart(c) => control::client(&c.control, request("restart")),
         Cmd::Reload(c) => control::client(&c.control, request("reload")),

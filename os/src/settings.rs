@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// A variable for the workers' environment, repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics from the supervisor: PORT (on
+    /// 127.0.0.1), HOST:PORT or [IPv6]:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Run a small parent that restarts this drover if it crashes (with backoff), holds
     /// the listening sockets and the pid file across restarts, forwards signals, and
     /// performs live upgrades (USR2) by starting a new drover beside the old one.
@@ -146,6 +150,7 @@ const SHELL_KEYS: &[&str] = &[
     "pid_file",
     "control",
     "log_level",
+    "metrics_listen",
     "command",
     "upgrade_command",
     "user",
@@ -287,6 +292,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub control: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// Where `GET /metrics` is served (`--metrics-listen`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The command as given; `program` is its first word resolved through PATH.
     pub command: Vec<String>,
     pub program: PathBuf,
@@ -369,6 +376,7 @@ impl Settings {
         for key in old.log.restart_only_changes(&new.log) {
             check(key, true);
         }
+        check("metrics_listen", old.metrics_listen != new.metrics_listen);
         changed
     }
 
@@ -517,6 +525,24 @@ impl Settings {
             ))
         })?;
 
+        let metrics_text = match &args.metrics_listen {
+            Some(text) => Some(text.clone()),
+            None => match file.shell.get("metrics_listen") {
+                None => None,
+                Some(toml::Value::String(text)) => Some(text.clone()),
+                Some(toml::Value::Integer(port)) => Some(port.to_string()),
+                Some(_) => {
+                    return Err(usage(
+                        "config file: `metrics_listen` must be a port or an address string, e.g. 9100 or \"127.0.0.1:9100\"",
+                    ))
+                }
+            },
+        };
+        let metrics_listen = match metrics_text {
+            Some(text) => Some(crate::metrics::http::parse_addr(&text).map_err(usage)?),
+            None => None,
+        };
+
         let mut settings = Settings {
             listen,
             backlog,
@@ -530,6 +556,7 @@ impl Settings {
                 None => file.string("control")?.map(PathBuf::from),
             },
             log_level,
+            metrics_listen,
             command,
             title: crate::title::app_name(&program),
             program,
@@ -754,6 +781,37 @@ mod tests {
         assert_eq!(changed.len(), 2, "{changed:?}");
         assert!(changed[0].contains("`backlog`") && changed[0].contains("restarts"));
         assert!(changed[1].contains("`log_level`"));
+    }
+
+    #[test]
+    fn metrics_listen_from_the_flag_or_the_file_and_a_reload_waits_for_a_restart() {
+        let file = |text: &str| FileConfig::parse(text).unwrap();
+        let s = Settings::merge(
+            &args(&[]),
+            file(
+                "metrics_listen = 9100
+command = [\"sh\"]",
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let s = Settings::merge(
+            &args(&["--metrics-listen", "[::1]:9200"]),
+            file("metrics_listen = \"0.0.0.0:9100\"\ncommand = [\"sh\"]"),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_listen, Some("[::1]:9200".parse().unwrap()));
+        let e = Settings::merge(
+            &args(&[]),
+            file("metrics_listen = \"x\"\ncommand = [\"sh\"]"),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("config key `metrics_listen`"), "{e}");
+        let off = Settings::merge(&args(&[]), file("command = [\"sh\"]")).unwrap();
+        assert_eq!(off.metrics_listen, None);
+        let changed = off.restart_only_changes(&s);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(changed[0].contains("`metrics_listen`"), "{changed:?}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
     settings.program = exe;
     settings.command = command;
     settings.control = None;
+    // The child serves the metrics: it runs the pool they describe.
+    settings.metrics_listen = None;
     settings.upgrade_command = None;
     settings.worker_env = vec![(SUPERVISED_VAR.to_string(), "1".to_string())];
     // The child drover starts as this one does and applies --user, --umask, --chdir and

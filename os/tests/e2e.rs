@@ -467,7 +467,7 @@ fn notifications_from_behind_sh_c_reach_the_right_worker() {
     d.log.wait_for(&["in  ready", "w=0.1"], T);
     d.log
         .wait_for(&["w=0.1", &format!("pid={python} "), "status: serving"], T);
-    let (code, out, _) = client(&["status", "--control", &control]);
+    let (code, out, _) = client(&["status", "--json", "--control", &control]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["workers"][0]["state"], "idle", "{out}");
@@ -501,7 +501,7 @@ fn control_socket_pid_file_and_malformed_requests() {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.trim() == d.pid().to_string())
     });
 
-    let (code, out, err) = client(&["status", "--control", &control]);
+    let (code, out, err) = client(&["status", "--json", "--control", &control]);
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["workers"][0]["pid"], pid);

@@ -40,7 +40,8 @@ impl Hello {
     }
 
     fn status(&self) -> serde_json::Value {
-        let (code, out, err) = run_bounded(DROVER, &["status", "--control", &self.control], T);
+        let (code, out, err) =
+            run_bounded(DROVER, &["status", "--json", "--control", &self.control], T);
         assert!(code.success(), "{err}");
         serde_json::from_str(&out).unwrap()
     }
@@ -566,7 +567,7 @@ fn quit_to_a_worker_exits_at_once() {
 /// Whether the pool has settled (after a start or a rolling restart): `n` Ready workers, all
 /// of generation `generation`, and no other worker process (the old ones have drained).
 fn settled(h: &Hello, n: u64, generation: u64) -> bool {
-    let (code, out, _) = run_bounded(DROVER, &["status", "--control", &h.control], T);
+    let (code, out, _) = run_bounded(DROVER, &["status", "--json", "--control", &h.control], T);
     let Some(status) = code
         .success()
         .then(|| serde_json::from_str::<serde_json::Value>(&out).ok())

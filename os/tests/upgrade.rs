@@ -79,7 +79,12 @@ fn control(ctl: &str, cmd: &str) -> (i32, String, String) {
 }
 
 fn status(ctl: &str) -> Value {
-    let (code, out, err) = control(ctl, "status");
+    let (status, out, err) = run_bounded(
+        DROVER,
+        &["status", "--json", "--control", ctl],
+        Duration::from_secs(90),
+    );
+    let code = status.code().unwrap_or(-1);
     assert_eq!(code, 0, "status failed: {err}");
     serde_json::from_str(&out).unwrap()
 }

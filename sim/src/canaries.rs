@@ -120,6 +120,7 @@ pub fn expected(plant: Plant) -> Oracle {
             Oracle::Upgrade
         }
         Plant::BacklogAtTick | Plant::SpareAtMax => Oracle::Demand,
+        Plant::RequestsTotal => Oracle::Counters,
     }
 }
 

@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use super::reconcile::entry_stage;
 use super::slot::SlotState;
-use super::{Phase, Supervisor};
+use super::{ExitReason, Phase, Supervisor};
 use crate::config::{Policy, Readiness};
 use crate::io::*;
 use crate::ladder::LadderPos;
@@ -113,6 +113,7 @@ impl Supervisor {
         let Some(i) = pending else {
             return self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
         };
+        self.counters.count_spawn_failure();
         // A fork failure says the system is short: stop ramping.
         self.set_spawn_rate(1, RampReason::ForkFailed);
         self.failed_start(i, None, DeathCause::Boot);
@@ -159,6 +160,7 @@ impl Supervisor {
         // A worker that served requests since its last report was not idle then, even if
         // each report caught it between two: its idle time starts at this report.
         let served = requests > w.requests;
+        let grown = requests.saturating_sub(w.requests);
         if busy > 0 {
             w.idle_since = None;
         } else if w.ready && (served || w.idle_since.is_none()) {
@@ -170,6 +172,8 @@ impl Supervisor {
             && w.request_limit
                 .is_some_and(|l| requests >= planted!(if early => l.saturating_sub(1), l));
         self.attach(i);
+        self.counters
+            .count_requests(planted!(self, RequestsTotal => requests, grown));
         if over_limit {
             self.retire(i, StopReason::MaxRequests);
         }
@@ -229,6 +233,11 @@ impl Supervisor {
             .as_ref()
             .map(|s| s.reason)
             .filter(|r| *r != StopReason::MainExited);
+        let exit = match stop_reason {
+            Some(r) => ExitReason::Asked(r),
+            None => ExitReason::Unasked(DeathCause::of_exit(status, w.ready)),
+        };
+        self.counters.count_exit(exit);
         self.event(Event::Exited {
             worker: id,
             status,

@@ -62,7 +62,9 @@ macro_rules! planted {
 pub const ABSENCE_MIN: core::time::Duration = core::time::Duration::from_secs(1);
 
 mod commands;
+mod counters;
 mod deaths;
+mod dump;
 mod index;
 mod inputs;
 mod invariants;
@@ -73,6 +75,7 @@ mod slot;
 mod timers;
 mod upgrade;
 
+pub use counters::{Counters, ExitReason};
 pub use invariants::Violation;
 pub use queries::{WorkerState, WorkerView};
 pub use upgrade::{Succession, UpgradeState};
@@ -184,6 +187,8 @@ pub struct Supervisor {
     /// The pool's readiness was told for the current run.
     pub(crate) announced: bool,
     pub(crate) exit_code: Option<i32>,
+    /// What was done so far, for metrics: observation only, read by no decision.
+    pub(crate) counters: Counters,
     rng: SplitMix64,
     #[cfg(feature = "planted")]
     plant: Option<crate::planted::Plant>,
@@ -231,6 +236,7 @@ impl Supervisor {
             succession: Succession::InCharge,
             announced: false,
             exit_code: None,
+            counters: Counters::default(),
             #[cfg(feature = "planted")]
             plant: None,
         };
@@ -375,6 +381,7 @@ impl Supervisor {
                 }
                 self.hand_out_fork(worker);
             }
+            self.counters.count_action(&action);
             return Some(action);
         }
     }

@@ -4,7 +4,7 @@
 //! between two inputs never changes what the next `poll_action` or `poll_timeout` returns.
 
 use super::slot::SlotState;
-use super::{Phase, Supervisor, UpgradeState};
+use super::{Counters, Phase, Supervisor, UpgradeState};
 use crate::config::Config;
 use crate::io::*;
 use crate::time::Instant;
@@ -26,6 +26,13 @@ pub struct WorkerView {
     pub restarts: u32,
     /// Why the slot's last worker was stopped, if one was.
     pub last_stop: Option<StopReason>,
+    /// When its process came to exist (its uptime counts from here), once spawned.
+    pub spawned_at: Option<Instant>,
+    /// Its last heartbeat, or when its watchdog started: set while it is Ready.
+    pub last_heartbeat: Option<Instant>,
+    /// It reported its load at least once: its busy threads and requests are its own
+    /// report, not a default.
+    pub reports_load: bool,
 }
 
 /// What a slot holds, as status reports show it.
@@ -114,6 +121,17 @@ impl Supervisor {
         self.counts.ready
     }
 
+    /// What was done so far: spawns, exits and retirements by reason, signals, restarts,
+    /// upgrades, requests served (for metrics; no decision reads them).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The time of the last input: what the supervisor's timers are measured against.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// The current spawn ramp step (1, 2, 4 … up to `max_spawn_rate`).
     pub fn spawn_rate(&self) -> u32 {
         self.spawn_rate
@@ -171,6 +189,10 @@ impl Supervisor {
                     (w.pid, w.generation, state, w.requests)
                 }
             };
+            let process = match &slot.state {
+                SlotState::Worker(w) if w.pid.is_some() => Some(w),
+                _ => None,
+            };
             Some(WorkerView {
                 id,
                 pid,
@@ -179,6 +201,9 @@ impl Supervisor {
                 requests,
                 restarts: slot.restarts,
                 last_stop: slot.last_stop,
+                spawned_at: process.map(|w| w.spawned_at),
+                last_heartbeat: process.filter(|w| w.ready).map(|w| w.last_heartbeat),
+                reports_load: process.is_some_and(|w| w.load_seen),
             })
         })
     }

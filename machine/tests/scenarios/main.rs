@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod counters;
 mod inputs;
 mod ladder;
 mod reload;

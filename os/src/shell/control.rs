@@ -65,6 +65,22 @@ impl Shell {
                     }
                 };
             }
+            Request::Metrics => {
+                return json!({ "ok": true, "command": "metrics", "text": self.metrics_text() })
+            }
+            Request::Dump => {
+                tracing::info!("control: dump");
+                let (state, trace) = self.dump();
+                return json!({
+                    "ok": true,
+                    "command": "dump",
+                    "state_lines": state,
+                    "trace_lines": trace,
+                    "message": format!(
+                        "wrote the machine's state ({state} lines) and its last {trace} trace lines to drover's log"
+                    ),
+                });
+            }
             Request::Reload => {
                 tracing::info!("control: reload");
                 return match self.reload() {
@@ -120,7 +136,12 @@ impl Shell {
                     "requests": w.requests,
                     "restarts": w.restarts,
                     "last_stop": w.last_stop.map(|r| r.name()),
+                    "uptime_secs": w.spawned_at.map(|t| now.saturating_since(t).as_secs_f64()),
+                    "reports_load": w.reports_load,
                 });
+                if let Some(beat) = w.last_heartbeat {
+                    v["heartbeat_age_secs"] = json!(now.saturating_since(beat).as_secs_f64());
+                }
                 match w.state {
                     WorkerState::Stopping { reason } => v["stop_reason"] = json!(reason.name()),
                     WorkerState::Backoff { until } => {
@@ -144,6 +165,7 @@ impl Shell {
         json!({
             "ok": true,
             "pid": std::process::id(),
+            "uptime_secs": sys.epoch.elapsed().as_secs_f64(),
             "phase": phase,
             "policy": sys.settings.machine.policy.name(),
             "target": sup.target(),

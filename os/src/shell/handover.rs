@@ -145,6 +145,7 @@ impl System {
             }
         }
         self.install_control();
+        self.serve_metrics();
     }
 
     pub(super) fn install_control(&mut self) {
@@ -168,6 +169,10 @@ impl System {
         }
         self.listeners.owns_files = false;
         self.serving_control = false;
+        // Before the successor hears it: it binds the metrics address at its takeover.
+        if let Some(metrics) = &mut self.metrics {
+            metrics.stop_listening();
+        }
         // Before the successor hears it: if it cannot make a pid file of its own, it takes
         // this one over in place.
         if let Some(file) = self.pid_file.take() {
@@ -238,6 +243,7 @@ impl System {
             }
         }
         self.install_control();
+        self.serve_metrics();
         if let Some(m) = &self.manager {
             m.main_pid(std::process::id());
         }

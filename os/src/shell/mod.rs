@@ -7,7 +7,8 @@
 //!
 //! Rooms: `run` (the poll loop and what wakes it), `system` (the `Os` implementation:
 //! fork, signals, waitpid), `reports` (notify socket and report board), `signals` (signals
-//! and reload), `handover` (live upgrade, both sides), `control` (the control socket).
+//! and reload), `handover` (live upgrade, both sides), `control` (the control socket),
+//! `observe` (metrics, the dump and its ring of trace lines).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::AsRawFd;
@@ -26,6 +27,7 @@ use crate::daemon::{self, Launcher};
 use crate::guard::Guard;
 use crate::listen::{self, Listener};
 use crate::log::workers::WorkerOutput;
+use crate::metrics::http::MetricsServer;
 use crate::notify::{self, NotifySocket};
 use crate::pidfile::PidFile;
 use crate::sdnotify::Manager;
@@ -35,6 +37,7 @@ use crate::upgrade::{self, Channel, Relaunch};
 
 mod control;
 mod handover;
+mod observe;
 mod reports;
 mod run;
 mod signals;
@@ -370,6 +373,14 @@ struct System {
     worker_output: WorkerOutput,
     /// `--daemonize`: the launching command waits on this for the pool's readiness.
     launcher: Option<Launcher>,
+    /// `GET /metrics` on `--metrics-listen`; `None` without the flag (nothing polled).
+    metrics: Option<crate::metrics::http::MetricsServer>,
+    /// Turns of the poll loop, for the metrics.
+    wakeups: u64,
+    /// When this drover started, in seconds since the Unix epoch.
+    started_unix: f64,
+    /// The last trace lines, for a dump.
+    trace_ring: observe::TraceRing,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     runtime_dir: RuntimeDir,
@@ -477,6 +488,18 @@ impl Shell {
             )),
             (None, _) => None,
         };
+        let metrics = match (settings.metrics_listen, role) {
+            (None, _) => None,
+            (Some(addr), Role::Primary) => Some(MetricsServer::bind(addr).map_err(|e| (2, e))?),
+            // Bound once the address is this drover's: at the takeover for a successor; a
+            // supervised drover replacing another retries until the old one lets go.
+            (Some(addr), _) => Some(MetricsServer::unbound(addr)),
+        };
+        if let Some(addr) = settings.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                "--metrics-listen {addr} is not a loopback address: whoever reaches it reads the metrics (there is no authentication); prefer 127.0.0.1 and a firewall or proxy in front"
+            );
+        }
         let spawner = Spawner::new(
             WorkerSpec::new(&settings),
             listeners.list.iter().map(|l| l.fd.as_raw_fd()).collect(),
@@ -538,12 +561,19 @@ impl Shell {
             title_shown: None,
             worker_output: WorkerOutput::new(collect_output),
             launcher: launcher.take(),
+            metrics,
+            wakeups: 0,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            trace_ring: observe::TraceRing::default(),
             listeners,
             runtime_dir,
             pid_file,
         };
         if role == Role::Supervised {
             system.install_control();
+            system.serve_metrics();
         }
         // Last: a supervised drover's control socket is renamed into place above.
         if system.settings.process.drop_privileges && !system.args.supervise {

@@ -18,6 +18,8 @@ pub(super) struct Ready {
     control_listener: bool,
     control_conns: Vec<bool>,
     worker_output: Vec<bool>,
+    /// The metrics endpoint's fds, in `MetricsServer::poll_fds` order.
+    metrics: Vec<bool>,
 }
 
 impl Shell {
@@ -33,6 +35,7 @@ impl Shell {
                 return code;
             }
             let ready = self.wait();
+            self.sys().wakeups += 1;
             self.sys().worker_output.service(&ready.worker_output);
             self.driver.begin_turn();
             if ready.signals {
@@ -42,6 +45,7 @@ impl Shell {
                 self.on_upgrade_channel();
             }
             self.on_control(ready.control_listener, &ready.control_conns);
+            self.on_metrics(&ready.metrics);
             self.sys().beat_watchdog();
             self.sample_backlog();
             self.driver.end_turn();
@@ -135,12 +139,14 @@ impl Shell {
             .until
             .map(|t| sys.epoch + Duration::from_nanos(t.as_nanos()));
         let control_deadline = sys.control.as_ref().and_then(|c| c.0.deadline());
+        let metrics_deadline = sys.metrics.as_ref().and_then(|m| m.deadline());
         // The last process of a lingering group is normally drover's child (re-parented)
         // and its exit wakes drover; one whose parent left the group does not.
         let linger_deadline = (!sys.lingering.is_empty()).then(|| now + LINGER_CHECK);
         let deadline = [
             driver_deadline,
             control_deadline,
+            metrics_deadline,
             sys.next_watchdog,
             linger_deadline,
             sys.worker_output.deadline(),
@@ -217,7 +223,20 @@ impl System {
                 .iter()
                 .map(|(fd, flags)| PollFd::new(*fd, *flags)),
         );
-        let control_end = fds.len();
+        // The metrics endpoint's fds follow the control socket's, as one block, then the
+        // workers' output pipes.
+        let metrics_from = fds.len();
+        let metrics_fds = self
+            .metrics
+            .as_ref()
+            .map(|m| m.poll_fds(std::time::Instant::now()))
+            .unwrap_or_default();
+        fds.extend(
+            metrics_fds
+                .iter()
+                .map(|(fd, flags)| PollFd::new(*fd, *flags)),
+        );
+        let metrics_to = fds.len();
         fds.extend(
             self.worker_output
                 .poll_fds()
@@ -239,9 +258,10 @@ impl System {
         Ready {
             signals: readable(0),
             upgrade: upgrade.is_some() && readable(2),
-            control_listener: control_end > 3 && readable(3),
-            control_conns: (4..control_end).map(readable).collect(),
-            worker_output: (control_end..fds.len()).map(readable).collect(),
+            control_listener: metrics_from > 3 && readable(3),
+            control_conns: (4..metrics_from).map(readable).collect(),
+            metrics: (metrics_from..metrics_to).map(readable).collect(),
+            worker_output: (metrics_to..fds.len()).map(readable).collect(),
         }
     }
 }

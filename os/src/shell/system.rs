@@ -122,6 +122,9 @@ impl Os for System {
             | Input::Backlog { .. } => tracing::debug!("{line}"),
             _ => tracing::info!("{line}"),
         }
+        if !matches!(input, Input::Tick) {
+            self.trace_ring.push(line);
+        }
     }
 
     fn performing(&mut self, _: &Supervisor, now: Instant, action: &Action) {
@@ -139,6 +142,7 @@ impl Os for System {
             Action::Event(Event::CrashLooping { .. }) => tracing::error!("{line}"),
             _ => tracing::info!("{line}"),
         }
+        self.trace_ring.push(line);
     }
 }
 

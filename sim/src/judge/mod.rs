@@ -19,6 +19,7 @@
 //! Each file holds the oracles of one family of rules. A file must not change the world or
 //! the machine: it only looks and complains.
 
+mod counters;
 mod demand;
 mod pool;
 mod restarts;
@@ -37,6 +38,7 @@ use drover_machine::{Action, Event, Input, Instant, Phase, Pid, Readiness, Super
 struct Books {
     /// The inputs of the `handle` in progress, with their instant, read at its end.
     inputs: Vec<(Instant, Input)>,
+    counters: counters::CounterBooks,
     pool: pool::PoolBooks,
     demand: demand::DemandBooks,
     stops: stops::StopBooks,
@@ -76,10 +78,13 @@ pub enum Oracle {
     /// The target follows the policy's rule for the demand reported: ondemand answers a
     /// backlog at once; a tick shrinks only for idleness or a spare surplus.
     Demand,
+    /// The machine's counters (for metrics) agree with the actions performed and the
+    /// inputs handed in.
+    Counters,
 }
 
 impl Oracle {
-    pub const ALL: [Oracle; 13] = [
+    pub const ALL: [Oracle; 14] = [
         Oracle::BootTimeout,
         Oracle::HeartbeatTimeout,
         Oracle::RequestTimeout,
@@ -93,6 +98,7 @@ impl Oracle {
         Oracle::SpawnRamp,
         Oracle::Upgrade,
         Oracle::Demand,
+        Oracle::Counters,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +116,7 @@ impl Oracle {
             Oracle::SpawnRamp => "spawn-ramp",
             Oracle::Upgrade => "upgrade",
             Oracle::Demand => "demand",
+            Oracle::Counters => "counters",
         }
     }
 
@@ -230,6 +237,7 @@ impl Judge {
         };
         // Before the process table forgets an exited pid: whose exit it was matters.
         self.judge_demand_input(sup, input);
+        self.judge_counter_input(input);
         self.note_process(sup, input);
         if stray {
             return;
@@ -298,6 +306,7 @@ impl Judge {
             _ => {}
         }
         self.judge_restart_action(sup, action);
+        self.judge_counter_action(action);
         // Pool before stops: the pool's counts exclude the process being signalled, which
         // the stop books then start to track.
         self.judge_pool_action(sup, action);
@@ -341,6 +350,7 @@ impl Judge {
         self.asked_at_rest = sup.poll_timeout();
         self.judge_demand_drained(sup, complete);
         self.judge_restart_now_drained(complete);
+        self.judge_counters_drained(sup);
     }
 
     /// After every step of the world (at `now`): what should have happened by now.
