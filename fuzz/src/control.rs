@@ -16,6 +16,7 @@ fn name(r: &Request) -> &'static str {
         Request::Stop => "stop",
         Request::StopNow => "stop-now",
         Request::Restart => "restart",
+        Request::RestartNow => "restart-now",
         Request::Reload => "reload",
         Request::Upgrade => "upgrade",
         Request::Scale { .. } => "scale",
@@ -65,7 +66,7 @@ const SPACES: &[&str] = &["", " ", "\t", "\r", " \r\t "];
 fn check_round_trip(u: &mut Unstructured) {
     let b = |u: &mut Unstructured| -> u8 { u.arbitrary().unwrap_or(0) };
     let n: u32 = u.arbitrary().unwrap_or(0);
-    let request = match b(u) % 12 {
+    let request = match b(u) % 13 {
         0 => Request::Status,
         1 => Request::Stop,
         2 => Request::StopNow,
@@ -77,6 +78,7 @@ fn check_round_trip(u: &mut Unstructured) {
         8 => Request::ReopenLogs,
         9 => Request::Metrics,
         10 => Request::Dump,
+        11 => Request::RestartNow,
         _ => Request::ScaleDown,
     };
     let sp = SPACES[usize::from(b(u)) % SPACES.len()];

@@ -355,9 +355,13 @@ pub enum StopReason {
     MainExited,
 }
 
+// A reason added after the last one without a place in `ALL` fails to compile here, not
+// at the first counter indexed by it.
+const _: () = assert!(StopReason::ALL.len() == StopReason::MainExited as usize + 1);
+
 impl StopReason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [StopReason; 12] = [
+    pub const ALL: [StopReason; 13] = [
         StopReason::HeartbeatTimeout,
         StopReason::BootTimeout,
         StopReason::RequestTimeout,
@@ -366,6 +370,7 @@ impl StopReason {
         StopReason::ScaleDown,
         StopReason::Stop,
         StopReason::Restart,
+        StopReason::RestartNow,
         StopReason::Upgrade,
         StopReason::Rollback,
         StopReason::Reload,

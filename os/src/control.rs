@@ -23,6 +23,7 @@ pub enum Request {
     Stop,
     StopNow,
     Restart,
+    RestartNow,
     Reload,
     Upgrade,
     Scale { n: u32 },

@@ -33,6 +33,7 @@ mod process;
 mod sdnotify;
 mod settings;
 mod shell;
+mod signal_table;
 mod spawn;
 mod status_table;
 mod supervise;
@@ -58,7 +59,7 @@ pub mod parse {
     name = "drover",
     version,
     about = "Runs any program as a supervised prefork pool",
-    after_help = "Signals to a running drover: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reopen the log file and reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
+    after_help = "Signals to a running drover (the default table; --signals serverengine|unicorn or the config file's [signals] change it): TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reopen the log file and reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -90,8 +91,15 @@ enum Cmd {
     Dump(ControlArgs),
     /// Graceful stop (a second one stops at once).
     Stop(ControlArgs),
-    /// Rolling restart of the workers.
-    Restart(ControlArgs),
+    /// Rolling restart of the workers (--now: all at once, through the immediate stop).
+    Restart {
+        /// Replace every worker at once: each gets the stop ladder's immediate stage and
+        /// its place is refilled as it exits (serverengine's immediate restart).
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
     /// Reload the config file.
     Reload(ControlArgs),
     /// Live upgrade: start the successor, wait until it took over (exit 0) or rolled back (exit 1).
@@ -135,7 +143,10 @@ pub fn main() -> i32 {
             answer["message"].as_str().unwrap_or_default().to_string()
         }),
         Cmd::Stop(c) => control::client(&c.control, request("stop")),
-        Cmd::Restart(c) => control::client(&c.control, request("restart")),
+        Cmd::Restart { now, control } => control::client(
+            &control.control,
+            request(if now { "restart-now" } else { "restart" }),
+        ),
         Cmd::Reload(c) => control::client(&c.control, request("reload")),
         Cmd::Upgrade(c) => control::client(&c.control, request("upgrade")),
         Cmd::ReopenLogs(c) => control::client(&c.control, request("reopen-logs")),

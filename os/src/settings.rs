@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use drover_machine::{Config, ConfigError, Setting};
 
+use crate::signal_table::SignalTable;
+
 /// A problem with the operator's input: printed on stderr, exit code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -115,6 +117,10 @@ pub struct RunArgs {
     /// 127.0.0.1), HOST:PORT or [IPv6]:PORT.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Which action each signal asks for: drover (default), serverengine or unicorn; the
+    /// config file's `[signals]` table changes single signals on top.
+    #[arg(long, value_name = "PRESET")]
+    pub signals: Option<String>,
     /// Run a small parent that restarts this drover if it crashes (with backoff), holds
     /// the listening sockets and the pid file across restarts, forwards signals, and
     /// performs live upgrades (USR2) by starting a new drover beside the old one.
@@ -163,6 +169,7 @@ const SHELL_KEYS: &[&str] = &[
     "log_format",
     "worker_output",
     "daemonize",
+    "signals",
 ];
 
 /// Machine keys that together choose the pool: flags that set any of them replace all of
@@ -309,6 +316,8 @@ pub struct Settings {
     pub process: crate::process::ProcessSettings,
     /// drover's log, the workers' output, daemon mode.
     pub log: crate::log::LogSettings,
+    /// What each signal to drover asks for.
+    pub signals: SignalTable,
     pub machine: Config,
 }
 
@@ -543,6 +552,9 @@ impl Settings {
             None => None,
         };
 
+        let signals =
+            SignalTable::from_settings(args.signals.as_deref(), file.shell.get("signals"))
+                .map_err(usage)?;
         let mut settings = Settings {
             listen,
             backlog,
@@ -565,6 +577,7 @@ impl Settings {
             worker_env: Vec::new(),
             process,
             log: crate::log::LogSettings::resolve(&args.log, &file)?,
+            signals,
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();

@@ -232,7 +232,7 @@ fn a_supervised_daemon_is_ready_with_its_child_and_both_reopen_on_hup() {
     );
     assert_eq!(status.code(), Some(0), "{out}{err}\nlog:\n{}", read(&log));
     // Ready: the drover under the parent answers, and its worker said its line.
-    let (code, answer, err) = client(&["status", "--control", &control]);
+    let (code, answer, err) = client(&["status", "--json", "--control", &control]);
     assert_eq!(code, 0, "{err}");
     assert!(answer.contains("\"ready\": 1"), "{answer}");
     assert!(read(&log).contains("worker pid="));
@@ -243,10 +243,10 @@ fn a_supervised_daemon_is_ready_with_its_child_and_both_reopen_on_hup() {
     std::fs::rename(&log, format!("{log}.1")).unwrap();
     signal(parent, libc::SIGHUP);
     wait_until("both drovers reopened", T, || {
-        lines_with(&log, &["SIGHUP: reopened the log file"]).len() == 2
+        lines_with(&log, &["signal HUP: reopened the log file"]).len() == 2
     });
     let pids: std::collections::BTreeSet<String> =
-        lines_with(&log, &["SIGHUP: reopened the log file"])
+        lines_with(&log, &["signal HUP: reopened the log file"])
             .iter()
             .map(|l| {
                 l.split("pid=")

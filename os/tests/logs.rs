@@ -106,7 +106,7 @@ fn a_rotated_log_loses_no_line_through_reopen_logs_and_hup() {
     // Each reopen is told in the new file.
     assert_eq!(lines_with(&second, &["reopened the log file"]).len(), 1);
     assert_eq!(
-        lines_with(&log, &["SIGHUP: reopened the log file"]).len(),
+        lines_with(&log, &["signal HUP: reopened the log file"]).len(),
         1
     );
     assert_eq!(lines_with(&log, &["reloading the config file"]).len(), 1);

@@ -88,7 +88,7 @@ fn environ(pid: u32) -> Vec<String> {
 }
 
 fn status(ctl: &str) -> Value {
-    let (code, out, err) = run_bounded(DROVER, &["status", "--control", ctl], T);
+    let (code, out, err) = run_bounded(DROVER, &["status", "--json", "--control", ctl], T);
     assert!(code.success(), "{err}");
     serde_json::from_str(&out).unwrap()
 }

@@ -80,7 +80,7 @@ pub const MAX_PARKED_DEFAULT: usize = 1024;
 #[derive(Parser)]
 #[command(
     about = "An embedded drover server: a supervised pool of forked workers",
-    after_help = "Signals: TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
+    after_help = "Signals (the default table; --signals serverengine|unicorn or the config file's [signals] change it): TERM/INT graceful stop (a second one: immediate), QUIT immediate stop, USR1 rolling restart, HUP reopen the log file and reload the config file, USR2 live upgrade, TTIN/TTOU one worker more/fewer."
 )]
 struct EmbeddedCli {
     #[command(flatten)]

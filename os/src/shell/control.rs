@@ -108,6 +108,7 @@ impl Shell {
             Request::Stop => Command::Stop,
             Request::StopNow => Command::StopNow,
             Request::Restart => Command::Restart,
+            Request::RestartNow => Command::RestartNow,
             Request::Scale { n } => Command::ScaleTo(n),
             Request::ScaleUp => Command::ScaleUp,
             Request::ScaleDown => Command::ScaleDown,

@@ -51,8 +51,10 @@ const LINGER_CHECK: Duration = Duration::from_secs(1);
 /// Datagrams read from the notify socket per wake-up.
 const NOTIFY_READ_MAX: usize = 1024;
 
-const HANDLED_SIGNALS: [i32; 9] = [
-    SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD,
+/// Every signal an operator may map (`signal_table::CONFIGURABLE`), and CHLD.
+const HANDLED_SIGNALS: [i32; 11] = [
+    SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU, SIGCONT, SIGWINCH,
+    SIGCHLD,
 ];
 
 /// `drover run`: returns the exit code (2 for bad usage or configuration).
@@ -526,6 +528,7 @@ impl Shell {
             },
             settings.command.join(" ")
         );
+        log_signal_table(&settings.signals);
         let manager = Manager::from_env();
         let next_watchdog = manager
             .as_ref()
@@ -611,6 +614,17 @@ fn drop_privileges(settings: &Settings, spawner: &mut Spawner) -> Result<(), Str
     tracing::info!("dropped privileges: drover runs as {}", creds.describe());
     spawner.spec = WorkerSpec::new(settings);
     Ok(())
+}
+
+/// The signal table in force, once at start and after a reload that changed it: an
+/// operator reads here what `kill -HUP` will do.
+fn log_signal_table(table: &crate::signal_table::SignalTable) {
+    tracing::info!(preset = table.preset, "signals: {}", table.describe());
+    if !table.stops() {
+        tracing::warn!(
+            "no signal stops drover (a service manager stops with TERM, then KILL): stop it with `drover stop`"
+        );
+    }
 }
 
 /// The listeners of the config: inherited sockets where they match, new ones for the rest.

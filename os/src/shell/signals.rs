@@ -1,5 +1,6 @@
-//! Signals to drover and the reload they (or the control socket) ask for: each signal
-//! becomes a command for the machine, HUP re-reads the config file and stages it for the
+//! Signals to drover and the reload they (or the control socket) ask for: each signal's
+//! actions come from the signal table (`signal_table`), a command for the machine or the
+//! shell's own work (reload, upgrade, reopen the log, dump), HUP re-reads the config file and stages it for the
 //! machine's answer, and the listener set of a reloaded config is opened before any old
 //! socket closes. Whether a reload is accepted is the machine's answer (`Reloaded` or
 //! `Refused`), never the shell's guess.
@@ -13,77 +14,118 @@ use signal_hook::consts::signal::*;
 use super::{Shell, StagedReload, System};
 use crate::listen::{self, Listener};
 use crate::settings::Settings;
+use crate::signal_table::{signal_name, SignalAction};
 use crate::spawn::WorkerSpec;
 use crate::upgrade::Relaunch;
 
 impl Shell {
+    /// Each pending signal's actions, as the signal table (`--signals`, `[signals]`) maps
+    /// them, in the table's order (HUP's default reopens the log before the reload, so
+    /// logrotate's `kill -HUP` finds the new file in use at once).
     pub(super) fn on_signals(&mut self) {
         let pending: Vec<i32> = self.sys().signals.pending().collect();
         for sig in pending {
-            // Before the reload (or, under --supervise, before passing HUP on): logrotate's
-            // `kill -HUP` must find the new file in use as soon as possible.
-            if sig == SIGHUP {
-                match crate::log::reopen() {
-                    Ok(what) => tracing::info!("SIGHUP: {what}"),
-                    Err(e) => tracing::error!("SIGHUP: {e}"),
-                }
+            if sig == SIGCHLD {
+                continue; // every turn reaps
             }
-            if self.driver.os().args.supervise && self.on_signal_supervising(sig) {
+            let name = signal_name(sig);
+            let actions = self.driver.os().settings.signals.actions(sig).to_vec();
+            if actions.is_empty() {
+                tracing::info!("signal {name}: no action in the signal table; ignored");
                 continue;
             }
-            let command = match sig {
-                SIGTERM | SIGINT => Some(Command::Stop),
-                SIGQUIT => Some(Command::StopNow),
-                SIGUSR1 => Some(Command::Restart),
-                SIGTTIN => Some(Command::ScaleUp),
-                SIGTTOU => Some(Command::ScaleDown),
-                SIGHUP => {
-                    tracing::info!("SIGHUP: reloading the config file");
-                    if let Err(e) = self.reload() {
-                        tracing::error!("reload failed, the running config stays: {e}");
-                    }
-                    None
-                }
-                SIGUSR2 => {
-                    tracing::info!("signal USR2: live upgrade");
-                    match self.request_upgrade() {
-                        Ok(what) => tracing::info!("{what}"),
-                        Err(e) => tracing::error!("{e}"),
-                    }
-                    None
-                }
-                _ => None, // SIGCHLD: every turn reaps
-            };
-            if let Some(command) = command {
-                tracing::info!("signal {}: {}", signal_name(sig), command.name());
-                self.driver.feed(Input::Command(command));
+            if self.driver.os().args.supervise {
+                self.on_signal_supervising(sig, &actions);
+                continue;
+            }
+            for action in actions {
+                self.perform(name, action);
             }
         }
     }
 
-    /// `--supervise`: USR2 replaces the supervised drover side by side; what concerns its
-    /// workers goes to it. Returns false for the signals handled as by any drover.
-    fn on_signal_supervising(&mut self, sig: i32) -> bool {
-        match sig {
-            SIGUSR2 => {
-                tracing::info!("signal USR2: replacing the supervised drover side by side");
-                if let Err(refusals) = self.command(Command::Restart) {
-                    tracing::error!("{refusals}");
+    /// One action signal `name` asked for, logged with what came of it (a signal has no
+    /// one to answer).
+    fn perform(&mut self, name: &str, action: SignalAction) {
+        let command = match action {
+            SignalAction::Stop => Command::Stop,
+            SignalAction::StopNow => Command::StopNow,
+            SignalAction::Restart => Command::Restart,
+            SignalAction::RestartNow => Command::RestartNow,
+            SignalAction::ScaleUp => Command::ScaleUp,
+            SignalAction::ScaleDown => Command::ScaleDown,
+            SignalAction::Reload => {
+                tracing::info!("signal {name}: reloading the config file");
+                if let Err(e) = self.reload() {
+                    tracing::error!("reload failed, the running config stays: {e}");
                 }
-                true
+                return;
             }
-            SIGUSR1 | SIGHUP | SIGTTIN | SIGTTOU => {
-                let sig = NixSignal::try_from(sig).expect("a handled signal");
-                for &pid in self.driver.os().pids.keys() {
-                    tracing::info!(
-                        "signal {}: passed on to the supervised drover pid {pid}",
-                        sig.as_str()
-                    );
-                    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+            SignalAction::Upgrade => {
+                tracing::info!("signal {name}: live upgrade");
+                match self.request_upgrade() {
+                    Ok(what) => tracing::info!("{what}"),
+                    Err(e) => tracing::error!("{e}"),
                 }
-                true
+                return;
             }
-            _ => false,
+            SignalAction::ReopenLogs => {
+                match crate::log::reopen() {
+                    Ok(what) => tracing::info!("signal {name}: {what}"),
+                    Err(e) => tracing::error!("signal {name}: {e}"),
+                }
+                return;
+            }
+            SignalAction::Dump => {
+                let (state, trace) = self.dump();
+                tracing::info!(
+                    "signal {name}: dump: the machine's state ({state} lines) and its last {trace} trace lines written to the log"
+                );
+                return;
+            }
+        };
+        tracing::info!("signal {name}: {}", command.name());
+        // A stop is always taken; the machine's refusal of another is logged as an event.
+        self.driver.feed(Input::Command(command));
+    }
+
+    /// `--supervise`: the parent stops itself (and so its child, through the ladder) for a
+    /// stop, replaces the supervised drover side by side for an upgrade, reopens its own
+    /// log and dumps its own state; what concerns the workers (restart, reload, scaling,
+    /// and the child's own log and dump) is passed on to the supervised drover as the same
+    /// signal, which maps it through the same table.
+    fn on_signal_supervising(&mut self, sig: i32, actions: &[SignalAction]) {
+        let name = signal_name(sig);
+        let mut pass_on = false;
+        for &action in actions {
+            match action {
+                SignalAction::Stop | SignalAction::StopNow => self.perform(name, action),
+                SignalAction::Upgrade => {
+                    tracing::info!("signal {name}: replacing the supervised drover side by side");
+                    if let Err(refusals) = self.command(Command::Restart) {
+                        tracing::error!("{refusals}");
+                    }
+                }
+                SignalAction::ReopenLogs | SignalAction::Dump => {
+                    self.perform(name, action);
+                    pass_on = true;
+                }
+                SignalAction::Restart
+                | SignalAction::RestartNow
+                | SignalAction::Reload
+                | SignalAction::ScaleUp
+                | SignalAction::ScaleDown => pass_on = true,
+            }
+        }
+        if !pass_on {
+            return;
+        }
+        let Ok(nix_sig) = NixSignal::try_from(sig) else {
+            return;
+        };
+        for &pid in self.driver.os().pids.keys() {
+            tracing::info!("signal {name}: passed on to the supervised drover pid {pid}");
+            let _ = kill(nix::unistd::Pid::from_raw(pid as i32), nix_sig);
         }
     }
 
@@ -175,6 +217,10 @@ impl System {
         self.settings.program = new.program;
         self.settings.title = new.title;
         self.settings.machine = new.machine;
+        if new.signals != self.settings.signals {
+            super::log_signal_table(&new.signals);
+            self.settings.signals = new.signals;
+        }
         // The next live upgrade starts the program the config now names.
         if new.upgrade_command != self.settings.upgrade_command
             || new.upgrade_program != self.settings.upgrade_program
@@ -250,19 +296,5 @@ impl System {
                 .collect(),
         );
         self.backlog_seen.clear();
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        SIGTERM => "TERM",
-        SIGINT => "INT",
-        SIGQUIT => "QUIT",
-        SIGUSR1 => "USR1",
-        SIGUSR2 => "USR2",
-        SIGHUP => "HUP",
-        SIGTTIN => "TTIN",
-        SIGTTOU => "TTOU",
-        _ => "?",
     }
 }
