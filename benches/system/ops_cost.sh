@@ -14,7 +14,11 @@
 # the wake-ups over IDLE seconds while Prometheus-style scrapes come once a second (wake-ups
 # per scrape = the difference / IDLE). ROUNDS rounds, the modes interleaved in each, medians
 # printed as a markdown table. Every process it starts is stopped on exit.
+# BEFORE=DIR adds a mode `before`: the same pool run by the release binaries in DIR (drover,
+# examples/hello, examples/command_worker), built from an earlier commit, to tell a
+# regression of `off` from the machine's noise.
 # Knobs (env): WORKERS=4 THREADS=4 HEARTBEAT=10 LOAD=5 IDLE=10 ROUNDS=3 PORT_BASE=18180
+# BEFORE=
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,7 +30,12 @@ IDLE=${IDLE:-10}
 ROUNDS=${ROUNDS:-3}
 PORT_BASE=${PORT_BASE:-18180}
 TARGET=${CARGO_TARGET_DIR:-target}/release
+BEFORE=${BEFORE:-}
 MODES=(off metrics log both)
+if [ -n "$BEFORE" ]; then
+  [ -x "$BEFORE/drover" ] || { printf 'ops_cost.sh: no drover in BEFORE=%s\n' "$BEFORE" >&2; exit 1; }
+  MODES=(before "${MODES[@]}")
+fi
 KINDS=(command embedded)
 
 say() { printf '== %s\n' "$*"; }
@@ -71,10 +80,12 @@ median() {
     if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
-# settled SOCKET: WORKERS Ready workers and no other.
+# settled SOCKET: WORKERS Ready workers and no other (an earlier drover prints its status
+# as JSON without --json).
 settled() {
-  "$DROVER" status --json --control "$1" 2>/dev/null | jq -e --argjson n "$WORKERS" \
-    '.ready == $n and ([.workers[] | select(.pid != null)] | length == $n)' >/dev/null 2>&1
+  { "$DROVER" status --json --control "$1" 2>/dev/null || "$DROVER" status --control "$1" 2>/dev/null; } |
+    jq -e --argjson n "$WORKERS" \
+      '.ready == $n and ([.workers[] | select(.pid != null)] | length == $n)' >/dev/null 2>&1
 }
 
 # one KIND MODE ROUND: prints "wake cpu_us rss pss scrape_wake" for one run.
@@ -89,11 +100,13 @@ one() {
   esac
   local common=(--listen "127.0.0.1:$port" --workers "$WORKERS" --threads "$THREADS"
     --heartbeat-timeout "$HEARTBEAT" --control "$sock" ${flags[@]+"${flags[@]}"})
+  local bin=$TARGET
+  [ "$mode" = before ] && bin=$BEFORE
   if [ "$kind" = command ]; then
-    "$DROVER" run "${common[@]}" --readiness notify -- "$TARGET/examples/command_worker" \
+    "$bin/drover" run "${common[@]}" --readiness notify -- "$bin/examples/command_worker" \
       --threads "$THREADS" >"$TMP/stderr.log" 2>&1 &
   else
-    "$TARGET/examples/hello" "${common[@]}" >"$TMP/stderr.log" 2>&1 &
+    "$bin/examples/hello" "${common[@]}" >"$TMP/stderr.log" 2>&1 &
   fi
   PID=$!
   for ((i = 0; i < 100; i++)); do

@@ -300,6 +300,13 @@ impl ControlServer {
         self.conns.retain_mut(|c| c.alive(now));
     }
 
+    /// The control path is another drover's from now on (a live upgrade's successor took
+    /// over, or is about to): this one never removes the file, even if the successor has
+    /// not moved its own socket there yet when this one exits.
+    pub fn disown(&mut self) {
+        self.file = None;
+    }
+
     /// Removes our socket file, unless a successor's has replaced it.
     pub fn remove_file(&self) {
         if self.file.is_some() && file_id(&self.bound_at) == self.file {

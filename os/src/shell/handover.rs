@@ -169,6 +169,11 @@ impl System {
         }
         self.listeners.owns_files = false;
         self.serving_control = false;
+        // A predecessor whose workers drain fast could exit before the successor renames
+        // its socket onto the path: removing ours then would leave no socket at all.
+        if let Some(control) = &mut self.control {
+            control.0.disown();
+        }
         // Before the successor hears it: it binds the metrics address at its takeover.
         if let Some(metrics) = &mut self.metrics {
             metrics.stop_listening();

@@ -118,7 +118,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Live (non-zombie) processes whose command line mentions `dir`.
+/// Live (non-zombie) processes whose command line or environment mentions `dir`, or that
+/// hold a file in it open (a daemon started with `run_bounded`, whose title replaced its
+/// command line, holds its pid file and log there).
 pub fn survivors(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     let mut out = Vec::new();
@@ -131,7 +133,17 @@ pub fn survivors(dir: &Path) -> Vec<u32> {
         };
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let names = |bytes: &[u8]| String::from_utf8_lossy(bytes).contains(&needle);
-        if (names(&cmdline) || names(&environ)) && alive(pid) {
+        let holds = || {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .take(4096)
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+        };
+        // Never the test itself, which may hold a file of the directory open.
+        let other = pid != std::process::id();
+        if other && (names(&cmdline) || names(&environ) || holds()) && alive(pid) {
             out.push(pid);
         }
     }
