@@ -315,6 +315,25 @@ impl ControlServer {
     }
 }
 
+/// Writes what a non-blocking `stream` takes now of `out[*sent..]`; false when it would
+/// block with some left. A failed write means the client is gone: the rest counts as sent.
+/// Shared by the control socket and the metrics endpoint.
+pub(crate) fn write_nonblocking(stream: &mut impl Write, out: &[u8], sent: &mut usize) -> bool {
+    while *sent < out.len() {
+        match stream.write(&out[*sent..]) {
+            Ok(0) => break,
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => {
+                *sent = out.len();
+                break;
+            }
+        }
+    }
+    true
+}
+
 impl Conn {
     /// Reads or writes what the socket allows now, without blocking.
     fn advance(&mut self, asked: &mut Vec<(ConnId, Result<Request, String>)>) {
@@ -343,19 +362,7 @@ impl Conn {
             }
             Stage::Asked => {}
             Stage::Writing { out, sent } => {
-                while *sent < out.len() {
-                    match self.stream.write(&out[*sent..]) {
-                        Ok(0) => break,
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                        // The client is gone: nothing more to send.
-                        Err(_) => {
-                            *sent = out.len();
-                            break;
-                        }
-                    }
-                }
+                write_nonblocking(&mut self.stream, out, sent);
             }
         }
     }

@@ -310,18 +310,7 @@ impl Conn {
             }
             Stage::Asked { .. } => {}
             Stage::Writing { out, sent } => {
-                while *sent < out.len() {
-                    match self.stream.write(&out[*sent..]) {
-                        Ok(0) => break,
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                        Err(_) => {
-                            *sent = out.len();
-                            break;
-                        }
-                    }
-                }
+                crate::control::write_nonblocking(&mut self.stream, out, sent);
             }
         }
     }
