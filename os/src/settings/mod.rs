@@ -5,13 +5,21 @@
 //! re-read on reload (HUP or `drover reload`), with the same flags applied on top.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use drover_machine::{Config, ConfigError, Setting};
 
 use crate::signal_table::SignalTable;
+
+mod file;
+mod listen;
+
+use file::read_file;
+pub(crate) use file::FileConfig;
+use listen::{parse_listen, resolve_program};
+pub use listen::{ListenAddr, ListenSpec};
 
 /// A problem with the operator's input: printed on stderr, exit code 2.
 #[derive(Debug)]
@@ -183,112 +191,6 @@ const POLICY_KEYS: &[&str] = &[
     "min_spare",
     "max_spare",
 ];
-
-/// The config file, split into the shell's keys and the machine's settings.
-#[derive(Debug, Default)]
-pub(crate) struct FileConfig {
-    shell: toml::Table,
-    machine: Vec<(String, Setting)>,
-}
-
-impl FileConfig {
-    pub(crate) fn parse(text: &str) -> Result<FileConfig, String> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-        let mut file = FileConfig::default();
-        for (key, value) in table {
-            if SHELL_KEYS.contains(&key.as_str()) {
-                file.shell.insert(key, value);
-            } else {
-                flatten(&key, value, &mut file.machine)?;
-            }
-        }
-        Ok(file)
-    }
-
-    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, UsageError> {
-        match self.shell.get(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(usage(format!("config file: `{key}` must be a string"))),
-        }
-    }
-
-    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, UsageError> {
-        match self.shell.get(key) {
-            None => Ok(None),
-            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(_) => Err(usage(format!("config file: `{key}` must be true or false"))),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, UsageError> {
-        let Some(value) = self.shell.get(key) else {
-            return Ok(None);
-        };
-        let items = value.as_array().and_then(|items| {
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-        });
-        items
-            .map(Some)
-            .ok_or_else(|| usage(format!("config file: `{key}` must be a list of strings")))
-    }
-
-    fn int(&self, key: &str) -> Result<Option<i64>, UsageError> {
-        match self.shell.get(key) {
-            None => Ok(None),
-            Some(toml::Value::Integer(n)) => Ok(Some(*n)),
-            Some(_) => Err(usage(format!(
-                "config file: `{key}` must be a whole number"
-            ))),
-        }
-    }
-}
-
-/// `[restart] backoff_max = 5` becomes `restart.backoff_max`.
-fn flatten(key: &str, value: toml::Value, out: &mut Vec<(String, Setting)>) -> Result<(), String> {
-    let setting = match value {
-        toml::Value::Integer(n) => Setting::Int(n),
-        toml::Value::Float(f) => Setting::Float(f),
-        toml::Value::String(s) => Setting::Str(s),
-        toml::Value::Boolean(b) => Setting::Bool(b),
-        toml::Value::Array(items) => Setting::Ints(
-            items
-                .iter()
-                .map(|v| {
-                    v.as_integer()
-                        .ok_or(format!("`{key}` must be a list of whole numbers"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                flatten(&format!("{key}.{k}"), v, out)?;
-            }
-            return Ok(());
-        }
-        toml::Value::Datetime(_) => return Err(format!("`{key}` must not be a date")),
-    };
-    out.push((key.to_string(), setting));
-    Ok(())
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenSpec {
-    /// For LISTEN_FDNAMES.
-    pub name: String,
-    pub addr: ListenAddr,
-    /// As the operator wrote it.
-    pub text: String,
-}
 
 /// What one `drover run` does, fully resolved.
 #[derive(Clone, Debug)]
@@ -612,13 +514,6 @@ impl Settings {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
-    FileConfig::parse(&text)
-        .map_err(|e| usage(format!("config file {}: {}", path.display(), e.trim_end())))
-}
-
 /// The machine config a config file's text gives `drover run --config FILE` with no other
 /// flags, or the message drover would print. The file's `listen` and `command` are not
 /// looked at (no DNS, no PATH search): `/bin/sh` and a loopback listener stand in. For the
@@ -635,213 +530,5 @@ pub fn parse_config_text(text: &str) -> Result<Config, String> {
         .map_err(|e| e.0)
 }
 
-/// `NAME=ADDR`, `host:port`, `[v6]:port`, `:port`, `unix:/path`.
-fn parse_listen(index: usize, text: &str) -> Result<ListenSpec, UsageError> {
-    let bad = |why: &str| usage(format!("invalid --listen '{text}': {why}"));
-    let (name, addr_text) = match text.split_once('=') {
-        Some((name, rest))
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
-        {
-            (name.to_string(), rest)
-        }
-        _ => (format!("listen{index}"), text),
-    };
-    let addr = if let Some(path) = addr_text.strip_prefix("unix:") {
-        if path.is_empty() {
-            return Err(bad("empty unix socket path"));
-        }
-        if path.len() >= 108 {
-            return Err(bad("unix socket path longer than 107 bytes"));
-        }
-        ListenAddr::Unix(PathBuf::from(path))
-    } else {
-        let full = match addr_text.strip_prefix(':') {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => addr_text.to_string(),
-        };
-        let addr = match full.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => full
-                .to_socket_addrs()
-                .map_err(|e| {
-                    bad(&format!(
-                        "expected host:port, [v6]:port or unix:/path ({e})"
-                    ))
-                })?
-                .next()
-                .ok_or_else(|| bad("the host name resolves to no address"))?,
-        };
-        ListenAddr::Tcp(addr)
-    };
-    Ok(ListenSpec {
-        name,
-        addr,
-        text: text.to_string(),
-    })
-}
-
-/// Resolves the program like execvp would, once, so that a command that does not exist is a
-/// usage error (exit 2) instead of a crash loop. The result is exec'd as a path.
-fn resolve_program(name: &str) -> Result<PathBuf, UsageError> {
-    let executable = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(usage(format!(
-                "command not found or not executable: {name}"
-            )))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| executable(p))
-        .ok_or_else(|| usage(format!("command not found: {name} (searched PATH)")))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn args(list: &[&str]) -> RunArgs {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct T {
-            #[command(flatten)]
-            run: RunArgs,
-        }
-        T::try_parse_from(std::iter::once("t").chain(list.iter().copied()))
-            .unwrap()
-            .run
-    }
-
-    #[test]
-    fn zero_workers_names_the_flag() {
-        let e = Settings::load(&args(&["--workers", "0", "--", "sh"])).unwrap_err();
-        assert!(e.0.contains("--workers"), "{e}");
-    }
-
-    #[test]
-    fn zero_stop_timeout_names_the_flag() {
-        let e = Settings::load(&args(&["--stop-timeout", "0", "--", "sh"])).unwrap_err();
-        assert!(e.0.contains("--stop-timeout"), "{e}");
-    }
-
-    #[test]
-    fn missing_command_and_unknown_program() {
-        let e = Settings::load(&args(&[])).unwrap_err();
-        assert!(e.0.contains("missing command"), "{e}");
-        let e = Settings::load(&args(&["--", "no-such-program-xyz"])).unwrap_err();
-        assert!(e.0.contains("command not found"), "{e}");
-    }
-
-    #[test]
-    fn listen_forms() {
-        let l = parse_listen(0, "127.0.0.1:80").unwrap();
-        assert_eq!(l.addr, ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(l.name, "listen0");
-        let l = parse_listen(1, "web=[::1]:8080").unwrap();
-        assert_eq!(l.addr, ListenAddr::Tcp("[::1]:8080".parse().unwrap()));
-        assert_eq!(l.name, "web");
-        let l = parse_listen(2, "unix:/tmp/x.sock").unwrap();
-        assert_eq!(l.addr, ListenAddr::Unix("/tmp/x.sock".into()));
-        assert!(parse_listen(3, "nonsense").is_err());
-    }
-
-    #[test]
-    fn flags_beat_the_file_and_unknown_keys_fail() {
-        let file = FileConfig::parse("workers = 3\nboot_timeout = 5\ncommand = [\"sh\"]").unwrap();
-        let s = Settings::merge(&args(&["--workers", "2"]), file).unwrap();
-        assert_eq!(
-            s.machine.policy,
-            drover_machine::Policy::Static { workers: 2 }
-        );
-        assert_eq!(s.machine.boot_timeout, Duration::from_secs(5));
-        let unknown = FileConfig::parse("wrokers = 3\ncommand = [\"sh\"]").unwrap();
-        let e = Settings::merge(&args(&[]), unknown).unwrap_err();
-        assert!(e.0.contains("wrokers"), "{e}");
-        // Every machine key works from the file, e.g. the restart policy.
-        let file = FileConfig::parse(
-            "min = 1\nmax = 4\ncommand = [\"sh\"]\n[restart]\nbackoff_max = 5\nunrecoverable_exit_codes = [2]\n",
-        )
-        .unwrap();
-        let s = Settings::merge(&args(&[]), file).unwrap();
-        assert_eq!(s.machine.restart.unrecoverable_exit_codes, vec![2]);
-        assert_eq!(s.machine.policy.name(), "dynamic");
-    }
-
-    #[test]
-    fn a_reload_names_every_setting_that_waits_for_a_restart() {
-        let file = |text: &str| FileConfig::parse(text).unwrap();
-        let old = Settings::merge(&args(&[]), file("workers = 2\ncommand = [\"sh\"]\n")).unwrap();
-        let same = Settings::merge(&args(&[]), file("workers = 3\ncommand = [\"sh\"]\n")).unwrap();
-        assert_eq!(old.restart_only_changes(&same), Vec::<String>::new());
-        let new = Settings::merge(
-            &args(&[]),
-            file("workers = 2\ncommand = [\"sh\"]\nbacklog = 64\nlog_level = \"debug\"\n"),
-        )
-        .unwrap();
-        let changed = old.restart_only_changes(&new);
-        assert_eq!(changed.len(), 2, "{changed:?}");
-        assert!(changed[0].contains("`backlog`") && changed[0].contains("restarts"));
-        assert!(changed[1].contains("`log_level`"));
-    }
-
-    #[test]
-    fn metrics_listen_from_the_flag_or_the_file_and_a_reload_waits_for_a_restart() {
-        let file = |text: &str| FileConfig::parse(text).unwrap();
-        let s = Settings::merge(
-            &args(&[]),
-            file(
-                "metrics_listen = 9100
-command = [\"sh\"]",
-            ),
-        )
-        .unwrap();
-        assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
-        let s = Settings::merge(
-            &args(&["--metrics-listen", "[::1]:9200"]),
-            file("metrics_listen = \"0.0.0.0:9100\"\ncommand = [\"sh\"]"),
-        )
-        .unwrap();
-        assert_eq!(s.metrics_listen, Some("[::1]:9200".parse().unwrap()));
-        let e = Settings::merge(
-            &args(&[]),
-            file("metrics_listen = \"x\"\ncommand = [\"sh\"]"),
-        )
-        .unwrap_err();
-        assert!(e.0.contains("config key `metrics_listen`"), "{e}");
-        let off = Settings::merge(&args(&[]), file("command = [\"sh\"]")).unwrap();
-        assert_eq!(off.metrics_listen, None);
-        let changed = off.restart_only_changes(&s);
-        assert_eq!(changed.len(), 1, "{changed:?}");
-        assert!(changed[0].contains("`metrics_listen`"), "{changed:?}");
-    }
-
-    #[test]
-    fn dynamic_pool_defaults_validate() {
-        let s = Settings::load(&args(&["--min", "1", "--max", "4", "--", "sh"])).unwrap();
-        assert_eq!(s.machine.policy.max(), 4);
-        let s = Settings::load(&args(&[
-            "--min",
-            "1",
-            "--max",
-            "4",
-            "--threads",
-            "8",
-            "--",
-            "sh",
-        ]))
-        .unwrap();
-        assert_eq!(s.machine.threads, 8);
-    }
-}
+mod tests;
