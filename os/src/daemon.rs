@@ -108,7 +108,7 @@ pub fn wanted(settings: &Settings) -> bool {
 /// Forks the daemon; returns in the launcher once the daemon's start is decided, and in the
 /// daemon at once.
 pub fn daemonize(log_file: Option<&Path>) -> Result<Side, String> {
-    crate::spawn::single_threaded()
+    crate::forking::single_threaded()
         .map_err(|why| format!("{why}; drover must daemonize before it starts any thread"))?;
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let null = nix::fcntl::open(

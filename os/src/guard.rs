@@ -36,7 +36,7 @@ impl Guard {
     /// after `fork`); `None` with a warning otherwise or if the fork fails.
     /// `app` names the program in its process title.
     pub fn start(app: &str) -> Option<Guard> {
-        if let Err(why) = crate::spawn::single_threaded() {
+        if let Err(why) = crate::forking::single_threaded() {
             tracing::warn!(
                 "no group guard: {why}; after a SIGKILL of drover, processes a worker started may outlive it"
             );
@@ -50,12 +50,12 @@ impl Guard {
             }
         };
         let title = format!("drover: guard {app}");
-        let mask = crate::spawn::block_all_signals();
+        let mask = crate::forking::block_all_signals();
         // SAFETY: the process is single-threaded (checked above), so the child is a complete
         // copy of it; the child never returns from its branch (`guard_main` ends in `_exit`).
         match unsafe { fork() } {
             Err(e) => {
-                crate::spawn::restore_signals(&mask);
+                crate::forking::restore_signals(&mask);
                 tracing::warn!("no group guard: fork: {}", e.desc());
                 None
             }
@@ -64,7 +64,7 @@ impl Guard {
                 guard_main(read.as_raw_fd(), &title)
             }
             Ok(ForkResult::Parent { child }) => {
-                crate::spawn::restore_signals(&mask);
+                crate::forking::restore_signals(&mask);
                 drop(read);
                 let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
                 let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags));

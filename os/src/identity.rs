@@ -13,7 +13,7 @@ use std::ffi::CString;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::settings::UsageError;
+use crate::settings::file::UsageError;
 
 /// The identity a process is switched to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -204,7 +204,8 @@ impl Credentials {
 
     /// `switch_raw` for drover itself, with a message naming the step.
     pub fn switch(&self) -> Result<(), String> {
-        crate::spawn::single_threaded().map_err(|why| format!("cannot drop privileges: {why}"))?;
+        crate::forking::single_threaded()
+            .map_err(|why| format!("cannot drop privileges: {why}"))?;
         // SAFETY: single-threaded (checked above).
         unsafe { self.switch_raw() }.map_err(|(step, errno)| {
             format!(

@@ -22,6 +22,7 @@ mod board;
 mod control;
 mod daemon;
 pub mod embedded;
+mod forking;
 mod guard;
 mod identity;
 mod listen;

@@ -13,7 +13,48 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::identity::{self, Credentials, Step};
-use crate::settings::{RunArgs, UsageError};
+use crate::settings::file::UsageError;
+
+/// Variables drover sets for its children itself (a live upgrade's successor and a
+/// supervised drover's variables included: they are never passed on).
+pub(crate) const OURS: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "DROVER_WORKER_ID",
+    "DROVER_GENERATION",
+    crate::upgrade::UPGRADE_FD_VAR,
+    crate::upgrade::SUPERVISED_VAR,
+    crate::upgrade::GENERATION_VAR,
+];
+
+/// The flags of what shapes a worker's process (part of `drover run`'s flags).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ProcessArgs {
+    /// Run the workers as this user (a name or a numeric uid), with its supplementary
+    /// groups; needs root. Dropped after drover has bound its listeners.
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+    /// The workers' primary group (a name or a numeric gid; default the user's own).
+    #[arg(long, value_name = "NAME|GID")]
+    pub group: Option<String>,
+    /// drover itself switches to --user/--group too, once its listeners, control socket,
+    /// pid file and runtime directory exist.
+    #[arg(long)]
+    pub drop_privileges: bool,
+    /// The workers' umask, octal (e.g. 027).
+    #[arg(long, value_name = "OCTAL")]
+    pub umask: Option<String>,
+    /// The workers' working directory.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// A variable for the workers' environment, repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct ProcessSettings {
@@ -61,7 +102,7 @@ fn file_string(file: &toml::Table, key: &str) -> Result<Option<String>, UsageErr
 
 impl ProcessSettings {
     /// From the flags over the config file's keys (`file`: the file's shell keys).
-    pub fn load(args: &RunArgs, file: &toml::Table) -> Result<ProcessSettings, UsageError> {
+    pub fn load(args: &ProcessArgs, file: &toml::Table) -> Result<ProcessSettings, UsageError> {
         let user = args
             .user
             .clone()
@@ -170,7 +211,7 @@ fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.contains('\0') || key.contains('=') {
         return Err("the name must be non-empty, without `=` or a NUL byte".into());
     }
-    if crate::spawn::OURS.contains(&key) {
+    if OURS.contains(&key) {
         return Err(format!(
             "drover sets {key} for every worker itself; choose another name"
         ));
@@ -327,6 +368,7 @@ pub fn failure(buf: &[u8; FAILURE_LEN], setup: Option<&ChildSetup>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::RunArgs;
 
     fn args(flags: &[&str]) -> RunArgs {
         use clap::Parser;
@@ -341,7 +383,7 @@ mod tests {
     }
 
     fn load(flags: &[&str], file: &str) -> Result<ProcessSettings, UsageError> {
-        ProcessSettings::load(&args(flags), &file.parse().unwrap())
+        ProcessSettings::load(&args(flags).process, &file.parse().unwrap())
     }
 
     #[test]

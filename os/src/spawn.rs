@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use drover_machine::{Generation, Pid, SpawnError, WorkerId};
 use nix::errno::Errno;
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{fork, pipe2, ForkResult};
+
+use crate::forking::{block_all_signals, restore_signals, single_threaded};
 
 use crate::identity::Step;
 use crate::process::{encode_failure, failure, ChildSetup, FAILURE_LEN};
@@ -138,22 +139,6 @@ fn environment_without(strip: &[&str]) -> Vec<CString> {
         .collect()
 }
 
-/// Variables drover sets for its children itself (a live upgrade's successor and a
-/// supervised drover's variables included: they are never passed on).
-pub(crate) const OURS: &[&str] = &[
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "DROVER_WORKER_ID",
-    "DROVER_GENERATION",
-    crate::upgrade::UPGRADE_FD_VAR,
-    crate::upgrade::SUPERVISED_VAR,
-    crate::upgrade::GENERATION_VAR,
-];
-
 impl Spawner {
     pub fn new(
         spec: WorkerSpec,
@@ -162,7 +147,7 @@ impl Spawner {
         notify_path: &Path,
         forked: Option<Box<dyn ForkedWorker>>,
     ) -> std::io::Result<Spawner> {
-        let base_env = environment_without(OURS);
+        let base_env = environment_without(crate::process::OURS);
         let (death_read, death_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         Ok(Spawner {
             spec,
@@ -256,7 +241,7 @@ impl Spawner {
         extra_env: &[(&str, String)],
         channel: RawFd,
     ) -> Result<Pid, SpawnError> {
-        let strip: Vec<&str> = OURS
+        let strip: Vec<&str> = crate::process::OURS
             .iter()
             .copied()
             // drover's own manager and watchdog period pass on; WATCHDOG_PID (ours) not.
@@ -453,42 +438,6 @@ impl Spawner {
                 Ok(Pid(child.as_raw() as u32))
             }
         }
-    }
-}
-
-/// Blocks every signal; returns the previous mask.
-pub(crate) fn block_all_signals() -> SigSet {
-    let mut old = SigSet::empty();
-    let _ = sigprocmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut old),
-    );
-    old
-}
-
-pub(crate) fn restore_signals(mask: &SigSet) {
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
-}
-
-/// Whether this process runs a single thread, so that a `fork` copies all of it: from
-/// /proc/self/task. Fails closed: a process that cannot count its threads (no /proc in a
-/// chroot or a sandbox) must not assume it has one, since a child forked beside another
-/// thread can inherit a lock held forever (the allocator's, stdout's).
-pub fn single_threaded() -> Result<(), String> {
-    single_threaded_at(std::path::Path::new("/proc/self/task"))
-}
-
-fn single_threaded_at(task_dir: &std::path::Path) -> Result<(), String> {
-    match std::fs::read_dir(task_dir) {
-        Ok(entries) => match entries.count() {
-            0 | 1 => Ok(()),
-            n => Err(format!("{n} threads are running")),
-        },
-        Err(e) => Err(format!(
-            "cannot count this process's threads ({}: {e}); mount /proc",
-            task_dir.display()
-        )),
     }
 }
 
@@ -727,22 +676,6 @@ fn write_pid_var(buf: &mut [u8; 40], pid: libc::pid_t) {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn a_process_that_cannot_count_its_threads_is_not_taken_for_single_threaded() {
-        let dir = std::env::temp_dir().join(format!("drover-tasks-{}", std::process::id()));
-        let missing = dir.join("missing");
-        let e = super::single_threaded_at(&missing).unwrap_err();
-        assert!(e.contains("cannot count") && e.contains("/proc"), "{e}");
-        std::fs::create_dir_all(dir.join("1")).unwrap();
-        assert_eq!(super::single_threaded_at(&dir), Ok(()));
-        std::fs::create_dir_all(dir.join("2")).unwrap();
-        assert_eq!(
-            super::single_threaded_at(&dir),
-            Err("2 threads are running".to_string())
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn pid_var_is_formatted_without_allocation() {

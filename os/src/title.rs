@@ -40,7 +40,7 @@ pub fn init() -> Result<(), String> {
     if AREA.get().is_some() {
         return Ok(());
     }
-    crate::spawn::single_threaded()?;
+    crate::forking::single_threaded()?;
     let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
     let (start_stack, arg_start, arg_end) = stack_fields(&stat)?;
     let argc = std::env::args_os().count();

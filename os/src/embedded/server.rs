@@ -17,8 +17,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use super::conn::Conn;
 use super::worker::Runtime;
 use crate::board::Board;
+use crate::forking::single_threaded;
 use crate::settings::{ReadinessArg, RunArgs};
-use crate::spawn::{open_fds, single_threaded};
+use crate::spawn::open_fds;
 
 /// Who a worker is, for the hooks and the handler.
 #[derive(Clone, Debug, PartialEq, Eq)]

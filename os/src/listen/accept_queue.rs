@@ -6,7 +6,7 @@
 use std::os::fd::AsRawFd;
 
 use super::Listener;
-use crate::settings::ListenAddr;
+use crate::settings::listen::ListenAddr;
 
 impl Listener {
     /// Connections waiting in this TCP listener's accept queue (Linux reports it in

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::socket::{getsockname, sockopt, SockType, SockaddrStorage};
 
-use crate::settings::ListenAddr;
+use crate::settings::listen::ListenAddr;
 
 /// A listening socket drover did not open itself: passed by its own service manager
 /// (systemd socket activation) or by the drover it replaces in a live upgrade, both through

@@ -14,7 +14,7 @@ use super::bind::open;
 use super::matching::{match_name, name_serves, same_address};
 use super::socket_file::remove_unix_files;
 use super::Listener;
-use crate::settings::{ListenAddr, ListenSpec};
+use crate::settings::listen::{ListenAddr, ListenSpec};
 
 /// What `open_all_with` did.
 pub struct Opened {

@@ -15,7 +15,7 @@ use nix::sys::socket::{
 };
 
 use super::socket_file::remove_stale_socket;
-use crate::settings::{ListenAddr, ListenSpec};
+use crate::settings::listen::{ListenAddr, ListenSpec};
 
 pub(super) fn open(
     spec: &ListenSpec,

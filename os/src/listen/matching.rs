@@ -2,7 +2,7 @@
 //! operator's, or the default `listenN`) when the socket serves the spec's address, or by
 //! the exact address. Pure functions of names and addresses: they must not touch a socket.
 
-use crate::settings::{ListenAddr, ListenSpec};
+use crate::settings::listen::{ListenAddr, ListenSpec};
 
 /// The name a spec is matched by: the operator's (`NAME=ADDR`) or the default `listenN`,
 /// which is what a drover passes on to its successor or supervised child, so that a port-0

@@ -12,7 +12,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use crate::settings::ListenSpec;
+use crate::settings::listen::ListenSpec;
 
 mod accept_queue;
 mod activation;

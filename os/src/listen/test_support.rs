@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::settings::{ListenAddr, ListenSpec};
+use crate::settings::listen::{ListenAddr, ListenSpec};
 
 pub(super) fn spec(index: usize, text: &str) -> ListenSpec {
     let (name, addr) = match text.split_once('=') {

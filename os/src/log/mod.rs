@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use clap::{Args, ValueEnum};
 
-use crate::settings::{FileConfig, UsageError};
+use crate::settings::file::{FileConfig, UsageError};
 
 mod json;
 pub mod workers;

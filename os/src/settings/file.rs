@@ -5,7 +5,44 @@ use std::path::Path;
 
 use drover_machine::Setting;
 
-use super::{usage, UsageError, SHELL_KEYS};
+/// A problem with the operator's input: printed on stderr, exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+/// Keys of the config file that belong to the shell; every other key is a machine setting
+/// (`drover_machine::SETTING_KEYS`, read by `Config::from_settings`).
+pub(super) const SHELL_KEYS: &[&str] = &[
+    "listen",
+    "backlog",
+    "unix_mode",
+    "pid_file",
+    "control",
+    "log_level",
+    "metrics_listen",
+    "command",
+    "upgrade_command",
+    "user",
+    "group",
+    "drop_privileges",
+    "umask",
+    "chdir",
+    "env",
+    "log_file",
+    "log_format",
+    "worker_output",
+    "daemonize",
+    "signals",
+];
 
 /// The config file, split into the shell's keys and the machine's settings.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use super::{usage, UsageError};
+use super::file::{usage, UsageError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListenAddr {

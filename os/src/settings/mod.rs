@@ -13,27 +13,15 @@ use drover_machine::{Config, ConfigError, Setting};
 
 use crate::signal_table::SignalTable;
 
-mod file;
-mod listen;
+// Below everything that reads its own keys (log, process, listen, metrics): they import
+// these two, never this module, which composes them.
+pub(crate) mod file;
+pub(crate) mod listen;
 
-use file::read_file;
-pub(crate) use file::FileConfig;
+use file::{read_file, usage, SHELL_KEYS};
+pub(crate) use file::{FileConfig, UsageError};
+use listen::ListenSpec;
 use listen::{parse_listen, resolve_program};
-pub use listen::{ListenAddr, ListenSpec};
-
-/// A problem with the operator's input: printed on stderr, exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn usage(msg: impl Into<String>) -> UsageError {
-    UsageError(msg.into())
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadinessArg {
@@ -101,26 +89,9 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug (machine trace lines), trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Run the workers as this user (a name or a numeric uid), with its supplementary
-    /// groups; needs root. Dropped after drover has bound its listeners.
-    #[arg(long, value_name = "NAME|UID")]
-    pub user: Option<String>,
-    /// The workers' primary group (a name or a numeric gid; default the user's own).
-    #[arg(long, value_name = "NAME|GID")]
-    pub group: Option<String>,
-    /// drover itself switches to --user/--group too, once its listeners, control socket,
-    /// pid file and runtime directory exist.
-    #[arg(long)]
-    pub drop_privileges: bool,
-    /// The workers' umask, octal (e.g. 027).
-    #[arg(long, value_name = "OCTAL")]
-    pub umask: Option<String>,
-    /// The workers' working directory.
-    #[arg(long, value_name = "DIR")]
-    pub chdir: Option<PathBuf>,
-    /// A variable for the workers' environment, repeatable.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    /// The workers' user, groups, umask, directory and environment.
+    #[command(flatten)]
+    pub process: crate::process::ProcessArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics from the supervisor: PORT (on
     /// 127.0.0.1), HOST:PORT or [IPv6]:PORT.
     #[arg(long, value_name = "ADDR")]
@@ -154,31 +125,6 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     }
     Ok(v)
 }
-
-/// Keys of the config file that belong to the shell; every other key is a machine setting
-/// (`drover_machine::SETTING_KEYS`, read by `Config::from_settings`).
-const SHELL_KEYS: &[&str] = &[
-    "listen",
-    "backlog",
-    "unix_mode",
-    "pid_file",
-    "control",
-    "log_level",
-    "metrics_listen",
-    "command",
-    "upgrade_command",
-    "user",
-    "group",
-    "drop_privileges",
-    "umask",
-    "chdir",
-    "env",
-    "log_file",
-    "log_format",
-    "worker_output",
-    "daemonize",
-    "signals",
-];
 
 /// Machine keys that together choose the pool: flags that set any of them replace all of
 /// them from the file, so `--workers 2` over a file's dynamic pool gives a static pool.
@@ -378,7 +324,7 @@ impl Settings {
         if command.iter().any(|a| a.contains('\0')) {
             return Err(usage("invalid command: an argument contains a NUL byte"));
         }
-        let process = crate::process::ProcessSettings::load(args, &file.shell)?;
+        let process = crate::process::ProcessSettings::load(&args.process, &file.shell)?;
         // Workers start in --chdir: a relative program path means drover's directory.
         let program = std::path::absolute(resolve_program(&command[0])?)
             .map_err(|e| usage(format!("command {}: {e}", command[0])))?;
