@@ -930,3 +930,30 @@ fn load_counts_refused_and_stuck_requests_and_keeps_its_bounds() {
     assert_eq!((r.ok, r.failed), (0, 1), "{r:?}");
     assert!(r.errors[0].contains("no complete answer"), "{r:?}");
 }
+
+// $PORT is the listener only when neither --listen nor the file's `listen` names one (the
+// default itself, 0.0.0.0:$PORT, is a unit test: tests listen on 127.0.0.1 only); a PORT
+// that is no port is refused at start, naming it.
+#[test]
+fn port_from_the_environment_yields_to_listen_and_a_bad_one_is_refused() {
+    let dir = test_dir("port-env");
+    let mut d = Server::start_with_env(
+        dir,
+        DROVER,
+        &["run", "--listen", "127.0.0.1:0", "--", "sleep", "1000"],
+        &[("PORT", "1")],
+    );
+    assert!(d.port() > 1, "--listen beats PORT");
+    assert_eq!(d.log.count(&["listening on 0.0.0.0:1"]), 0);
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit(T);
+
+    let out = std::process::Command::new(DROVER)
+        .args(["run", "--", "sleep", "1"])
+        .env("PORT", "http")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid PORT 'http'"), "{err}");
+}

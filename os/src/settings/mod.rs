@@ -342,10 +342,12 @@ impl Settings {
             None => PathBuf::new(),
         };
 
-        let listen_text = if args.listen.is_empty() {
-            file.strings("listen")?.unwrap_or_default()
-        } else {
+        let listen_text = if !args.listen.is_empty() {
             args.listen.clone()
+        } else if let Some(listen) = file.strings("listen")? {
+            listen
+        } else {
+            listen_from_port(std::env::var("PORT").ok().as_deref())?
         };
         let listen = listen_text
             .iter()
@@ -457,6 +459,20 @@ impl Settings {
         self.machine
             .heartbeat_timeout
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1))
+    }
+}
+
+/// The listener when neither `--listen` nor the file's `listen` names one: `$PORT` on every
+/// IPv4 address, as Heroku-style platforms and uninterruptible expect; none without it.
+fn listen_from_port(port: Option<&str>) -> Result<Vec<String>, UsageError> {
+    let Some(text) = port else {
+        return Ok(Vec::new());
+    };
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(vec![format!("0.0.0.0:{port}")]),
+        _ => Err(usage(format!(
+            "invalid PORT '{text}' in the environment (the default listener when no --listen or `listen` is given): a port from 1 to 65535; unset it or give --listen"
+        ))),
     }
 }
 

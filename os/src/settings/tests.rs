@@ -137,3 +137,16 @@ fn dynamic_pool_defaults_validate() {
     .unwrap();
     assert_eq!(s.machine.threads, 8);
 }
+
+#[test]
+fn port_from_the_environment_is_the_last_default() {
+    assert_eq!(listen_from_port(None).unwrap(), Vec::<String>::new());
+    assert_eq!(listen_from_port(Some("5000")).unwrap(), ["0.0.0.0:5000"]);
+    for bad in ["0", "70000", "http", ""] {
+        let e = listen_from_port(Some(bad)).unwrap_err();
+        assert!(
+            e.0.contains("PORT") && e.0.contains("--listen"),
+            "{bad}: {e}"
+        );
+    }
+}
