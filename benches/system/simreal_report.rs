@@ -205,43 +205,6 @@ struct Event {
     kind: Kind,
 }
 
-/// Seconds since the epoch of `2026-12-07T07:00:33.910066Z` (tracing's default stamp), in ns.
-fn parse_stamp(s: &str) -> Option<i128> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-');
-    let (y, m, day) = (
-        d.next()?.parse::<i64>().ok()?,
-        d.next()?.parse::<u32>().ok()?,
-        d.next()?.parse::<u32>().ok()?,
-    );
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut t = time.split(':');
-    let (hh, mm, ss) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?,
-    );
-    if t.next().is_some() || !(0..24).contains(&hh) || !(0..60).contains(&mm) {
-        return None;
-    }
-    let (whole, frac) = ss.split_once('.').unwrap_or((ss, ""));
-    let sec: i64 = whole.parse().ok()?;
-    if !(0..=60).contains(&sec) || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_ns: i128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
-    };
-    let days = drover_sim::lab::trace::days_from_civil(y, m, day);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + sec;
-    Some(i128::from(secs) * 1_000_000_000 + frac_ns)
-}
-
 /// Drops ANSI colour sequences (a log written to a terminal has them).
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -273,7 +236,10 @@ fn parse_log(text: &str) -> Vec<Event> {
     for raw in text.lines() {
         let line = strip_ansi(raw);
         let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(real_ns) = words.first().and_then(|w| parse_stamp(w)) else {
+        let Some(real_ns) = words
+            .first()
+            .and_then(|w| drover_sim::lab::trace::utc_stamp_ns(w))
+        else {
             continue;
         };
         if line.contains(": drover started: ") {
@@ -808,35 +774,6 @@ a worker's own line, ignored
 ";
 
     #[test]
-    fn stamps_are_utc_nanoseconds() {
-        assert_eq!(parse_stamp("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_stamp("1970-01-02T00:00:01.5Z"),
-            Some(86_401_500_000_000)
-        );
-        // `date -u -d 2026-12-07T07:00:33Z +%s` = 1796626833
-        assert_eq!(
-            parse_stamp("2026-12-07T07:00:33.910066Z"),
-            Some(1_796_626_833_910_066_000)
-        );
-        assert_eq!(
-            parse_stamp("2000-03-01T00:00:00Z"),
-            Some(951_868_800_000_000_000)
-        );
-        for bad in [
-            "",
-            "2026-12-07",
-            "2026-12-07T07:00:33",
-            "2026-13-07T07:00:33Z",
-            "2026-12-07T24:00:00Z",
-            "2026-12-07T07:00:33.x1Z",
-            "INFO",
-        ] {
-            assert_eq!(parse_stamp(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn the_log_gives_spawns_and_exits() {
         let ev = parse_log(LOG);
         let kinds: Vec<&Kind> = ev.iter().map(|e| &e.kind).collect();
@@ -868,7 +805,7 @@ a worker's own line, ignored
         );
         // 1147 µs and 936 µs: the median of two is the lower one.
         assert_eq!(spawn_cost_us(&ev), Some(936));
-        let t0 = parse_stamp("2026-12-07T07:00:33.910487Z").unwrap();
+        let t0 = drover_sim::lab::trace::utc_stamp_ns("2026-12-07T07:00:33.910487Z").unwrap();
         let steps = pool_steps(&ev, t0);
         // pid 1631 was never spawned (drover's group guard, say): no step.
         let counts: Vec<i64> = steps.iter().map(|s| s.1).collect();

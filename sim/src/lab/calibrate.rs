@@ -4,12 +4,16 @@
 //! a fork that blocked the loop; an access log or trace gives the service times. It owns
 //! the log's reading and the fit of a spread to the measured durations; it must not run
 //! anything, and reads the supervisor's trace lines only (their format is the machine's
-//! `trace` module's: `<seconds>s  in|do|ev  <name>  key=value ...`).
+//! `trace` module's: `<seconds>s  in|do|ev  <name>  key=value ...`), in drover's text log or
+//! inside the `message` of its JSON lines (`--log-format json`). A line's time is its UTC
+//! stamp (microseconds) where it has one, else the trace's own seconds (milliseconds: too
+//! coarse for a fork's cost).
 
 use core::fmt::Write as _;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use crate::lab::trace::utc_stamp_ns;
 use crate::world::model::show;
 use crate::world::Spread;
 
@@ -31,16 +35,24 @@ pub struct Measured {
     pub lines: usize,
 }
 
-/// Reads drover's log (its text format, as written to stderr or `--log-file`). Lines that
-/// are not supervisor trace lines are skipped; a log without any is an error.
+/// Reads drover's log (text or JSON lines, as written to stderr or `--log-file`). Lines
+/// that are not supervisor trace lines are skipped; a log without any is an error.
 pub fn read_log(text: &str) -> Result<Measured, String> {
     let mut m = Measured::default();
     // By worker id (`w=slot.incarnation`): when its fork was asked for and when it returned.
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
     let mut forked: BTreeMap<String, f64> = BTreeMap::new();
-    for line in text.lines() {
-        let Some((t, dir, name, fields)) = trace_line(line) else {
+    // Stamps count from the first one, so that seconds since the epoch keep their
+    // microseconds in an f64.
+    let mut first_stamp: Option<i128> = None;
+    for raw in text.lines() {
+        let (stamp, line) = stamped(raw);
+        let Some((relative, dir, name, fields)) = trace_line(&line) else {
             continue;
+        };
+        let t = match stamp {
+            Some(ns) => (ns - *first_stamp.get_or_insert(ns)) as f64 / 1e9,
+            None => relative,
         };
         m.lines += 1;
         let Some(w) = field(fields, "w") else {
@@ -72,6 +84,45 @@ pub fn read_log(text: &str) -> Result<Measured, String> {
         );
     }
     Ok(m)
+}
+
+/// A log line's UTC stamp (ns since the epoch) and its text: the first word of a text line,
+/// or a JSON line's `timestamp` and `message`.
+fn stamped(line: &str) -> (Option<i128>, std::borrow::Cow<'_, str>) {
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('{') {
+        let stamp = json_string(trimmed, "timestamp").and_then(|s| utc_stamp_ns(&s));
+        return match json_string(trimmed, "message") {
+            Some(message) => (stamp, message.into()),
+            None => (None, line.into()),
+        };
+    }
+    let stamp = trimmed.split_whitespace().next().and_then(utc_stamp_ns);
+    (stamp, line.into())
+}
+
+/// The string value of `"key":"…"` in a one-line JSON object (escapes undone), without a
+/// JSON parser: drover writes its keys once each, as plain strings.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = line[at..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 fn secs(s: f64) -> Duration {
@@ -230,31 +281,61 @@ mod tests {
 2026-12-07T06:56:52.973983Z  INFO drover{pid=28937}:     0.325s  ev  pool-ready     ready=2
 ";
 
+    /// The log's text lines without their stamps: the trace's own seconds only.
+    fn unstamped() -> String {
+        LOG.lines()
+            .map(|l| l.split_once("}: ").map_or(l, |(_, rest)| rest))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// To the nearest microsecond (the durations come through an f64 of seconds).
+    fn us(d: &[Duration]) -> Vec<u128> {
+        d.iter().map(|d| (d.as_nanos() + 500) / 1000).collect()
+    }
+
     #[test]
     fn boot_times_and_spawn_costs_come_from_the_trace_lines() {
-        let m = read_log(LOG).unwrap();
+        // Without stamps: the trace's milliseconds.
+        let m = read_log(&unstamped()).unwrap();
         assert_eq!(m.spawned, 2);
         assert_eq!(m.lines, 7);
-        assert_eq!(
-            m.boots,
-            [Duration::from_millis(300), Duration::from_millis(320)]
-        );
-        assert_eq!(
-            m.spawn_costs,
-            [Duration::from_millis(2), Duration::from_millis(3)]
-        );
+        assert_eq!(us(&m.boots), [300_000, 320_000]);
+        assert_eq!(us(&m.spawn_costs), [2_000, 3_000]);
         let r = report(&m, None);
         assert!(r.contains("--boot-time 320ms"), "{r}");
         assert!(r.contains("--spawn-cost 3ms"), "{r}");
         let e = read_log("nothing here\n").unwrap_err();
         assert!(e.contains("supervisor trace lines"), "{e}");
-        let no_ready: String = LOG
+        let no_ready: String = unstamped()
             .lines()
             .filter(|l| !l.contains(" ready "))
             .collect::<Vec<_>>()
             .join("\n");
         let r = report(&read_log(&no_ready).unwrap(), None);
         assert!(r.contains("--readiness notify"), "{r}");
+    }
+
+    #[test]
+    fn a_lines_utc_stamp_beats_the_traces_milliseconds_in_text_and_json_logs() {
+        let m = read_log(LOG).unwrap();
+        assert_eq!(m.lines, 7);
+        assert_eq!(us(&m.spawn_costs), [490, 2_045], "sub-millisecond forks");
+        assert_eq!(us(&m.boots), [502_059, 500_000]);
+        // The same lines as `--log-format json` writes them.
+        let json: String = LOG
+            .lines()
+            .map(|l| {
+                let (stamp, rest) = l.split_once(' ').unwrap();
+                let message = rest.split_once("}: ").unwrap().1;
+                format!(
+                    "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"pid\":28937,\"message\":\"{}\",\"fields\":{{}}}}",
+                    message.replace('"', "\\\"")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(read_log(&json).unwrap(), m, "{json}");
     }
 
     #[test]

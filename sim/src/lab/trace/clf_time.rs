@@ -106,3 +106,41 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
+
+/// `2026-12-07T07:00:33.910066Z` (tracing's default stamp, drover's log lines and its JSON
+/// `timestamp`) as nanoseconds since the Unix epoch, UTC.
+pub fn utc_stamp_ns(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day) = (
+        d.next()?.parse::<i64>().ok()?,
+        d.next()?.parse::<u32>().ok()?,
+        d.next()?.parse::<u32>().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut t = time.split(':');
+    let (hh, mm, ss) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?,
+    );
+    if t.next().is_some() || !(0..24).contains(&hh) || !(0..60).contains(&mm) {
+        return None;
+    }
+    let (whole, frac) = ss.split_once('.').unwrap_or((ss, ""));
+    let sec: i64 = whole.parse().ok()?;
+    if !(0..=60).contains(&sec) || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_ns: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
+    };
+    let days = days_from_civil(y, m, day);
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + sec;
+    Some(i128::from(secs) * 1_000_000_000 + frac_ns)
+}

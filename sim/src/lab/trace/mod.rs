@@ -341,9 +341,9 @@ mod number;
 #[cfg(test)]
 mod tests;
 
-/// Days since 1970-01-01 of a date: what the log readers (here and the benchmarks') date by.
-pub use clf_time::days_from_civil;
 use clf_time::*;
+/// Days since 1970-01-01 of a date: what the log readers (here and the benchmarks') date by.
+pub use clf_time::{days_from_civil, utc_stamp_ns};
 use csv::*;
 use log::*;
 use number::*;

@@ -581,3 +581,32 @@ fn no_panic_on_prefixes_mutations_and_garbage() {
         }
     }
 }
+
+#[test]
+fn stamps_are_utc_nanoseconds() {
+    assert_eq!(utc_stamp_ns("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        utc_stamp_ns("1970-01-02T00:00:01.5Z"),
+        Some(86_401_500_000_000)
+    );
+    // `date -u -d 2026-12-07T07:00:33Z +%s` = 1796626833
+    assert_eq!(
+        utc_stamp_ns("2026-12-07T07:00:33.910066Z"),
+        Some(1_796_626_833_910_066_000)
+    );
+    assert_eq!(
+        utc_stamp_ns("2000-03-01T00:00:00Z"),
+        Some(951_868_800_000_000_000)
+    );
+    for bad in [
+        "",
+        "2026-12-07",
+        "2026-12-07T07:00:33",
+        "2026-13-07T07:00:33Z",
+        "2026-12-07T24:00:00Z",
+        "2026-12-07T07:00:33.x1Z",
+        "INFO",
+    ] {
+        assert_eq!(utc_stamp_ns(bad), None, "{bad}");
+    }
+}
