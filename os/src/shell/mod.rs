@@ -638,6 +638,7 @@ fn open_listeners(
         &settings.listen,
         settings.backlog,
         settings.unix_mode,
+        &settings.allow,
         inherited,
     )
     .map_err(|e| (2, e))?;

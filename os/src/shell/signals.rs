@@ -13,6 +13,7 @@ use signal_hook::consts::signal::*;
 
 use super::{Shell, StagedReload, System};
 use crate::listen::{self, Listener};
+use crate::settings::listen::ListenAddr;
 use crate::settings::Settings;
 use crate::signal_table::{signal_name, SignalAction};
 use crate::spawn::WorkerSpec;
@@ -146,13 +147,16 @@ impl Shell {
     pub(super) fn reload(&mut self) -> Result<Vec<String>, String> {
         let sys = self.sys();
         let new = Settings::load(&sys.args).map_err(|e| e.0)?;
-        let (listeners, mut warnings) = match new.listen != sys.settings.listen {
-            true => {
-                let (list, warnings) = sys.open_new_listeners(&new)?;
-                (Some(list), warnings)
-            }
-            false => (None, Vec::new()),
-        };
+        // A changed allow-list is put on the running sockets here (open_all_with adopts
+        // them); a refused reload puts the running list back below.
+        let (listeners, mut warnings) =
+            match new.listen != sys.settings.listen || new.allow != sys.settings.allow {
+                true => {
+                    let (list, warnings) = sys.open_new_listeners(&new)?;
+                    (Some(list), warnings)
+                }
+                false => (None, Vec::new()),
+            };
         for warning in sys.settings.restart_only_changes(&new) {
             tracing::warn!("reload: {warning}");
             warnings.push(warning);
@@ -180,6 +184,17 @@ impl Shell {
                 })
                 .collect();
             listen::remove_unix_files(&fresh);
+            let os = self.driver.os();
+            for l in &os.listeners.list {
+                if matches!(l.spec.addr, ListenAddr::Tcp(_)) {
+                    if let Err(e) = crate::allow::apply(l.fd.as_fd(), &os.settings.allow) {
+                        tracing::error!(
+                            "reload refused, but the running --allow list could not be put back on {}: {e}",
+                            l.local
+                        );
+                    }
+                }
+            }
         }
         answer.map(|()| warnings)
     }
@@ -213,6 +228,7 @@ impl System {
         self.settings.process = new.process;
         self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
+        self.settings.allow = new.allow;
         self.settings.command = new.command;
         self.settings.program = new.program;
         self.settings.title = new.title;
@@ -252,7 +268,8 @@ impl System {
                 })
             })
             .collect();
-        let opened = listen::open_all_with(&new.listen, new.backlog, new.unix_mode, current)?;
+        let opened =
+            listen::open_all_with(&new.listen, new.backlog, new.unix_mode, &new.allow, current)?;
         for warning in &opened.warnings {
             tracing::warn!("reload: {warning}");
         }
