@@ -253,3 +253,58 @@ fn bad_lists_exit_2_naming_the_value_or_the_flag() {
     }
     assert_no_survivors(dir.root(), "");
 }
+
+/// A live upgrade's successor adopts the sockets and puts its own list on them: the config
+/// file changed before USR2, so the successor's list is the new one.
+#[test]
+fn a_live_upgrade_successor_puts_its_list_on_the_adopted_socket() {
+    let dir = test_dir("allow-upgrade");
+    // The binary in the test directory names the successor as a process of the test.
+    let binary = dir.path("drover");
+    std::fs::copy(DROVER, &binary).unwrap();
+    let (config, pid_file, ctl) = (dir.path("drover.toml"), dir.path("pid"), dir.path("ctl"));
+    std::fs::write(&config, "allow = [\"127.0.0.2/32\"]\n").unwrap();
+    let worker = dir.path("worker.py");
+    let mut d = Server::start(
+        dir,
+        &binary,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &config,
+            "--readiness",
+            "notify",
+            "--pid-file",
+            &pid_file,
+            "--control",
+            &ctl,
+            "--",
+            python(),
+            &worker,
+        ],
+    );
+    let to = listening_on(&d, "127.0.0.1:");
+    let first = attempt(ip("127.0.0.2"), to, "hi\n");
+    assert!(served_by_python(&first), "{first:?}\n{}", d.log.dump());
+
+    std::fs::write(&config, "allow = [\"127.0.0.3/32\"]\n").unwrap();
+    d.signal(libc::SIGUSR2);
+    // The predecessor exits once its successor's pool is ready on the same socket.
+    assert_eq!(d.wait_exit(T).code(), Some(0), "{}", d.log.dump());
+    let successor: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(successor, d.pid());
+    let served = attempt(ip("127.0.0.3"), to, "hi\n");
+    assert!(served_by_python(&served), "{served:?}\n{}", d.log.dump());
+    assert_eq!(attempt(ip("127.0.0.2"), to, "hi\n"), Outcome::NoAnswer);
+
+    let (code, _, err) = run_bounded(DROVER, &["stop", "--control", &ctl], T);
+    assert!(code.success(), "{err}");
+    wait_until("the successor exits", T, || !alive(successor));
+    assert_no_survivors(d.dir.root(), &d.log.dump());
+}
