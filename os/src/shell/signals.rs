@@ -151,10 +151,13 @@ impl Shell {
         // them); a refused reload puts the running list back below.
         let (listeners, mut warnings) =
             match new.listen != sys.settings.listen || new.allow != sys.settings.allow {
-                true => {
-                    let (list, warnings) = sys.open_new_listeners(&new)?;
-                    (Some(list), warnings)
-                }
+                true => match sys.open_new_listeners(&new) {
+                    Ok((list, warnings)) => (Some(list), warnings),
+                    Err(e) => {
+                        sys.put_running_allow_back();
+                        return Err(e);
+                    }
+                },
                 false => (None, Vec::new()),
             };
         for warning in sys.settings.restart_only_changes(&new) {
@@ -184,23 +187,27 @@ impl Shell {
                 })
                 .collect();
             listen::remove_unix_files(&fresh);
-            let os = self.driver.os();
-            for l in &os.listeners.list {
-                if matches!(l.spec.addr, ListenAddr::Tcp(_)) {
-                    if let Err(e) = crate::allow::apply(l.fd.as_fd(), &os.settings.allow) {
-                        tracing::error!(
-                            "reload refused, but the running --allow list could not be put back on {}: {e}",
-                            l.local
-                        );
-                    }
-                }
-            }
+            self.driver.os().put_running_allow_back();
         }
         answer.map(|()| warnings)
     }
 }
 
 impl System {
+    /// A reload that failed or was refused may have put its new `--allow` list on running
+    /// sockets already: the running list goes back on.
+    fn put_running_allow_back(&self) {
+        let tcp = self.listeners.list.iter();
+        for l in tcp.filter(|l| matches!(l.spec.addr, ListenAddr::Tcp(_))) {
+            if let Err(e) = crate::allow::apply(l.fd.as_fd(), &self.settings.allow) {
+                tracing::error!(
+                    "reload: the running --allow list could not be put back on {}: {e}",
+                    l.local
+                );
+            }
+        }
+    }
+
     /// The machine accepted the staged reload (its `Reloaded` event, which comes before
     /// the drain's first spawn): new workers run the new command on the new listeners, and
     /// the service manager hears RELOADING=1 now (and READY=1 when the machine says the pool
