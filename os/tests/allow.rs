@@ -122,6 +122,7 @@ fn a_command_worker_serves_listed_sources_only() {
         &["--listen", "127.0.0.1:0", "--allow", "127.0.0.2/32"],
     );
     let to = listening_on(&d, "127.0.0.1:");
+    d.log.wait_for(&["--allow: TCP listeners drop", "outside 127.0.0.2/32"], T);
     let first = attempt(ip("127.0.0.2"), to, "hi\n");
     assert!(served_by_python(&first), "{first:?}\n{}", d.log.dump());
     assert_eq!(attempt(ip("127.0.0.3"), to, "hi\n"), Outcome::NoAnswer);
@@ -221,6 +222,7 @@ fn a_reload_puts_the_new_list_on_the_running_socket() {
     std::fs::write(&config, "").unwrap();
     d.signal(libc::SIGHUP);
     d.log.wait_for_n(&["ev  reloaded"], 2, T);
+    d.log.wait_for(&["--allow: no list any more"], T);
     assert!(served_by_python(&attempt(ip("127.0.0.2"), to, "hi\n")));
     assert!(served_by_python(&attempt(ip("127.0.0.4"), to, "hi\n")));
 }

@@ -235,7 +235,13 @@ impl System {
         self.settings.process = new.process;
         self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
-        self.settings.allow = new.allow;
+        if new.allow != self.settings.allow {
+            if new.allow.is_empty() {
+                tracing::info!("--allow: no list any more, every source is served");
+            }
+            super::log_allow_list(&new.allow);
+            self.settings.allow = new.allow;
+        }
         self.settings.command = new.command;
         self.settings.program = new.program;
         self.settings.title = new.title;
