@@ -122,7 +122,8 @@ fn a_command_worker_serves_listed_sources_only() {
         &["--listen", "127.0.0.1:0", "--allow", "127.0.0.2/32"],
     );
     let to = listening_on(&d, "127.0.0.1:");
-    d.log.wait_for(&["--allow: TCP listeners drop", "outside 127.0.0.2/32"], T);
+    d.log
+        .wait_for(&["--allow: TCP listeners drop", "outside 127.0.0.2/32"], T);
     let first = attempt(ip("127.0.0.2"), to, "hi\n");
     assert!(served_by_python(&first), "{first:?}\n{}", d.log.dump());
     assert_eq!(attempt(ip("127.0.0.3"), to, "hi\n"), Outcome::NoAnswer);
