@@ -18,6 +18,7 @@
 //! `shell` (start-up, the poll loop and the driver's `Os`), and `embedded` (the embedded
 //! runtime, public).
 
+mod allow;
 mod board;
 mod control;
 mod daemon;

@@ -14,6 +14,7 @@ use super::bind::open;
 use super::matching::{match_name, name_serves, same_address};
 use super::socket_file::remove_unix_files;
 use super::Listener;
+use crate::allow::Cidr;
 use crate::settings::listen::{ListenAddr, ListenSpec};
 
 /// What `open_all_with` did.
@@ -35,7 +36,7 @@ pub fn open_all(
     backlog: u32,
     unix_mode: u32,
 ) -> Result<Vec<Listener>, String> {
-    open_all_with(specs, backlog, unix_mode, Vec::new()).map(|opened| opened.listeners)
+    open_all_with(specs, backlog, unix_mode, &[], Vec::new()).map(|opened| opened.listeners)
 }
 
 /// Like `open_all`, but first adopts inherited sockets (systemd socket activation, or the
@@ -46,11 +47,13 @@ pub fn open_all(
 /// but the new one cannot be bound), that socket is kept, with a warning. Each inherited
 /// socket serves one spec at most; the others come back in `unused`. An adopted unix
 /// socket's file is the caller's to remove at exit, like a fresh one's. Every listener fd
-/// ends at `3 + specs.len()` or above, like `open_all`'s.
+/// ends at `3 + specs.len()` or above, like `open_all`'s. Every TCP listener, fresh or
+/// adopted, carries `allow`'s filter (none when it is empty) before this returns.
 pub fn open_all_with(
     specs: &[ListenSpec],
     backlog: u32,
     unix_mode: u32,
+    allow: &[Cidr],
     inherited: Vec<Inherited>,
 ) -> Result<Opened, String> {
     let floor = 3 + specs.len() as RawFd;
@@ -131,7 +134,7 @@ pub fn open_all_with(
             continue;
         }
         let spec = &specs[i];
-        match open(spec, backlog, unix_mode) {
+        match open(spec, backlog, unix_mode, allow) {
             Ok((fd, local, unix_path)) => {
                 let listener = Listener {
                     spec: spec.clone(),
@@ -160,6 +163,19 @@ pub fn open_all_with(
                 };
                 warnings.push(format!("{e}; keeping the existing socket on {}", inh.local));
                 slots[i] = Some((adopt(spec, inh), false));
+            }
+        }
+    }
+    // An adopted TCP socket gets this list's filter, or loses the one a predecessor (or a
+    // reload's previous list) put there; fresh ones got it before they listened.
+    for (l, _) in slots.iter().flatten().filter(|(_, fresh)| !fresh) {
+        if matches!(l.spec.addr, ListenAddr::Tcp(_)) {
+            if let Err(e) = crate::allow::apply(l.fd.as_fd(), allow) {
+                cleanup(&slots);
+                return Err(format!(
+                    "--listen {} ({}) with --allow: setting the socket filter: {e}",
+                    l.spec.text, l.local
+                ));
             }
         }
     }
@@ -222,7 +238,7 @@ mod tests {
             spec(2, &locals[1]),
             spec(3, "web=127.0.0.1:0"),
         ];
-        let opened = open_all_with(&specs, 16, 0o600, inherited).unwrap();
+        let opened = open_all_with(&specs, 16, 0o600, &[], inherited).unwrap();
         assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
         let floor = 3 + specs.len() as RawFd;
         assert!(opened.listeners.iter().all(|l| l.fd.as_raw_fd() >= floor));
@@ -257,7 +273,7 @@ mod tests {
         let busy_addr = busy.local_addr().unwrap();
         let text = format!("web={busy_addr}");
         let specs = [spec(0, &text)];
-        let opened = open_all_with(&specs, 16, 0o600, inherited).unwrap();
+        let opened = open_all_with(&specs, 16, 0o600, &[], inherited).unwrap();
         assert_eq!(opened.listeners.len(), 1);
         assert_eq!(ino(&opened.listeners[0].fd), old_ino);
         assert_eq!(opened.listeners[0].local, old_local);
@@ -279,7 +295,7 @@ mod tests {
         let inherited = vec![inherit(old.into_iter().next().unwrap(), "web")];
         // Another address on loopback, any port: the name no longer serves it.
         let specs = [spec(0, "web=127.0.0.2:0")];
-        let opened = open_all_with(&specs, 16, 0o600, inherited).unwrap();
+        let opened = open_all_with(&specs, 16, 0o600, &[], inherited).unwrap();
         assert!(opened.warnings.is_empty());
         assert_ne!(ino(&opened.listeners[0].fd), old_ino);
         assert!(opened.listeners[0].local.starts_with("127.0.0.2:"));
@@ -301,7 +317,9 @@ mod tests {
             spec(1, &format!("unix:{}", fresh.display())),
             spec(2, &busy_text),
         ];
-        let e = open_all_with(&specs, 16, 0o600, inherited).err().unwrap();
+        let e = open_all_with(&specs, 16, 0o600, &[], inherited)
+            .err()
+            .unwrap();
         assert!(e.contains("address already in use"), "{e}");
         assert!(kept.exists(), "the inherited socket's file stays");
         assert!(!fresh.exists(), "the fresh socket's file is removed");
@@ -314,7 +332,7 @@ mod tests {
         let old_ino = ino(&old[0].fd);
         let inherited = vec![inherit(old.into_iter().next().unwrap(), "")];
         let specs = [spec(0, "127.0.0.1:0")];
-        let opened = open_all_with(&specs, 16, 0o600, inherited).unwrap();
+        let opened = open_all_with(&specs, 16, 0o600, &[], inherited).unwrap();
         assert_ne!(ino(&opened.listeners[0].fd), old_ino);
         assert_eq!(opened.unused.len(), 1);
         assert_ne!(port(&opened.listeners[0].local), 0);

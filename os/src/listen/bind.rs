@@ -1,10 +1,11 @@
 //! Opening one fresh listening socket for a `--listen` spec: TCP (an IPv6 address serves
 //! IPv6 only) or a unix socket file with the operator's mode, listening with the operator's
-//! backlog, its errors worded for the operator. It must not adopt inherited sockets or move
+//! backlog and, for TCP, the `--allow` filter attached before it listens, its errors
+//! worded for the operator. It must not adopt inherited sockets or move
 //! fds (both are `adopt`'s), and removes no file but its own on failure and, through
 //! `socket_file`, a stale socket's.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -15,12 +16,14 @@ use nix::sys::socket::{
 };
 
 use super::socket_file::remove_stale_socket;
+use crate::allow::Cidr;
 use crate::settings::listen::{ListenAddr, ListenSpec};
 
 pub(super) fn open(
     spec: &ListenSpec,
     backlog: u32,
     unix_mode: u32,
+    allow: &[Cidr],
 ) -> Result<(OwnedFd, String, Option<PathBuf>), String> {
     let fail = |what: &str, e: Errno| -> String {
         match e {
@@ -53,6 +56,12 @@ pub(super) fn open(
                 }
             }
             .map_err(|e| fail("bind", e))?;
+            // Before listen(2): no SYN can be queued unfiltered.
+            if !allow.is_empty() {
+                crate::allow::apply(fd.as_fd(), allow).map_err(|e| {
+                    format!("--listen {} with --allow: SO_ATTACH_FILTER: {e}", spec.text)
+                })?;
+            }
             listen_with(&fd, backlog).map_err(|e| fail("listen", e))?;
             let local = getsockname::<SockaddrStorage>(fd.as_raw_fd())
                 .ok()

@@ -23,6 +23,7 @@ pub(crate) fn usage(msg: impl Into<String>) -> UsageError {
 /// (`drover_machine::SETTING_KEYS`, read by `Config::from_settings`).
 pub(super) const SHELL_KEYS: &[&str] = &[
     "listen",
+    "allow",
     "backlog",
     "unix_mode",
     "pid_file",

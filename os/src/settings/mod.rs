@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// named `NAME=ADDR` (the name goes to LISTEN_FDNAMES).
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Serve only clients whose address is in this network, repeatable: `10.0.0.0/8`,
+    /// `192.0.2.7`, `fd00::/8` (a socket filter on every TCP listener; others are dropped).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<String>,
     /// A static pool of N workers (default 1).
     #[arg(long, value_name = "N", conflicts_with_all = ["min", "max"])]
     pub workers: Option<u32>,
@@ -142,6 +146,8 @@ const POLICY_KEYS: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: Vec<ListenSpec>,
+    /// `--allow`: the networks every TCP listener serves; empty, no filter at all.
+    pub allow: Vec<crate::allow::Cidr>,
     pub backlog: u32,
     pub unix_mode: u32,
     pub pid_file: Option<PathBuf>,
@@ -354,6 +360,22 @@ impl Settings {
             .enumerate()
             .map(|(i, text)| parse_listen(i, text))
             .collect::<Result<Vec<_>, _>>()?;
+        let allow_text = if args.allow.is_empty() {
+            file.strings("allow")?.unwrap_or_default()
+        } else {
+            args.allow.clone()
+        };
+        let allow = crate::allow::parse_list(&allow_text).map_err(usage)?;
+        if let Some(unix) = listen
+            .iter()
+            .find(|l| matches!(l.addr, listen::ListenAddr::Unix(_)))
+            .filter(|_| !allow.is_empty())
+        {
+            return Err(usage(format!(
+                "--allow (config key `allow`) filters TCP clients by address, and --listen {} is a unix socket, which has no client address: remove --allow, or listen on TCP only (per-listener lists are not built)",
+                unix.text
+            )));
+        }
         let backlog = match args.backlog {
             Some(n) => i64::from(n),
             None => file.int("backlog")?.unwrap_or(1024),
@@ -407,6 +429,7 @@ impl Settings {
                 .map_err(usage)?;
         let mut settings = Settings {
             listen,
+            allow,
             backlog,
             unix_mode,
             pid_file: match &args.pid_file {

@@ -150,3 +150,47 @@ fn port_from_the_environment_is_the_last_default() {
         );
     }
 }
+
+#[test]
+fn allow_flags_beat_the_file_and_refuse_unix_listeners() {
+    let file = || FileConfig::parse("allow = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+    let s = Settings::merge(&args(&["--listen", "127.0.0.1:0", "--", "sh"]), file()).unwrap();
+    let shown: Vec<String> = s.allow.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
+    let a = args(&[
+        "--allow",
+        "127.0.0.2",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        "sh",
+    ]);
+    let s = Settings::merge(&a, file()).unwrap();
+    assert_eq!(s.allow.len(), 1);
+    let none = Settings::merge(&args(&["--", "sh"]), FileConfig::default()).unwrap();
+    assert!(none.allow.is_empty());
+
+    let a = args(&["--allow", "10.0.0.0/33", "--", "sh"]);
+    let e = Settings::merge(&a, FileConfig::default()).unwrap_err();
+    assert!(e.0.contains("'10.0.0.0/33'"), "{e}");
+    let bad = FileConfig::parse("allow = \"10.0.0.0/8\"").unwrap();
+    let e = Settings::merge(&args(&["--", "sh"]), bad).unwrap_err();
+    assert!(e.0.contains("`allow` must be a list of strings"), "{e}");
+
+    let a = args(&[
+        "--allow",
+        "10.0.0.0/8",
+        "--listen",
+        "unix:/tmp/x.sock",
+        "--",
+        "sh",
+    ]);
+    let e = Settings::merge(&a, FileConfig::default()).unwrap_err();
+    assert!(
+        e.0.contains("--allow") && e.0.contains("unix:/tmp/x.sock"),
+        "{e}"
+    );
+    // Without --allow the unix listener is fine.
+    let a = args(&["--listen", "unix:/tmp/x.sock", "--", "sh"]);
+    assert!(Settings::merge(&a, FileConfig::default()).is_ok());
+}

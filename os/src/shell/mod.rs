@@ -627,6 +627,18 @@ fn log_signal_table(table: &crate::signal_table::SignalTable) {
     }
 }
 
+/// Which clients the TCP listeners serve, when a list limits them: at start and after a
+/// reload that changed it.
+fn log_allow_list(allow: &[crate::allow::Cidr]) {
+    if !allow.is_empty() {
+        let list: Vec<String> = allow.iter().map(ToString::to_string).collect();
+        tracing::info!(
+            "--allow: TCP listeners drop connections from any source outside {}",
+            list.join(", ")
+        );
+    }
+}
+
 /// The listeners of the config: inherited sockets where they match, new ones for the rest.
 fn open_listeners(
     settings: &Settings,
@@ -638,6 +650,7 @@ fn open_listeners(
         &settings.listen,
         settings.backlog,
         settings.unix_mode,
+        &settings.allow,
         inherited,
     )
     .map_err(|e| (2, e))?;
@@ -666,6 +679,7 @@ fn open_listeners(
     for l in &list {
         tracing::info!(name = %l.spec.name, "listening on {}", l.local);
     }
+    log_allow_list(&settings.allow);
     Ok(Listeners {
         list,
         owns_files: role == Role::Primary,

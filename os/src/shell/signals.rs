@@ -13,6 +13,7 @@ use signal_hook::consts::signal::*;
 
 use super::{Shell, StagedReload, System};
 use crate::listen::{self, Listener};
+use crate::settings::listen::ListenAddr;
 use crate::settings::Settings;
 use crate::signal_table::{signal_name, SignalAction};
 use crate::spawn::WorkerSpec;
@@ -146,13 +147,19 @@ impl Shell {
     pub(super) fn reload(&mut self) -> Result<Vec<String>, String> {
         let sys = self.sys();
         let new = Settings::load(&sys.args).map_err(|e| e.0)?;
-        let (listeners, mut warnings) = match new.listen != sys.settings.listen {
-            true => {
-                let (list, warnings) = sys.open_new_listeners(&new)?;
-                (Some(list), warnings)
-            }
-            false => (None, Vec::new()),
-        };
+        // A changed allow-list is put on the running sockets here (open_all_with adopts
+        // them); a refused reload puts the running list back below.
+        let (listeners, mut warnings) =
+            match new.listen != sys.settings.listen || new.allow != sys.settings.allow {
+                true => match sys.open_new_listeners(&new) {
+                    Ok((list, warnings)) => (Some(list), warnings),
+                    Err(e) => {
+                        sys.put_running_allow_back();
+                        return Err(e);
+                    }
+                },
+                false => (None, Vec::new()),
+            };
         for warning in sys.settings.restart_only_changes(&new) {
             tracing::warn!("reload: {warning}");
             warnings.push(warning);
@@ -180,12 +187,27 @@ impl Shell {
                 })
                 .collect();
             listen::remove_unix_files(&fresh);
+            self.driver.os().put_running_allow_back();
         }
         answer.map(|()| warnings)
     }
 }
 
 impl System {
+    /// A reload that failed or was refused may have put its new `--allow` list on running
+    /// sockets already: the running list goes back on.
+    fn put_running_allow_back(&self) {
+        let tcp = self.listeners.list.iter();
+        for l in tcp.filter(|l| matches!(l.spec.addr, ListenAddr::Tcp(_))) {
+            if let Err(e) = crate::allow::apply(l.fd.as_fd(), &self.settings.allow) {
+                tracing::error!(
+                    "reload: the running --allow list could not be put back on {}: {e}",
+                    l.local
+                );
+            }
+        }
+    }
+
     /// The machine accepted the staged reload (its `Reloaded` event, which comes before
     /// the drain's first spawn): new workers run the new command on the new listeners, and
     /// the service manager hears RELOADING=1 now (and READY=1 when the machine says the pool
@@ -213,6 +235,13 @@ impl System {
         self.settings.process = new.process;
         self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
+        if new.allow != self.settings.allow {
+            if new.allow.is_empty() {
+                tracing::info!("--allow: no list any more, every source is served");
+            }
+            super::log_allow_list(&new.allow);
+            self.settings.allow = new.allow;
+        }
         self.settings.command = new.command;
         self.settings.program = new.program;
         self.settings.title = new.title;
@@ -252,7 +281,8 @@ impl System {
                 })
             })
             .collect();
-        let opened = listen::open_all_with(&new.listen, new.backlog, new.unix_mode, current)?;
+        let opened =
+            listen::open_all_with(&new.listen, new.backlog, new.unix_mode, &new.allow, current)?;
         for warning in &opened.warnings {
             tracing::warn!("reload: {warning}");
         }
