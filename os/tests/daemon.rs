@@ -8,25 +8,6 @@ pub mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// `drover <args>` as a control client: (exit code, stdout, stderr).
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(DROVER, args, Duration::from_secs(15));
-    (out.0.code().unwrap_or(-1), out.1, out.2)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The lines of `path` that contain every one of `parts`.
-fn lines_with(path: &str, parts: &[&str]) -> Vec<String> {
-    read(path)
-        .lines()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .map(str::to_string)
-        .collect()
-}
-
 /// `/proc/<pid>/stat` fields after the command name: state, ppid, pgrp, session, tty_nr.
 fn stat(pid: u32) -> Option<(char, u32, u32, u32, i64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -37,12 +37,6 @@ fn sh_pool(dir: TempDir, flags: &[&str], script: &str) -> Server {
     drover(dir, &args)
 }
 
-/// `drover <args>` as a control client: (exit code, stdout, stderr).
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(DROVER, args, Duration::from_secs(15));
-    (out.0.code().unwrap_or(-1), out.1, out.2)
-}
-
 // ------------------------------------------------------------------ tests
 
 #[test]

@@ -8,25 +8,6 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// `drover <args>` as a control client: (exit code, stdout, stderr).
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(DROVER, args, Duration::from_secs(15));
-    (out.0.code().unwrap_or(-1), out.1, out.2)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The lines of `path` that contain every one of `parts`.
-fn lines_with(path: &str, parts: &[&str]) -> Vec<String> {
-    read(path)
-        .lines()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Sends `sig` to drover and waits for its exit with code 0.
 fn stop(d: &mut Server, log: &str) {
     d.signal(libc::SIGTERM);

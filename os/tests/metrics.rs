@@ -21,12 +21,6 @@ fn python_pool(name: &str, flags: &[&str]) -> (Server, String) {
     (Server::start(dir, DROVER, &args), control)
 }
 
-/// `drover ARGS` as a control client: (exit code, stdout, stderr).
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(DROVER, args, Duration::from_secs(15));
-    (out.0.code().unwrap_or(-1), out.1, out.2)
-}
-
 /// The port `--metrics-listen` bound, from its log line.
 fn metrics_port(server: &Server) -> u16 {
     let line = server

@@ -6,13 +6,6 @@ pub mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
-
-/// `drover <args>` as a control client: (exit code, stdout, stderr).
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = run_bounded(DROVER, args, Duration::from_secs(15));
-    (out.0.code().unwrap_or(-1), out.1, out.2)
-}
 
 fn status(control: &str) -> Value {
     try_status(control).unwrap_or_else(|e| panic!("drover status: {e}"))
@@ -42,10 +35,6 @@ fn workers(control: &str) -> Vec<(u64, u64, u64)> {
             )
         })
         .collect()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Two Ready workers of generation `generation`, their pids.

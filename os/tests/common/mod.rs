@@ -450,6 +450,26 @@ fn matches(line: &str, parts: &[&str]) -> bool {
     parts.iter().all(|p| line.contains(p))
 }
 
+/// `drover <args>` as a control client: (exit code, stdout, stderr).
+pub fn client(args: &[&str]) -> (i32, String, String) {
+    let out = run_bounded(DROVER, args, Duration::from_secs(15));
+    (out.0.code().unwrap_or(-1), out.1, out.2)
+}
+
+/// A file's text; empty if it does not exist (yet).
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The lines of `path` that contain every one of `parts`.
+pub fn lines_with(path: &str, parts: &[&str]) -> Vec<String> {
+    read(path)
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(str::to_string)
+        .collect()
+}
+
 // ------------------------------------------------------------------ a supervisor under test
 
 /// A supervisor (`drover run`, or a program on the embedded runtime) with its stderr
