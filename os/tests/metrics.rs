@@ -466,38 +466,3 @@ fn under_supervise_the_supervised_drover_serves_and_its_replacement_takes_over()
     d.signal(libc::SIGTERM);
     d.assert_clean_exit(Duration::from_secs(30));
 }
-
-/// An idle pool's supervisor sleeps: over two seconds its wake-ups grow only by the turns
-/// that serve the asking itself, with the endpoint on (scraped over HTTP) and off (asked
-/// over the control socket).
-#[test]
-fn an_idle_supervisor_sleeps_with_and_without_the_endpoint() {
-    for with_endpoint in [true, false] {
-        let mut flags = vec!["--workers", "1"];
-        if with_endpoint {
-            flags.extend(["--metrics-listen", "127.0.0.1:0"]);
-        }
-        let (mut d, control) = python_pool("metrics-idle", &flags);
-        d.ready_worker("0.1");
-        let port = with_endpoint.then(|| metrics_port(&d));
-        let wakeups = || {
-            let text = match port {
-                Some(port) => scrape(port),
-                None => metrics_via_control(&control),
-            };
-            value(&text, "drover_supervisor_wakeups_total").unwrap()
-        };
-        // Past the start-up's turns.
-        std::thread::sleep(Duration::from_millis(300));
-        let before = wakeups();
-        std::thread::sleep(Duration::from_secs(2));
-        let after = wakeups();
-        assert!(
-            after - before <= 6.0,
-            "{} wake-ups in 2 s of an idle pool (endpoint {with_endpoint})",
-            after - before
-        );
-        d.signal(libc::SIGTERM);
-        d.assert_clean_exit(T);
-    }
-}
