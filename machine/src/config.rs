@@ -209,6 +209,12 @@ pub struct Restart {
     pub unrecoverable_exit_codes: Vec<i32>,
     /// On an unrecoverable code, stop the pool and exit with the first such code.
     pub stop_on_unrecoverable: bool,
+    /// Before the pool is first ready, a death that counts (`DeathCause::counts`: a failed
+    /// fork, a crash, a worker killed for a failure) or a slot given up on fails the start:
+    /// the pool stops and exits 1, as systemd fails a service whose start fails rather than
+    /// retrying behind its operator's back. Off by default: the pool retries with backoff.
+    /// `drover --daemonize` turns it on, so its launcher can report the failure.
+    pub fail_start: bool,
     /// The most places refilled at once (deaths that do not count: a worker killed from
     /// outside, one that retired itself) within any second, pool-wide; more wait for the
     /// second to pass. A cap against a pathological kill storm spinning the CPU, far above
@@ -227,6 +233,7 @@ impl Default for Restart {
             on_crash_loop: OnCrashLoop::Backoff,
             unrecoverable_exit_codes: Vec::new(),
             stop_on_unrecoverable: false,
+            fail_start: false,
             quick_restart_rate: 32,
         }
     }

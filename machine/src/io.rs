@@ -507,6 +507,13 @@ pub enum Event {
         /// Its unrecoverable exit code.
         code: i32,
     },
+    /// The start failed (`Restart::fail_start`): a worker died in a way that counts, or a
+    /// slot was given up on, before the pool was first ready. The pool stops and exits 1
+    /// (unless another stop chose its code first). Once per run.
+    StartFailed {
+        /// The slot whose worker failed.
+        slot: u32,
+    },
     /// More than `intensity_deaths` deaths within `intensity_window`: restarts wait the maximum
     /// backoff, or the pool exits (`OnCrashLoop`).
     CrashLooping {

@@ -57,11 +57,13 @@ pub enum Plant {
     RestartNowRolling,
     /// Requests served are counted as each load report's total, not its growth.
     RequestsTotal,
+    /// `fail_start` still fails the start after the pool was ready once.
+    StartFailsAfterReady,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 25] = [
+    pub const ALL: [Plant; 26] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::AbsenceIgnored,
@@ -87,6 +89,7 @@ impl Plant {
         Plant::ResumeForgotten,
         Plant::RestartNowRolling,
         Plant::RequestsTotal,
+        Plant::StartFailsAfterReady,
     ];
 
     /// The name `--canary NAME` takes.
@@ -117,6 +120,7 @@ impl Plant {
             Plant::ResumeForgotten => "resume-forgotten",
             Plant::RestartNowRolling => "restart-now-rolling",
             Plant::RequestsTotal => "requests-total",
+            Plant::StartFailsAfterReady => "start-fails-after-ready",
         }
     }
 

@@ -205,6 +205,7 @@ impl fmt::Display for Event {
                 "crash-looping",
                 Secs(*window)
             ),
+            Event::StartFailed { slot } => write!(f, "{:<14} slot={slot}", "start-failed"),
             Event::CrashLoopEnded => write!(f, "{:<14}", "crash-loop-end"),
             Event::Scaled { from, to } => write!(f, "{:<14} from={from} to={to}", "scaled"),
             Event::Ignored(i) => {

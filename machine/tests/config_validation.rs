@@ -490,7 +490,7 @@ fn any_restart() -> impl Strategy<Value = Restart> {
             any::<i32>().prop_map(OnCrashLoop::Exit)
         ],
         prop::collection::vec(any::<i32>(), 0..4),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -498,7 +498,7 @@ fn any_restart() -> impl Strategy<Value = Restart> {
                 (intensity_deaths, intensity_window, quick_restart_rate),
                 on_crash_loop,
                 unrecoverable_exit_codes,
-                stop_on_unrecoverable,
+                (stop_on_unrecoverable, fail_start),
             )| Restart {
                 backoff_min,
                 backoff_max,
@@ -508,6 +508,7 @@ fn any_restart() -> impl Strategy<Value = Restart> {
                 on_crash_loop,
                 unrecoverable_exit_codes,
                 stop_on_unrecoverable,
+                fail_start,
                 quick_restart_rate,
             },
         )

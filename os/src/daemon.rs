@@ -23,6 +23,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use drover_machine::Config;
 use nix::fcntl::OFlag;
 use nix::unistd::{fork, ForkResult};
 
@@ -59,10 +60,10 @@ impl Launcher {
         self.last_exit = Some(what);
     }
 
-    /// A worker failed before the pool was ever ready (a death that counts towards the
-    /// backoff, or a slot given up): the start failed, as systemd judges a service whose
-    /// start fails. The launcher exits 1 with why; the caller stops drover, so that a
-    /// failed start leaves nothing running behind the operator's back.
+    /// The machine declared the start failed (`Event::StartFailed`: a worker failed before
+    /// the pool was ever ready, and `fail_start` is on while a launcher waits, see
+    /// `machine_config`): the launcher exits 1 with why; the machine stops the pool, so that
+    /// a failed start leaves nothing running behind the operator's back.
     pub fn start_failed(self, slot: u32) {
         let what = self
             .last_exit
@@ -91,6 +92,16 @@ impl Launcher {
         // The launcher is blocked reading: a short message fits the pipe at once.
         let _ = nix::unistd::write(&self.pipe, bytes);
     }
+}
+
+/// The machine's config for this drover: while a launcher waits for the start's outcome, a
+/// worker failure before the pool is ready fails the start (`Restart::fail_start`), as
+/// systemd fails a service's start; once the launcher has its answer, failures are the
+/// restart policy's again.
+pub fn machine_config(config: &Config, launcher: Option<&Launcher>) -> Config {
+    let mut config = config.clone();
+    config.restart.fail_start = launcher.is_some();
+    config
 }
 
 /// Whether this drover daemonizes: asked for, and not a drover another drover started (a

@@ -54,6 +54,7 @@ marks! {
         CrashLooping => "crash-looping",
         CrashLoopEnded => "crash-loop-ended",
         GaveUp => "unrecoverable-gave-up",
+        StartFailed => "start-failed",
         RampDoubled => "spawn-ramp-doubled",
         RampResetByForkFailure => "spawn-ramp-reset-by-fork-failure",
         ScaleDownPlace => "scale-down-took-place",

@@ -362,6 +362,7 @@ pub fn draw_config(rng: &mut Rng) -> Config {
             c.restart.unrecoverable_exit_codes = vec![2];
             c.restart.stop_on_unrecoverable = rng.chance(0.3);
         }
+        c.restart.fail_start = rng.chance(0.2);
         c.max_surge = rng.between(0, 2) as u32;
         c.max_unavailable = rng.between(0, 1) as u32;
         c.upgrade_timeout = secs(rng.between(5, 60));

@@ -218,7 +218,9 @@ fn restart(u: &mut Unstructured) -> Restart {
         },
         stop_on_unrecoverable: !codes.is_empty() && chance(u, 128),
         unrecoverable_exit_codes: codes,
-        // Drawn last: the bytes of older corpus entries keep their meaning up to here.
+        // Drawn in field order after the older ones: older corpus entries keep their
+        // meaning up to here (a corpus entry that ran out of bytes draws false).
         quick_restart_rate: int(u, 1..=64),
+        fail_start: chance(u, 48),
     }
 }

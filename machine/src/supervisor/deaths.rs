@@ -20,6 +20,7 @@ impl Supervisor {
     /// A worker died unasked, failed to spawn, or was killed for a failure: count the death
     /// if its cause counts, and schedule the slot's restart.
     pub(super) fn failed_start(&mut self, i: usize, uptime: Option<Duration>, cause: DeathCause) {
+        let running = self.phase == Phase::Running;
         // Empty the slot first: the death may stop the whole pool (crash-loop exit), and a
         // process that no longer exists must not be retired.
         let generation = self.worker(i).generation;
@@ -44,6 +45,9 @@ impl Supervisor {
         let young_deaths = slot.young_deaths;
         if counts {
             self.record_death();
+            if running {
+                self.fail_start(i);
+            }
         }
         if self.phase != Phase::Running || i >= self.slot_limit as usize {
             return;
@@ -110,6 +114,7 @@ impl Supervisor {
     }
 
     pub(super) fn give_up(&mut self, i: usize, code: i32) {
+        let running = self.phase == Phase::Running;
         let id = self.id_of(i);
         let generation = self.worker(i).generation;
         self.detach(i);
@@ -118,6 +123,27 @@ impl Supervisor {
         self.event(Event::GaveUp { worker: id, code });
         if self.config.restart.stop_on_unrecoverable {
             self.exit_code.get_or_insert(code);
+            self.begin_stop(false);
+        }
+        if running {
+            self.fail_start(i);
+        }
+    }
+
+    /// Slot `i` failed in a way that counts while the pool runs: before the pool was first
+    /// ready, with `fail_start`, that fails the start. The pool stops with exit code 1 unless
+    /// the same failure already stopped it with a code of its own (a crash loop's, an
+    /// unrecoverable exit's); the event goes out either way, so whoever waits for the start
+    /// (the daemon's launcher) learns why.
+    fn fail_start(&mut self, i: usize) {
+        let after_ready = planted!(self, StartFailsAfterReady => false, self.started);
+        if !self.config.restart.fail_start || after_ready || self.start_failed {
+            return;
+        }
+        self.start_failed = true;
+        self.event(Event::StartFailed { slot: i as u32 });
+        if self.phase == Phase::Running {
+            self.exit_code.get_or_insert(1);
             self.begin_stop(false);
         }
     }

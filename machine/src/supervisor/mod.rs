@@ -186,6 +186,11 @@ pub struct Supervisor {
     pub(crate) succession: Succession,
     /// The pool's readiness was told for the current run.
     pub(crate) announced: bool,
+    /// The pool was ready once (told to the service manager or, in a successor, to the
+    /// predecessor): its start is over, and `Restart::fail_start` no longer applies.
+    pub(crate) started: bool,
+    /// `Event::StartFailed` went out.
+    pub(crate) start_failed: bool,
     pub(crate) exit_code: Option<i32>,
     /// What was done so far, for metrics: observation only, read by no decision.
     pub(crate) counters: Counters,
@@ -235,6 +240,8 @@ impl Supervisor {
             upgrade: UpgradeState::Idle,
             succession: Succession::InCharge,
             announced: false,
+            started: false,
+            start_failed: false,
             exit_code: None,
             counters: Counters::default(),
             #[cfg(feature = "planted")]

@@ -74,6 +74,7 @@ impl Supervisor {
         {
             return;
         }
+        self.started = true;
         match self.succession {
             Succession::Awaiting { .. } => {
                 self.succession = Succession::Awaiting { asked: true };

@@ -382,3 +382,113 @@ fn a_kill_storm_is_paced_at_the_quick_restart_rate() {
     h.at(2.0);
     assert_eq!(h.ready_slots(), [0, 1, 2, 3]);
 }
+
+/// A pool of `workers` whose start fails on a failure (`fail_start`), booting with
+/// notify-readiness so that "before the pool was ready" lasts until the test says.
+fn failing_start_pool(workers: u32) -> Config {
+    let mut c = Config::static_pool(workers);
+    c.readiness = drover_machine::Readiness::Notify;
+    c.restart.fail_start = true;
+    c
+}
+
+fn start_failures(h: &Harness) -> Vec<u32> {
+    events(h)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StartFailed { slot } => Some(slot),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn fail_start_stops_the_pool_with_code_1_when_a_worker_dies_before_the_pool_is_ready() {
+    // systemd's judgement of a start: slot 1's worker crashes while slot 0's has not yet
+    // said READY. The pool stops (slot 0 gets TERM), nothing is restarted, and the run
+    // ends with exit code 1, so `--daemonize`'s launcher can report the failure.
+    let mut h = Harness::new(failing_start_pool(2));
+    h.at(0.5).ready(0);
+    h.at(1.0).exit(1, ExitStatus::Code(1));
+    assert_eq!(start_failures(&h), [1]);
+    assert_eq!(h.sup().phase(), Phase::Stopping { immediate: false });
+    assert_eq!(
+        backoff_delays(&h),
+        Vec::<u64>::new(),
+        "a failed start restarts nothing"
+    );
+    assert_eq!(retirements_ms(&h), [(1_000, 0, StopReason::Stop)]);
+    h.exit(0, ExitStatus::Code(0));
+    assert_eq!(exit_code(&h), Some(1));
+}
+
+#[test]
+fn fail_start_counts_a_failed_fork_and_a_slot_given_up() {
+    let mut h = Harness::new({
+        let mut c = failing_start_pool(1);
+        c.restart.unrecoverable_exit_codes = vec![2];
+        c
+    });
+    h.at(0.1).exit(0, ExitStatus::Code(2));
+    assert_eq!(
+        start_failures(&h),
+        [0],
+        "a slot given up on fails the start"
+    );
+    assert_eq!(exit_code(&h), Some(1));
+
+    // A fork that fails (Harness::new performs the first spawns: the pool grows by a
+    // reload, whose fork fails).
+    let mut h = Harness::new(failing_start_pool(1));
+    h.fail_spawns(1);
+    h.at(0.1)
+        .command(Command::Reload(Box::new(failing_start_pool(2))));
+    assert_eq!(start_failures(&h), [1], "a failed fork fails the start");
+
+    // A worker killed before it was ready (whoever killed it) counts, as a boot failure.
+    let mut h = Harness::new(failing_start_pool(1));
+    h.at(0.1).exit(0, ExitStatus::Signaled(9));
+    assert_eq!(start_failures(&h), [0]);
+}
+
+#[test]
+fn fail_start_keeps_a_code_the_same_failure_chose() {
+    // An unrecoverable exit with stop_on_unrecoverable already stops the pool with its own
+    // code: the start is still declared failed (the launcher learns why), and the code
+    // stays the worker's.
+    let mut c = failing_start_pool(1);
+    c.restart.unrecoverable_exit_codes = vec![3];
+    c.restart.stop_on_unrecoverable = true;
+    let mut h = Harness::new(c);
+    h.at(0.1).exit(0, ExitStatus::Code(3));
+    assert_eq!(start_failures(&h), [0]);
+    assert_eq!(exit_code(&h), Some(3));
+}
+
+#[test]
+fn fail_start_ends_once_the_pool_was_ready() {
+    // After the first PoolReady, failures are the restart policy's: backoff, not a stop.
+    // Not even a rolling restart's fresh readiness round brings the start back.
+    let mut h = Harness::new(failing_start_pool(2));
+    h.at(0.5).ready(0).ready(1);
+    assert!(events(&h)
+        .iter()
+        .any(|e| matches!(e, Event::PoolReady { .. })));
+    h.command(Command::Restart);
+    h.at(1.0).exit(0, ExitStatus::Code(1));
+    h.at(2.0).exit(1, ExitStatus::Code(1));
+    assert_eq!(start_failures(&h), Vec::<u32>::new());
+    assert_eq!(h.sup().phase(), Phase::Running);
+    assert!(!backoff_delays(&h).is_empty(), "the deaths are restarted");
+}
+
+#[test]
+fn without_fail_start_a_failure_before_ready_is_retried() {
+    let mut c = failing_start_pool(1);
+    c.restart.fail_start = false;
+    let mut h = Harness::new(c);
+    h.at(0.1).exit(0, ExitStatus::Code(1));
+    assert_eq!(start_failures(&h), Vec::<u32>::new());
+    assert_eq!(h.sup().phase(), Phase::Running);
+    assert_eq!(backoff_delays(&h), [0]);
+}

@@ -511,9 +511,10 @@ impl Shell {
         )
         .map_err(|e| (1, format!("spawner: {e}")))?;
         let epoch = std::time::Instant::now();
+        let config = daemon::machine_config(&settings.machine, launcher.as_ref());
         let sup = match predecessor_generation {
-            Some(g) => Supervisor::succeeding(settings.machine.clone(), Instant::ZERO, g),
-            None => Supervisor::new(settings.machine.clone(), Instant::ZERO),
+            Some(g) => Supervisor::succeeding(config, Instant::ZERO, g),
+            None => Supervisor::new(config, Instant::ZERO),
         }
         .map_err(|e| (2, describe_config_error(&e)))?;
         tracing::info!(

@@ -164,7 +164,7 @@ impl Shell {
             tracing::warn!("reload: {warning}");
             warnings.push(warning);
         }
-        let config = new.machine.clone();
+        let config = crate::daemon::machine_config(&new.machine, sys.launcher.as_ref());
         sys.staged_reload = Some(StagedReload {
             settings: new,
             listeners,

@@ -71,7 +71,8 @@ impl Os for System {
                     launcher.ready();
                 }
             }
-            // `--daemonize` before the pool was ever ready: a worker's failure fails the start.
+            // `--daemonize` before the pool was ever ready: the launcher's answer names the
+            // last worker exit should the start fail.
             Event::Exited {
                 worker,
                 status,
@@ -85,10 +86,13 @@ impl Os for System {
                     ));
                 }
             }
-            Event::RestartScheduled { slot, cause, .. } if cause.counts() => {
-                self.start_failed(slot)
+            // The machine stops the pool itself (`Restart::fail_start`, on while a launcher
+            // waits): the launcher only hears why.
+            Event::StartFailed { slot } => {
+                if let Some(launcher) = self.launcher.take() {
+                    launcher.start_failed(slot);
+                }
             }
-            Event::GaveUp { worker, .. } => self.start_failed(worker.slot),
             Event::AskHandover => self.ask_handover(),
             Event::TookOver { predecessor_gone } => self.take_over(predecessor_gone),
             Event::UpgradeRolledBack { reason } => self.after_rollback(sup, reason),
@@ -234,15 +238,6 @@ impl System {
                 guard.watch(pgid);
             }
             tracing::info!("a new group guard (pid {}) took over", guard.pid());
-        }
-    }
-
-    /// `--daemonize`: a worker failed before the pool was ever ready. drover stops as an
-    /// operator's TERM would stop it (the signal goes through the same loop).
-    fn start_failed(&mut self, slot: u32) {
-        if let Some(launcher) = self.launcher.take() {
-            launcher.start_failed(slot);
-            let _ = kill(nix::unistd::getpid(), NixSignal::SIGTERM);
         }
     }
 

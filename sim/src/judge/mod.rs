@@ -23,6 +23,7 @@ mod counters;
 mod demand;
 mod pool;
 mod restarts;
+mod start;
 mod stops;
 mod timeouts;
 mod upgrade;
@@ -42,6 +43,7 @@ struct Books {
     pool: pool::PoolBooks,
     demand: demand::DemandBooks,
     stops: stops::StopBooks,
+    start: start::StartBooks,
     upgrade: upgrade::UpgradeBooks,
 }
 
@@ -81,10 +83,13 @@ pub enum Oracle {
     /// The machine's counters (for metrics) agree with the actions performed and the
     /// inputs handed in.
     Counters,
+    /// With `fail_start`, a failure before the pool was first ready fails the start (once,
+    /// at once) and the run exits 1; no other failure does.
+    StartFailure,
 }
 
 impl Oracle {
-    pub const ALL: [Oracle; 14] = [
+    pub const ALL: [Oracle; 15] = [
         Oracle::BootTimeout,
         Oracle::HeartbeatTimeout,
         Oracle::RequestTimeout,
@@ -99,6 +104,7 @@ impl Oracle {
         Oracle::Upgrade,
         Oracle::Demand,
         Oracle::Counters,
+        Oracle::StartFailure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +123,7 @@ impl Oracle {
             Oracle::Upgrade => "upgrade",
             Oracle::Demand => "demand",
             Oracle::Counters => "counters",
+            Oracle::StartFailure => "start-failure",
         }
     }
 
@@ -211,6 +218,8 @@ impl Judge {
         self.now = now;
         self.judge_timeout_event(sup, event);
         self.judge_restart_event(sup, event);
+        // Before the stop books: which stop chose the exit code is read from them.
+        self.judge_start_event(sup, event);
         self.judge_pool_event(sup, event);
         self.judge_stop_event(sup, event);
         self.judge_upgrade_event(event);
@@ -306,6 +315,7 @@ impl Judge {
             _ => {}
         }
         self.judge_restart_action(sup, action);
+        self.judge_start_action(action);
         self.judge_counter_action(action);
         // Pool before stops: the pool's counts exclude the process being signalled, which
         // the stop books then start to track.
@@ -358,6 +368,7 @@ impl Judge {
         self.now = now;
         self.judge_timeout_step(sup);
         self.judge_restart_step(sup);
+        self.judge_start_step();
         self.judge_pool_step(sup);
         self.judge_stop_step();
         self.judge_upgrade_step();

@@ -154,6 +154,7 @@ impl Judge {
                 let unrecoverable = matches!(status, ExitStatus::Code(c) if asked.is_none()
                     && restart.unrecoverable_exit_codes.contains(&c));
                 if unrecoverable && kept {
+                    self.note_start_failure(sup, worker.slot, "exited with an unrecoverable code");
                     // A place of an earlier generation is replaced by the rollout at once:
                     // emptied, it is retried afresh, as a restart retries one.
                     if generation < sup.generation().0 {
@@ -185,6 +186,10 @@ impl Judge {
         generation: u32,
         cause: DeathCause,
     ) {
+        if cause.counts() {
+            let what = format!("died ({})", cause.name());
+            self.note_start_failure(sup, worker.slot, &what);
+        }
         let now = self.now;
         let c = sup.config();
         let r = &c.restart;

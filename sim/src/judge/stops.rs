@@ -53,7 +53,7 @@ pub(super) struct StopBooks {
     pub(super) tracks: BTreeMap<u64, Track>,
     /// The stop the operator ordered, by the commands handed in: `Some(immediate)`. The
     /// machine never leaves a stop, so neither does this.
-    stop: Option<bool>,
+    pub(super) stop: Option<bool>,
     /// The instant of the last `handle`: every ladder timer due by then has fired.
     pub(super) last_handled: Option<Instant>,
     /// The instant of the outermost `handle` whose drain runs now (a fork's answer is
@@ -94,6 +94,7 @@ impl Judge {
         let stops = match event {
             Event::GaveUp { .. } => restart.stop_on_unrecoverable,
             Event::CrashLooping { .. } => matches!(restart.on_crash_loop, OnCrashLoop::Exit(_)),
+            Event::StartFailed { .. } => true,
             _ => false,
         };
         let books = &mut self.books.stops;

@@ -254,6 +254,7 @@ impl SimOs {
             Event::CrashLooping { .. } => Mark::CrashLooping,
             Event::CrashLoopEnded => Mark::CrashLoopEnded,
             Event::GaveUp { .. } => Mark::GaveUp,
+            Event::StartFailed { .. } => Mark::StartFailed,
             Event::SpawnRamp { reason, .. } => match reason {
                 RampReason::Grew => Mark::RampDoubled,
                 RampReason::ForkFailed => Mark::RampResetByForkFailure,

@@ -81,10 +81,16 @@ pub(crate) fn restart() -> impl Strategy<Value = Restart> {
             1 => (3i32..=9).prop_map(OnCrashLoop::Exit)
         ],
         prop::collection::vec(1i32..=5, 0..=2),
-        any::<bool>(),
+        (any::<bool>(), prop::bool::weighted(0.2)),
     )
         .prop_map(
-            |((min, extra, healthy), (deaths, window, quick), on_crash_loop, codes, stop)| {
+            |(
+                (min, extra, healthy),
+                (deaths, window, quick),
+                on_crash_loop,
+                codes,
+                (stop, fail_start),
+            )| {
                 Restart {
                     backoff_min: millis(min),
                     backoff_max: millis(min + extra),
@@ -94,6 +100,7 @@ pub(crate) fn restart() -> impl Strategy<Value = Restart> {
                     on_crash_loop,
                     stop_on_unrecoverable: stop && !codes.is_empty(),
                     unrecoverable_exit_codes: codes,
+                    fail_start,
                     quick_restart_rate: quick,
                 }
             },

@@ -122,6 +122,9 @@ impl World {
             if c.restart.stop_on_unrecoverable {
                 allowed_codes.extend(c.restart.unrecoverable_exit_codes.iter().copied());
             }
+            if c.restart.fail_start {
+                allowed_codes.insert(1);
+            }
         }
         World {
             now: Instant::ZERO,
