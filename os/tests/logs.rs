@@ -141,7 +141,19 @@ fn a_reopen_that_fails_keeps_the_old_file_and_says_why() {
 fn json_lines_parse_and_carry_the_fields() {
     let dir = test_dir("json");
     let log = dir.path("drover.log");
-    let worker = dir.path("worker.py");
+    // A worker that logs one JSON line of its own first (as an embedded worker with
+    // `--log-format json` does), then runs the usual worker in the same process.
+    let worker = dir.path("json_worker.py");
+    std::fs::write(
+        &worker,
+        format!(
+            "import json, os, sys\n\
+             print(json.dumps({{'level': 'warn', 'message': 'json hello', 'user': 7}}), file=sys.stderr, flush=True)\n\
+             os.execv(sys.executable, [sys.executable, {:?}])\n",
+            dir.path("worker.py")
+        ),
+    )
+    .unwrap();
     let args = [
         "run",
         "--listen",
@@ -197,6 +209,14 @@ fn json_lines_parse_and_carry_the_fields() {
     assert_eq!(own["fields"]["generation"], 1, "{own}");
     assert_eq!(own["fields"]["stream"], "stderr", "{own}");
     assert_eq!(own["level"], "INFO");
+    // The worker's JSON line is nested whole, not quoted into `message`.
+    let nested = records
+        .iter()
+        .find(|r| r["message"] == "json hello")
+        .expect("the worker's JSON line, its message lifted");
+    assert_eq!(nested["level"], "WARN", "{nested}");
+    assert_eq!(nested["worker"]["user"], 7, "{nested}");
+    assert_eq!(nested["fields"]["slot"], 0, "{nested}");
 }
 
 #[test]
