@@ -53,6 +53,7 @@
 #   N=3000 SYSC_RUNS=3 LOAD_SECS=3 STRACE=1 DURATION=5 RUNS=5 CONNS_CLOSE=32 CONNS_PARK=32 WRK_THREADS=2
 #   IDLE=30 HEARTBEAT=10 PARKED=1000 FRESH=100 PORT_BASE=18600 PARTS="syscalls cpu idle parked"
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 N=${N:-3000}
@@ -74,23 +75,10 @@ TARGET=${CARGO_TARGET_DIR:-target}/release
 KEEP_ALIVE_IDLE=5 # os/examples/http/mod.rs: hello's idle timeout for a parked connection
 
 say() { printf '== %s\n' "$*"; }
-die() {
-  printf 'hotpath.sh: %s\n' "$*" >&2
-  exit 1
-}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------------ tools and binaries
 
-apt_install() { # TOOL PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  say "installing $2"
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null ||
-    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null; } ||
-    die "cannot install $2"
-}
 apt_install wrk wrk
 apt_install curl curl
 apt_install jq jq
@@ -125,11 +113,6 @@ TMP=$(mktemp -d /tmp/drover-hotpath.XXXXXX)
 STARTED=() # servers this script started (supervisors, masters)
 TRACERS=() # perf / strace processes running now
 
-alive() {
-  local st
-  st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$'; }
 # descendants PID: every process below PID (a server's tree is 2-3 levels deep).
 descendants() {
@@ -165,8 +148,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Server registry: KIND (baseline embedded command unicorn gunicorn), ROOT pid, PORT, SHAPE.
 declare -A KIND ROOT PORT SHAPE NW NT
@@ -249,16 +230,9 @@ schedstat_sum() {
   for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk -v f="$f" '{s += $f} END {printf "%.0f\n", s}'
 }
 
-median() {
-  sort -g | awk '{a[NR] = $1} END {
-    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 minmax() { sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'; }
 fmt0() { awk -v r="$1" 'BEGIN {printf "%.0f", r}' | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 
-# CPU accounting in clock ticks, to tell how much of the machine other work took: this
-# script, its waited-for children (wrk, clients) and every live process of its servers.
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 our_ticks() {
   local pids pid t=0 s
   pids="$$"
@@ -267,15 +241,6 @@ our_ticks() {
     t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
   done
   echo "$t"
-}
-acct_now() { echo "$(machine_ticks) $(our_ticks)"; }
-# others_since "BUSY TOTAL OURS": % of the machine that other processes used since then.
-others_since() {
-  local b0 t0 o0 b1 t1 o1
-  read -r b0 t0 o0 <<<"$1"
-  read -r b1 t1 o1 <<<"$(acct_now)"
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v o=$((o1 - o0)) \
-    'BEGIN {x = t > 0 ? 100 * (b - o) / t : 0; if (x < 0) x = 0; printf "%.0f", x}'
 }
 # Other benchmarks and cargo runs that may share the machine (a read-only look): "PID NAME ...".
 neighbours() {
@@ -305,7 +270,6 @@ REQ_CLOSE = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 REQ_KEEP = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 TIMEOUT = 5.0
 
-
 def read_response(s):
     """One HTTP/1.1 response with a Content-Length; returns its status line."""
     buf = b""
@@ -332,7 +296,6 @@ def read_response(s):
         raise OSError("answer: %r" % status)
     return status
 
-
 def fresh_request(port):
     """A new connection, one `Connection: close` request read to end-of-file; seconds."""
     t0 = time.perf_counter()
@@ -346,7 +309,6 @@ def fresh_request(port):
         s.close()
     return time.perf_counter() - t0
 
-
 def seq(port, n, mode):
     if mode == "close":
         for _ in range(n):
@@ -358,10 +320,8 @@ def seq(port, n, mode):
             read_response(s)
         s.close()
 
-
 def threads_of(pid):
     return len(os.listdir("/proc/%d/task" % pid))
-
 
 def sockets_of(pid):
     n = 0
@@ -373,7 +333,6 @@ def sockets_of(pid):
             pass
     return n
 
-
 def wakeups_of(pid):
     n = 0
     for t in os.listdir("/proc/%d/task" % pid):
@@ -383,7 +342,6 @@ def wakeups_of(pid):
         except OSError:
             pass
     return n
-
 
 def still_open(conns):
     """How many connections the server has not closed (nothing to read, no end-of-file)."""
@@ -401,11 +359,9 @@ def still_open(conns):
             s.settimeout(TIMEOUT)
     return n
 
-
 def ms_stats(xs):
     xs = [x * 1000 for x in xs]
     return {"median_ms": round(statistics.median(xs), 3), "max_ms": round(max(xs), 3), "n": len(xs)}
-
 
 def burst(conns, req):
     """Sends req on every connection at once, then reads every answer; returns each answer's
@@ -444,7 +400,6 @@ def burst(conns, req):
         "median_ms": round(ok[len(ok) // 2] * 1000, 1) if ok else None,
         "p90_ms": round(ok[int(len(ok) * 0.9)] * 1000, 1) if ok else None,
     }
-
 
 def parked(port, count, fresh, pids, threads, idle_s):
     out = {"parked": count, "threads_expected": threads + 1}
@@ -491,7 +446,6 @@ def parked(port, count, fresh, pids, threads, idle_s):
         s.close()
     print(json.dumps(out))
 
-
 def main():
     a = sys.argv[1:]
     if len(a) == 4 and a[0] == "seq" and a[3] in ("close", "keep"):
@@ -501,7 +455,6 @@ def main():
         parked(int(a[1]), int(a[2]), int(a[3]), pids, int(a[5]), float(a[6]))
     else:
         sys.exit("usage: hotpath.py seq PORT N close|keep | parked PORT PARKED FRESH PIDS THREADS IDLE_S")
-
 
 if __name__ == "__main__":
     main()
@@ -558,12 +511,6 @@ fi
 
 # ------------------------------------------------------------------ wrk
 
-rps_of() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
-reqs_of() { awk '/ requests in / {print $1}' "$1"; }
-failed_of() {
-  awk '/Non-2xx or 3xx responses:/ {n += $NF}
-    /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$1"
-}
 # conns_for NAME WORKLOAD: wrk's connections. New connections (close): CONNS_CLOSE.
 # Keep-alive: workers x threads (a thread per connection in the baseline and the command
 # worker: one more would wait in the accept queue, never served while the others go on).

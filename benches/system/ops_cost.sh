@@ -20,6 +20,7 @@
 # Knobs (env): WORKERS=4 THREADS=4 HEARTBEAT=10 LOAD=5 IDLE=10 ROUNDS=3 PORT_BASE=18180
 # BEFORE=
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 WORKERS=${WORKERS:-4}
@@ -39,19 +40,8 @@ fi
 KINDS=(command embedded)
 
 say() { printf '== %s\n' "$*"; }
-die() {
-  printf 'ops_cost.sh: %s\n' "$*" >&2
-  exit 1
-}
 
-for tool in wrk curl jq; do
-  if ! command -v $tool >/dev/null 2>&1; then
-    say "installing $tool"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq $tool >/dev/null; } || die "cannot install $tool"
-  fi
-done
+for tool in wrk curl jq; do apt_install $tool; done
 say "building release binaries"
 cargo build --release -q -p drover-os --bin drover --example hello || die "build failed"
 cargo build --release -q -p drover-benches --example command_worker || die "build failed"
@@ -70,15 +60,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 runs_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $3} END {print s}'; }
 cpu_ns_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 pss_of() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
-median() {
-  sort -g | awk '{a[NR] = $1} END {
-    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 # settled SOCKET: WORKERS Ready workers and no other (an earlier drover prints its status
 # as JSON without --json).

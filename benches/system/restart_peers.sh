@@ -48,6 +48,7 @@
 #   STORM_PERIOD_MS=100 SAMPLE_MS=10 SETTLE_SECS=20 BAD_SECS=10 CRASHLOOP_WAIT=60
 #   CONNS=4 WRK_THREADS=1 PORT_BASE=19100 PARTS="five storm bad" (any subset)
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 SERVERS=${SERVERS:-embedded command python unicorn puma gunicorn}
@@ -69,10 +70,6 @@ TARGET=${CARGO_TARGET_DIR:-target}/release
 PY=/usr/bin/python3 # Debian's, the one gunicorn runs on
 
 say() { printf '== %s\n' "$*"; }
-die() {
-  printf 'restart_peers.sh: %s\n' "$*" >&2
-  exit 1
-}
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------------ tools and binaries
@@ -106,31 +103,8 @@ TMP=$(mktemp -d /tmp/drover-restart.XXXXXX)
 STARTED=()
 WRK_PID=""
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local st
-  st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-kids_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true; }
-
 # TERM (every master here stops its workers on TERM), KILL after 10 s, then any child left.
-stop_server() {
-  local pid=$1 kids i
-  [ -n "$pid" ] || return 0
-  kids=$(kids_of "$pid")
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  for kid in $kids; do kill -KILL "$kid" 2>/dev/null; done
-  return 0
-}
+stop_server() { stop_tree "$1" 10; }
 
 cleanup() {
   local pid
@@ -144,8 +118,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # The peers' apps: a Rack app and a WSGI app answering their pid, and bad releases of both
 # that record each start in $STARTS_FILE and raise as they load; a Python worker for
@@ -254,18 +226,9 @@ run_wrk() { # PORT SECONDS OUTFILE
   timeout $(($2 + 15)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"$2s" --timeout 2s -H 'Connection: close' \
     "http://127.0.0.1:$1/" >"$3" 2>&1
 }
-reqs_of() { awk '/ requests in / {print $1}' "$1"; }
-failed_of() {
-  local n c r w t
-  n=$(awk '/Non-2xx or 3xx responses:/ {n = $NF} END {print n + 0}' "$1")
-  read -r c r w t <<<"$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1 \2 \3 \4/p' "$1")"
-  echo $((n + ${c:-0} + ${r:-0} + ${w:-0} + ${t:-0}))
-}
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$2" | tail -1; } # KEY FILE: the last KEY=VALUE
 ms_of_us() { awk -v u="$1" 'BEGIN {if (u == "") print "—"; else printf "%.2f", u / 1000}'; }
 
-# CPU of the whole machine (busy, total ticks), to tell how busy it was.
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 busy_pct() { # "BUSY TOTAL" from machine_ticks, then now
   local b0 t0 b1 t1
   read -r b0 t0 <<<"$1"

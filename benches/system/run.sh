@@ -28,6 +28,7 @@
 # CONNS must not exceed WORKERS*THREADS: every server here gives a connection a thread of
 # its own, so a connection beyond the threads would wait in the accept queue.
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 WORKERS=${WORKERS:-4}
@@ -62,10 +63,6 @@ P_EMB1=$((PORT_BASE + 3))
 P_CMD1=$((PORT_BASE + 4))
 
 say() { printf '== %s\n' "$*"; }
-die() {
-  printf 'run.sh: %s\n' "$*" >&2
-  exit 1
-}
 
 if ((CONNS > WORKERS * THREADS)); then
   die "CONNS=$CONNS exceeds WORKERS*THREADS=$((WORKERS * THREADS)) (one thread per connection)"
@@ -73,36 +70,14 @@ fi
 
 # ------------------------------------------------------------------ tools and binaries
 
-if ! command -v wrk >/dev/null 2>&1; then
-  say "installing wrk"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null || die "cannot install wrk"
-fi
-for tool in curl jq; do
-  if ! command -v $tool >/dev/null 2>&1; then
-    say "installing $tool"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get install -y -qq $tool >/dev/null ||
-      { $sudo apt-get update -qq && $sudo apt-get install -y -qq $tool >/dev/null; } ||
-      die "cannot install $tool"
-  fi
-done
+for tool in wrk curl jq; do apt_install $tool; done
 
 if [ "$LIBC" = musl ] && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   say "adding the x86_64-unknown-linux-musl target"
   rustup target add x86_64-unknown-linux-musl >/dev/null || die "cannot add the musl target"
 fi
 # criterion's `alloca` (a dependency of the benches crate's examples) compiles C.
-if [ "$LIBC" = musl ] && ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
-  say "installing musl-tools"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq musl-tools >/dev/null ||
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq musl-tools >/dev/null; } ||
-    die "cannot install musl-tools"
-fi
+[ "$LIBC" = musl ] && apt_install x86_64-linux-musl-gcc musl-tools
 say "building release binaries ($LIBC)"
 cargo build --release -q "${TRIPLE[@]}" -p drover-os --bin drover --example hello || die "build failed"
 cargo build --release -q "${TRIPLE[@]}" -p drover-benches --example prefork_baseline \
@@ -119,30 +94,9 @@ TMP=$(mktemp -d /tmp/drover-sysbench.XXXXXX)
 STARTED=()    # pids of the servers this script started
 SUCCESSORS=() # pids of the drovers that live upgrades started (children of a drover, not ours)
 
-# alive PID: the process exists and is not a zombie (an upgraded drover's predecessor is
-# reaped by whoever adopted it, maybe late).
-alive() {
-  local st
-  st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
 # Stops one server: TERM (drover drains its workers), then KILL after 10 s; its children
 # (workers die with their parent anyway: PR_SET_PDEATHSIG) are killed if any is left.
-stop_server() {
-  local pid=$1 kids i
-  alive "$pid" || return 0
-  kids=$(pgrep -P "$pid" || true)
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do
-    alive "$pid" || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  for kid in $kids; do kill -KILL "$kid" 2>/dev/null; done
-  return 0
-}
+stop_server() { stop_tree "$1" 10; }
 
 cleanup() {
   local pid f
@@ -163,8 +117,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start NAME PORT COMMAND...: starts a server in the background, logs to $TMP/NAME.log,
 # sets LAST_PID.
@@ -209,63 +161,15 @@ wait_pool() {
   die "the pool behind $1 did not settle at $2 Ready workers"
 }
 
-median() {
-  sort -g | awk '{a[NR] = $1} END {
-    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-
-# wrk output fields
-rps_of() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
-reqs_of() { awk '/ requests in / {print $1}' "$1"; }
-non2xx_of() { awk '/Non-2xx or 3xx responses:/ {n = $NF} END {print n + 0}' "$1"; }
-# "connect read write timeout"
-sockerr_of() {
-  local e
-  e=$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1 \2 \3 \4/p' "$1")
-  echo "${e:-0 0 0 0}"
-}
-failed_of() {
-  local c r w t
-  read -r c r w t <<<"$(sockerr_of "$1")"
-  echo $(($(non2xx_of "$1") + c + r + w + t))
-}
-
 run_wrk() { # PORT SECONDS OUTFILE
   timeout $(($2 + 20)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"$2s" --timeout 2s \
     "http://127.0.0.1:$1/" >"$3" 2>&1
 }
 
-# CPU accounting in clock ticks, to tell how much of the machine other work took.
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
-# This script's own CPU, its waited-for children's (wrk, the probe) and every live process of
-# the servers it started (supervisors and workers).
-our_ticks() {
-  local pids pid t=0
-  pids="$$ ${STARTED[*]}"
-  for pid in ${STARTED[@]+"${STARTED[@]}"}; do pids="$pids $(pgrep -P "$pid" | tr '\n' ' ')"; done
-  for pid in $pids; do
-    t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-# others_since "BUSY TOTAL OURS": % of the machine that other processes used since then.
-acct_now() { echo "$(machine_ticks) $(our_ticks)"; }
-others_since() {
-  local b0 t0 o0 b1 t1 o1
-  read -r b0 t0 o0 <<<"$1"
-  read -r b1 t1 o1 <<<"$(acct_now)"
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v o=$((o1 - o0)) \
-    'BEGIN {x = t > 0 ? 100 * (b - o) / t : 0; if (x < 0) x = 0; printf "%.0f", x}'
-}
 
 # ------------------------------------------------------------------ start the three servers
 
-NPROC=$(nproc)
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-KERNEL=$(uname -sr)
-DATE=$(date -u +%Y-%m-%d)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT (+ uncommitted changes)"
+machine_facts
 
 say "machine: $NPROC cores, ${CPU:-unknown CPU}, $KERNEL; drover $COMMIT ($LIBC); $DATE"
 A=$(acct_now)

@@ -51,6 +51,7 @@
 #                                  --load-report follow ACCEPT and LOAD_REPORT
 #   SEED=1 PORT=19700 OUT=         OUT=DIR keeps every log and CSV there
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 TRACE=${TRACE:-sim/traces/example.csv}
@@ -73,10 +74,6 @@ OUT=${OUT:-}
 TARGET=${CARGO_TARGET_DIR:-target}/release
 
 say() { printf '== %s\n' "$*" >&2; }
-die() {
-  printf 'simreal.sh: %s\n' "$*" >&2
-  exit 1
-}
 usage() {
   printf 'simreal.sh: %s\n' "$*" >&2
   exit 2
@@ -143,31 +140,9 @@ else
 fi
 STARTED=()
 
-alive() {
-  local st
-  st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-kids_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true; }
-
 # TERM (drover drains its workers; the client just ends), KILL after 40 s (drover's own
 # ladder KILLs at 30 s), then any child left.
-stop_proc() {
-  local pid=$1 kids i
-  [ -n "$pid" ] || return 0
-  kids=$(kids_of "$pid")
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 400; i++)); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  for kid in $kids; do kill -KILL "$kid" 2>/dev/null; done
-  return 0
-}
+stop_proc() { stop_tree "$1" 40; }
 
 cleanup() {
   local pid
@@ -177,39 +152,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# CPU accounting in clock ticks, to tell how much of the machine other work took.
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
-# This script's own CPU, its waited-for children's (the client, drover-sim, reaped drovers
-# with their reaped workers) and every live process it started with its children.
-our_ticks() {
-  local pids pid t=0
-  pids="$$ ${STARTED[*]}"
-  for pid in ${STARTED[@]+"${STARTED[@]}"}; do pids="$pids $(pgrep -P "$pid" | tr '\n' ' ')"; done
-  for pid in $pids; do
-    t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-# others_since "BUSY TOTAL OURS": % of the machine that other processes used since then.
-acct_now() { echo "$(machine_ticks) $(our_ticks)"; }
-others_since() {
-  local b0 t0 o0 b1 t1 o1
-  read -r b0 t0 o0 <<<"$1"
-  read -r b1 t1 o1 <<<"$(acct_now)"
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v o=$((o1 - o0)) \
-    'BEGIN {x = t > 0 ? 100 * (b - o) / t : 0; if (x < 0) x = 0; printf "%.0f", x}'
-}
-
 # ------------------------------------------------------------------ the runs
 
-NPROC=$(nproc)
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-KERNEL=$(uname -sr)
-DATE=$(date -u +%Y-%m-%d)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT (+ uncommitted changes)"
+machine_facts
 SOMAXCONN=$(cat /proc/sys/net/core/somaxconn 2>/dev/null || echo 4096)
 SIM_BACKLOG=$((BACKLOG < SOMAXCONN ? BACKLOG : SOMAXCONN))
 ROWS=$TMP/rows.md
