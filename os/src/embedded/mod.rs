@@ -61,12 +61,21 @@
 //! requests; `conn` a connection as the handler sees it.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
 
+mod byo;
+mod byo_worker;
 mod conn;
+#[cfg(feature = "tower")]
+mod load_layer;
 mod parked;
 mod server;
 mod signals;
+mod stop;
 mod threads;
 mod worker;
 
+pub use byo::{Listener, Listeners, RequestGuard, WorkerHandle};
 pub use conn::{Conn, STOP_GRACE};
+#[cfg(feature = "tower")]
+pub use load_layer::{CountedBody, LoadFuture, LoadLayer, LoadService};
 pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};
+pub use stop::Stopped;
