@@ -12,8 +12,11 @@
 //! Each worker runs a tokio multi-thread runtime with `--threads` worker threads on the
 //! listener drover opened. `LoadLayer` reports every request (load-aware scaling,
 //! `--max-requests`, the request timeout); the worker's stop signal (TERM or INT, or the
-//! supervisor retiring the worker) drives axum's graceful shutdown: stop accepting, finish
-//! the requests in flight, exit 0. Paths: `GET /` names the worker; `GET /sleep/{ms}`
+//! supervisor retiring the worker) drives the graceful stop in two steps: stop accepting at
+//! once (`UntilStopped`: the other workers take the listener's queue), then, when the stop
+//! grace is over, axum's graceful shutdown of the connections (a connection accepted just
+//! before the stop has its first request read and answered, not reset), finish the
+//! requests in flight, exit 0. Paths: `GET /` names the worker; `GET /sleep/{ms}`
 //! answers after ms milliseconds (at most 60 s), to watch drains and request timeouts;
 //! `POST /echo` returns its JSON body.
 
@@ -22,7 +25,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_os::embedded::{LoadLayer, Server, WorkerHandle};
+use drover_os::embedded::{LoadLayer, Server, Stopped, WorkerHandle};
 use serde_json::{json, Value};
 
 fn main() {
@@ -61,9 +64,36 @@ async fn serve(listener: std::net::TcpListener, worker: WorkerHandle) -> std::io
         .layer(LoadLayer::new(worker.clone()))
         .with_state(worker.clone());
     worker.ready();
+    let listener = UntilStopped {
+        listener,
+        stopped: worker.stopped(),
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(worker.stopped())
+        .with_graceful_shutdown(worker.stop_grace_over())
         .await
+}
+
+/// The listener, until the worker is asked to stop; then it accepts no more.
+struct UntilStopped {
+    listener: tokio::net::TcpListener,
+    stopped: Stopped,
+}
+
+impl axum::serve::Listener for UntilStopped {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        tokio::select! {
+            biased;
+            () = &mut self.stopped => std::future::pending().await,
+            accepted = axum::serve::Listener::accept(&mut self.listener) => accepted,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
 }
 
 fn whoami(worker: &WorkerHandle) -> Value {

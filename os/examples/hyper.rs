@@ -10,8 +10,10 @@
 //! ```
 //!
 //! Load is reported by hand here (`WorkerHandle::request_started`, a guard per request);
-//! the stop signal ends the accept loop, then hyper-util's `GracefulShutdown` lets every
-//! connection finish its request in flight before the worker exits 0. Paths: any path
+//! the stop signal ends the accept loop (the other workers take the listener's queue), and
+//! once the stop grace is over hyper-util's `GracefulShutdown` lets every connection finish
+//! its request in flight before the worker exits 0. (Shutting the connections down at the
+//! stop itself would reset one accepted just before it whose request hyper has not read.) Paths: any path
 //! answers a JSON line naming the worker; `/sleep/MS` answers after MS milliseconds (at
 //! most 60 s).
 
@@ -81,6 +83,7 @@ async fn serve(listener: std::net::TcpListener, worker: WorkerHandle) -> std::io
     }
     // Other workers accept from the shared listener from here on.
     drop(listener);
+    worker.stop_grace_over().await;
     graceful.shutdown().await;
     Ok(())
 }

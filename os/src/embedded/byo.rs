@@ -206,6 +206,8 @@ pub(super) struct Shared {
     pub(super) info: WorkerInfo,
     pub(super) load: Load,
     pub(super) stop: Arc<StopState>,
+    /// Raised [`STOP_GRACE`](super::STOP_GRACE) after `stop`.
+    pub(super) grace: Arc<StopState>,
     pub(super) health: Mutex<Health>,
     /// The program's last [`WorkerHandle::heartbeat`] (µs), for [`Health::Manual`].
     pub(super) manual_beat_usec: AtomicU64,
@@ -249,7 +251,8 @@ impl Shared {
 /// - **Stop**: [`stopped`](Self::stopped) (a future), [`wait_stop`](Self::wait_stop)
 ///   (blocking) or [`stop_fd`](Self::stop_fd) (readable once stopping). TERM and INT ask
 ///   for a graceful stop, and so does the supervisor when it retires the worker
-///   (`--max-requests`, a rolling restart, an upgrade, a scale down): stop accepting,
+///   (`--max-requests`, a rolling restart, an upgrade, a scale down): stop accepting, shut
+///   the connections down gracefully at [`stop_grace_over`](Self::stop_grace_over),
 ///   finish the requests in flight, return from the serve function (exit code 0) before the
 ///   supervisor's stop ladder runs out (`--stop-timeout`). QUIT exits at once. The worker
 ///   also exits at once if the supervisor dies. Do not install handlers of your own for
@@ -305,6 +308,17 @@ impl WorkerHandle {
     /// A future that completes once the worker is asked to stop.
     pub fn stopped(&self) -> Stopped {
         self.shared.stop.future()
+    }
+
+    /// A future that completes [`STOP_GRACE`](super::STOP_GRACE) after the stop: the
+    /// moment to shut the connections down (hyper's and axum's graceful shutdown). Stop
+    /// accepting at [`stopped`](Self::stopped), but not the connections: hyper closes a
+    /// connection whose first request it has not read yet, and one accepted just before
+    /// the stop may not have been read; its client would see a reset. Within the grace
+    /// those are read and answered (with `Connection: close` under `LoadLayer`), and busy
+    /// keep-alive clients move to other workers. The examples show both steps.
+    pub fn stop_grace_over(&self) -> Stopped {
+        self.shared.grace.future()
     }
 
     /// Blocks until the worker is asked to stop.
@@ -392,6 +406,7 @@ pub(super) mod tests {
     /// in the tower layer.
     pub(crate) fn detached_handle() -> WorkerHandle {
         let stop = Arc::new(StopState::with_pipe().unwrap());
+        let grace = Arc::new(StopState::with_pipe().unwrap());
         let (_r, wake_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .unwrap();
@@ -406,6 +421,7 @@ pub(super) mod tests {
                 },
                 load: Load::new(),
                 stop,
+                grace,
                 health: Mutex::new(Health::Alive),
                 manual_beat_usec: AtomicU64::new(0),
                 ready: AtomicBool::new(false),

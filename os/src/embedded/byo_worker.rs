@@ -32,6 +32,7 @@ use super::server::{Hooks, Parts, Tuning, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use super::stop::StopState;
 use super::worker::tune_listener;
+use super::STOP_GRACE;
 use crate::board::{Board, Report, DOORBELL};
 use crate::notify::monotonic_usec;
 use crate::spawn::{ForkedChild, ForkedWorker};
@@ -144,6 +145,7 @@ impl Serving {
     fn serve(&mut self, child: &ForkedChild<'_>, info: WorkerInfo) -> io::Result<i32> {
         let (stop_read, stop_write) = pipe_pair()?;
         let (wake_read, wake_write) = pipe_pair()?;
+        let (grace_read, grace_write) = pipe_pair()?;
         // The signal handler writes to both until the process exits: they are never closed
         // (`StopState` and `Shared` live in an `Arc` the report thread holds for ever).
         STOP_FD.store(stop_write.as_raw_fd(), Ordering::SeqCst);
@@ -162,6 +164,7 @@ impl Serving {
             info: info.clone(),
             load: Load::new(),
             stop: Arc::new(StopState::new(stop_read, stop_write)),
+            grace: Arc::new(StopState::new(grace_read, grace_write)),
             health: Mutex::new(Health::Alive),
             manual_beat_usec: AtomicU64::new(0),
             ready: AtomicBool::new(false),
@@ -309,6 +312,18 @@ impl Reporter {
                         announced = true;
                         self.send("STOPPING=1");
                         self.shared.stop.trigger();
+                        let grace = self.shared.grace.clone();
+                        let timer = std::thread::Builder::new()
+                            .name("drover-grace".into())
+                            .spawn(move || {
+                                std::thread::sleep(STOP_GRACE);
+                                grace.trigger();
+                            });
+                        if let Err(e) = timer {
+                            // Without the timer the program's connections close at once.
+                            tracing::warn!("worker pid={pid}: stop grace timer: {e}");
+                            self.shared.grace.trigger();
+                        }
                     }
                 }
                 _ => exit_now(),
