@@ -211,6 +211,30 @@ impl Serving {
     }
 }
 
+/// The heartbeat to publish now: `now` if the program is healthy, its own last beat in the
+/// manual mode, `None` to withhold it.
+fn beat(shared: &Shared, now: u64) -> Option<u64> {
+    let health = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+    match &*health {
+        Health::Alive => Some(now),
+        Health::Manual => Some(shared.manual_beat_usec.load(Ordering::Relaxed)),
+        Health::Check(check) => {
+            let run = std::panic::AssertUnwindSafe(check);
+            match std::panic::catch_unwind(run) {
+                Ok(true) => Some(now),
+                Ok(false) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        "worker pid={}: the health check panicked; withholding the heartbeat",
+                        shared.info.pid
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// The report thread: heartbeats, load and the stop, until the process exits.
 struct Reporter {
     shared: Arc<Shared>,
@@ -240,30 +264,6 @@ impl Reporter {
             Err(e) => {
                 tracing::debug!("notify {:?}: {e}", msg.lines().next().unwrap_or(""));
                 false
-            }
-        }
-    }
-
-    /// The heartbeat to publish now: `now` if the program is healthy, its own last beat in
-    /// the manual mode, `None` to withhold it.
-    fn beat(&self, now: u64) -> Option<u64> {
-        let health = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
-        match &*health {
-            Health::Alive => Some(now),
-            Health::Manual => Some(self.shared.manual_beat_usec.load(Ordering::Relaxed)),
-            Health::Check(check) => {
-                let run = std::panic::AssertUnwindSafe(check);
-                match std::panic::catch_unwind(run) {
-                    Ok(true) => Some(now),
-                    Ok(false) => None,
-                    Err(_) => {
-                        tracing::warn!(
-                            "worker pid={}: the health check panicked; withholding the heartbeat",
-                            self.shared.info.pid
-                        );
-                        None
-                    }
-                }
             }
         }
     }
@@ -343,7 +343,11 @@ impl Reporter {
                 }
             }
             // A stopping worker beats no more: the stop ladder is its deadline now.
-            let beat = if announced { None } else { self.beat(now) };
+            let beat = if announced {
+                None
+            } else {
+                beat(&self.shared, now)
+            };
             if beat.is_some() {
                 unhealthy_logged = false;
             } else if !announced && self.watchdog.is_some() && !unhealthy_logged {
@@ -400,5 +404,46 @@ impl Reporter {
                 last_load = Some(load);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::byo::tests::detached_handle;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn the_heartbeat_follows_the_mode_the_program_chose() {
+        let w = detached_handle();
+        assert_eq!(
+            beat(&w.shared, 500),
+            Some(500),
+            "automatic: alive is healthy"
+        );
+
+        let healthy = Arc::new(AtomicBool::new(false));
+        let flag = healthy.clone();
+        w.set_health_check(move || flag.load(Ordering::SeqCst));
+        assert_eq!(beat(&w.shared, 600), None, "the check says no: withheld");
+        healthy.store(true, Ordering::SeqCst);
+        assert_eq!(beat(&w.shared, 700), Some(700));
+        w.set_health_check(|| panic!("a broken check"));
+        assert_eq!(beat(&w.shared, 800), None, "a panicking check is unhealthy");
+
+        w.use_manual_heartbeat();
+        let first = beat(&w.shared, u64::MAX).expect("the switch is a beat");
+        assert!(
+            first > 0 && first < u64::MAX,
+            "the program's own stamp: {first}"
+        );
+        assert_eq!(
+            beat(&w.shared, u64::MAX),
+            Some(first),
+            "no new beat, same stamp"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        w.heartbeat();
+        assert!(beat(&w.shared, u64::MAX).unwrap() > first);
     }
 }
