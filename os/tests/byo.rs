@@ -242,6 +242,35 @@ fn stopped_worker_is_killed_after_the_heartbeat_timeout_and_replaced() {
     p.server.assert_clean_exit(T);
 }
 
+#[test]
+fn quit_to_a_worker_exits_at_once_and_workers_die_with_the_supervisor() {
+    let mut p = Pool::start("hyper", "quit", &["--workers", "1"]);
+    let port = p.server.port();
+    let pid = p.server.ready_worker("0.1");
+    // A request in flight does not hold QUIT back.
+    let slow = std::thread::spawn(move || http(port, "GET", "/sleep/30000", ""));
+    wait_until("the slow request is in flight", T, || {
+        p.status()["workers"][0]["state"] == "busy"
+    });
+    let sent = Instant::now();
+    signal(pid, libc::SIGQUIT);
+    p.server
+        .log
+        .wait_for(&["ev  exited", "w=0.1", "status=code:0"], T);
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert!(
+        slow.join().unwrap().is_err(),
+        "the request went with the worker"
+    );
+
+    // kill -9 of the supervisor: the replacement worker follows it.
+    let new = p.server.ready_worker("0.2");
+    p.server.signal(libc::SIGKILL);
+    wait_until("the worker dies with its supervisor", T, || !alive(new));
+    let _ = p.server.wait_exit(T);
+    assert_no_survivors(p.server.dir.root(), &p.server.log.dump());
+}
+
 // ------------------------------------------------------------------ load reports
 
 #[test]

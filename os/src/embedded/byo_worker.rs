@@ -331,8 +331,11 @@ impl Reporter {
 
             let now = monotonic_usec();
             let load = self.shared.load.snapshot();
-            let (busy, oldest, requests) = load;
-            quiet = busy == 0 && last_load == Some(load);
+            let (in_flight, oldest, requests) = load;
+            quiet = in_flight == 0 && last_load == Some(load);
+            // The supervisor counts a worker's capacity in `--threads`: an async program
+            // with more requests in flight than threads is fully busy, no more.
+            let busy = in_flight.min(self.shared.info.threads);
             if quiet {
                 // Then looked at again: a request that started between the snapshot and
                 // this store saw the thread awake and did not poke it.
