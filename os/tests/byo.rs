@@ -10,7 +10,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ harness
@@ -415,4 +416,132 @@ fn axum_fails_no_request_across_a_rolling_restart_and_a_live_upgrade() {
 #[test]
 fn hyper_fails_no_request_across_a_rolling_restart_and_a_live_upgrade() {
     restart_and_upgrade_under_load("hyper");
+}
+
+/// Failures of a client: counted, the first few kept (a client that fails at every turn
+/// must not grow a list for its whole run).
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    first: Vec<String>,
+}
+
+impl Failures {
+    fn note(&mut self, what: String) {
+        self.count += 1;
+        if self.first.len() < 5 {
+            self.first.push(what);
+        }
+    }
+}
+
+/// One keep-alive client: GET / on one connection until the server says
+/// `Connection: close` (then a new connection), until `stop`. Every answer must be a 200;
+/// a connection that ends without an answer to a request sent on it is a failure.
+fn keep_alive_client(port: u16, stop: &AtomicBool) -> (u64, u64, Failures) {
+    let (mut ok, mut closes, mut errors) = (0u64, 0u64, Failures::default());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    'connections: while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.note(format!("connect: {e}"));
+                continue;
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = Vec::new();
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+            if let Err(e) = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
+                errors.note(format!("send: {e}"));
+                continue 'connections;
+            }
+            // Head, then Content-Length bytes of body.
+            let (head_len, body_len, close) = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if !head.starts_with("http/1.1 200") {
+                        errors.note(format!("status: {}", head.lines().next().unwrap_or("")));
+                    }
+                    break (end + 4, len, head.contains("connection: close"));
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) => {
+                        errors.note(format!("closed without an answer ({} bytes)", buf.len()));
+                        continue 'connections;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => {
+                        errors.note(format!("read: {e}"));
+                        continue 'connections;
+                    }
+                }
+            };
+            while buf.len() < head_len + body_len {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    other => {
+                        errors.note(format!("body cut short: {other:?}"));
+                        continue 'connections;
+                    }
+                }
+            }
+            buf.drain(..head_len + body_len);
+            ok += 1;
+            if close {
+                closes += 1;
+                continue 'connections;
+            }
+        }
+        break;
+    }
+    (ok, closes, errors)
+}
+
+#[test]
+fn axum_fails_no_keep_alive_request_across_rolling_restarts() {
+    let p = Pool::start("axum", "keepalive", &["--workers", "2", "--threads", "2"]);
+    let port = p.server.port();
+    wait_until("the pool is ready", T, || p.settled(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || keep_alive_client(port, &stop))
+        })
+        .collect();
+    for generation in 2..=3 {
+        p.control("restart");
+        wait_until(
+            "the rolling restart completes",
+            Duration::from_secs(30),
+            || p.settled(generation),
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut closes, mut failed, mut first) = (0, 0, 0, Vec::new());
+    for c in clients {
+        let (o, c, e) = c.join().unwrap();
+        ok += o;
+        closes += c;
+        failed += e.count;
+        first.extend(e.first);
+    }
+    assert_eq!(
+        failed,
+        0,
+        "{failed} failed of {} ({closes} answers said Connection: close), first: {first:?}\nlog:\n{}",
+        ok + failed,
+        p.server.log.dump()
+    );
+    // Each of the 4 retired workers told its busy clients to move on.
+    assert!(closes >= 1, "no Connection: close seen in {ok} answers");
+    assert!(ok >= 100, "too few answers to mean anything: {ok}");
 }
