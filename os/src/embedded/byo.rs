@@ -131,52 +131,81 @@ impl IntoIterator for Listeners {
 /// still count as busy, and the oldest of the tracked ones stands for all.
 pub(super) const TRACKED_MAX: usize = 1024;
 
+/// Counter shards: each thread that starts requests uses one (assigned in turn), so the
+/// program's threads do not bounce one cache line per request between them.
+const SHARDS: usize = 16;
+
+/// One shard's counters, a cache line of its own.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard {
+    busy: AtomicU32,
+    requests: AtomicU64,
+}
+
+/// Where a request was counted: its shard, and its entry in `starts` if one was free.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Started {
+    shard: usize,
+    entry: Option<usize>,
+}
+
 /// The program's load, fed by [`WorkerHandle::request_started`] and the guards it returns,
 /// read by the report thread.
 pub(super) struct Load {
-    /// Start (CLOCK_MONOTONIC µs) of a request in flight, 0 for a free entry.
+    /// Start (CLOCK_MONOTONIC µs) of a request in flight, 0 for a free entry. A shard
+    /// looks for a free entry from its own stretch of the table first.
     starts: Box<[AtomicU64]>,
-    /// Where the next start looks for a free entry first (spreads concurrent starts).
-    next: AtomicUsize,
-    busy: AtomicU32,
-    requests: AtomicU64,
+    shards: Box<[Shard]>,
+}
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
 }
 
 impl Load {
     pub(super) fn new() -> Load {
         Load {
             starts: (0..TRACKED_MAX).map(|_| AtomicU64::new(0)).collect(),
-            next: AtomicUsize::new(0),
-            busy: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
 
-    /// A request starts now: its entry in `starts`, if one was free.
-    pub(super) fn start(&self, now_usec: u64) -> Option<usize> {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..TRACKED_MAX)
+    /// A request starts now.
+    pub(super) fn start(&self, now_usec: u64) -> Started {
+        let shard = SHARD.with(|s| *s);
+        self.shards[shard].busy.fetch_add(1, Ordering::Relaxed);
+        let first = shard * (TRACKED_MAX / SHARDS);
+        let entry = (0..TRACKED_MAX)
             .map(|i| (first + i) % TRACKED_MAX)
             .find(|&i| {
                 self.starts[i]
                     .compare_exchange(0, now_usec.max(1), Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
-            })
+            });
+        Started { shard, entry }
     }
 
-    pub(super) fn finish(&self, entry: Option<usize>) {
-        if let Some(i) = entry {
+    /// The request `started` ends (on any thread: it is counted off its own shard).
+    pub(super) fn finish(&self, started: Started) {
+        if let Some(i) = started.entry {
             self.starts[i].store(0, Ordering::Relaxed);
         }
-        self.busy.fetch_sub(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let shard = &self.shards[started.shard];
+        shard.busy.fetch_sub(1, Ordering::Relaxed);
+        shard.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests in flight, the start of the oldest one, requests served.
     pub(super) fn snapshot(&self) -> (u32, Option<u64>, u64) {
-        let requests = self.requests.load(Ordering::Relaxed);
-        let busy = self.busy.load(Ordering::Relaxed);
+        let (mut busy, mut requests) = (0u32, 0u64);
+        for shard in self.shards.iter() {
+            busy = busy.saturating_add(shard.busy.load(Ordering::Relaxed));
+            requests += shard.requests.load(Ordering::Relaxed);
+        }
         let oldest = if busy == 0 {
             None
         } else {
@@ -222,6 +251,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// For the life of the process: the report thread and every handle share it, and a
+    /// worker ends in `_exit`, never dropping it.
+    pub(super) fn leak(self) -> &'static Shared {
+        Box::leak(Box::new(self))
+    }
+
     fn wake_reporter(&self) {
         if self.reporter_idle.load(Ordering::Relaxed)
             && self.reporter_idle.swap(false, Ordering::AcqRel)
@@ -259,7 +294,9 @@ impl Shared {
 ///   TERM, INT or QUIT (say `tokio::signal`): they would replace drover's.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    pub(super) shared: Arc<Shared>,
+    /// Lives as long as the worker process (leaked once per worker, see `Shared::leak`):
+    /// a clone is a pointer copy, and a request's guard touches no shared reference count.
+    pub(super) shared: &'static Shared,
 }
 
 impl WorkerHandle {
@@ -289,7 +326,7 @@ impl WorkerHandle {
         let entry = self.shared.load.start(monotonic_usec());
         self.shared.wake_reporter();
         RequestGuard {
-            shared: self.shared.clone(),
+            shared: self.shared,
             entry,
         }
     }
@@ -381,8 +418,8 @@ impl std::fmt::Debug for WorkerHandle {
 /// A request in flight (from [`WorkerHandle::request_started`]); it ends when dropped.
 #[must_use = "the request ends when the guard drops"]
 pub struct RequestGuard {
-    shared: Arc<Shared>,
-    entry: Option<usize>,
+    shared: &'static Shared,
+    entry: Started,
 }
 
 impl Drop for RequestGuard {
@@ -411,7 +448,7 @@ pub(super) mod tests {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .unwrap();
         WorkerHandle {
-            shared: Arc::new(Shared {
+            shared: Shared::leak(Shared {
                 info: WorkerInfo {
                     slot: 0,
                     incarnation: 1,
@@ -434,6 +471,15 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_handle_its_guards_and_futures_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<WorkerHandle>();
+        send_sync::<RequestGuard>();
+        send_sync::<Stopped>();
+        send_sync::<Listeners>();
+    }
+
+    #[test]
     fn guards_count_requests_in_flight_and_served_with_the_oldest_start() {
         let load = Load::new();
         let a = load.start(100);
@@ -446,12 +492,29 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_request_may_end_on_another_thread_than_its_start() {
+        let load: &'static Load = Box::leak(Box::new(Load::new()));
+        let started: Vec<_> = (0..8).map(|i| load.start(10 + i)).collect();
+        let ender = std::thread::spawn(move || {
+            let mine = load.start(5);
+            for s in started {
+                load.finish(s);
+            }
+            mine
+        });
+        let mine = ender.join().unwrap();
+        assert_eq!(load.snapshot(), (1, Some(5), 8));
+        load.finish(mine);
+        assert_eq!(load.snapshot(), (0, None, 9));
+    }
+
+    #[test]
     fn requests_beyond_the_tracked_ones_still_count() {
         let load = Load::new();
         let entries: Vec<_> = (0..TRACKED_MAX as u64 + 3)
             .map(|i| load.start(1000 + i))
             .collect();
-        assert_eq!(entries.iter().filter(|e| e.is_none()).count(), 3);
+        assert_eq!(entries.iter().filter(|e| e.entry.is_none()).count(), 3);
         assert_eq!(load.snapshot(), (TRACKED_MAX as u32 + 3, Some(1000), 0));
         for e in entries {
             load.finish(e);

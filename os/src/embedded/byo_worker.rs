@@ -160,7 +160,7 @@ impl Serving {
         if let Some(f) = &mut self.hooks.on_worker_start {
             f(&info);
         }
-        let shared = Arc::new(Shared {
+        let shared = Shared::leak(Shared {
             info: info.clone(),
             load: Load::new(),
             stop: Arc::new(StopState::new(stop_read, stop_write)),
@@ -174,7 +174,7 @@ impl Serving {
             wake_write,
         });
         let reporter = Reporter {
-            shared: shared.clone(),
+            shared,
             // SAFETY: the board stays mapped for the life of this process: the `Serving` that
             // owns it is dropped only after `_exit` (never), like the shell that holds it.
             board: self
@@ -198,12 +198,7 @@ impl Serving {
             .spawn(move || reporter.run())?;
         unblock_signals();
 
-        let code = (self.main)(
-            listeners,
-            WorkerHandle {
-                shared: shared.clone(),
-            },
-        );
+        let code = (self.main)(listeners, WorkerHandle { shared });
         if let Some(f) = &mut self.hooks.on_worker_exit {
             f(&info);
         }
@@ -237,7 +232,7 @@ fn beat(shared: &Shared, now: u64) -> Option<u64> {
 
 /// The report thread: heartbeats, load and the stop, until the process exits.
 struct Reporter {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     board: Option<&'static Board>,
     worker: WorkerId,
     watchdog: Option<Duration>,
@@ -349,7 +344,7 @@ impl Reporter {
             let beat = if announced {
                 None
             } else {
-                beat(&self.shared, now)
+                beat(self.shared, now)
             };
             if beat.is_some() {
                 unhealthy_logged = false;
@@ -420,7 +415,7 @@ mod tests {
     fn the_heartbeat_follows_the_mode_the_program_chose() {
         let w = detached_handle();
         assert_eq!(
-            beat(&w.shared, 500),
+            beat(w.shared, 500),
             Some(500),
             "automatic: alive is healthy"
         );
@@ -428,25 +423,25 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(false));
         let flag = healthy.clone();
         w.set_health_check(move || flag.load(Ordering::SeqCst));
-        assert_eq!(beat(&w.shared, 600), None, "the check says no: withheld");
+        assert_eq!(beat(w.shared, 600), None, "the check says no: withheld");
         healthy.store(true, Ordering::SeqCst);
-        assert_eq!(beat(&w.shared, 700), Some(700));
+        assert_eq!(beat(w.shared, 700), Some(700));
         w.set_health_check(|| panic!("a broken check"));
-        assert_eq!(beat(&w.shared, 800), None, "a panicking check is unhealthy");
+        assert_eq!(beat(w.shared, 800), None, "a panicking check is unhealthy");
 
         w.use_manual_heartbeat();
-        let first = beat(&w.shared, u64::MAX).expect("the switch is a beat");
+        let first = beat(w.shared, u64::MAX).expect("the switch is a beat");
         assert!(
             first > 0 && first < u64::MAX,
             "the program's own stamp: {first}"
         );
         assert_eq!(
-            beat(&w.shared, u64::MAX),
+            beat(w.shared, u64::MAX),
             Some(first),
             "no new beat, same stamp"
         );
         std::thread::sleep(Duration::from_millis(2));
         w.heartbeat();
-        assert!(beat(&w.shared, u64::MAX).unwrap() > first);
+        assert!(beat(w.shared, u64::MAX).unwrap() > first);
     }
 }
