@@ -227,7 +227,8 @@ impl Server {
     /// (readiness, heartbeat, load, the stop signal; read its docs) and returns the
     /// worker's exit code (0 after a graceful stop); `on_worker_exit` runs after it
     /// returns. The worker may start threads and runtimes freely; the supervisor must not,
-    /// so call `serve` before starting any thread (it is checked).
+    /// so call `serve` before starting any thread (it is checked). Of the tuning,
+    /// `defer_accept` applies (to the listeners handed over); `max_parked` is `run`'s.
     ///
     /// ```no_run
     /// use drover_os::embedded::Server;
