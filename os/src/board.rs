@@ -64,6 +64,13 @@ pub(crate) struct Board {
     slots: usize,
 }
 
+// SAFETY: the mapping holds only atomics, read and written through `&self`; `base`, `len`
+// and `slots` never change after `map`. A worker's report thread publishes from a thread
+// of its own.
+unsafe impl Send for Board {}
+// SAFETY: as above: every access to the shared memory is atomic.
+unsafe impl Sync for Board {}
+
 impl Board {
     /// Maps a board of `slots` slots (pages are allocated only where a worker writes).
     pub(crate) fn map(slots: usize) -> io::Result<Board> {

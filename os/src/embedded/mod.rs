@@ -54,19 +54,38 @@
 //! exit 0. QUIT: exit 0 at once. The worker dies with the supervisor (`PR_SET_PDEATHSIG`,
 //! and the death pipe's EOF).
 //!
+//! **Bring your own server.** [`Server::serve`] runs the same supervisor, but each forked
+//! worker calls the program's own function with its [`Listeners`] (std sockets) and a
+//! [`WorkerHandle`] instead of starting drover's threads: axum, hyper, any tokio service or
+//! plain threads. A drover thread in the worker reports for it (heartbeat, the load it
+//! feeds through request guards or the `tower` feature's `LoadLayer`) and turns TERM/INT
+//! into the stop it awaits ([`Stopped`], a blocking wait or a raw fd). docs/embedding.md
+//! shows both ways.
+//!
 //! **Layout.** This file holds only these docs and the public re-exports; it must not grow
 //! code of its own. `server` is the public API (the builder, the handler types) and starts
 //! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
 //! stop signals; `threads` the serving threads; `parked` the connections waiting between
-//! requests; `conn` a connection as the handler sees it.
+//! requests; `conn` a connection as the handler sees it. For `serve`: `byo` the program's
+//! API (listeners, worker handle, load accounting), `byo_worker` the forked worker and its
+//! report thread, `stop` the stop signal's three shapes, `load_layer` the tower layer.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
 
+mod byo;
+mod byo_worker;
 mod conn;
+#[cfg(feature = "tower")]
+mod load_layer;
 mod parked;
 mod server;
 mod signals;
+mod stop;
 mod threads;
 mod worker;
 
+pub use byo::{Listener, Listeners, RequestGuard, WorkerHandle};
 pub use conn::{Conn, STOP_GRACE};
+#[cfg(feature = "tower")]
+pub use load_layer::{CountedBody, LoadFuture, LoadLayer, LoadService};
 pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};
+pub use stop::Stopped;

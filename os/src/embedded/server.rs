@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use super::byo::{Listeners, WorkerHandle};
+use super::byo_worker::Serving;
 use super::conn::Conn;
 use super::worker::Runtime;
 use crate::board::Board;
 use crate::forking::single_threaded;
 use crate::settings::{ReadinessArg, RunArgs};
-use crate::spawn::open_fds;
+use crate::spawn::{open_fds, ForkedWorker};
 
 /// Who a worker is, for the hooks and the handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +205,55 @@ impl Server {
 
     /// [`Server::run`] with a [`Handler`].
     pub fn run_handler<H: Handler>(self, handler: H) -> i32 {
+        self.start(|parts| {
+            Box::new(Runtime {
+                board: parts.board,
+                keep_fds: parts.keep_fds,
+                handler: Arc::new(handler),
+                before_fork: parts.hooks.before_fork,
+                after_fork: parts.hooks.after_fork,
+                on_worker_start: parts.hooks.on_worker_start,
+                on_worker_exit: parts.hooks.on_worker_exit,
+                tuning: parts.tuning,
+            })
+        })
+    }
+
+    /// Supervises workers that each run `main`, the program's own server, instead of
+    /// drover's threads: bring your own server (axum, hyper, any tokio service, plain
+    /// threads). The supervisor side is [`Server::run`]'s: the same flags, config file,
+    /// signals and control socket. In each forked worker, after `after_fork` and
+    /// `on_worker_start`, `main` gets the inherited [`Listeners`] and a [`WorkerHandle`]
+    /// (readiness, heartbeat, load, the stop signal; read its docs) and returns the
+    /// worker's exit code (0 after a graceful stop); `on_worker_exit` runs after it
+    /// returns. The worker may start threads and runtimes freely; the supervisor must not,
+    /// so call `serve` before starting any thread (it is checked). Of the tuning,
+    /// `defer_accept` applies (to the listeners handed over); `max_parked` is `run`'s.
+    ///
+    /// ```no_run
+    /// use drover_os::embedded::Server;
+    ///
+    /// let code = Server::from_args().serve(|mut listeners, worker| {
+    ///     let listener = listeners.take_tcp().expect("--listen HOST:PORT");
+    ///     listener.set_nonblocking(false).unwrap(); // drover hands it non-blocking
+    ///     worker.ready();
+    ///     // ... accept and serve on threads, each request inside
+    ///     // `let _r = worker.request_started();` ...
+    ///     worker.wait_stop();
+    ///     0
+    /// });
+    /// std::process::exit(code);
+    /// ```
+    pub fn serve<F>(self, main: F) -> i32
+    where
+        F: FnMut(Listeners, WorkerHandle) -> i32 + 'static,
+    {
+        self.start(|parts| Box::new(Serving::new(parts, main)))
+    }
+
+    /// Checks the usage, names this program as the workers' command, maps the report board
+    /// and supervises the workers `runtime` forks.
+    fn start(self, runtime: impl FnOnce(Parts) -> Box<dyn ForkedWorker>) -> i32 {
         let mut args = self.args;
         if !args.command.is_empty() {
             eprintln!(
@@ -238,7 +289,7 @@ impl Server {
                 None
             }
         };
-        let runtime = Runtime {
+        let runtime = runtime(Parts {
             board,
             // What is open now is the program's: workers keep it. What the supervisor opens
             // from here on (sockets, pipes, the pid file) is closed in each worker, and so is
@@ -246,15 +297,32 @@ impl Server {
             // upgrade's channel): once taken, their numbers may be reused for the
             // supervisor's own sockets, which no worker may hold.
             keep_fds: program_fds(&open_fds(), &protocol_fds()),
-            handler: Arc::new(handler),
-            before_fork: self.before_fork,
-            after_fork: self.after_fork,
-            on_worker_start: self.on_worker_start,
-            on_worker_exit: self.on_worker_exit,
+            hooks: Hooks {
+                before_fork: self.before_fork,
+                after_fork: self.after_fork,
+                on_worker_start: self.on_worker_start,
+                on_worker_exit: self.on_worker_exit,
+            },
             tuning: self.tuning,
-        };
-        crate::shell::run_with(args, Some(Box::new(runtime)))
+        });
+        crate::shell::run_with(args, Some(runtime))
     }
+}
+
+/// What every worker runtime gets from [`Server`] (`Server::start`).
+pub(super) struct Parts {
+    pub(super) board: Option<Board>,
+    pub(super) keep_fds: Vec<RawFd>,
+    pub(super) hooks: Hooks,
+    pub(super) tuning: Tuning,
+}
+
+/// The builder's lifecycle hooks.
+pub(super) struct Hooks {
+    pub(super) before_fork: Option<Box<dyn FnMut()>>,
+    pub(super) after_fork: Option<Hook>,
+    pub(super) on_worker_start: Option<Hook>,
+    pub(super) on_worker_exit: Option<Hook>,
 }
 
 /// The descriptors handed to this process by protocol, which the shell takes over.

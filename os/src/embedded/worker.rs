@@ -93,7 +93,7 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Sets what every accepted connection inherits once on the listening socket (shared by
 /// all workers, so each worker setting it again changes nothing): no Nagle delay for
 /// answers, and (`defer_accept`) no accept before the client has sent something.
-fn tune_listener(fd: RawFd, defer_accept: bool) {
+pub(super) fn tune_listener(fd: RawFd, defer_accept: bool) {
     // SAFETY: the listener fd stays open for the life of the process.
     let sock = unsafe { BorrowedFd::borrow_raw(fd) };
     use nix::sys::socket::{setsockopt, sockopt};
