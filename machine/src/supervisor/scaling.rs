@@ -32,9 +32,21 @@ impl Supervisor {
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         if let Some((due, slot)) = self.idle_retirement() {
             if due <= self.now {
+                // Where each slot is an address, the pool gives up its highest port, not
+                // the idle worker's: the idle timeout says the pool is too big, and the
+                // ports in use stay dense. A highest worker still spawning is left to
+                // reconcile's scale-down once it can be stopped.
+                let victim = if self.config.slot_addresses {
+                    self.highest_current_place()
+                        .filter(|&h| self.slots[h].retire_key.is_some())
+                } else {
+                    Some(slot as usize)
+                };
                 self.set_spawn_rate(1, RampReason::Idle);
                 self.set_target(self.target - 1);
-                self.retire(slot as usize, StopReason::Idle);
+                if let Some(victim) = victim {
+                    self.retire(victim, StopReason::Idle);
+                }
                 return;
             }
         }
