@@ -65,6 +65,16 @@ impl WorkerSpec {
     }
 }
 
+/// A worker's own listening socket (`--listen-per-worker`): passed after the shared
+/// listeners, named in LISTEN_FDNAMES, its port in `DROVER_WORKER_PORT`.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnSocket<'a> {
+    /// The supervisor's descriptor, kept across the slot's restarts.
+    pub fd: RawFd,
+    pub name: &'a str,
+    pub port: u16,
+}
+
 /// What a forked (embedded) worker gets from the supervisor, in the child.
 pub struct ForkedChild<'a> {
     pub worker: WorkerId,
@@ -76,6 +86,9 @@ pub struct ForkedChild<'a> {
     pub notify_path: &'a Path,
     pub watchdog_usec: Option<u64>,
     pub threads: u32,
+    /// The worker's own port (`--listen-per-worker`), whose socket is the last of
+    /// `listen_fds`.
+    pub worker_port: Option<u16>,
     /// Read end of the death pipe: EOF (POLLHUP) once the supervisor is gone.
     pub death_read: RawFd,
 }
@@ -167,16 +180,18 @@ impl Spawner {
     /// Starts one worker: forks and execs the command, or forks the embedded runtime.
     /// `stdio`: the descriptors that become the worker's stdout and stderr (its output
     /// pipes, `--worker-output log`), else it inherits drover's.
+    /// `own`: the worker's own socket, if the slot has one.
     pub fn spawn(
         &mut self,
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
         if self.forked.is_some() {
-            self.spawn_forked(worker, generation, stdio)
+            self.spawn_forked(worker, generation, stdio, own)
         } else {
-            self.spawn_command(worker, generation, stdio)
+            self.spawn_command(worker, generation, stdio, own)
         }
     }
 
@@ -187,6 +202,7 @@ impl Spawner {
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
         let mut env: Vec<CString> = self.base_env.clone();
         if !self.spec.env_names.is_empty() {
@@ -196,9 +212,25 @@ impl Spawner {
                 !self.spec.env_names.iter().any(|n| n.as_bytes() == name)
             });
         }
-        if !self.listen_fds.is_empty() {
-            env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
-            env.push(var("LISTEN_FDNAMES", &self.listen_names));
+        // The own socket goes last, from a copy above the targets 3..3+n (see `exec_child`),
+        // closed again once the child has exec'd.
+        let own_high = match own {
+            Some(o) => Some(dup_above(o.fd, 3 + self.listen_fds.len() as RawFd + 1)?),
+            None => None,
+        };
+        let mut fds = self.listen_fds.clone();
+        fds.extend(own_high.as_ref().map(|fd| fd.as_raw_fd()));
+        if !fds.is_empty() {
+            env.push(var("LISTEN_FDS", &fds.len().to_string()));
+            let names = match own {
+                Some(o) if self.listen_names.is_empty() => o.name.to_string(),
+                Some(o) => format!("{}:{}", self.listen_names, o.name),
+                None => self.listen_names.clone(),
+            };
+            env.push(var("LISTEN_FDNAMES", &names));
+        }
+        if let Some(o) = own {
+            env.push(var("DROVER_WORKER_PORT", &o.port.to_string()));
         }
         env.push(var("NOTIFY_SOCKET", &self.notify_path));
         if let Some(usec) = self.spec.watchdog_usec {
@@ -211,7 +243,7 @@ impl Spawner {
             &self.spec.program,
             &self.spec.argv,
             env,
-            &self.listen_fds,
+            &fds,
             Some(&self.spec.setup),
             stdio,
         )
@@ -254,15 +286,7 @@ impl Spawner {
             env.push(var(k, v));
         }
         // Every source fd must sit above the targets 3..3+n+1 (see `exec_child`).
-        let floor = 3 + self.listen_fds.len() as RawFd + 1;
-        let high = nix::fcntl::fcntl(
-            // SAFETY: `channel` is an open descriptor the caller owns for this call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(channel) },
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor),
-        )
-        .map_err(|e| SpawnError::Other(e as i32))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-        let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        let high = dup_above(channel, 3 + self.listen_fds.len() as RawFd + 1)?;
         let fds: Vec<RawFd> = self
             .listen_fds
             .iter()
@@ -354,7 +378,15 @@ impl Spawner {
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
+        // Prepared before the fork: the child allocates nothing it need not.
+        let mut listen_fds = self.listen_fds.clone();
+        let mut listen_names = self.listen_name_list.clone();
+        if let Some(o) = own {
+            listen_fds.push(o.fd);
+            listen_names.push(o.name.to_string());
+        }
         let forked = self
             .forked
             .as_mut()
@@ -400,8 +432,7 @@ impl Spawner {
                     }
                 }
                 let log_fd = crate::log::in_forked_worker(stdio.is_some());
-                let keep: Vec<RawFd> = self
-                    .listen_fds
+                let keep: Vec<RawFd> = listen_fds
                     .iter()
                     .copied()
                     .chain([self.death_read.as_raw_fd()])
@@ -415,11 +446,12 @@ impl Spawner {
                 let child = ForkedChild {
                     worker,
                     generation,
-                    listen_fds: &self.listen_fds,
-                    listen_names: &self.listen_name_list,
+                    listen_fds: &listen_fds,
+                    listen_names: &listen_names,
                     notify_path: &self.notify_path_buf,
                     watchdog_usec: self.spec.watchdog_usec,
                     threads: self.spec.threads,
+                    worker_port: own.map(|o| o.port),
                     death_read: self.death_read.as_raw_fd(),
                 };
                 let run = std::panic::AssertUnwindSafe(|| forked.run(child));
@@ -468,6 +500,18 @@ pub(crate) fn close_fds_except(keep: &[RawFd]) {
             unsafe { libc::close(fd) };
         }
     }
+}
+
+/// A close-on-exec copy of `fd` at `floor` or above.
+fn dup_above(fd: RawFd, floor: RawFd) -> Result<OwnedFd, SpawnError> {
+    let high = nix::fcntl::fcntl(
+        // SAFETY: `fd` is an open descriptor the caller holds for this call.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor),
+    )
+    .map_err(|e| SpawnError::Other(e as i32))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
 }
 
 fn spawn_error(errno: i32) -> SpawnError {

@@ -41,6 +41,7 @@ mod observe;
 mod reports;
 mod run;
 mod signals;
+mod slot_ports;
 mod system;
 
 /// How many reaped worker pids are remembered (see `System::reaped`).
@@ -383,6 +384,8 @@ struct System {
     started_unix: f64,
     /// The last trace lines, for a dump.
     trace_ring: observe::TraceRing,
+    /// `--listen-per-worker`: each slot's own socket.
+    slot_ports: slot_ports::SlotPorts,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     runtime_dir: RuntimeDir,
@@ -516,6 +519,8 @@ impl Shell {
             None => Supervisor::new(settings.machine.clone(), Instant::ZERO),
         }
         .map_err(|e| (2, describe_config_error(&e)))?;
+        let slot_ports =
+            slot_ports::SlotPorts::bind_initial(&settings, sup.target()).map_err(|e| (2, e))?;
         tracing::info!(
             pid = std::process::id(),
             policy = settings.machine.policy.name(),
@@ -570,6 +575,7 @@ impl Shell {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             trace_ring: observe::TraceRing::default(),
+            slot_ports,
             listeners,
             runtime_dir,
             pid_file,
