@@ -266,11 +266,14 @@ impl Spawner {
     /// the workers') plus `extra_env`, the listeners at fd 3 onwards (LISTEN_FDS/LISTEN_FDNAMES/
     /// LISTEN_PID, as systemd would pass them) and `channel` right after them. Unlike a
     /// worker it must outlive this supervisor: no parent-death signal, no own group.
+    /// `extra`: more sockets to hand over after the listeners (the per-worker ports), each
+    /// with its LISTEN_FDNAMES entry.
     pub fn spawn_successor(
         &self,
         program: &CString,
         argv: &[CString],
         extra_env: &[(&str, String)],
+        extra: &[(RawFd, String)],
         channel: RawFd,
     ) -> Result<Pid, SpawnError> {
         let strip: Vec<&str> = crate::process::OURS
@@ -280,18 +283,28 @@ impl Spawner {
             .filter(|k| *k != "NOTIFY_SOCKET" && *k != "WATCHDOG_USEC")
             .collect();
         let mut env = environment_without(&strip);
-        env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
-        env.push(var("LISTEN_FDNAMES", &self.listen_names));
+        let mut names = self.listen_name_list.clone();
+        names.extend(extra.iter().map(|(_, name)| name.clone()));
+        env.push(var("LISTEN_FDS", &names.len().to_string()));
+        env.push(var("LISTEN_FDNAMES", &names.join(":")));
         for (k, v) in extra_env {
             env.push(var(k, v));
         }
-        // Every source fd must sit above the targets 3..3+n+1 (see `exec_child`).
-        let high = dup_above(channel, 3 + self.listen_fds.len() as RawFd + 1)?;
+        // The listeners sit at 3 + their count or above, so each is copied before a later
+        // target can overwrite it; the rest may sit anywhere and are first copied above
+        // every target 3..3+n+1 (see `exec_child`).
+        let floor = 3 + (names.len() + 1) as RawFd;
+        let high: Vec<OwnedFd> = extra
+            .iter()
+            .map(|(fd, _)| *fd)
+            .chain([channel])
+            .map(|fd| dup_above(fd, floor))
+            .collect::<Result<_, _>>()?;
         let fds: Vec<RawFd> = self
             .listen_fds
             .iter()
             .copied()
-            .chain([high.as_raw_fd()])
+            .chain(high.iter().map(|fd| fd.as_raw_fd()))
             .collect();
         self.fork_exec(program, argv, env, &fds, None, None)
     }

@@ -440,3 +440,82 @@ fn a_rolling_restart_replaces_each_worker_on_its_port_refusing_nobody() {
         "a replacement took a slot above the target"
     );
 }
+
+#[test]
+fn a_live_upgrade_hands_the_ports_over_refusing_nobody() {
+    let mut pool = Pool::python("pwp-upgrade", 2, &[]);
+    pool.ready(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2u16)
+        .map(|slot| {
+            let (stop, port) = (stop.clone(), pool.base + slot);
+            std::thread::spawn(move || {
+                let (mut served, mut failed) = (0u32, Vec::new());
+                // Bounded by the test's deadline below, which sets `stop`.
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match ask(port) {
+                        Ok(a) if a.contains(&format!("id={slot} ")) => served += 1,
+                        Ok(a) => failed.push(a),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (served, failed)
+            })
+        })
+        .collect();
+    let first = pool.server.pid();
+    let (code, _, err) = client(&["upgrade", "--control", &pool.control]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pool.server.wait_exit(Duration::from_secs(30)).code(),
+        Some(0),
+        "{}",
+        pool.server.log.dump()
+    );
+    let status = pool.status();
+    let successor = status["pid"].as_u64().unwrap();
+    assert_ne!(successor, u64::from(first));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for (slot, c) in clients.into_iter().enumerate() {
+        let (served, failed) = c.join().unwrap();
+        assert!(served > 0, "slot {slot} never answered");
+        assert!(failed.is_empty(), "slot {slot}: {failed:?}");
+    }
+    let ports: Vec<u64> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["port"].as_u64().unwrap())
+        .collect();
+    let base = u64::from(pool.base);
+    assert_eq!(ports, [base, base + 1]);
+    for slot in 0..2u16 {
+        let answer = ask(pool.base + slot).unwrap();
+        let pid: u32 = field(&answer, "pid=").parse().unwrap();
+        assert!(
+            status["workers"][usize::from(slot)]["pid"].as_u64() == Some(u64::from(pid)),
+            "slot {slot} served by {pid}, not the successor's worker: {status}"
+        );
+    }
+    let (code, _, err) = client(&["stop", "--control", &pool.control]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("the successor exits", T, || !alive(successor as u32));
+}
+
+#[test]
+fn supervise_with_per_worker_ports_is_refused() {
+    let args = [
+        "run",
+        "--supervise",
+        "--listen-per-worker",
+        "127.0.0.1:3000",
+        "--",
+        "/bin/true",
+    ];
+    let (status, _, err) = run_bounded(DROVER, &args, T);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--listen-per-worker") && err.contains("--supervise"),
+        "{err}"
+    );
+}

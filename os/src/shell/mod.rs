@@ -435,7 +435,8 @@ impl Shell {
         };
         // Socket activation (systemd, a supervising drover, a live upgrade's predecessor):
         // taken before anything else opens a descriptor over them.
-        let inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let mut inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let adopted_slots = slot_ports::SlotPorts::take_inherited(&settings, &mut inherited);
         let inherited_at: Vec<String> = inherited.iter().map(|i| i.local.clone()).collect();
         let predecessor = match upgrade_fd {
             Some(fd) => Some(
@@ -520,7 +521,8 @@ impl Shell {
         }
         .map_err(|e| (2, describe_config_error(&e)))?;
         let slot_ports =
-            slot_ports::SlotPorts::bind_initial(&settings, sup.target()).map_err(|e| (2, e))?;
+            slot_ports::SlotPorts::bind_initial(&settings, sup.target(), adopted_slots)
+                .map_err(|e| (2, e))?;
         tracing::info!(
             pid = std::process::id(),
             policy = settings.machine.policy.name(),

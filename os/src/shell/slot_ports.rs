@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use drover_machine::{SpawnError, WorkerId};
 
 use super::System;
 use crate::listen::bind::{tcp, TcpError};
+use crate::listen::Inherited;
+use crate::settings::listen::ListenAddr;
 use crate::settings::per_worker::PerWorker;
 use crate::settings::Settings;
 
@@ -26,21 +28,40 @@ pub(super) struct SlotPorts {
 }
 
 impl SlotPorts {
-    /// Binds the ports of slots `0..target` at start: a port that cannot be bound is a
-    /// start-up error naming the flag and the address (exit 2).
-    pub(super) fn bind_initial(settings: &Settings, target: u32) -> Result<SlotPorts, String> {
+    /// The sockets of slots `0..target` at start: those a live upgrade's predecessor handed
+    /// over (`adopted`, see `take_inherited`), bound anew for the rest. A port that cannot
+    /// be bound is a start-up error naming the flag and the address (exit 2). Adopted
+    /// sockets of slots at or above the target are closed (the predecessor's copies close
+    /// when it exits).
+    pub(super) fn bind_initial(
+        settings: &Settings,
+        target: u32,
+        mut adopted: BTreeMap<u32, OwnedFd>,
+    ) -> Result<SlotPorts, String> {
         let mut ports = SlotPorts::default();
         let Some(per_worker) = &settings.listen_per_worker else {
             return Ok(ports);
         };
         for slot in 0..target {
-            let fd = bind_slot(settings, per_worker, slot).map_err(|(addr, e)| {
-                format!(
-                    "--listen-per-worker {}: slot {slot}'s address {addr}: {}",
-                    per_worker.text,
-                    describe(&e)
-                )
-            })?;
+            let fd = match adopted.remove(&slot) {
+                Some(fd) => {
+                    // The successor's own list, as for every adopted listener.
+                    crate::allow::apply(fd.as_fd(), &settings.allow).map_err(|e| {
+                        format!(
+                            "--listen-per-worker {} with --allow: SO_ATTACH_FILTER: {e}",
+                            per_worker.text
+                        )
+                    })?;
+                    fd
+                }
+                None => bind_slot(settings, per_worker, slot).map_err(|(addr, e)| {
+                    format!(
+                        "--listen-per-worker {}: slot {slot}'s address {addr}: {}",
+                        per_worker.text,
+                        describe(&e)
+                    )
+                })?,
+            };
             ports.open.insert(slot, fd);
         }
         if target > 0 {
@@ -52,7 +73,55 @@ impl SlotPorts {
                 u32::from(per_worker.base.port()) + target - 1
             );
         }
+        for slot in adopted.keys() {
+            tracing::info!("per-worker port of slot {slot} handed over above the target; closed");
+        }
         Ok(ports)
+    }
+
+    /// Takes the per-worker sockets a live upgrade's predecessor handed over out of
+    /// `inherited`: named `NAME.SLOT` and bound to that slot's address under this config.
+    /// Any other stays for the listeners (and is closed there as matching no `--listen`).
+    pub(super) fn take_inherited(
+        settings: &Settings,
+        inherited: &mut Vec<Inherited>,
+    ) -> BTreeMap<u32, OwnedFd> {
+        let mut taken = BTreeMap::new();
+        let Some(per_worker) = &settings.listen_per_worker else {
+            return taken;
+        };
+        let slot_of = |inh: &Inherited| -> Option<u32> {
+            let slot: u32 = inh
+                .name
+                .strip_prefix(&per_worker.name)?
+                .strip_prefix('.')?
+                .parse()
+                .ok()?;
+            let addr = per_worker.addr_of(slot)?;
+            (inh.addr == Some(ListenAddr::Tcp(addr))).then_some(slot)
+        };
+        let mut rest = Vec::with_capacity(inherited.len());
+        for inh in inherited.drain(..) {
+            match slot_of(&inh) {
+                Some(slot) => {
+                    taken.insert(slot, inh.fd);
+                }
+                None => rest.push(inh),
+            }
+        }
+        *inherited = rest;
+        taken
+    }
+
+    /// The open sockets to hand a live upgrade's successor, named `NAME.SLOT`.
+    pub(super) fn handed_over(&self, settings: &Settings) -> Vec<(i32, String)> {
+        let Some(per_worker) = &settings.listen_per_worker else {
+            return Vec::new();
+        };
+        self.open
+            .iter()
+            .map(|(slot, fd)| (fd.as_raw_fd(), format!("{}.{slot}", per_worker.name)))
+            .collect()
     }
 
     /// Slot `slot`'s port, whether or not its socket is open, and why it could not be
