@@ -57,11 +57,17 @@ pub enum Plant {
     RestartNowRolling,
     /// Requests served are counted as each load report's total, not its growth.
     RequestsTotal,
+    /// Where each slot is an address, a scale-down takes the usual victim (an empty place,
+    /// a booting worker, the longest idle) instead of the highest slot.
+    ScaleDownIgnoresSlots,
+    /// A slot whose address could not be bound counts as a failed start of the program
+    /// (backoff by young deaths, the crash-loop window).
+    AddressCounts,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 25] = [
+    pub const ALL: [Plant; 27] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::AbsenceIgnored,
@@ -87,6 +93,8 @@ impl Plant {
         Plant::ResumeForgotten,
         Plant::RestartNowRolling,
         Plant::RequestsTotal,
+        Plant::ScaleDownIgnoresSlots,
+        Plant::AddressCounts,
     ];
 
     /// The name `--canary NAME` takes.
@@ -117,6 +125,8 @@ impl Plant {
             Plant::ResumeForgotten => "resume-forgotten",
             Plant::RestartNowRolling => "restart-now-rolling",
             Plant::RequestsTotal => "requests-total",
+            Plant::ScaleDownIgnoresSlots => "scale-down-ignores-slots",
+            Plant::AddressCounts => "address-counts",
         }
     }
 

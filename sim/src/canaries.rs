@@ -121,6 +121,7 @@ pub fn expected(plant: Plant) -> Oracle {
         }
         Plant::BacklogAtTick | Plant::SpareAtMax => Oracle::Demand,
         Plant::RequestsTotal => Oracle::Counters,
+        Plant::ScaleDownIgnoresSlots | Plant::AddressCounts => Oracle::SlotAddresses,
     }
 }
 

@@ -76,6 +76,8 @@ marks! {
         HandoverAsked => "handover-asked",
         TookOver => "took-over",
         RefusedAwaiting => "upgrade-refused-awaiting-handover",
+        SlotReleased => "slot-address-released",
+        AddressRetried => "address-failure-retried",
     }
     faults {
         ForkFailed => "fork-failed",
@@ -94,6 +96,7 @@ marks! {
         PredecessorVanished => "predecessor-vanished",
         OutsideKill => "killed-from-outside",
         Paused => "supervisor-paused",
+        AddressFailed => "address-failed",
     }
 }
 

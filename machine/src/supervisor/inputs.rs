@@ -117,7 +117,9 @@ impl Supervisor {
         };
         self.counters.count_spawn_failure();
         if let SpawnError::Address(errno) = error {
-            return self.address_failed(i, errno);
+            if planted!(self, AddressCounts => false, true) {
+                return self.address_failed(i, errno);
+            }
         }
         // A fork failure says the system is short: stop ramping.
         self.set_spawn_rate(1, RampReason::ForkFailed);

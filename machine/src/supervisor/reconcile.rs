@@ -94,7 +94,9 @@ impl Supervisor {
                 }
             }
         }
-        if self.counts.filled_current > self.target && self.config.slot_addresses {
+        if self.counts.filled_current > self.target
+            && planted!(self, ScaleDownIgnoresSlots => false, self.config.slot_addresses)
+        {
             return self.scale_down_highest();
         }
         if self.counts.filled_current > self.target {

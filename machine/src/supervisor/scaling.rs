@@ -32,21 +32,9 @@ impl Supervisor {
         let (min, max) = (self.config.policy.min(), self.config.policy.max());
         if let Some((due, slot)) = self.idle_retirement() {
             if due <= self.now {
-                // Where each slot is an address, the pool gives up its highest port, not
-                // the idle worker's: the idle timeout says the pool is too big, and the
-                // ports in use stay dense. A highest worker still spawning is left to
-                // reconcile's scale-down once it can be stopped.
-                let victim = if self.config.slot_addresses {
-                    self.highest_current_place()
-                        .filter(|&h| self.slots[h].retire_key.is_some())
-                } else {
-                    Some(slot as usize)
-                };
                 self.set_spawn_rate(1, RampReason::Idle);
                 self.set_target(self.target - 1);
-                if let Some(victim) = victim {
-                    self.retire(victim, StopReason::Idle);
-                }
+                self.retire(slot as usize, StopReason::Idle);
                 return;
             }
         }
@@ -95,9 +83,18 @@ impl Supervisor {
     /// The longest-idle worker and when the idle timeout retires it, if the pool may lose
     /// it: above `min`, and a dynamic pool keeps `min_spare` idle threads even when they
     /// idle past the timeout (retiring them would only make the next tick spawn again).
+    ///
+    /// Where each slot is an address, only the highest place may go (the ports in use stay
+    /// dense): it retires once it has itself been idle for the timeout, whichever worker
+    /// idled longest. O(slots above the highest place) then.
     fn idle_retirement(&self) -> Option<(Instant, u32)> {
         let timeout = self.config.idle_timeout?;
-        let &(since, slot) = self.idle.first()?;
+        let (since, slot) = if self.config.slot_addresses {
+            let h = self.highest_current_place()?;
+            (Supervisor::slot_idle_key(&self.slots[h])?, h as u32)
+        } else {
+            *self.idle.first()?
+        };
         if self.target <= self.config.policy.min() {
             return None;
         }

@@ -23,6 +23,7 @@ mod counters;
 mod demand;
 mod pool;
 mod restarts;
+mod slots;
 mod stops;
 mod timeouts;
 mod upgrade;
@@ -43,6 +44,7 @@ struct Books {
     demand: demand::DemandBooks,
     stops: stops::StopBooks,
     upgrade: upgrade::UpgradeBooks,
+    slots: slots::SlotBooks,
 }
 
 /// One decision rule the judge holds the machine to. The name is what a complaint and
@@ -81,10 +83,14 @@ pub enum Oracle {
     /// The machine's counters (for metrics) agree with the actions performed and the
     /// inputs handed in.
     Counters,
+    /// Where each slot is an address: spawns only below the target, the highest slot
+    /// retired first, released exactly when emptied at or above the target, and a taken
+    /// address never counted as the program's failure.
+    SlotAddresses,
 }
 
 impl Oracle {
-    pub const ALL: [Oracle; 14] = [
+    pub const ALL: [Oracle; 15] = [
         Oracle::BootTimeout,
         Oracle::HeartbeatTimeout,
         Oracle::RequestTimeout,
@@ -99,6 +105,7 @@ impl Oracle {
         Oracle::Upgrade,
         Oracle::Demand,
         Oracle::Counters,
+        Oracle::SlotAddresses,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +124,7 @@ impl Oracle {
             Oracle::Upgrade => "upgrade",
             Oracle::Demand => "demand",
             Oracle::Counters => "counters",
+            Oracle::SlotAddresses => "slot-addresses",
         }
     }
 
@@ -209,6 +217,8 @@ impl Judge {
     /// An event of the machine.
     pub fn event(&mut self, sup: &Supervisor, now: Instant, event: &Event) {
         self.now = now;
+        // First: a backoff scheduled for a taken address is this rule's to name.
+        self.judge_slot_event(sup, event);
         self.judge_timeout_event(sup, event);
         self.judge_restart_event(sup, event);
         self.judge_pool_event(sup, event);
@@ -242,6 +252,7 @@ impl Judge {
         if stray {
             return;
         }
+        self.judge_slot_input(sup, input);
         // The restart records read the worker's record before the exit drops it.
         self.judge_restart_input(sup, input);
         self.judge_timeout_input(sup, input);
@@ -314,6 +325,7 @@ impl Judge {
         self.judge_upgrade_action(sup, action);
         self.judge_stop_action(sup, action);
         self.judge_demand_action(sup, action);
+        self.judge_slot_action(sup, action);
     }
 
     /// After every `handle`/`handle_all` (at `now`) and its timers.
@@ -329,6 +341,7 @@ impl Judge {
         self.judge_restart_handled(sup);
         self.judge_pool_handled(sup);
         self.judge_demand_handled(sup);
+        self.judge_slot_handled(sup);
         // The inputs of this handle, as the world handed them in: commands, load reports,
         // the successor's word.
         for (at, input) in std::mem::take(&mut self.books.inputs) {
@@ -351,6 +364,7 @@ impl Judge {
         self.judge_demand_drained(sup, complete);
         self.judge_restart_now_drained(complete);
         self.judge_counters_drained(sup);
+        self.judge_slot_drained(sup, complete);
     }
 
     /// After every step of the world (at `now`): what should have happened by now.
@@ -362,5 +376,6 @@ impl Judge {
         self.judge_stop_step();
         self.judge_upgrade_step();
         self.judge_demand_step();
+        self.judge_slot_step(sup);
     }
 }

@@ -278,10 +278,10 @@ impl World {
         if opts.faults.is_none() {
             fault_draw.draw_late(&mut swarm_rng);
         }
-        let config = opts
-            .config
-            .clone()
-            .unwrap_or_else(|| swarm::draw_config(&mut config_rng));
+        let config = match opts.config.clone() {
+            Some(config) => config,
+            None => fault_draw.shape(swarm::draw_config(&mut config_rng)),
+        };
         if opts.canary {
             // The planted bug drops KILL; make sure some worker needs it.
             fault_draw.ignore_term = 1.0;
