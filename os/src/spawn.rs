@@ -20,7 +20,8 @@ use drover_machine::{Generation, Pid, SpawnError, WorkerId};
 use nix::errno::Errno;
 use nix::unistd::{fork, pipe2, ForkResult};
 
-use crate::forking::{block_all_signals, restore_signals, single_threaded};
+pub use crate::forking::open_fds;
+use crate::forking::{block_all_signals, close_fds_except, restore_signals, single_threaded};
 
 use crate::identity::Step;
 use crate::process::{encode_failure, failure, ChildSetup, FAILURE_LEN};
@@ -482,35 +483,6 @@ impl Spawner {
                 let _ = nix::unistd::setpgid(child, child);
                 Ok(Pid(child.as_raw() as u32))
             }
-        }
-    }
-}
-
-/// The open descriptors of this process above stdio.
-pub fn open_fds() -> Vec<RawFd> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    let listed: Vec<RawFd> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    // Without the directory's own handle, closed by now.
-    // SAFETY: F_GETFD only reads a descriptor's flags; EBADF for one that is not open.
-    listed
-        .into_iter()
-        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
-        .collect()
-}
-
-/// Closes every fd of this (forked, single-threaded) process except stdio and `keep`: the
-/// supervisor's self-pipe, notify and control sockets and pid file lock are not the worker's.
-pub(crate) fn close_fds_except(keep: &[RawFd]) {
-    for fd in open_fds() {
-        if !keep.contains(&fd) {
-            // SAFETY: closes descriptors the supervisor opened, whose owners never run in
-            // this process (the child ends in `_exit`, the supervisor's frames never resume).
-            unsafe { libc::close(fd) };
         }
     }
 }
