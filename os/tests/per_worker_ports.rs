@@ -519,3 +519,43 @@ fn supervise_with_per_worker_ports_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reload_that_changes_the_ports_is_refused_and_the_pool_serves_on() {
+    let dir = TempDir::new("pwp-reload");
+    std::fs::write(dir.path("ports.py"), PORTS_PY).unwrap();
+    let base = free_ports(4);
+    let config = dir.path("drover.toml");
+    let control = dir.path("ctl");
+    let script = dir.path("ports.py");
+    let write = |port: u16| {
+        let text = format!(
+            "workers = 2\nreadiness = \"notify\"\nlisten_per_worker = \"127.0.0.1:{port}\"\ncommand = [\"{}\", \"{script}\"]\n",
+            python(),
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(base);
+    let server = Server::start(
+        dir,
+        DROVER,
+        &["run", "--config", &config, "--control", &control],
+    );
+    let pool = Pool {
+        server,
+        control,
+        base,
+    };
+    pool.ready(2);
+    write(base + 2);
+    let (code, _, err) = client(&["reload", "--control", &pool.control]);
+    assert_ne!(code, 0, "the reload was accepted");
+    assert!(
+        err.contains("listen_per_worker") && err.contains("restarts"),
+        "{err}"
+    );
+    assert!(
+        ask(base + 1).unwrap().contains("id=1 "),
+        "the pool serves on"
+    );
+}
