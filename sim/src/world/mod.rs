@@ -282,6 +282,11 @@ impl World {
             Some(config) => config,
             None => fault_draw.shape(swarm::draw_config(&mut config_rng)),
         };
+        // A config given (a policy file, a repro) decides; the swarm line says what runs.
+        if !config.slot_addresses {
+            fault_draw.slot_addresses = false;
+            fault_draw.address_fail = 0.0;
+        }
         if opts.canary {
             // The planted bug drops KILL; make sure some worker needs it.
             fault_draw.ignore_term = 1.0;
