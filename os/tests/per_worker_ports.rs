@@ -559,3 +559,47 @@ fn a_reload_that_changes_the_ports_is_refused_and_the_pool_serves_on() {
         "the pool serves on"
     );
 }
+
+/// Whether a connection from `from` to 127.0.0.1:`port` is answered within `wait` (a
+/// source outside `--allow` sees its SYN dropped: no answer at all).
+fn answered_from(from: [u8; 4], port: u16, wait: Duration) -> bool {
+    use nix::sys::socket::{
+        bind, connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .unwrap();
+    let source = std::net::SocketAddrV4::new(from.into(), 0);
+    bind(fd.as_raw_fd(), &SockaddrIn::from(source)).unwrap();
+    let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), port);
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => panic!("connect: {e}"),
+    }
+    let mut pfd = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    let timeout = nix::poll::PollTimeout::try_from(wait).unwrap();
+    nix::poll::poll(&mut pfd, timeout).unwrap() > 0
+        && getsockopt(&fd, sockopt::SocketError).unwrap() == 0
+}
+
+#[test]
+fn the_allow_list_filters_the_per_worker_ports_too() {
+    let pool = Pool::python("pwp-allow", 1, &["--allow", "127.0.0.2/32"]);
+    pool.ready(1);
+    assert!(
+        answered_from([127, 0, 0, 2], pool.base, T),
+        "a listed source"
+    );
+    assert!(
+        !answered_from([127, 0, 0, 3], pool.base, Duration::from_millis(1500)),
+        "a source outside --allow was answered"
+    );
+}

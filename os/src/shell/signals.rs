@@ -247,6 +247,7 @@ impl System {
                 tracing::info!("--allow: no list any more, every source is served");
             }
             super::log_allow_list(&new.allow);
+            self.slot_ports.apply_allow(&new.allow);
             self.settings.allow = new.allow;
         }
         self.settings.command = new.command;

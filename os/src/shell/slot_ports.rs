@@ -136,6 +136,18 @@ impl SlotPorts {
         Some((port, self.failed.get(&slot).map(String::as_str)))
     }
 
+    /// A reload's new `--allow` list, on every open per-worker socket (the same sockets:
+    /// nothing queued is lost).
+    pub(super) fn apply_allow(&self, allow: &[crate::allow::Cidr]) {
+        for (slot, fd) in &self.open {
+            if let Err(e) = crate::allow::apply(fd.as_fd(), allow) {
+                tracing::error!(
+                    "reload: the --allow list could not be put on slot {slot}'s per-worker socket: {e}"
+                );
+            }
+        }
+    }
+
     /// Slots with an open socket, and its port.
     pub(super) fn open_ports<'a>(
         &'a self,
@@ -208,9 +220,13 @@ fn bind_slot(
     slot: u32,
 ) -> Result<OwnedFd, (String, TcpError)> {
     let Some(addr) = per_worker.addr_of(slot) else {
-        let past = SocketAddr::new(per_worker.base.ip(), 0);
+        let port = u32::from(per_worker.base.port()) + slot;
+        let addr = match per_worker.base {
+            SocketAddr::V4(a) => format!("{}:{port}", a.ip()),
+            SocketAddr::V6(a) => format!("[{}]:{port}", a.ip()),
+        };
         return Err((
-            format!("{}:{}", past.ip(), u32::from(per_worker.base.port()) + slot),
+            addr,
             TcpError::Step("port past 65535", nix::errno::Errno::EADDRNOTAVAIL),
         ));
     };
