@@ -104,6 +104,11 @@ fn a_scale_down_retires_the_highest_slot_and_releases_it_after_the_exit() {
     );
     h.at(2.0).exit(3, ExitStatus::Code(0));
     assert_eq!(released(&h), [3]);
+    let dump = h.sup().dump();
+    assert!(
+        dump.contains("slot addresses: open for slots [0, 1, 2];"),
+        "{dump}"
+    );
 }
 
 #[test]
