@@ -74,11 +74,11 @@ impl Supervisor {
         self.detach(i);
         let now = self.now;
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
+        // The slot's address was bound (where slots are addresses): its retries start over.
+        self.slots[i].address_failures = 0;
         let w = self.worker_mut(i);
         w.pid = Some(pid);
         w.spawned_at = now;
-        self.slots[i].address_failures = 0;
-        let w = self.worker_mut(i);
         if at_spawn {
             w.ready = true;
             w.last_heartbeat = now;
