@@ -280,6 +280,11 @@ pub struct Config {
     /// A digest of everything that shapes a worker process (command, env, threads …),
     /// computed by the shell. A reload that changes it restarts workers (rolling).
     pub worker_fingerprint: u64,
+    /// Each slot is an address (the shell's per-worker port): slots stay dense. A rolling
+    /// restart replaces each worker in its own slot (`max_surge` must be 0), a scale-down
+    /// retires the highest slots first, spawns go only to free slots below the target, and
+    /// `Action::ReleaseSlot` tells the driver when a slot at or above the target emptied.
+    pub slot_addresses: bool,
 }
 
 impl Config {
@@ -309,6 +314,7 @@ impl Config {
             max_unavailable: 0,
             upgrade_timeout: Duration::from_secs(60),
             worker_fingerprint: 0,
+            slot_addresses: false,
         }
     }
 
@@ -476,6 +482,9 @@ impl Config {
                 "restart.stop_on_unrecoverable",
                 "is set but restart.unrecoverable_exit_codes is empty; list the codes".into(),
             );
+        }
+        if self.slot_addresses && self.max_surge > 0 {
+            return err("max_surge", format!("is {} but each slot is an address (per-worker ports): a rolling restart must replace each worker in its own slot; set max_surge = 0 and max_unavailable >= 1", self.max_surge));
         }
         if self.max_surge == 0 && self.max_unavailable == 0 {
             return err("max_surge", "and max_unavailable are both 0: a rolling restart could never make progress; set max_surge >= 1".into());

@@ -53,6 +53,12 @@ pub trait Os {
     /// Kills the successor (rollback). Its exit comes back through [`Os::reap`].
     fn kill_successor(&mut self, sup: &Supervisor, pid: Pid, reason: RollbackReason);
 
+    /// Slot `slot`'s address (`Config::slot_addresses`) is no longer needed: close it.
+    /// Only configs with slot addresses emit it, so a driver without them keeps the default.
+    fn release_slot(&mut self, sup: &Supervisor, slot: u32) {
+        let _ = (sup, slot);
+    }
+
     /// The machine is done: the supervisor exits with `code` once the loop sees
     /// [`Driver::exit_code`]. Only events follow.
     fn exit(&mut self, sup: &Supervisor, code: i32);
@@ -337,6 +343,7 @@ impl<O: Os> Driver<O> {
                 self.handle_with_reports(Some(input));
             }
             Action::KillSuccessor { pid, reason } => self.os.kill_successor(&self.sup, pid, reason),
+            Action::ReleaseSlot { slot } => self.os.release_slot(&self.sup, slot),
             Action::Exit { code } => {
                 self.exit_code = Some(code);
                 self.os.exit(&self.sup, code);

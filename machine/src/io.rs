@@ -174,6 +174,10 @@ pub enum SpawnError {
     Exec,
     /// Any other error, with its errno.
     Other(i32),
+    /// The slot's own address (its per-worker port) could not be bound, with the errno.
+    /// Not the program's failure: the slot stays empty and is retried with a backoff, and
+    /// it never counts towards a crash loop.
+    Address(i32),
 }
 
 /// Operator requests: from signals, the control socket, or the simulator.
@@ -596,6 +600,16 @@ pub enum Event {
         /// What it held, which is why it was chosen before the others.
         victim: Victim,
     },
+    /// The slot's address (per-worker port) could not be bound: the slot stays empty
+    /// until the retry. Not counted as the program's failure.
+    AddressUnavailable {
+        /// The slot whose address failed.
+        slot: u32,
+        /// The bind's errno.
+        errno: i32,
+        /// When the slot is tried again.
+        retry_in: Duration,
+    },
     /// The spawn ramp (workers one maintenance tick may add at once) changed.
     SpawnRamp {
         /// Workers the next growing tick may add.
@@ -692,6 +706,13 @@ pub enum Action {
         pid: Pid,
         /// Why the upgrade is rolled back.
         reason: RollbackReason,
+    },
+    /// The slot's address (per-worker port, `Config::slot_addresses`) is no longer needed:
+    /// the slot is empty and at or above the target. The driver closes its socket; a later
+    /// `Spawn` in the slot opens it again.
+    ReleaseSlot {
+        /// The slot whose address to close.
+        slot: u32,
     },
     /// Stop the supervisor with this exit code. The last action the machine emits.
     Exit {

@@ -59,11 +59,17 @@ pub enum Plant {
     RequestsTotal,
     /// `fail_start` still fails the start after the pool was ready once.
     StartFailsAfterReady,
+    /// Where each slot is an address, a scale-down takes the usual victim (an empty place,
+    /// a booting worker, the longest idle) instead of the highest slot.
+    ScaleDownIgnoresSlots,
+    /// A slot whose address could not be bound counts as a failed start of the program
+    /// (backoff by young deaths, the crash-loop window).
+    AddressCounts,
 }
 
 impl Plant {
     /// Every plant, in the order a batch runs them.
-    pub const ALL: [Plant; 26] = [
+    pub const ALL: [Plant; 28] = [
         Plant::BootThird,
         Plant::WatchdogTriple,
         Plant::AbsenceIgnored,
@@ -90,6 +96,8 @@ impl Plant {
         Plant::RestartNowRolling,
         Plant::RequestsTotal,
         Plant::StartFailsAfterReady,
+        Plant::ScaleDownIgnoresSlots,
+        Plant::AddressCounts,
     ];
 
     /// The name `--canary NAME` takes.
@@ -121,6 +129,8 @@ impl Plant {
             Plant::RestartNowRolling => "restart-now-rolling",
             Plant::RequestsTotal => "requests-total",
             Plant::StartFailsAfterReady => "start-fails-after-ready",
+            Plant::ScaleDownIgnoresSlots => "scale-down-ignores-slots",
+            Plant::AddressCounts => "address-counts",
         }
     }
 

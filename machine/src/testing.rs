@@ -26,6 +26,7 @@ struct ScriptOs {
     lines: Vec<String>,
     next_pid: u32,
     fail_spawns: u32,
+    spawn_error: SpawnError,
     successor_pid: Option<Pid>,
     /// Exits (`Exited`, `MainExited`) waiting to be reaped after the drain.
     zombies: Vec<Input>,
@@ -55,7 +56,7 @@ impl Os for ScriptOs {
     fn spawn(&mut self, _: &Supervisor, _: WorkerId, _: Generation) -> Result<Pid, SpawnError> {
         if self.fail_spawns > 0 {
             self.fail_spawns -= 1;
-            return Err(SpawnError::Resources);
+            return Err(self.spawn_error);
         }
         Ok(self.fresh_pid())
     }
@@ -139,6 +140,7 @@ impl Harness {
             )],
             next_pid: 100,
             fail_spawns: 0,
+            spawn_error: SpawnError::Resources,
             successor_pid: None,
             zombies: Vec::new(),
             reports: Vec::new(),
@@ -173,9 +175,16 @@ impl Harness {
         self
     }
 
-    /// Answers the next `n` spawns with `SpawnFailed`.
+    /// Answers the next `n` spawns with `SpawnFailed` (`SpawnError::Resources`).
     pub fn fail_spawns(&mut self, n: u32) -> &mut Harness {
-        self.driver.os_mut().fail_spawns = n;
+        self.fail_spawns_with(n, SpawnError::Resources)
+    }
+
+    /// Answers the next `n` spawns with `SpawnFailed { error }`.
+    pub fn fail_spawns_with(&mut self, n: u32, error: SpawnError) -> &mut Harness {
+        let os = self.driver.os_mut();
+        os.fail_spawns = n;
+        os.spawn_error = error;
         self
     }
 

@@ -47,6 +47,7 @@ impl fmt::Display for SpawnError {
             SpawnError::Resources => f.write_str("resources"),
             SpawnError::Exec => f.write_str("exec"),
             SpawnError::Other(e) => write!(f, "errno:{e}"),
+            SpawnError::Address(e) => write!(f, "address-errno:{e}"),
         }
     }
 }
@@ -261,6 +262,16 @@ impl fmt::Display for Event {
             Event::ScaleDownChose { slot, victim } => {
                 write!(f, "{:<14} slot={slot} victim={victim}", "scale-down")
             }
+            Event::AddressUnavailable {
+                slot,
+                errno,
+                retry_in,
+            } => write!(
+                f,
+                "{:<14} slot={slot} errno={errno} retry-in={}",
+                "address-failed",
+                Secs(*retry_in)
+            ),
             Event::SpawnRamp { rate, reason } => {
                 write!(f, "{:<14} rate={rate} reason={reason}", "spawn-ramp")
             }
@@ -288,6 +299,7 @@ impl fmt::Display for Action {
             Action::KillSuccessor { pid, reason } => {
                 write!(f, "{:<14} pid={pid} reason={reason}", "kill-successor")
             }
+            Action::ReleaseSlot { slot } => write!(f, "{:<14} slot={slot}", "release-slot"),
             Action::Exit { code } => write!(f, "{:<14} code={code}", "exit"),
             Action::Event(e) => e.fmt(f),
         }

@@ -530,7 +530,13 @@ fn any_config() -> impl Strategy<Value = Config> {
             prop::option::of(any_duration()),
         ),
         (any_ladder(), any_restart()),
-        (any_u32(), any_u32(), any_duration(), any::<u64>()),
+        (
+            any_u32(),
+            any_u32(),
+            any_duration(),
+            any::<u64>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -538,7 +544,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 (idle_timeout, max_requests, max_requests_jitter, seed),
                 (readiness, boot_timeout, heartbeat_timeout, request_timeout),
                 (ladder, restart),
-                (max_surge, max_unavailable, upgrade_timeout, worker_fingerprint),
+                (max_surge, max_unavailable, upgrade_timeout, worker_fingerprint, slot_addresses),
             )| Config {
                 policy,
                 threads,
@@ -558,6 +564,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 max_unavailable,
                 upgrade_timeout,
                 worker_fingerprint,
+                slot_addresses,
             },
         )
 }

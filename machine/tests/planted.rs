@@ -538,3 +538,50 @@ fn requests_total_counts_each_reports_total_again() {
     assert_eq!(shipped.sup().counters().requests(), 15);
     assert_eq!(planted.sup().counters().requests(), 25);
 }
+
+/// A static pool of `workers` with slot addresses (per-worker ports).
+fn addressed(workers: u32) -> Config {
+    let mut config = Config::static_pool(workers);
+    config.slot_addresses = true;
+    config.max_surge = 0;
+    config.max_unavailable = 1;
+    config
+}
+
+#[test]
+fn scale_down_ignores_slots_retires_the_idlest_not_the_highest() {
+    let slots = |h: &Harness| -> Vec<u32> { retirements(h).iter().map(|r| r.1).collect() };
+    // A dynamic pool of 3 with one spare too many; slot 2 is busy, slot 0 idle longest.
+    let mut config = addressed(1);
+    config.policy = Policy::Dynamic {
+        min: 1,
+        max: 4,
+        start: 3,
+        min_spare: 1,
+        max_spare: 1,
+    };
+    let (shipped, planted) = both(Plant::ScaleDownIgnoresSlots, config, |h| {
+        h.at(0.5).load(2, 1, 1);
+        h.at(1.0);
+    });
+    assert_eq!(slots(&shipped)[0], 2, "the highest slot, busy or not");
+    assert_eq!(slots(&planted)[0], 0, "the longest idle");
+}
+
+#[test]
+fn address_counts_backs_off_and_loops_on_a_busy_port() {
+    let mut config = addressed(1);
+    config.restart.intensity_deaths = 2;
+    let (shipped, planted) = both(Plant::AddressCounts, config, |h| {
+        h.fail_spawns_with(10, drover_machine::SpawnError::Address(98));
+        h.at(1.0).command(Command::ScaleUp);
+        h.at(600.0);
+    });
+    let looped = |h: &Harness| {
+        events(h)
+            .iter()
+            .any(|(_, e)| matches!(e, Event::CrashLooping { .. }))
+    };
+    assert!(!looped(&shipped));
+    assert!(looped(&planted));
+}

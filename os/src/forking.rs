@@ -2,7 +2,10 @@
 //! copy of it, with no lock held by a thread that did not come along) and every signal is
 //! blocked across it (so no handler of the supervisor's runs in a child). Used by every
 //! fork: workers (`spawn`), the group guard, the daemon, titles and privilege drops that
-//! rewrite process-wide state.
+//! rewrite process-wide state. And what a forked child closes: every descriptor of the
+//! supervisor's it is not given (`close_fds_except`).
+
+use std::os::fd::RawFd;
 
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 
@@ -39,6 +42,35 @@ fn single_threaded_at(task_dir: &std::path::Path) -> Result<(), String> {
             "cannot count this process's threads ({}: {e}); mount /proc",
             task_dir.display()
         )),
+    }
+}
+
+/// The open descriptors of this process above stdio.
+pub fn open_fds() -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let listed: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    // Without the directory's own handle, closed by now.
+    // SAFETY: F_GETFD only reads a descriptor's flags; EBADF for one that is not open.
+    listed
+        .into_iter()
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
+}
+
+/// Closes every fd of this (forked, single-threaded) process except stdio and `keep`: the
+/// supervisor's self-pipe, notify and control sockets and pid file lock are not the worker's.
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    for fd in open_fds() {
+        if !keep.contains(&fd) {
+            // SAFETY: closes descriptors the supervisor opened, whose owners never run in
+            // this process (the child ends in `_exit`, the supervisor's frames never resume).
+            unsafe { libc::close(fd) };
+        }
     }
 }
 

@@ -148,7 +148,7 @@ fn guard_main(read: RawFd, title: &str) -> ! {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let _ = nix::sys::prctl::set_name(c"drover-guard");
     crate::title::set_cmdline(title);
-    crate::spawn::close_fds_except(&[read]);
+    crate::forking::close_fds_except(&[read]);
     // It writes nothing; holding drover's stdout/stderr would keep a log pipe open.
     if let Ok(null) = nix::fcntl::open(
         "/dev/null",

@@ -26,6 +26,7 @@ pub(crate) const OURS: &[&str] = &[
     "WATCHDOG_PID",
     "DROVER_WORKER_ID",
     "DROVER_GENERATION",
+    "DROVER_WORKER_PORT",
     crate::upgrade::UPGRADE_FD_VAR,
     crate::upgrade::SUPERVISED_VAR,
     crate::upgrade::GENERATION_VAR,

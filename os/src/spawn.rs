@@ -20,7 +20,8 @@ use drover_machine::{Generation, Pid, SpawnError, WorkerId};
 use nix::errno::Errno;
 use nix::unistd::{fork, pipe2, ForkResult};
 
-use crate::forking::{block_all_signals, restore_signals, single_threaded};
+pub use crate::forking::open_fds;
+use crate::forking::{block_all_signals, close_fds_except, restore_signals, single_threaded};
 
 use crate::identity::Step;
 use crate::process::{encode_failure, failure, ChildSetup, FAILURE_LEN};
@@ -65,6 +66,16 @@ impl WorkerSpec {
     }
 }
 
+/// A worker's own listening socket (`--listen-per-worker`): passed after the shared
+/// listeners, named in LISTEN_FDNAMES, its port in `DROVER_WORKER_PORT`.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnSocket<'a> {
+    /// The supervisor's descriptor, kept across the slot's restarts.
+    pub fd: RawFd,
+    pub name: &'a str,
+    pub port: u16,
+}
+
 /// What a forked (embedded) worker gets from the supervisor, in the child.
 pub struct ForkedChild<'a> {
     pub worker: WorkerId,
@@ -76,6 +87,9 @@ pub struct ForkedChild<'a> {
     pub notify_path: &'a Path,
     pub watchdog_usec: Option<u64>,
     pub threads: u32,
+    /// The worker's own port (`--listen-per-worker`), whose socket is the last of
+    /// `listen_fds`.
+    pub worker_port: Option<u16>,
     /// Read end of the death pipe: EOF (POLLHUP) once the supervisor is gone.
     pub death_read: RawFd,
 }
@@ -167,16 +181,18 @@ impl Spawner {
     /// Starts one worker: forks and execs the command, or forks the embedded runtime.
     /// `stdio`: the descriptors that become the worker's stdout and stderr (its output
     /// pipes, `--worker-output log`), else it inherits drover's.
+    /// `own`: the worker's own socket, if the slot has one.
     pub fn spawn(
         &mut self,
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
         if self.forked.is_some() {
-            self.spawn_forked(worker, generation, stdio)
+            self.spawn_forked(worker, generation, stdio, own)
         } else {
-            self.spawn_command(worker, generation, stdio)
+            self.spawn_command(worker, generation, stdio, own)
         }
     }
 
@@ -187,6 +203,7 @@ impl Spawner {
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
         let mut env: Vec<CString> = self.base_env.clone();
         if !self.spec.env_names.is_empty() {
@@ -196,9 +213,25 @@ impl Spawner {
                 !self.spec.env_names.iter().any(|n| n.as_bytes() == name)
             });
         }
-        if !self.listen_fds.is_empty() {
-            env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
-            env.push(var("LISTEN_FDNAMES", &self.listen_names));
+        // The own socket goes last, from a copy above the targets 3..3+n (see `exec_child`),
+        // closed again once the child has exec'd.
+        let own_high = match own {
+            Some(o) => Some(dup_above(o.fd, 3 + self.listen_fds.len() as RawFd + 1)?),
+            None => None,
+        };
+        let mut fds = self.listen_fds.clone();
+        fds.extend(own_high.as_ref().map(|fd| fd.as_raw_fd()));
+        if !fds.is_empty() {
+            env.push(var("LISTEN_FDS", &fds.len().to_string()));
+            let names = match own {
+                Some(o) if self.listen_names.is_empty() => o.name.to_string(),
+                Some(o) => format!("{}:{}", self.listen_names, o.name),
+                None => self.listen_names.clone(),
+            };
+            env.push(var("LISTEN_FDNAMES", &names));
+        }
+        if let Some(o) = own {
+            env.push(var("DROVER_WORKER_PORT", &o.port.to_string()));
         }
         env.push(var("NOTIFY_SOCKET", &self.notify_path));
         if let Some(usec) = self.spec.watchdog_usec {
@@ -211,7 +244,7 @@ impl Spawner {
             &self.spec.program,
             &self.spec.argv,
             env,
-            &self.listen_fds,
+            &fds,
             Some(&self.spec.setup),
             stdio,
         )
@@ -234,11 +267,14 @@ impl Spawner {
     /// the workers') plus `extra_env`, the listeners at fd 3 onwards (LISTEN_FDS/LISTEN_FDNAMES/
     /// LISTEN_PID, as systemd would pass them) and `channel` right after them. Unlike a
     /// worker it must outlive this supervisor: no parent-death signal, no own group.
+    /// `extra`: more sockets to hand over after the listeners (the per-worker ports), each
+    /// with its LISTEN_FDNAMES entry.
     pub fn spawn_successor(
         &self,
         program: &CString,
         argv: &[CString],
         extra_env: &[(&str, String)],
+        extra: &[(RawFd, String)],
         channel: RawFd,
     ) -> Result<Pid, SpawnError> {
         let strip: Vec<&str> = crate::process::OURS
@@ -248,26 +284,28 @@ impl Spawner {
             .filter(|k| *k != "NOTIFY_SOCKET" && *k != "WATCHDOG_USEC")
             .collect();
         let mut env = environment_without(&strip);
-        env.push(var("LISTEN_FDS", &self.listen_fds.len().to_string()));
-        env.push(var("LISTEN_FDNAMES", &self.listen_names));
+        let mut names = self.listen_name_list.clone();
+        names.extend(extra.iter().map(|(_, name)| name.clone()));
+        env.push(var("LISTEN_FDS", &names.len().to_string()));
+        env.push(var("LISTEN_FDNAMES", &names.join(":")));
         for (k, v) in extra_env {
             env.push(var(k, v));
         }
-        // Every source fd must sit above the targets 3..3+n+1 (see `exec_child`).
-        let floor = 3 + self.listen_fds.len() as RawFd + 1;
-        let high = nix::fcntl::fcntl(
-            // SAFETY: `channel` is an open descriptor the caller owns for this call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(channel) },
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor),
-        )
-        .map_err(|e| SpawnError::Other(e as i32))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-        let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        // The listeners sit at 3 + their count or above, so each is copied before a later
+        // target can overwrite it; the rest may sit anywhere and are first copied above
+        // every target 3..3+n+1 (see `exec_child`).
+        let floor = 3 + (names.len() + 1) as RawFd;
+        let high: Vec<OwnedFd> = extra
+            .iter()
+            .map(|(fd, _)| *fd)
+            .chain([channel])
+            .map(|fd| dup_above(fd, floor))
+            .collect::<Result<_, _>>()?;
         let fds: Vec<RawFd> = self
             .listen_fds
             .iter()
             .copied()
-            .chain([high.as_raw_fd()])
+            .chain(high.iter().map(|fd| fd.as_raw_fd()))
             .collect();
         self.fork_exec(program, argv, env, &fds, None, None)
     }
@@ -354,7 +392,15 @@ impl Spawner {
         worker: WorkerId,
         generation: Generation,
         stdio: Option<[RawFd; 2]>,
+        own: Option<OwnSocket<'_>>,
     ) -> Result<Pid, SpawnError> {
+        // Prepared before the fork: the child allocates nothing it need not.
+        let mut listen_fds = self.listen_fds.clone();
+        let mut listen_names = self.listen_name_list.clone();
+        if let Some(o) = own {
+            listen_fds.push(o.fd);
+            listen_names.push(o.name.to_string());
+        }
         let forked = self
             .forked
             .as_mut()
@@ -400,8 +446,7 @@ impl Spawner {
                     }
                 }
                 let log_fd = crate::log::in_forked_worker(stdio.is_some());
-                let keep: Vec<RawFd> = self
-                    .listen_fds
+                let keep: Vec<RawFd> = listen_fds
                     .iter()
                     .copied()
                     .chain([self.death_read.as_raw_fd()])
@@ -415,11 +460,12 @@ impl Spawner {
                 let child = ForkedChild {
                     worker,
                     generation,
-                    listen_fds: &self.listen_fds,
-                    listen_names: &self.listen_name_list,
+                    listen_fds: &listen_fds,
+                    listen_names: &listen_names,
                     notify_path: &self.notify_path_buf,
                     watchdog_usec: self.spec.watchdog_usec,
                     threads: self.spec.threads,
+                    worker_port: own.map(|o| o.port),
                     death_read: self.death_read.as_raw_fd(),
                 };
                 let run = std::panic::AssertUnwindSafe(|| forked.run(child));
@@ -441,33 +487,16 @@ impl Spawner {
     }
 }
 
-/// The open descriptors of this process above stdio.
-pub fn open_fds() -> Vec<RawFd> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    let listed: Vec<RawFd> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    // Without the directory's own handle, closed by now.
-    // SAFETY: F_GETFD only reads a descriptor's flags; EBADF for one that is not open.
-    listed
-        .into_iter()
-        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
-        .collect()
-}
-
-/// Closes every fd of this (forked, single-threaded) process except stdio and `keep`: the
-/// supervisor's self-pipe, notify and control sockets and pid file lock are not the worker's.
-pub(crate) fn close_fds_except(keep: &[RawFd]) {
-    for fd in open_fds() {
-        if !keep.contains(&fd) {
-            // SAFETY: closes descriptors the supervisor opened, whose owners never run in
-            // this process (the child ends in `_exit`, the supervisor's frames never resume).
-            unsafe { libc::close(fd) };
-        }
-    }
+/// A close-on-exec copy of `fd` at `floor` or above.
+fn dup_above(fd: RawFd, floor: RawFd) -> Result<OwnedFd, SpawnError> {
+    let high = nix::fcntl::fcntl(
+        // SAFETY: `fd` is an open descriptor the caller holds for this call.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor),
+    )
+    .map_err(|e| SpawnError::Other(e as i32))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
 }
 
 fn spawn_error(errno: i32) -> SpawnError {

@@ -52,12 +52,17 @@ pub fn render(status: &Value) -> String {
         "RESTARTS",
         "LAST STOP",
     ];
-    let mut rows: Vec<[String; 8]> = vec![header.map(str::to_string)];
-    for w in status["workers"]
+    let workers = status["workers"]
         .as_array()
         .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
+        .unwrap_or(&[]);
+    // `--listen-per-worker`: a PORT column after SLOT, only then.
+    let ports = workers.iter().any(|w| !w["port"].is_null());
+    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
+    if ports {
+        rows[0].insert(1, "PORT".into());
+    }
+    for w in workers {
         let state = text(&w["state"]);
         let state = match (
             w["stop_reason"].as_str(),
@@ -76,7 +81,7 @@ pub fn render(status: &Value) -> String {
         } else {
             "-".into()
         };
-        rows.push([
+        let mut row = vec![
             text(&w["slot"]),
             state,
             text(&w["pid"]),
@@ -87,9 +92,17 @@ pub fn render(status: &Value) -> String {
             requests,
             text(&w["restarts"]),
             text(&w["last_stop"]),
-        ]);
+        ];
+        if ports {
+            let port = match w["port_error"].as_str() {
+                Some(error) => format!("{} ({error})", text(&w["port"])),
+                None => text(&w["port"]),
+            };
+            row.insert(1, port);
+        }
+        rows.push(row);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = vec![0usize; rows[0].len()];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -97,7 +110,7 @@ pub fn render(status: &Value) -> String {
     }
     for row in &rows {
         let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (i, (cell, &width)) in row.iter().zip(&widths).enumerate() {
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
@@ -156,6 +169,27 @@ mod tests {
             "1     backoff (in 2.2s)  -     3    -       -         4         heartbeat-timeout",
         ];
         assert_eq!(lines[1..], want, "\n{table}");
+    }
+
+    #[test]
+    fn per_worker_ports_get_a_column() {
+        let status = json!({
+            "workers": [
+                { "slot": 0, "port": 3000, "state": "ready", "pid": 7, "generation": 1,
+                  "uptime_secs": 5.0, "restarts": 0, "last_stop": null },
+                { "slot": 1, "port": 3001, "port_error": "address already in use",
+                  "state": "backoff", "restart_in_secs": 1.0, "pid": null, "generation": 1,
+                  "uptime_secs": null, "restarts": 0, "last_stop": null },
+            ],
+        });
+        let table = render(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].starts_with("SLOT  PORT  "), "\n{table}");
+        assert!(lines[2].starts_with("0     3000  "), "\n{table}");
+        assert!(
+            lines[3].starts_with("1     3001 (address already in use)  backoff (in 1.0s)"),
+            "\n{table}"
+        );
     }
 
     #[test]

@@ -30,6 +30,15 @@ const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 /// The parent's settings, from the settings the child will load itself.
 pub fn parent_settings(mut settings: Settings) -> Result<Settings, String> {
+    // The parent would have to hold every slot's port for the children it replaces side by
+    // side; it holds only the shared listeners, so a new child could never bind the ports
+    // its predecessor still holds.
+    if let Some(p) = &settings.listen_per_worker {
+        return Err(format!(
+            "--listen-per-worker {} (config key `listen_per_worker`) does not work with --supervise: a replacement drover could not bind the ports its predecessor holds; drop --supervise (a live upgrade, USR2, hands the ports over) or the per-worker ports",
+            p.text
+        ));
+    }
     let exe = std::env::current_exe()
         .map_err(|e| format!("--supervise: cannot find this program's binary: {e}"))?;
     let argv: Vec<OsString> = std::env::args_os().collect();

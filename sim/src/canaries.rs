@@ -122,6 +122,7 @@ pub fn expected(plant: Plant) -> Oracle {
         Plant::BacklogAtTick | Plant::SpareAtMax => Oracle::Demand,
         Plant::RequestsTotal => Oracle::Counters,
         Plant::StartFailsAfterReady => Oracle::StartFailure,
+        Plant::ScaleDownIgnoresSlots | Plant::AddressCounts => Oracle::SlotAddresses,
     }
 }
 

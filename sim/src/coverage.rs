@@ -77,6 +77,8 @@ marks! {
         HandoverAsked => "handover-asked",
         TookOver => "took-over",
         RefusedAwaiting => "upgrade-refused-awaiting-handover",
+        SlotReleased => "slot-address-released",
+        AddressRetried => "address-failure-retried",
     }
     faults {
         ForkFailed => "fork-failed",
@@ -95,6 +97,7 @@ marks! {
         PredecessorVanished => "predecessor-vanished",
         OutsideKill => "killed-from-outside",
         Paused => "supervisor-paused",
+        AddressFailed => "address-failed",
     }
 }
 

@@ -83,6 +83,13 @@ pub struct Faults {
     /// Pauses of the supervisor alone per simulated minute (SIGSTOP, heavy swapping): its
     /// workers live on. (A clock jump freezes everything together.)
     pub pause: f64,
+    /// Not a fault but how the pool runs, kept when the faults heal: each slot is an
+    /// address (`Config::slot_addresses`, the shell's per-worker ports), so the drawn
+    /// config gets `max_surge` 0 and `max_unavailable` at least 1.
+    pub slot_addresses: bool,
+    /// With `slot_addresses`: a spawn fails because the slot's address is taken
+    /// (`SpawnError::Address(EADDRINUSE)`).
+    pub address_fail: f64,
 }
 
 impl Faults {
@@ -113,6 +120,8 @@ impl Faults {
             successor_of: 0,
             outside_kill: 0.0,
             pause: 0.0,
+            slot_addresses: false,
+            address_fail: 0.0,
         }
     }
 
@@ -151,6 +160,8 @@ impl Faults {
             successor_of: 0,
             outside_kill: 0.0,
             pause: 0.0,
+            slot_addresses: false,
+            address_fail: 0.0,
         }
     }
 
@@ -184,6 +195,23 @@ impl Faults {
         } else {
             0.0
         };
+        self.slot_addresses = rng.chance(0.25);
+        self.address_fail = if self.slot_addresses && rng.chance(0.5) {
+            0.02 * (0.5f64 / 0.02).powf(rng.unit())
+        } else {
+            0.0
+        };
+    }
+
+    /// `config` as this run's pool runs it: with slot addresses, no surge and at least one
+    /// worker that may be missing during a rollout.
+    pub fn shape(&self, mut config: Config) -> Config {
+        if self.slot_addresses {
+            config.slot_addresses = true;
+            config.max_surge = 0;
+            config.max_unavailable = config.max_unavailable.max(1);
+        }
+        config
     }
 
     /// The predecessor's generation, if the run starts as a live upgrade's successor.
@@ -198,7 +226,7 @@ impl Faults {
     }
 
     /// Every fault kind that is on, by name.
-    fn fields(&self) -> [(&'static str, f64); 24] {
+    fn fields(&self) -> [(&'static str, f64); 26] {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         [
             ("fork_fail", self.fork_fail),
@@ -225,6 +253,8 @@ impl Faults {
             ("main_exit", self.main_exit),
             ("outside_kill", self.outside_kill),
             ("pause", self.pause),
+            ("slot_addresses", b(self.slot_addresses)),
+            ("address_fail", self.address_fail),
         ]
     }
 }
@@ -386,6 +416,12 @@ pub fn draw_reload(rng: &mut Rng, base: &Config) -> Config {
         }
         if rng.chance(0.6) {
             c.worker_fingerprint = base.worker_fingerprint;
+        }
+        // A reload cannot change it (drover refuses one that changes its per-worker ports).
+        if base.slot_addresses {
+            c.slot_addresses = true;
+            c.max_surge = 0;
+            c.max_unavailable = c.max_unavailable.max(1);
         }
         if c.validate().is_ok() {
             return c;

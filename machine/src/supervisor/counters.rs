@@ -79,7 +79,7 @@ impl Counters {
                 Event::UpgradeRolledBack { reason } => bump(&mut self.rollbacks[*reason as usize]),
                 _ => {}
             },
-            Action::KillSuccessor { .. } | Action::Exit { .. } => {}
+            Action::KillSuccessor { .. } | Action::ReleaseSlot { .. } | Action::Exit { .. } => {}
         }
     }
 

@@ -42,6 +42,14 @@ impl Supervisor {
             self.slots.len(),
             self.slot_limit
         )?;
+        if c.slot_addresses {
+            let open: Vec<String> = self.addressed.iter().map(u32::to_string).collect();
+            writeln!(
+                out,
+                "slot addresses: open for slots [{}]; released when empty at or above the target",
+                open.join(", ")
+            )?;
+        }
         writeln!(out, "spawn ramp: {}", self.spawn_rate)?;
         writeln!(out, "upgrade: {:?}", self.upgrade)?;
         writeln!(out, "succession: {:?}", self.succession)?;

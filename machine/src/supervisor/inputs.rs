@@ -21,7 +21,7 @@ impl Supervisor {
         match input {
             Input::Tick => {}
             Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
-            Input::SpawnFailed { worker, error: _ } => self.on_spawn_failed(worker),
+            Input::SpawnFailed { worker, error } => self.on_spawn_failed(worker, error),
             Input::Ready { worker } => self.on_ready(worker),
             Input::Heartbeat { worker } => self.on_heartbeat(worker, now),
             // A stamp from the future counts as now: the watchdog never runs ahead of the clock.
@@ -74,6 +74,8 @@ impl Supervisor {
         self.detach(i);
         let now = self.now;
         let at_spawn = self.config.readiness == Readiness::AtSpawn;
+        // The slot's address was bound (where slots are addresses): its retries start over.
+        self.slots[i].address_failures = 0;
         let w = self.worker_mut(i);
         w.pid = Some(pid);
         w.spawned_at = now;
@@ -106,7 +108,7 @@ impl Supervisor {
         });
     }
 
-    fn on_spawn_failed(&mut self, worker: WorkerId) {
+    fn on_spawn_failed(&mut self, worker: WorkerId, error: SpawnError) {
         let pending = self
             .slot_of(worker)
             .filter(|&i| matches!(&self.slots[i].state, SlotState::Worker(w) if w.pid.is_none()));
@@ -114,9 +116,45 @@ impl Supervisor {
             return self.event(Event::Ignored(Ignored::UnexpectedSpawnResult(worker)));
         };
         self.counters.count_spawn_failure();
+        if let SpawnError::Address(errno) = error {
+            if planted!(self, AddressCounts => false, true) {
+                return self.address_failed(i, errno);
+            }
+        }
         // A fork failure says the system is short: stop ramping.
         self.set_spawn_rate(1, RampReason::ForkFailed);
         self.failed_start(i, None, DeathCause::Boot);
+    }
+
+    /// The slot's address could not be bound (a port taken by another program): the
+    /// place waits, empty, for a retry after `backoff_min` doubling up to `backoff_max`.
+    /// The program never ran, so nothing counts towards its backoff or a crash loop, and
+    /// the other slots are not held up: the place counts as filled, as any backoff does.
+    fn address_failed(&mut self, i: usize, errno: i32) {
+        let generation = self.worker(i).generation;
+        if self.phase != Phase::Running || i >= self.slot_limit as usize {
+            self.detach(i);
+            self.slots[i].state = SlotState::Empty;
+            return self.attach(i);
+        }
+        let failures = self.slots[i].address_failures.saturating_add(1);
+        let restart = &self.config.restart;
+        let retry_in = restart
+            .backoff_min
+            .saturating_mul(1u32 << (failures - 1).min(31))
+            .min(restart.backoff_max);
+        self.detach(i);
+        self.slots[i].address_failures = failures;
+        self.slots[i].state = SlotState::Backoff {
+            generation,
+            until: self.now + retry_in,
+        };
+        self.attach(i);
+        self.event(Event::AddressUnavailable {
+            slot: i as u32,
+            errno,
+            retry_in,
+        });
     }
 
     fn on_ready(&mut self, worker: WorkerId) {

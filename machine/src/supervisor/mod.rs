@@ -158,6 +158,9 @@ pub struct Supervisor {
     /// Places with no process (backoff, gave up), oldest generation first.
     pub(crate) places: BTreeSet<(Generation, u32)>,
     pub(crate) idle: BTreeSet<(Instant, u32)>,
+    /// Slots whose address the driver holds open (`Config::slot_addresses`): spawned in
+    /// since their last `ReleaseSlot`.
+    pub(crate) addressed: BTreeSet<u32>,
     pub(crate) counts: Counts,
     pub(crate) queue: VecDeque<Action>,
     pub(crate) spawn_rate: u32,
@@ -226,6 +229,7 @@ impl Supervisor {
             retire_order: BTreeSet::new(),
             places: BTreeSet::new(),
             idle: BTreeSet::new(),
+            addressed: BTreeSet::new(),
             counts: Counts::default(),
             queue: VecDeque::new(),
             spawn_rate: 1,

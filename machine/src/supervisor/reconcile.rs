@@ -30,6 +30,23 @@ impl Supervisor {
         self.counts.filled_current < self.target && self.counts.filled < self.wanted_places()
     }
 
+    /// Whether slot `i` may be filled now. Where each slot is an address, only below the
+    /// target: a place above it would be a port the load balancer is not meant to use, and
+    /// a worker replaced in a rollout waits for its own slot to empty.
+    pub(super) fn may_fill(&self, i: usize) -> bool {
+        !self.config.slot_addresses || (i as u32) < self.target
+    }
+
+    /// The lowest slot at or above the target whose address is open and whose place is
+    /// empty: its address is no longer needed. O(slots draining above the target).
+    fn releasable(&self) -> Option<u32> {
+        let gone = |s: u32| matches!(self.slots[s as usize].state, SlotState::Empty);
+        self.addressed
+            .range(self.target..)
+            .copied()
+            .find(|&s| gone(s))
+    }
+
     /// Compares wanted with actual state and queues the next step, if any.
     pub(super) fn reconcile(&mut self) {
         match self.phase {
@@ -37,8 +54,13 @@ impl Supervisor {
             Phase::Stopping { .. } | Phase::Handover => return self.exit_when_drained(),
             Phase::Exited => return,
         }
+        if let Some(slot) = self.releasable() {
+            self.addressed.remove(&slot);
+            self.queue.push_back(Action::ReleaseSlot { slot });
+            return;
+        }
         if self.wants_spawn() {
-            if let Some(&i) = self.free.first() {
+            if let Some(&i) = self.free.first().filter(|&&i| self.may_fill(i as usize)) {
                 return self.spawn(i as usize);
             }
         }
@@ -72,6 +94,11 @@ impl Supervisor {
                 }
             }
         }
+        if self.counts.filled_current > self.target
+            && planted!(self, ScaleDownIgnoresSlots => false, self.config.slot_addresses)
+        {
+            return self.scale_down_highest();
+        }
         if self.counts.filled_current > self.target {
             let current = RetireKey {
                 generation: self.generation,
@@ -91,6 +118,31 @@ impl Supervisor {
                 self.retire(key.slot as usize, StopReason::ScaleDown);
             }
         }
+    }
+
+    /// A scale-down where each slot is an address: the highest place of the current
+    /// generation goes first, so the ports in use stay `base..base+target`. A worker there
+    /// still spawning is waited for (it becomes retirable on `Spawned`) rather than taking
+    /// a lower slot instead. O(slots).
+    fn scale_down_highest(&mut self) {
+        let Some(i) = self.highest_current_place() else {
+            return;
+        };
+        let Some(key) = self.slots[i].retire_key else {
+            return;
+        };
+        self.event(Event::ScaleDownChose {
+            slot: key.slot,
+            victim: key.victim(),
+        });
+        self.retire(i, StopReason::ScaleDown);
+    }
+
+    /// The highest slot holding a place of the current generation.
+    pub(super) fn highest_current_place(&self) -> Option<usize> {
+        (0..self.slots.len())
+            .rev()
+            .find(|&i| self.slot_counts(&self.slots[i]).filled_current == 1)
     }
 
     /// Exits once no worker process is left and no successor being killed is awaited.
@@ -137,6 +189,9 @@ impl Supervisor {
             main_status: None,
         }));
         self.attach(i);
+        if self.config.slot_addresses {
+            self.addressed.insert(i as u32);
+        }
         self.queue.push_back(Action::Spawn {
             worker: self.id_of(i),
             generation: self.generation,

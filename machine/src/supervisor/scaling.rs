@@ -83,9 +83,18 @@ impl Supervisor {
     /// The longest-idle worker and when the idle timeout retires it, if the pool may lose
     /// it: above `min`, and a dynamic pool keeps `min_spare` idle threads even when they
     /// idle past the timeout (retiring them would only make the next tick spawn again).
+    ///
+    /// Where each slot is an address, only the highest place may go (the ports in use stay
+    /// dense): it retires once it has itself been idle for the timeout, whichever worker
+    /// idled longest. O(slots above the highest place) then.
     fn idle_retirement(&self) -> Option<(Instant, u32)> {
         let timeout = self.config.idle_timeout?;
-        let &(since, slot) = self.idle.first()?;
+        let (since, slot) = if self.config.slot_addresses {
+            let h = self.highest_current_place()?;
+            (Supervisor::slot_idle_key(&self.slots[h])?, h as u32)
+        } else {
+            *self.idle.first()?
+        };
         if self.target <= self.config.policy.min() {
             return None;
         }

@@ -98,6 +98,8 @@ pub(crate) struct Slot {
     /// Unexpected deaths and failure kills over the slot's life, for status.
     pub restarts: u32,
     pub last_stop: Option<StopReason>,
+    /// Consecutive failures to bind the slot's address: the exponent of its retry delay.
+    pub address_failures: u32,
     /// The slot's key in `timers`: its real deadline (see `rearm`).
     pub(super) deadline: Option<Instant>,
     pub(super) retire_key: Option<RetireKey>,
@@ -121,6 +123,7 @@ impl Supervisor {
                 young_deaths: 0,
                 restarts: 0,
                 last_stop: None,
+                address_failures: 0,
                 deadline: None,
                 retire_key: None,
                 place_key: None,

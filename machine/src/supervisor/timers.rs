@@ -147,6 +147,7 @@ impl Supervisor {
                 self.attach(i);
                 if self.phase == Phase::Running
                     && i < self.slot_limit as usize
+                    && self.may_fill(i)
                     && self.wants_spawn()
                 {
                     self.spawn(i);

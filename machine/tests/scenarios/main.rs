@@ -14,6 +14,7 @@ mod restart;
 mod retirement;
 mod rolling;
 mod scaling;
+mod slot_addresses;
 mod stop;
 mod upgrade;
 mod wakeups;

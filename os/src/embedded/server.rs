@@ -36,6 +36,10 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Threads serving connections in this worker (`--threads`).
     pub threads: u32,
+    /// The worker's own port (`--listen-per-worker`, `DROVER_WORKER_PORT` of command
+    /// workers): its socket is one of the listeners it accepts on, named in
+    /// LISTEN_FDNAMES as the flag says (default `worker`).
+    pub port: Option<u16>,
 }
 
 /// Serves one connection on a worker thread. Closures `Fn(&mut Conn) -> io::Result<()>`

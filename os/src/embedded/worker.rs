@@ -67,6 +67,7 @@ impl<H: Handler> ForkedWorker for Runtime<H> {
             generation: child.generation.0,
             pid: std::process::id(),
             threads: child.threads.max(1),
+            port: child.worker_port,
         };
         if let Some(f) = &mut self.after_fork {
             f(&info);

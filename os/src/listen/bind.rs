@@ -38,43 +38,13 @@ pub(super) fn open(
     let backlog = backlog.min(i32::MAX as u32) as i32;
     match &spec.addr {
         ListenAddr::Tcp(addr) => {
-            let family = if addr.is_ipv4() {
-                AddressFamily::Inet
-            } else {
-                AddressFamily::Inet6
-            };
-            let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-                .map_err(|e| fail("socket", e))?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail("SO_REUSEADDR", e))?;
-            match addr {
-                std::net::SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(*a)),
-                std::net::SocketAddr::V6(a) => {
-                    // `[::]:80` serves IPv6 only; listen on `0.0.0.0:80` too for IPv4.
-                    setsockopt(&fd, sockopt::Ipv6V6Only, &true)
-                        .map_err(|e| fail("IPV6_V6ONLY", e))?;
-                    bind(fd.as_raw_fd(), &SockaddrIn6::from(*a))
-                }
-            }
-            .map_err(|e| fail("bind", e))?;
-            // Before listen(2): no SYN can be queued unfiltered.
-            if !allow.is_empty() {
-                crate::allow::apply(fd.as_fd(), allow).map_err(|e| {
+            let fd = tcp(addr, backlog, allow).map_err(|e| match e {
+                TcpError::Step(what, e) => fail(what, e),
+                TcpError::Filter(e) => {
                     format!("--listen {} with --allow: SO_ATTACH_FILTER: {e}", spec.text)
-                })?;
-            }
-            listen_with(&fd, backlog).map_err(|e| fail("listen", e))?;
-            let local = getsockname::<SockaddrStorage>(fd.as_raw_fd())
-                .ok()
-                .and_then(|s| {
-                    s.as_sockaddr_in()
-                        .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*a)))
-                        .or_else(|| {
-                            s.as_sockaddr_in6().map(|a| {
-                                std::net::SocketAddr::from(std::net::SocketAddrV6::from(*a))
-                            })
-                        })
-                })
-                .map_or_else(|| addr.to_string(), |a| a.to_string());
+                }
+            })?;
+            let local = local_addr(&fd).map_or_else(|| addr.to_string(), |a| a.to_string());
             Ok((fd, local, None))
         }
         ListenAddr::Unix(path) => {
@@ -97,6 +67,68 @@ pub(super) fn open(
             Ok((fd, format!("unix:{}", path.display()), Some(path.clone())))
         }
     }
+}
+
+/// Why a TCP listener could not be opened: the step and its errno, or the `--allow`
+/// filter's error.
+#[derive(Debug)]
+pub(crate) enum TcpError {
+    Step(&'static str, Errno),
+    Filter(std::io::Error),
+}
+
+impl TcpError {
+    /// The errno of the failed step (EADDRINUSE for a taken port).
+    pub(crate) fn errno(&self) -> i32 {
+        match self {
+            TcpError::Step(_, e) => *e as i32,
+            TcpError::Filter(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+        }
+    }
+}
+
+/// A TCP listening socket on `addr` (an IPv6 address serves IPv6 only), close-on-exec,
+/// with the `--allow` filter attached before it listens.
+pub(crate) fn tcp(
+    addr: &std::net::SocketAddr,
+    backlog: i32,
+    allow: &[Cidr],
+) -> Result<OwnedFd, TcpError> {
+    let step = |what| move |e| TcpError::Step(what, e);
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd =
+        socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(step("socket"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(step("SO_REUSEADDR"))?;
+    match addr {
+        std::net::SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(*a)),
+        std::net::SocketAddr::V6(a) => {
+            // `[::]:80` serves IPv6 only; listen on `0.0.0.0:80` too for IPv4.
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(step("IPV6_V6ONLY"))?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(*a))
+        }
+    }
+    .map_err(step("bind"))?;
+    // Before listen(2): no SYN can be queued unfiltered.
+    if !allow.is_empty() {
+        crate::allow::apply(fd.as_fd(), allow).map_err(TcpError::Filter)?;
+    }
+    listen_with(&fd, backlog).map_err(step("listen"))?;
+    Ok(fd)
+}
+
+/// The address a TCP socket is bound to (the real port when port 0 was asked for).
+fn local_addr(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+    let s = getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
+    s.as_sockaddr_in()
+        .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+        .or_else(|| {
+            s.as_sockaddr_in6()
+                .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+        })
 }
 
 /// listen(2) with the operator's backlog as given: the kernel caps it at

@@ -17,7 +17,7 @@ use crate::settings::listen::ListenSpec;
 mod accept_queue;
 mod activation;
 mod adopt;
-mod bind;
+pub(crate) mod bind;
 mod matching;
 mod socket_file;
 #[cfg(test)]

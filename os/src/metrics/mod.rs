@@ -23,6 +23,8 @@ pub struct ShellFacts {
     pub started_unix: f64,
     /// This drover's role (`primary`, `successor`, `supervised`).
     pub role: &'static str,
+    /// `--listen-per-worker`: each slot with an open socket, and its port.
+    pub worker_ports: Vec<(u32, u16)>,
 }
 
 /// Every state `drover_workers` reports, as `WorkerState::name` spells them.
@@ -169,6 +171,21 @@ pub fn render(sup: &Supervisor, shell: &ShellFacts) -> String {
                 "drover_accept_queue",
                 &[("listener", name)],
                 f64::from(*queued),
+            );
+        }
+    }
+
+    if !shell.worker_ports.is_empty() {
+        e.family(
+            "drover_worker_port",
+            "gauge",
+            "The slot's own listening port (--listen-per-worker), while its socket is open.",
+        );
+        for (slot, port) in &shell.worker_ports {
+            e.sample(
+                "drover_worker_port",
+                &[("slot", &slot.to_string())],
+                f64::from(*port),
             );
         }
     }
@@ -352,6 +369,7 @@ mod tests {
             wakeups: 42,
             started_unix: 1_700_000_000.5,
             role: "primary",
+            worker_ports: vec![(0, 3000), (1, 3001)],
         }
     }
 
@@ -408,6 +426,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("drover_worker_spawns_total 2\n"), "{text}");
+        assert!(
+            text.contains("drover_worker_port{slot=\"1\"} 3001\n"),
+            "{text}"
+        );
         assert!(
             text.contains("drover_supervisor_wakeups_total 42\n"),
             "{text}"

@@ -24,6 +24,7 @@ pub(crate) fn usage(msg: impl Into<String>) -> UsageError {
 pub(super) const SHELL_KEYS: &[&str] = &[
     "listen",
     "allow",
+    "listen_per_worker",
     "backlog",
     "unix_mode",
     "pid_file",

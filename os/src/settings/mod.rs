@@ -17,6 +17,7 @@ use crate::signal_table::SignalTable;
 // these two, never this module, which composes them.
 pub(crate) mod file;
 pub(crate) mod listen;
+pub(crate) mod per_worker;
 
 use file::{read_file, usage, SHELL_KEYS};
 pub(crate) use file::{FileConfig, UsageError};
@@ -42,6 +43,11 @@ pub struct RunArgs {
     /// `192.0.2.7`, `fd00::/8` (a socket filter on every TCP listener; others are dropped).
     #[arg(long = "allow", value_name = "CIDR")]
     pub allow: Vec<String>,
+    /// Give the worker in slot i its own TCP listening socket on PORT+i, kept across that
+    /// slot's restarts (one port per worker behind a load balancer): `[NAME=]HOST:PORT`;
+    /// the name goes to LISTEN_FDNAMES (default `worker`).
+    #[arg(long = "listen-per-worker", value_name = "[NAME=]HOST:PORT")]
+    pub listen_per_worker: Option<String>,
     /// A static pool of N workers (default 1).
     #[arg(long, value_name = "N", conflicts_with_all = ["min", "max"])]
     pub workers: Option<u32>,
@@ -148,6 +154,8 @@ pub struct Settings {
     pub listen: Vec<ListenSpec>,
     /// `--allow`: the networks every TCP listener serves; empty, no filter at all.
     pub allow: Vec<crate::allow::Cidr>,
+    /// `--listen-per-worker`: each slot's own port, if any.
+    pub listen_per_worker: Option<per_worker::PerWorker>,
     pub backlog: u32,
     pub unix_mode: u32,
     pub pid_file: Option<PathBuf>,
@@ -314,8 +322,16 @@ impl Settings {
             )));
         }
         merged.extend(flags);
-        let machine = Config::from_settings(merged.iter().map(|(k, v)| (k.as_str(), v)))
+        let listen_per_worker = per_worker::load(args.listen_per_worker.as_ref(), &file)?;
+        if listen_per_worker.is_some() {
+            per_worker::adjust_machine(&mut merged)?;
+        }
+        let mut machine = Config::from_settings(merged.iter().map(|(k, v)| (k.as_str(), v)))
             .map_err(|e| usage(describe_config_error(&e)))?;
+        machine.slot_addresses = listen_per_worker.is_some();
+        if let Some(p) = &listen_per_worker {
+            per_worker::check_ports(p, machine.slot_count())?;
+        }
 
         let command = if args.command.is_empty() {
             file.strings("command")?.unwrap_or_default()
@@ -430,6 +446,7 @@ impl Settings {
         let mut settings = Settings {
             listen,
             allow,
+            listen_per_worker,
             backlog,
             unix_mode,
             pid_file: match &args.pid_file {

@@ -140,6 +140,12 @@ impl Shell {
                     "uptime_secs": w.spawned_at.map(|t| now.saturating_since(t).as_secs_f64()),
                     "reports_load": w.reports_load,
                 });
+                if let Some((port, error)) = sys.slot_ports.port_of(&sys.settings, w.id.slot) {
+                    v["port"] = json!(port);
+                    if let Some(error) = error {
+                        v["port_error"] = json!(error);
+                    }
+                }
                 if let Some(beat) = w.last_heartbeat {
                     v["heartbeat_age_secs"] = json!(now.saturating_since(beat).as_secs_f64());
                 }

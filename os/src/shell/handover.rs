@@ -99,7 +99,10 @@ impl System {
         };
         let errno = |e: std::io::Error| SpawnError::Other(e.raw_os_error().unwrap_or(libc::EIO));
         let (channel, theirs) = Channel::pair().map_err(errno)?;
-        let at = 3 + self.listeners.list.len();
+        // The per-worker ports go along, named NAME.SLOT: the successor's workers accept on
+        // the very sockets, so no connection to a slot's port is refused meanwhile.
+        let slot_sockets = self.slot_ports.handed_over(&self.settings);
+        let at = 3 + self.listeners.list.len() + slot_sockets.len();
         let started = self.spawner.spawn_successor(
             &relaunch.program,
             &relaunch.argv,
@@ -107,6 +110,7 @@ impl System {
                 (upgrade::UPGRADE_FD_VAR, at.to_string()),
                 (upgrade::GENERATION_VAR, generation.0.to_string()),
             ],
+            &slot_sockets,
             theirs.as_raw_fd(),
         );
         match started {

@@ -41,6 +41,7 @@ mod observe;
 mod reports;
 mod run;
 mod signals;
+mod slot_ports;
 mod system;
 
 /// How many reaped worker pids are remembered (see `System::reaped`).
@@ -383,6 +384,8 @@ struct System {
     started_unix: f64,
     /// The last trace lines, for a dump.
     trace_ring: observe::TraceRing,
+    /// `--listen-per-worker`: each slot's own socket.
+    slot_ports: slot_ports::SlotPorts,
     // Dropped last, in this order: sockets and files are removed at exit.
     listeners: Listeners,
     runtime_dir: RuntimeDir,
@@ -432,7 +435,8 @@ impl Shell {
         };
         // Socket activation (systemd, a supervising drover, a live upgrade's predecessor):
         // taken before anything else opens a descriptor over them.
-        let inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let mut inherited = listen::inherited_from_env().map_err(|e| (2, e))?;
+        let adopted_slots = slot_ports::SlotPorts::take_inherited(&settings, &mut inherited);
         let inherited_at: Vec<String> = inherited.iter().map(|i| i.local.clone()).collect();
         let predecessor = match upgrade_fd {
             Some(fd) => Some(
@@ -517,6 +521,9 @@ impl Shell {
             None => Supervisor::new(config, Instant::ZERO),
         }
         .map_err(|e| (2, describe_config_error(&e)))?;
+        let slot_ports =
+            slot_ports::SlotPorts::bind_initial(&settings, sup.target(), adopted_slots)
+                .map_err(|e| (2, e))?;
         tracing::info!(
             pid = std::process::id(),
             policy = settings.machine.policy.name(),
@@ -571,6 +578,7 @@ impl Shell {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             trace_ring: observe::TraceRing::default(),
+            slot_ports,
             listeners,
             runtime_dir,
             pid_file,

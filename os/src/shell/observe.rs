@@ -68,6 +68,7 @@ impl Shell {
                 Role::Successor => "successor",
                 Role::Supervised => "supervised",
             },
+            worker_ports: sys.slot_ports.open_ports(&sys.settings).collect(),
         };
         metrics::render(self.sup(), &facts)
     }

@@ -147,6 +147,13 @@ impl Shell {
     pub(super) fn reload(&mut self) -> Result<Vec<String>, String> {
         let sys = self.sys();
         let new = Settings::load(&sys.args).map_err(|e| e.0)?;
+        // The open per-worker sockets and the machine's slot rules (no surge) go together:
+        // one cannot change under running workers.
+        if new.listen_per_worker != sys.settings.listen_per_worker {
+            return Err(
+                "reload refused: `listen_per_worker` changed, which takes effect only when drover itself restarts (a stop and start, or a live upgrade); put the running value back to reload the rest".into(),
+            );
+        }
         // A changed allow-list is put on the running sockets here (open_all_with adopts
         // them); a refused reload puts the running list back below.
         let (listeners, mut warnings) =
@@ -240,6 +247,7 @@ impl System {
                 tracing::info!("--allow: no list any more, every source is served");
             }
             super::log_allow_list(&new.allow);
+            self.slot_ports.apply_allow(&new.allow);
             self.settings.allow = new.allow;
         }
         self.settings.command = new.command;

@@ -15,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use super::{System, REAPED_KEPT};
 use crate::guard::{self, Guard};
 use crate::settings::describe_config_error;
+use crate::spawn::OwnSocket;
 
 impl Os for System {
     fn now(&mut self) -> Instant {
@@ -27,13 +28,22 @@ impl Os for System {
         worker: WorkerId,
         generation: Generation,
     ) -> Result<Pid, SpawnError> {
+        let own = self.own_socket(worker)?;
+        let own = own.map(|(fd, port)| OwnSocket {
+            fd,
+            name: (self.settings.listen_per_worker.as_ref()).map_or("", |p| p.name.as_str()),
+            port,
+        });
         let pipes = self.worker_output.open_pipes().map_err(|e| {
             tracing::warn!("worker output pipes: {e}");
             SpawnError::Resources
         })?;
-        let pid = self
-            .spawner
-            .spawn(worker, generation, pipes.as_ref().map(|p| p.child_fds()))?;
+        let pid = self.spawner.spawn(
+            worker,
+            generation,
+            pipes.as_ref().map(|p| p.child_fds()),
+            own,
+        )?;
         if let Some(pipes) = pipes {
             self.worker_output.attach(pipes, worker, generation, pid.0);
         }
@@ -54,6 +64,10 @@ impl Os for System {
 
     fn kill_successor(&mut self, _: &Supervisor, pid: Pid, _: RollbackReason) {
         let _ = kill(nix::unistd::Pid::from_raw(pid.0 as i32), NixSignal::SIGKILL);
+    }
+
+    fn release_slot(&mut self, _: &Supervisor, slot: u32) {
+        self.release_slot_port(slot);
     }
 
     fn exit(&mut self, _: &Supervisor, code: i32) {

@@ -342,13 +342,16 @@ impl Judge {
         if sup.phase() != Phase::Running || sup.target() <= c.policy.min() {
             return None;
         }
-        let (worker, since) = self
-            .watch
-            .workers
-            .iter()
-            .filter(|(_, t)| t.retired.is_none() && t.main_status.is_none())
-            .filter_map(|(w, t)| t.idle_since.map(|since| (*w, since)))
-            .min_by_key(|&(w, since)| (since, w.slot))?;
+        let (worker, since) = if c.slot_addresses {
+            self.highest_place_idle(sup)?
+        } else {
+            self.watch
+                .workers
+                .iter()
+                .filter(|(_, t)| t.retired.is_none() && t.main_status.is_none())
+                .filter_map(|(w, t)| t.idle_since.map(|since| (*w, since)))
+                .min_by_key(|&(w, since)| (since, w.slot))?
+        };
         if since + timeout > self.now {
             return None;
         }
@@ -361,6 +364,28 @@ impl Judge {
             }
         }
         Some((worker, since + timeout))
+    }
+
+    /// Where each slot is an address only the highest place may retire for idleness
+    /// (ARCHITECTURE §10, slot addresses): its worker and since when it idles, if the
+    /// highest place by the judge's records (workers of the current generation not asked to
+    /// stop or stopped for a failure, forks in flight, places in backoff or given up on) is
+    /// an idle worker.
+    fn highest_place_idle(&self, sup: &Supervisor) -> Option<(WorkerId, Instant)> {
+        let generation = sup.generation().0;
+        let workers = (self.watch.workers.iter())
+            .filter(|(_, t)| t.generation == generation && t.retired.is_none_or(|r| r.is_failure()))
+            .map(|(w, _)| w.slot);
+        let forks = self.table.spawning.keys().map(|w| w.slot);
+        let places = self.restarts.empty_places();
+        let highest = workers.chain(forks).chain(places).max()?;
+        let (worker, t) = self.watch.workers.iter().find(|(w, t)| {
+            w.slot == highest && t.generation == generation && t.retired.is_none()
+        })?;
+        if t.main_status.is_some() {
+            return None;
+        }
+        t.idle_since.map(|since| (*worker, since))
     }
 
     /// Whether a dynamic pool above `min` has more than `max_spare` threads idle beyond

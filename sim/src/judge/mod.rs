@@ -23,6 +23,7 @@ mod counters;
 mod demand;
 mod pool;
 mod restarts;
+mod slots;
 mod start;
 mod stops;
 mod timeouts;
@@ -45,6 +46,7 @@ struct Books {
     stops: stops::StopBooks,
     start: start::StartBooks,
     upgrade: upgrade::UpgradeBooks,
+    slots: slots::SlotBooks,
 }
 
 /// One decision rule the judge holds the machine to. The name is what a complaint and
@@ -86,10 +88,14 @@ pub enum Oracle {
     /// With `fail_start`, a failure before the pool was first ready fails the start (once,
     /// at once) and the run exits 1; no other failure does.
     StartFailure,
+    /// Where each slot is an address: spawns only below the target, the highest slot
+    /// retired first, released exactly when emptied at or above the target, and a taken
+    /// address never counted as the program's failure.
+    SlotAddresses,
 }
 
 impl Oracle {
-    pub const ALL: [Oracle; 15] = [
+    pub const ALL: [Oracle; 16] = [
         Oracle::BootTimeout,
         Oracle::HeartbeatTimeout,
         Oracle::RequestTimeout,
@@ -105,6 +111,7 @@ impl Oracle {
         Oracle::Demand,
         Oracle::Counters,
         Oracle::StartFailure,
+        Oracle::SlotAddresses,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +131,7 @@ impl Oracle {
             Oracle::Demand => "demand",
             Oracle::Counters => "counters",
             Oracle::StartFailure => "start-failure",
+            Oracle::SlotAddresses => "slot-addresses",
         }
     }
 
@@ -216,6 +224,8 @@ impl Judge {
     /// An event of the machine.
     pub fn event(&mut self, sup: &Supervisor, now: Instant, event: &Event) {
         self.now = now;
+        // First: a backoff scheduled for a taken address is this rule's to name.
+        self.judge_slot_event(sup, event);
         self.judge_timeout_event(sup, event);
         self.judge_restart_event(sup, event);
         // Before the stop books: which stop chose the exit code is read from them.
@@ -251,6 +261,7 @@ impl Judge {
         if stray {
             return;
         }
+        self.judge_slot_input(sup, input);
         // The restart records read the worker's record before the exit drops it.
         self.judge_restart_input(sup, input);
         self.judge_timeout_input(sup, input);
@@ -324,6 +335,7 @@ impl Judge {
         self.judge_upgrade_action(sup, action);
         self.judge_stop_action(sup, action);
         self.judge_demand_action(sup, action);
+        self.judge_slot_action(sup, action);
     }
 
     /// After every `handle`/`handle_all` (at `now`) and its timers.
@@ -339,6 +351,7 @@ impl Judge {
         self.judge_restart_handled(sup);
         self.judge_pool_handled(sup);
         self.judge_demand_handled(sup);
+        self.judge_slot_handled(sup);
         // The inputs of this handle, as the world handed them in: commands, load reports,
         // the successor's word.
         for (at, input) in std::mem::take(&mut self.books.inputs) {
@@ -361,6 +374,7 @@ impl Judge {
         self.judge_demand_drained(sup, complete);
         self.judge_restart_now_drained(complete);
         self.judge_counters_drained(sup);
+        self.judge_slot_drained(sup, complete);
     }
 
     /// After every step of the world (at `now`): what should have happened by now.
@@ -373,5 +387,6 @@ impl Judge {
         self.judge_stop_step();
         self.judge_upgrade_step();
         self.judge_demand_step();
+        self.judge_slot_step(sup);
     }
 }

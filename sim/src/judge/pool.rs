@@ -265,7 +265,12 @@ impl Judge {
         let busy = self.reported_busy(worker);
         let others = self.seen(Some(serial));
         let mine = || others.iter().filter(|(.., s)| s.generation == generation);
-        let places = mine().filter(|(.., s)| s.place).count() as u32 + 1;
+        let mut places = mine().filter(|(.., s)| s.place).count() as u32 + 1;
+        if sup.config().slot_addresses {
+            // There the highest slot goes first, before a place with no process (a slot
+            // waiting for its address or its backoff): count those the judge knows of.
+            places += self.restarts.empty_places().count() as u32;
+        }
         let target = sup.target();
         let booting = mine()
             .find(|(serial, _, s)| {
@@ -276,6 +281,11 @@ impl Judge {
             .find(|(.., s)| s.ready && s.busy == 0)
             .map(|(_, w, _)| *w);
         let now = self.now;
+        // Where each slot is an address the victim is the highest slot whatever it holds
+        // (`slots.rs` judges that); only the surplus rule stands.
+        let by_kind = !sup.config().slot_addresses;
+        let booting = booting.filter(|_| by_kind);
+        let idle = idle.filter(|_| by_kind);
         let what = if places <= target {
             Some(format!(
                 "only {places} places of generation {generation} are filled by the world's records, and the target is {target}: no surplus to retire, or an empty place was kept over a process"

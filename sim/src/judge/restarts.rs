@@ -17,7 +17,8 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use drover_machine::{
-    Action, DeathCause, Event, ExitStatus, Input, Instant, OnCrashLoop, Phase, Supervisor, WorkerId,
+    Action, DeathCause, Event, ExitStatus, Input, Instant, OnCrashLoop, Phase, SpawnError,
+    Supervisor, WorkerId,
 };
 
 use super::{Judge, Oracle};
@@ -60,6 +61,16 @@ pub(super) struct Restarts {
     loop_owed: Option<String>,
     /// `CrashLoopEnded` is owed in this step: the window's end.
     end_owed: Option<Instant>,
+    /// Consecutive failures to bind each slot's address (slot addresses), until a fork of
+    /// the slot answers: the exponent of its retry delay.
+    address_failures: BTreeMap<u32, u32>,
+}
+
+impl Restarts {
+    /// Slots holding a place with no process: in backoff, or given up on.
+    pub(super) fn empty_places(&self) -> impl Iterator<Item = u32> + '_ {
+        self.places.keys().chain(self.gave_up.iter()).copied()
+    }
 }
 
 /// The backoff after a slot's `young_deaths`-th consecutive young death: none for the
@@ -125,9 +136,16 @@ impl Judge {
             return;
         }
         match *input {
+            Input::SpawnFailed {
+                worker,
+                error: SpawnError::Address(_),
+            } => self.address_failed(sup, worker),
             Input::SpawnFailed { worker, .. } => {
                 let generation = sup.generation().0;
                 self.count_death(sup, worker, None, generation, DeathCause::Boot);
+            }
+            Input::Spawned { worker, .. } => {
+                self.restarts.address_failures.remove(&worker.slot);
             }
             Input::Exited { pid, status } => {
                 let watch = &self.watch;
@@ -174,6 +192,37 @@ impl Judge {
             }
             _ => {}
         }
+    }
+
+    /// A slot's address could not be bound (ARCHITECTURE §10, slot addresses): no death of
+    /// the program; the slot holds its place and is retried after `backoff_min`, doubling
+    /// per consecutive failure up to `backoff_max`.
+    fn address_failed(&mut self, sup: &Supervisor, worker: WorkerId) {
+        let now = self.now;
+        let c = sup.config();
+        let j = &mut self.restarts;
+        let failures = j.address_failures.entry(worker.slot).or_insert(0);
+        *failures = failures.saturating_add(1);
+        let delay = c
+            .restart
+            .backoff_min
+            .saturating_mul(1u32 << (*failures - 1).min(31))
+            .min(c.restart.backoff_max);
+        if sup.phase() != Phase::Running || worker.slot >= c.slot_count() {
+            return;
+        }
+        j.places.insert(worker.slot, now + delay);
+        j.backoffs.insert(
+            worker.slot,
+            Backoff {
+                died_at: now,
+                until: now + delay,
+                delay,
+                young_deaths: 0,
+                crash_looping: false,
+                generation: sup.generation().0,
+            },
+        );
     }
 
     /// A death the supervisor learns of now: the slot's young deaths, the pool's death

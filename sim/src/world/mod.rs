@@ -278,10 +278,15 @@ impl World {
         if opts.faults.is_none() {
             fault_draw.draw_late(&mut swarm_rng);
         }
-        let config = opts
-            .config
-            .clone()
-            .unwrap_or_else(|| swarm::draw_config(&mut config_rng));
+        let config = match opts.config.clone() {
+            Some(config) => config,
+            None => fault_draw.shape(swarm::draw_config(&mut config_rng)),
+        };
+        // A config given (a policy file, a repro) decides; the swarm line says what runs.
+        if !config.slot_addresses {
+            fault_draw.slot_addresses = false;
+            fault_draw.address_fail = 0.0;
+        }
         if opts.canary {
             // The planted bug drops KILL; make sure some worker needs it.
             fault_draw.ignore_term = 1.0;

@@ -288,6 +288,7 @@ impl SimOs {
                 _ => return,
             },
             Event::Refused { .. } => Mark::CommandRefused,
+            Event::AddressUnavailable { .. } => Mark::AddressRetried,
             Event::Stopping { immediate: false } => {
                 self.checks.graceful_stop = true;
                 return;

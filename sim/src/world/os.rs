@@ -501,6 +501,7 @@ impl SimOs {
         let mut healed = Faults::none();
         healed.shm_reports = self.faults.shm_reports;
         healed.load_silent = self.faults.load_silent;
+        healed.slot_addresses = self.faults.slot_addresses;
         if self.canary {
             healed.ignore_term = 1.0;
         }
@@ -521,6 +522,9 @@ impl SimOs {
         }
     }
 }
+
+/// Linux's EADDRINUSE, the errno of a taken port.
+const EADDRINUSE: i32 = 98;
 
 impl Os for SimOs {
     fn now(&mut self) -> Instant {
@@ -543,6 +547,11 @@ impl Os for SimOs {
         if self.rng_os.chance(self.faults.fork_fail) {
             self.coverage.hit(Mark::ForkFailed);
             return Err(SpawnError::Resources);
+        }
+        // Drawn only where slots are addresses, so that other runs keep their stream.
+        if sup.config().slot_addresses && self.rng_os.chance(self.faults.address_fail) {
+            self.coverage.hit(Mark::AddressFailed);
+            return Err(SpawnError::Address(EADDRINUSE));
         }
         let slow = self.rng_os.chance(self.faults.fork_slow);
         self.check_spawn_generation(generation);
@@ -738,6 +747,9 @@ impl Os for SimOs {
     }
 
     fn performing(&mut self, sup: &Supervisor, now: Instant, action: &Action) {
+        if matches!(action, Action::ReleaseSlot { .. }) {
+            self.coverage.hit(Mark::SlotReleased);
+        }
         self.record.action(now, action);
         self.judge.action(sup, self.now, action);
         self.take_judgement();
