@@ -94,10 +94,17 @@ impl Supervisor {
                 }
             }
         }
-        if self.counts.filled_current > self.target
-            && planted!(self, ScaleDownIgnoresSlots => false, self.config.slot_addresses)
-        {
-            return self.scale_down_highest();
+        // Where each slot is an address, every place of the current generation at or above
+        // the target goes, even when the count is right: workers still draining in lower
+        // slots (a stop that takes its ladder's time) leave room below, refilled there. A
+        // surplus always holds such a place, so this is also the plain scale-down.
+        if planted!(self, ScaleDownIgnoresSlots => false, self.config.slot_addresses) {
+            if let Some(i) = self.highest_retirable_above_target() {
+                self.scale_down_slot(i);
+            }
+            // Any surplus left is places that high not retirable yet: they are waited for,
+            // never traded for a lower slot.
+            return;
         }
         if self.counts.filled_current > self.target {
             let current = RetireKey {
@@ -120,17 +127,23 @@ impl Supervisor {
         }
     }
 
-    /// A scale-down where each slot is an address: the highest place of the current
-    /// generation goes first, so the ports in use stay `base..base+target`. A worker there
-    /// still spawning is waited for (it becomes retirable on `Spawned`) rather than taking
-    /// a lower slot instead. O(slots).
-    fn scale_down_highest(&mut self) {
-        let Some(i) = self.highest_current_place() else {
-            return;
-        };
-        let Some(key) = self.slots[i].retire_key else {
-            return;
-        };
+    /// The highest slot at or above the target holding a place of the current generation
+    /// that can be asked to stop now, where each slot is an address: the ports in use stay
+    /// `base..base+target`. A place whose worker is still spawning (retirable on `Spawned`)
+    /// or already stopping for a failure (its place goes with its exit) is passed over:
+    /// every place that high goes, so a lower one is no wrong choice. O(slots above the
+    /// target).
+    fn highest_retirable_above_target(&self) -> Option<usize> {
+        (self.target as usize..self.slots.len()).rev().find(|&i| {
+            self.slots[i].retire_key.is_some()
+                && self.slot_counts(&self.slots[i]).filled_current == 1
+        })
+    }
+
+    /// Retires the place in slot `i` for a scale-down, one at a time (`reconcile` runs
+    /// again after each step).
+    fn scale_down_slot(&mut self, i: usize) {
+        let key = self.slots[i].retire_key.expect("a retirable slot");
         self.event(Event::ScaleDownChose {
             slot: key.slot,
             victim: key.victim(),

@@ -9,7 +9,7 @@ use drover_machine::{
     Action, Command, Config, Event, ExitStatus, Policy, Readiness, SpawnError, StopReason,
 };
 
-use crate::helpers::{events, retirements, spawns_ms};
+use crate::helpers::{events, retirements, retirements_ms, spawns_ms};
 
 /// A dynamic pool of `min` that could grow to 8, so slots above the target exist: the
 /// pool never scales by itself here (no spare threshold is crossed).
@@ -130,6 +130,53 @@ fn scaling_back_up_while_the_highest_slot_drains_waits_for_that_slot() {
         released(&h).is_empty(),
         "slot 3 is below the target again: its port stays"
     );
+}
+
+#[test]
+fn a_worker_above_the_target_goes_even_when_a_lower_slot_draining_makes_the_count_right() {
+    // A dynamic pool of 5, every worker busy. Slot 1 reaches --max-requests and drains
+    // (its replacement waits for its exit); then two workers go idle, leaving more spare
+    // threads than max_spare, and a tick shrinks the target to 4. Four workers are not stopping: the
+    // count is right, but slot 4 is at the target, a port the load balancer is not meant
+    // to use. It goes, busy or not, and slot 1 is refilled once its worker has exited: the
+    // ports in use end as 0..4.
+    let mut config = addressed(1);
+    // Two threads each, one busy: 5 spare threads, within 1..=5.
+    config.policy = Policy::Dynamic {
+        min: 1,
+        max: 8,
+        start: 5,
+        min_spare: 1,
+        max_spare: 5,
+    };
+    config.threads = 2;
+    config.max_requests = Some(100);
+    let mut h = Harness::new(config);
+    h.at(0.1);
+    all_ready(&mut h, 0..5);
+    for slot in 0..5 {
+        h.load(slot, 1, 1);
+    }
+    h.at(0.2).load(1, 0, 100);
+    assert_eq!(
+        retirements_ms(&h),
+        [(200, 1, StopReason::MaxRequests)],
+        "slot 1 drains"
+    );
+    // Slot 1's threads no longer count (4 spare); two more go idle: 6 spare, above 5.
+    h.at(0.3).load(0, 0, 2).load(2, 0, 2);
+    h.at(5.0);
+    assert_eq!(h.sup().target(), 4, "the spare threads shrank the pool");
+    let retired: Vec<(u32, StopReason)> = retirements(&h).iter().map(|&(_, s, r)| (s, r)).collect();
+    assert_eq!(
+        retired,
+        [(1, StopReason::MaxRequests), (4, StopReason::ScaleDown)],
+        "slot 4 goes though only four workers were not stopping"
+    );
+    h.at(5.5).exit(1, ExitStatus::Code(0));
+    assert_eq!(spawns_ms(&h).last(), Some(&(5500, 1)), "slot 1 is refilled");
+    h.at(6.0).exit(4, ExitStatus::Code(0));
+    assert_eq!(released(&h), [4]);
 }
 
 #[test]

@@ -286,7 +286,10 @@ impl Judge {
         let by_kind = !sup.config().slot_addresses;
         let booting = booting.filter(|_| by_kind);
         let idle = idle.filter(|_| by_kind);
-        let what = if places <= target {
+        // There a worker at or above the target goes without a surplus too: lower slots
+        // still draining make the count right, but the slots in use must be 0..target.
+        let above_target = !by_kind && worker.slot >= target;
+        let what = if places <= target && !above_target {
             Some(format!(
                 "only {places} places of generation {generation} are filled by the world's records, and the target is {target}: no surplus to retire, or an empty place was kept over a process"
             ))

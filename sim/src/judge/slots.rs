@@ -8,6 +8,9 @@
 //!   drain: a spawn decided before a later timer of the same drain lowered it is no fault);
 //! - a scale-down or an idle retirement takes the highest slot: no worker of the current
 //!   generation that was not asked to stop lives in a higher one;
+//! - after a complete drain of a running pool, no worker of the current generation that
+//!   was not asked to stop lives at or above the target (the target can drop while lower
+//!   slots drain: the count is then right, but the highest slot is still the one to go);
 //! - `ReleaseSlot` names a slot at or above the target with no process and no fork in
 //!   flight, and once the pool is settled every slot spawned in since its last release that
 //!   is at or above the target and holds nothing has been released;
@@ -65,6 +68,8 @@ impl Judge {
             Action::Spawn { worker, .. } => {
                 let books = &mut self.books.slots;
                 books.opened.insert(worker.slot);
+                // A new attempt: a failure of its own (a fork short of memory) may count.
+                books.address_failed.remove(&worker.slot);
                 let hi = books.target_hi.max(target);
                 if worker.slot >= hi {
                     self.complain(
@@ -155,6 +160,22 @@ impl Judge {
         books.address_failed.clear();
         if complete {
             books.target_hi = sup.target();
+        }
+        if !complete || !Self::slot_addresses(sup) || self.done() || sup.phase() != Phase::Running {
+            return;
+        }
+        let target = sup.target();
+        let generation = sup.generation().0;
+        let above =
+            self.watch.workers.iter().find(|(w, t)| {
+                w.slot >= target && t.generation == generation && t.retired.is_none()
+            });
+        if let Some((worker, _)) = above {
+            let what = format!(
+                "{worker} lives in slot {} at {}, at or above the target {target}, and was not asked to stop: where each slot is an address the slots in use are 0..target, so the highest goes even when workers draining below make the count right",
+                worker.slot, self.now
+            );
+            self.complain(Oracle::SlotAddresses, what);
         }
     }
 
