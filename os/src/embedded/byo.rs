@@ -455,6 +455,7 @@ pub(super) mod tests {
                     generation: 1,
                     pid: std::process::id(),
                     threads: 1,
+                    port: None,
                 },
                 load: Load::new(),
                 stop,

@@ -93,6 +93,7 @@ impl ForkedWorker for Serving {
             generation: child.generation.0,
             pid: std::process::id(),
             threads: child.threads.max(1),
+            port: child.worker_port,
         };
         if let Some(f) = &mut self.hooks.after_fork {
             f(&info);
