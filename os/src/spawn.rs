@@ -39,6 +39,8 @@ pub struct WorkerSpec {
     setup: ChildSetup,
     /// The program's name in an embedded worker's process title.
     title: String,
+    /// The TLS configs an embedded worker serves its listeners with.
+    pub tls: crate::tls::WorkerTls,
 }
 
 impl WorkerSpec {
@@ -61,6 +63,7 @@ impl WorkerSpec {
                 .collect(),
             setup: ChildSetup::new(&settings.process),
             title: settings.title.clone(),
+            tls: settings.tls.for_workers(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct ForkedChild<'a> {
     /// supervisor and every worker) and their names.
     pub listen_fds: &'a [RawFd],
     pub listen_names: &'a [String],
+    /// The TLS configs of the listeners that serve TLS, by name.
+    pub tls: &'a crate::tls::WorkerTls,
     pub notify_path: &'a Path,
     pub watchdog_usec: Option<u64>,
     pub threads: u32,
@@ -417,6 +422,7 @@ impl Spawner {
                     generation,
                     listen_fds: &self.listen_fds,
                     listen_names: &self.listen_name_list,
+                    tls: &self.spec.tls,
                     notify_path: &self.notify_path_buf,
                     watchdog_usec: self.spec.watchdog_usec,
                     threads: self.spec.threads,

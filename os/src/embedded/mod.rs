@@ -58,7 +58,8 @@
 //! code of its own. `server` is the public API (the builder, the handler types) and starts
 //! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
 //! stop signals; `threads` the serving threads; `parked` the connections waiting between
-//! requests; `conn` a connection as the handler sees it.
+//! requests; `conn` a connection as the handler sees it; `tls` a connection's TLS session
+//! (handshake, plaintext reads and writes, [`TlsInfo`]).
 //! The report board the workers publish on is `crate::board`, which the shell reads.
 
 mod conn;
@@ -66,7 +67,9 @@ mod parked;
 mod server;
 mod signals;
 mod threads;
+mod tls;
 mod worker;
 
 pub use conn::{Conn, STOP_GRACE};
 pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};
+pub use tls::TlsInfo;

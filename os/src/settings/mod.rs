@@ -17,6 +17,7 @@ use crate::signal_table::SignalTable;
 // these two, never this module, which composes them.
 pub(crate) mod file;
 pub(crate) mod listen;
+pub(crate) mod tls;
 
 use file::{read_file, usage, SHELL_KEYS};
 pub(crate) use file::{FileConfig, UsageError};
@@ -112,6 +113,13 @@ pub struct RunArgs {
     /// drover's log, the workers' output and daemon mode.
     #[command(flatten)]
     pub log: crate::log::LogArgs,
+    /// TLS on the embedded runtime's listeners.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
+    /// Set by the embedded runtime (`Server`): its workers are this program, which can
+    /// serve TLS; a command's workers cannot.
+    #[arg(skip)]
+    pub embedded: bool,
     /// The worker program and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -172,6 +180,8 @@ pub struct Settings {
     pub log: crate::log::LogSettings,
     /// What each signal to drover asks for.
     pub signals: SignalTable,
+    /// TLS on the embedded runtime's listeners, the files read.
+    pub tls: tls::TlsSettings,
     pub machine: Config,
 }
 
@@ -376,6 +386,7 @@ impl Settings {
                 unix.text
             )));
         }
+        let tls = tls::TlsSettings::resolve(&args.tls, &file, &listen, args.embedded)?;
         let backlog = match args.backlog {
             Some(n) => i64::from(n),
             None => file.int("backlog")?.unwrap_or(1024),
@@ -451,6 +462,7 @@ impl Settings {
             process,
             log: crate::log::LogSettings::resolve(&args.log, &file)?,
             signals,
+            tls,
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();
@@ -474,6 +486,8 @@ impl Settings {
         }
         self.machine.heartbeat_timeout.hash(&mut h); // WATCHDOG_USEC
         self.process.hash(&mut h);
+        // New certificates reach the connections through new workers.
+        self.tls.digest().hash(&mut h);
         h.finish()
     }
 
