@@ -359,8 +359,10 @@ impl Conn<'_> {
     fn read_in_request(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.read_socket(buf) {
+                // (A TLS read also says `WouldBlock` after a run of records with no
+                // plaintext, to let go of the thread; within a request it reads on.)
                 Err(e)
-                    if self.carry.linger_set
+                    if (self.carry.linger_set || self.tls.is_some())
                         && matches!(
                             e.kind(),
                             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

@@ -298,7 +298,17 @@ fn handshake<H>(shared: &Shared<H>, t: usize, mut held: Held) -> Option<Held> {
     }
     let deadline = held.carry.handshake_deadline_usec?;
     let session = held.tls.as_deref_mut()?;
-    match tls::advance(session, held.fd.as_fd(), deadline, &shared.slots[t]) {
+    let slot = &shared.slots[t];
+    let mut step = tls::advance(session, held.fd.as_fd(), deadline, slot);
+    // The client's next flight (its Finished, often with its first request) follows the
+    // server's answer by a round trip: waiting a linger for it costs less than a trip
+    // through the poller, and at most a linger for a client that stalls.
+    if matches!(step, tls::Handshake::WantRead)
+        && tls::wait_readable(held.fd.as_fd(), shared.linger, slot)
+    {
+        step = tls::advance(session, held.fd.as_fd(), deadline, slot);
+    }
+    match step {
         tls::Handshake::Done => {
             held.carry.handshake_deadline_usec = None;
             Some(held)

@@ -135,6 +135,23 @@ pub(super) fn advance(
     Handshake::WantRead
 }
 
+/// Waits up to `linger` for the socket to become readable (a wait: the thread is not stuck).
+pub(super) fn wait_readable(
+    fd: BorrowedFd<'_>,
+    linger: std::time::Duration,
+    slot: &ThreadSlot,
+) -> bool {
+    let ms = linger.as_millis().clamp(1, i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    slot.waiting();
+    let polled = nix::poll::poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    );
+    slot.outside();
+    matches!(polled, Ok(n) if n > 0)
+}
+
 /// Whether the session holds decrypted bytes the handler has not read: the connection is
 /// readable whatever its socket says.
 pub(super) fn plaintext_buffered(tls: &mut ServerConnection) -> bool {

@@ -204,7 +204,8 @@ impl System {
     /// again (certificates renewed in place, as certbot does). A file that cannot be read
     /// or does not fit leaves the running certificates in force, with the reason logged.
     fn reread_tls(&mut self) {
-        if self.settings.tls.listeners.is_empty() {
+        // A `--supervise` parent's only worker is a drover, which reads its own files.
+        if self.settings.tls.listeners.is_empty() || self.args.supervise {
             return;
         }
         match self.settings.tls.reread() {
