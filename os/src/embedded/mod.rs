@@ -48,6 +48,11 @@
 //! worker that publishes one while the supervisor sleeps rings it once (the report board's
 //! doorbell, a `X_DROVER_REPORTS=1` datagram). Without a board (it could not be mapped) the
 //! worker sends `WATCHDOG=1` at a quarter of the timeout and `X_DROVER_LOAD` on each change.
+//! On a listener that serves TLS (`--tls-cert`, read by the supervisor into one rustls
+//! config per listener, which workers inherit by the fork) the thread that accepts
+//! advances the handshake with what the client has sent, lingers for its next flight, and
+//! otherwise parks the connection with its handshake deadline as its idle deadline: no
+//! thread waits on a slow handshake. The handler is called once the handshake is done.
 //! TERM or INT: stop accepting, let each connection finish the request in hand, serve a
 //! request that arrives within [`STOP_GRACE`] of the stop on an idle keep-alive connection,
 //! parked or not (the handler answers it with `Connection: close`), then close; run `on_worker_exit`,
