@@ -369,6 +369,35 @@ mod tests {
     }
 
     #[test]
+    fn the_file_takes_a_string_or_a_list_and_a_flag_replaces_it() {
+        let file = FileConfig::parse(
+            "tls_cert = \"a.pem\"\ntls_key = [\"api=a.key\", \"b.key\"]\ntls_client_ca = 3\n",
+        )
+        .unwrap();
+        assert_eq!(entries(&[], &file, "tls_cert").unwrap(), ["a.pem"]);
+        assert_eq!(
+            entries(&[], &file, "tls_key").unwrap(),
+            ["api=a.key", "b.key"]
+        );
+        assert_eq!(
+            entries(&["c.pem".into()], &file, "tls_cert").unwrap(),
+            ["c.pem"]
+        );
+        let e = entries(&[], &file, "tls_client_ca").unwrap_err();
+        assert!(
+            e.0.contains("`tls_client_ca` must be a file name or a list"),
+            "{e}"
+        );
+        let file = FileConfig::parse("tls_handshake_timeout = \"soon\"\n").unwrap();
+        let e = TlsSettings::resolve(&TlsArgs::default(), &file, &[tcp("a")], true).unwrap_err();
+        assert!(e.0.contains("config key `tls_handshake_timeout`"), "{e}");
+        let file = FileConfig::parse("tls_handshake_timeout = 2.5\n").unwrap();
+        let ok = TlsSettings::resolve(&TlsArgs::default(), &file, &[tcp("a")], true).unwrap();
+        assert_eq!(ok.handshake_timeout, Duration::from_millis(2500));
+        assert!(ok.listeners.is_empty());
+    }
+
+    #[test]
     fn tls_is_for_the_embedded_runtime_only() {
         let args = TlsArgs {
             tls_cert: vec!["a.pem".into()],
