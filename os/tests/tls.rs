@@ -522,3 +522,33 @@ fn reload_and_restart_read_the_certificates_again_and_a_bad_one_keeps_the_runnin
     });
     assert_eq!(d.log.count(&["the handler panicked"]), 0);
 }
+
+#[test]
+fn a_reload_that_names_other_files_is_what_a_later_restart_reads() {
+    let dir = TempDir::new("tls-reload-paths");
+    let control = dir.path("ctl");
+    let config = dir.path("drover.toml");
+    let (a_cert, a_key) = server_pair(&dir, "a");
+    let (b_cert, b_key) = server_pair(&dir, "b");
+    let keys = |cert: &str, key: &str| format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n");
+    std::fs::write(&config, keys(&a_cert, &a_key)).unwrap();
+    let (d, port) = hello(dir, &["--config", &config]);
+    assert_eq!(presented(&d.dir, port), pem_fingerprint(&d.dir, &a_cert));
+
+    std::fs::write(&config, keys(&b_cert, &b_key)).unwrap();
+    let (code, out, err) = client(&["reload", "--control", &control]);
+    assert_eq!(code, 0, "{out}{err}");
+    let b = pem_fingerprint(&d.dir, &b_cert);
+    wait_until("b.pem served", T, || presented(&d.dir, port) == b);
+
+    // b.pem renewed in place: a restart reads it (not a.pem, the start's file).
+    let (c_cert, c_key) = server_pair(&d.dir, "c");
+    std::fs::copy(&c_cert, &b_cert).unwrap();
+    std::fs::copy(&c_key, &b_key).unwrap();
+    let c = pem_fingerprint(&d.dir, &b_cert);
+    let (code, out, err) = client(&["restart", "--control", &control]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("the renewed b.pem served", T, || {
+        presented(&d.dir, port) == c
+    });
+}

@@ -263,6 +263,8 @@ impl System {
         self.settings.process = new.process;
         self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
+        // What a rolling restart reads again (`reread_tls`): the files the config now names.
+        self.settings.tls = new.tls;
         if new.allow != self.settings.allow {
             if new.allow.is_empty() {
                 tracing::info!("--allow: no list any more, every source is served");
