@@ -552,3 +552,47 @@ fn a_reload_that_names_other_files_is_what_a_later_restart_reads() {
         presented(&d.dir, port) == c
     });
 }
+
+#[test]
+fn a_live_upgrade_successor_reads_the_files_itself_and_a_bad_one_rolls_it_back() {
+    let dir = TempDir::new("tls-upgrade");
+    let (control, pid_file) = (dir.path("ctl"), dir.path("pid"));
+    let (cert, key) = server_pair(&dir, "server");
+    let (mut d, port) = hello(
+        dir,
+        &[
+            "--pid-file",
+            &pid_file,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let first = pem_fingerprint(&d.dir, &cert);
+    assert_eq!(presented(&d.dir, port), first);
+
+    // A key the successor cannot use: it exits 2, the upgrade rolls back, nothing changes.
+    let good_key = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "truncated\n").unwrap();
+    let (code, out, err) = client(&["upgrade", "--control", &control]);
+    assert_ne!(code, 0, "{out}{err}");
+    d.log.wait_for(&["--tls-key", "no private key"], T);
+    assert!(d.running());
+    assert_eq!(presented(&d.dir, port), first);
+    std::fs::write(&key, good_key).unwrap();
+
+    // Renewed files: the successor serves them once it has taken over.
+    let (fresh, fresh_key) = server_pair(&d.dir, "fresh");
+    std::fs::copy(&fresh, &cert).unwrap();
+    std::fs::copy(&fresh_key, &key).unwrap();
+    let second = pem_fingerprint(&d.dir, &cert);
+    let (code, out, err) = client(&["upgrade", "--control", &control]);
+    assert_eq!(code, 0, "{out}{err}\n{}", d.log.dump());
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(presented(&d.dir, port), second);
+    let successor: u32 = read(&pid_file).trim().parse().unwrap();
+    let (code, out, err) = client(&["stop", "--control", &control]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("the successor exits", T, || !alive(successor));
+}
