@@ -259,10 +259,13 @@ impl Conn<'_> {
 
     /// The wait between requests while serving: the first read of a handler call does not
     /// wait (the connection was just accepted with its data, or woken readable from the
-    /// poller); after an answer the thread lingers for the next request when that is worth
+    /// poller), unless a TLS handshake has just been done (the request follows it); after
+    /// an answer the thread lingers for the next request when that is worth
     /// it (`worth_lingering`). Nothing: park.
     fn read_between_requests(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !(self.answered && self.worth_lingering()) {
+        let lingering = std::mem::take(&mut self.carry.handshake_just_done)
+            || (self.answered && self.worth_lingering());
+        if !lingering {
             if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
                 return match tls::read(session, &mut NoWait(s.as_fd()), &mut &*s, buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.give_back(),

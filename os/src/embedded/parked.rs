@@ -34,6 +34,9 @@ pub(super) struct Carry {
     /// Its TLS handshake is not done: it is closed at this time (µs, monotonic), parked
     /// or not.
     pub(super) handshake_deadline_usec: Option<u64>,
+    /// Its TLS handshake was just done: its client's first request follows at once (often
+    /// in the same flight as its Finished, or a moment after), so the first read lingers.
+    pub(super) handshake_just_done: bool,
 }
 
 /// A connection that no handler holds.

@@ -311,6 +311,7 @@ fn handshake<H>(shared: &Shared<H>, t: usize, mut held: Held) -> Option<Held> {
     match step {
         tls::Handshake::Done => {
             held.carry.handshake_deadline_usec = None;
+            held.carry.handshake_just_done = true;
             Some(held)
         }
         tls::Handshake::WantRead => {
