@@ -14,20 +14,32 @@ mod hello_http;
 pub use hello_http::Worker as Ident;
 use hello_http::{head_end, parse, response, BODY_MAX, HEAD_MAX, HELLO, KEEP_ALIVE_IDLE};
 
+/// A connection the loop serves: plain TCP, or a TLS session over it (the TLS baseline).
+pub trait Stream: Read + Write {
+    /// The TCP socket under it, for its options.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Stream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// One connection: requests until the client closes, asks to close, or the worker stops.
 ///
 /// `stopping` is polled between requests: once it is true, the connection gets `grace` to
 /// send its next request, which is answered with `Connection: close` (a client never loses a
 /// request it already sent); an idle connection closes when the grace runs out. A read
 /// interrupted by a signal (`EINTR`) just checks again.
-pub fn serve(
-    stream: &mut TcpStream,
+pub fn serve<S: Stream>(
+    stream: &mut S,
     ident: &Ident,
     stopping: &dyn Fn() -> bool,
     grace: Duration,
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
-    let _ = stream.set_nodelay(true);
+    stream.tcp().set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
+    let _ = stream.tcp().set_nodelay(true);
     let mut buf = [0u8; HEAD_MAX];
     let mut len = 0;
     let mut out = Vec::with_capacity(256);
@@ -57,7 +69,7 @@ pub fn serve(
                 if left.is_zero() {
                     return Ok(());
                 }
-                stream.set_read_timeout(Some(left))?;
+                stream.tcp().set_read_timeout(Some(left))?;
             }
             match stream.read(&mut buf[len..]) {
                 Ok(0) => return Ok(()),
@@ -113,8 +125,8 @@ pub fn serve(
 
 /// Writes one response in one write.
 #[allow(clippy::too_many_arguments)]
-fn answer(
-    stream: &mut TcpStream,
+fn answer<S: Stream>(
+    stream: &mut S,
     ident: &Ident,
     out: &mut Vec<u8>,
     status: &str,

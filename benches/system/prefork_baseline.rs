@@ -9,23 +9,42 @@
 //!     --listen 127.0.0.1:8080 --workers 4 --threads 4
 //! ```
 //!
+//! With `--tls-cert FILE --tls-key FILE` it serves TLS with rustls configured as drover's
+//! embedded runtime configures it (the *ring* provider, TLS 1.3 and 1.2, ALPN `http/1.1`,
+//! `close_notify` before a close); the handshake blocks the accepting thread, as a plain
+//! prefork server's does (`benches/system/tls_cost.sh`).
+//!
 //! The workers die with the parent (`PR_SET_PDEATHSIG`); stop it with TERM or INT.
 
 #[path = "http.rs"]
 mod http;
 
+use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+type Tls = Option<Arc<ServerConfig>>;
+
+impl http::Stream for StreamOwned<ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
 
 /// The listen backlog: `drover run`'s default.
 const BACKLOG: i32 = 1024;
 
 fn main() {
-    let (addr, workers, threads) = match args() {
+    let (addr, workers, threads, tls) = match args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("prefork_baseline: {e}\nusage: prefork_baseline --listen HOST:PORT [--workers N] [--threads T]");
+            eprintln!("prefork_baseline: {e}\nusage: prefork_baseline --listen HOST:PORT [--workers N] [--threads T] [--tls-cert FILE --tls-key FILE]");
             std::process::exit(2);
         }
     };
@@ -47,7 +66,7 @@ fn main() {
                 );
                 std::process::exit(1);
             }
-            0 => worker(fd, slot, threads, parent),
+            0 => worker(fd, slot, threads, parent, &tls),
             _ => {}
         }
     }
@@ -65,7 +84,7 @@ fn main() {
     }
 }
 
-fn worker(fd: i32, slot: u32, threads: u32, parent: u32) -> ! {
+fn worker(fd: i32, slot: u32, threads: u32, parent: u32, tls: &Tls) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     if std::os::unix::process::parent_id() != parent {
@@ -78,7 +97,10 @@ fn worker(fd: i32, slot: u32, threads: u32, parent: u32) -> ! {
     };
     let ident: &'static http::Ident = Box::leak(Box::new(ident));
     let handles: Vec<_> = (0..threads)
-        .map(|_| std::thread::spawn(move || accept_loop(fd, ident)))
+        .map(|_| {
+            let tls = tls.clone();
+            std::thread::spawn(move || accept_loop(fd, ident, tls))
+        })
         .collect();
     for h in handles {
         let _ = h.join();
@@ -86,7 +108,7 @@ fn worker(fd: i32, slot: u32, threads: u32, parent: u32) -> ! {
     std::process::exit(0);
 }
 
-fn accept_loop(fd: i32, ident: &http::Ident) {
+fn accept_loop(fd: i32, ident: &http::Ident, tls: Tls) {
     loop {
         // SAFETY: accept4 on the shared listener; null address pointers are allowed.
         let conn = unsafe {
@@ -107,7 +129,18 @@ fn accept_loop(fd: i32, ident: &http::Ident) {
         }
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         let mut stream = unsafe { TcpStream::from_raw_fd(conn) };
+        let Some(config) = &tls else {
+            let _ = http::serve(&mut stream, ident, &|| false, Duration::ZERO);
+            continue;
+        };
+        let Ok(session) = ServerConnection::new(Arc::clone(config)) else {
+            continue;
+        };
+        // The handshake runs on the first read, on this thread.
+        let mut stream = StreamOwned::new(session, stream);
         let _ = http::serve(&mut stream, ident, &|| false, Duration::ZERO);
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
     }
 }
 
@@ -154,8 +187,27 @@ fn listen(addr: SocketAddrV4) -> std::io::Result<i32> {
     }
 }
 
-fn args() -> Result<(SocketAddrV4, u32, u32), String> {
+/// drover's embedded runtime's TLS config (`os/src/tls/mod.rs`), for the same work.
+fn tls_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {key}: {e}"))?;
+    #[allow(deprecated)] // as drover: ring for a light build
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn args() -> Result<(SocketAddrV4, u32, u32, Tls), String> {
     let (mut addr, mut workers, mut threads) = (None, 4, 1);
+    let (mut cert, mut key) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -169,10 +221,17 @@ fn args() -> Result<(SocketAddrV4, u32, u32), String> {
             }
             "--workers" => workers = number(&flag, &value()?)?,
             "--threads" => threads = number(&flag, &value()?)?,
+            "--tls-cert" => cert = Some(value()?),
+            "--tls-key" => key = Some(value()?),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    Ok((addr.ok_or("--listen is required")?, workers, threads))
+    let tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(tls_config(&cert, &key)?),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    Ok((addr.ok_or("--listen is required")?, workers, threads, tls))
 }
 
 fn number(flag: &str, v: &str) -> Result<u32, String> {

@@ -8,8 +8,13 @@
 //! Takes every `drover run` flag (`--heartbeat-timeout`, `--control`, ...). Paths: any path
 //! answers `Hello, world!`; `/sleep?ms=N` answers after N milliseconds (at most 60 s), to
 //! watch drains and request timeouts; `/stall?ms=N` answers at once, then stalls its thread
-//! N milliseconds outside any request (a bug the heartbeat watchdog catches). Each answer
-//! names its worker in `X-Drover-Worker`.
+//! N milliseconds outside any request (a bug the heartbeat watchdog catches); `/tls`
+//! describes the connection's TLS session (`protocol=TLSv1.3 alpn=http/1.1
+//! subject=CN=alice`, or `plain`). Each answer names its worker in `X-Drover-Worker`.
+//!
+//! HTTPS: give it a certificate and key (`--tls-cert cert.pem --tls-key key.pem`, and
+//! `--tls-client-ca ca.pem` to ask for client certificates), then
+//! `curl --cacert cert.pem https://localhost:8443/tls`.
 //!
 //! The HTTP is deliberately minimal (`http/mod.rs`, which the whole-system benchmark's own
 //! servers share).
@@ -87,6 +92,7 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
             Ok(r) => r,
             Err(status) => return answer(conn, &mut out, status, b"", false),
         };
+        let tls_page = request.target == "/tls";
         let (keep_alive, http10, head_only, body) = (
             request.keep_alive,
             request.http10,
@@ -109,13 +115,18 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
         // request in hand at the stop, and one the client sent just after an answer that
         // still said keep-alive: the runtime hands that one over too (`STOP_GRACE`).
         let keep_alive = keep_alive && !conn.stopping();
-        let body = if head_only { &[][..] } else { HELLO };
+        let page = if tls_page {
+            tls_description(conn).into_bytes()
+        } else {
+            HELLO.to_vec()
+        };
+        let body = if head_only { &[][..] } else { &page[..] };
         answer_with(
             conn,
             &mut out,
             "200 OK",
             body,
-            HELLO.len(),
+            page.len(),
             keep_alive,
             http10,
         )?;
@@ -126,6 +137,21 @@ fn serve(conn: &mut Conn<'_>) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The `/tls` page: what the connection's TLS session negotiated, and who the client is.
+fn tls_description(conn: &Conn<'_>) -> String {
+    let Some(tls) = conn.tls() else {
+        return "plain\n".into();
+    };
+    let alpn = tls
+        .alpn()
+        .map_or("-".into(), |p| String::from_utf8_lossy(p).into_owned());
+    let subject = tls.client_subject().unwrap_or_else(|| "-".into());
+    format!(
+        "protocol={} alpn={alpn} subject={subject}\n",
+        tls.protocol()
+    )
 }
 
 /// The request head and its `/sleep?ms=` and `/stall?ms=` milliseconds.

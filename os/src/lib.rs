@@ -40,6 +40,7 @@ mod spawn;
 mod status_table;
 mod supervise;
 mod title;
+mod tls;
 mod upgrade;
 
 use clap::{Parser, Subcommand};

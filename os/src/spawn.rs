@@ -40,6 +40,8 @@ pub struct WorkerSpec {
     setup: ChildSetup,
     /// The program's name in an embedded worker's process title.
     title: String,
+    /// The TLS configs an embedded worker serves its listeners with.
+    pub tls: crate::tls::WorkerTls,
 }
 
 impl WorkerSpec {
@@ -62,6 +64,7 @@ impl WorkerSpec {
                 .collect(),
             setup: ChildSetup::new(&settings.process),
             title: settings.title.clone(),
+            tls: settings.tls.for_workers(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct ForkedChild<'a> {
     /// supervisor and every worker) and their names.
     pub listen_fds: &'a [RawFd],
     pub listen_names: &'a [String],
+    /// The TLS configs of the listeners that serve TLS, by name.
+    pub tls: &'a crate::tls::WorkerTls,
     pub notify_path: &'a Path,
     pub watchdog_usec: Option<u64>,
     pub threads: u32,
@@ -462,6 +467,7 @@ impl Spawner {
                     generation,
                     listen_fds: &listen_fds,
                     listen_names: &listen_names,
+                    tls: &self.spec.tls,
                     notify_path: &self.notify_path_buf,
                     watchdog_usec: self.spec.watchdog_usec,
                     threads: self.spec.threads,

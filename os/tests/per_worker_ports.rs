@@ -53,27 +53,6 @@ while not stopping:
 sys.exit(0)
 "#;
 
-/// `n` consecutive free loopback ports; a bound check, then released for drover to bind
-/// (another program could take one meanwhile: the tests then fail loudly, never hang).
-/// Each call of this process starts from a candidate of its own, so that two tests
-/// running at once do not pick the same ports.
-fn free_ports(n: u16) -> u16 {
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    // Bounded: 200 candidate bases, 16 ports apart.
-    for attempt in 0..200u32 {
-        let candidate = std::process::id() * 7 + call * 16 + attempt * 613;
-        let base = 20_000 + (candidate % 40_000) as u16;
-        let held: Vec<TcpListener> = (0..n)
-            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
-            .collect();
-        if held.len() == usize::from(n) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports on 127.0.0.1");
-}
-
 struct Pool {
     server: Server,
     control: String,

@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use rustls::ServerConnection;
+
 use super::parked::{Carry, Parked};
 use super::server::WorkerInfo;
 use super::signals::stop_level;
 use super::threads::ThreadSlot;
+use super::tls::{self, NoWait, TlsInfo};
 use crate::notify::coarse_monotonic_usec;
 
 /// Requests served in a row from lingering on one connection before the thread looks whether
@@ -84,8 +87,15 @@ pub(super) enum Stream {
 /// allow for and a raw read would see as `WouldBlock`. A thread that works outside a
 /// request for longer than the heartbeat allows (without [`heartbeat`](Conn::heartbeat))
 /// stops the worker's heartbeat.
+///
+/// **TLS.** On a listener that serves TLS (`--tls-cert`), the handshake is done before the
+/// handler is called, and reads and writes go through the session: the handler sees
+/// plaintext, and [`tls`](Conn::tls) tells the protocol, ALPN and client certificate. The
+/// session lives as long as the connection, parked or not.
 pub struct Conn<'a> {
     pub(super) stream: Stream,
+    /// The TLS session, on a listener that serves TLS (its handshake done).
+    pub(super) tls: Option<Box<ServerConnection>>,
     pub(super) shared_info: &'a WorkerInfo,
     pub(super) listener: usize,
     pub(super) listener_name: &'a str,
@@ -176,7 +186,13 @@ impl Conn<'_> {
         (self.listener, self.listener_name)
     }
 
-    /// The TCP stream (socket options, peer address), if the listener is TCP.
+    /// The connection's TLS session, if its listener serves TLS (`--tls-cert`).
+    pub fn tls(&self) -> Option<TlsInfo<'_>> {
+        self.tls.as_deref().map(|session| TlsInfo { session })
+    }
+
+    /// The TCP stream (socket options, peer address), if the listener is TCP. With TLS,
+    /// its bytes are the encrypted records: read and write through `Conn`.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.stream {
             Stream::Tcp(s) => Some(s),
@@ -213,6 +229,9 @@ impl Conn<'_> {
     /// (true), or until [`STOP_GRACE`] passes without any (false).
     fn wait_during_stop(&mut self) -> io::Result<bool> {
         let deadline = Instant::now() + STOP_GRACE;
+        if self.tls.as_deref_mut().is_some_and(tls::plaintext_buffered) {
+            return Ok(true);
+        }
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -240,10 +259,19 @@ impl Conn<'_> {
 
     /// The wait between requests while serving: the first read of a handler call does not
     /// wait (the connection was just accepted with its data, or woken readable from the
-    /// poller); after an answer the thread lingers for the next request when that is worth
+    /// poller), unless a TLS handshake has just been done (the request follows it); after
+    /// an answer the thread lingers for the next request when that is worth
     /// it (`worth_lingering`). Nothing: park.
     fn read_between_requests(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !(self.answered && self.worth_lingering()) {
+        let lingering = std::mem::take(&mut self.carry.handshake_just_done)
+            || (self.answered && self.worth_lingering());
+        if !lingering {
+            if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+                return match tls::read(session, &mut NoWait(s.as_fd()), &mut &*s, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.give_back(),
+                    other => other,
+                };
+            }
             return loop {
                 match nix::sys::socket::recv(
                     self.fd().as_raw_fd(),
@@ -320,6 +348,9 @@ impl Conn<'_> {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+            return tls::read(session, &mut &*s, &mut &*s, buf);
+        }
         match &mut self.stream {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
@@ -331,8 +362,10 @@ impl Conn<'_> {
     fn read_in_request(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.read_socket(buf) {
+                // (A TLS read also says `WouldBlock` after a run of records with no
+                // plaintext, to let go of the thread; within a request it reads on.)
                 Err(e)
-                    if self.carry.linger_set
+                    if (self.carry.linger_set || self.tls.is_some())
                         && matches!(
                             e.kind(),
                             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -344,12 +377,24 @@ impl Conn<'_> {
     }
 
     /// The socket and what the connection keeps for its next handler call (parking).
-    pub(super) fn into_parts(self) -> (OwnedFd, Carry) {
+    pub(super) fn into_parts(self) -> (OwnedFd, Option<Box<ServerConnection>>, Carry) {
         let fd = match self.stream {
             Stream::Tcp(s) => OwnedFd::from(s),
             Stream::Unix(s) => OwnedFd::from(s),
         };
-        (fd, self.carry)
+        (fd, self.tls, self.carry)
+    }
+
+    /// Whether the TLS session holds plaintext the handler has not read.
+    pub(super) fn tls_buffered(&mut self) -> bool {
+        self.tls.as_deref_mut().is_some_and(tls::plaintext_buffered)
+    }
+
+    /// Ends the TLS session politely before the connection closes.
+    pub(super) fn close_tls(&mut self) {
+        if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+            tls::close_notify(session, s.as_fd());
+        }
     }
 
     /// Closes the books when the handler returns: an open request counts as done.
@@ -387,6 +432,9 @@ impl Read for Conn<'_> {
 impl Write for Conn<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.touch();
+        if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+            return tls::write(session, &mut &*s, buf);
+        }
         match &mut self.stream {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
@@ -395,6 +443,11 @@ impl Write for Conn<'_> {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.touch();
+        if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+            let n = session.writer().write_vectored(bufs)?;
+            tls::flush(session, &mut &*s)?;
+            return Ok(n);
+        }
         match &mut self.stream {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
@@ -402,6 +455,9 @@ impl Write for Conn<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if let (Some(session), Stream::Tcp(s)) = (self.tls.as_deref_mut(), &self.stream) {
+            return tls::flush(session, &mut &*s);
+        }
         match &mut self.stream {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),

@@ -48,6 +48,11 @@
 //! worker that publishes one while the supervisor sleeps rings it once (the report board's
 //! doorbell, a `X_DROVER_REPORTS=1` datagram). Without a board (it could not be mapped) the
 //! worker sends `WATCHDOG=1` at a quarter of the timeout and `X_DROVER_LOAD` on each change.
+//! On a listener that serves TLS (`--tls-cert`, read by the supervisor into one rustls
+//! config per listener, which workers inherit by the fork) the thread that accepts
+//! advances the handshake with what the client has sent, lingers for its next flight, and
+//! otherwise parks the connection with its handshake deadline as its idle deadline: no
+//! thread waits on a slow handshake. The handler is called once the handshake is done.
 //! TERM or INT: stop accepting, let each connection finish the request in hand, serve a
 //! request that arrives within [`STOP_GRACE`] of the stop on an idle keep-alive connection,
 //! parked or not (the handler answers it with `Connection: close`), then close; run `on_worker_exit`,
@@ -66,7 +71,8 @@
 //! code of its own. `server` is the public API (the builder, the handler types) and starts
 //! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
 //! stop signals; `threads` the serving threads; `parked` the connections waiting between
-//! requests; `conn` a connection as the handler sees it. For `serve`: `byo` the program's
+//! requests; `conn` a connection as the handler sees it; `tls` a connection's TLS session
+//! (handshake, plaintext reads and writes, [`TlsInfo`]). For `serve`: `byo` the program's
 //! API (listeners, worker handle, load accounting), `byo_worker` the forked worker and its
 //! report thread, `stop` the stop signal's three shapes, `load_layer` the tower layer.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
@@ -81,6 +87,7 @@ mod server;
 mod signals;
 mod stop;
 mod threads;
+mod tls;
 mod worker;
 
 pub use byo::{Listener, Listeners, RequestGuard, WorkerHandle};
@@ -89,3 +96,4 @@ pub use conn::{Conn, STOP_GRACE};
 pub use load_layer::{CountedBody, LoadFuture, LoadLayer, LoadService};
 pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};
 pub use stop::Stopped;
+pub use tls::TlsInfo;

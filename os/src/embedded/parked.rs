@@ -31,12 +31,20 @@ pub(super) struct Carry {
     pub(super) in_poller: bool,
     /// Its client sent the next request within the linger last time: worth lingering for.
     pub(super) hot: bool,
+    /// Its TLS handshake is not done: it is closed at this time (µs, monotonic), parked
+    /// or not.
+    pub(super) handshake_deadline_usec: Option<u64>,
+    /// Its TLS handshake was just done: its client's first request follows at once (often
+    /// in the same flight as its Finished, or a moment after), so the first read lingers.
+    pub(super) handshake_just_done: bool,
 }
 
 /// A connection that no handler holds.
 pub(super) struct Held {
     pub(super) fd: OwnedFd,
     pub(super) listener: usize,
+    /// Its TLS session (parking keeps it, with whatever it has buffered).
+    pub(super) tls: Option<Box<rustls::ServerConnection>>,
     pub(super) carry: Carry,
 }
 
@@ -146,10 +154,14 @@ impl Parked {
                 inner.slots.len() - 1
             }
         };
-        let deadline_usec = held
+        let idle_deadline = held
             .carry
             .idle_timeout
             .map(|t| now_usec.saturating_add(t.as_micros().min(u64::MAX as u128) as u64));
+        let deadline_usec = match (idle_deadline, held.carry.handshake_deadline_usec) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let event = EpollEvent::new(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
             token(inner.gens[index], index),
@@ -222,7 +234,19 @@ impl Parked {
             if d > now_usec {
                 break;
             }
-            drop(inner.remove(index));
+            if let Some(held) = inner.remove(index) {
+                if held
+                    .carry
+                    .handshake_deadline_usec
+                    .is_some_and(|h| h <= now_usec)
+                {
+                    tracing::debug!(
+                        "worker pid={}: TLS handshake with {} timed out; closed",
+                        self.pid,
+                        peer(&held.fd)
+                    );
+                }
+            }
         }
         self.publish(&inner);
     }
@@ -236,6 +260,13 @@ impl Parked {
         }
         self.publish(&inner);
     }
+}
+
+/// A connection's peer address, for the log.
+pub(super) fn peer(fd: &OwnedFd) -> String {
+    use nix::sys::socket::{getpeername, SockaddrStorage};
+    getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(fd))
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string())
 }
 
 impl Inner {

@@ -171,6 +171,15 @@ impl Server {
         self
     }
 
+    /// The ALPN protocols a TLS listener offers, most preferred first (default
+    /// `["http/1.1"]`; none: no ALPN). A client that offers ALPN with none of these is
+    /// refused during the handshake (RFC 7301), so a program that speaks another protocol
+    /// names it here.
+    pub fn tls_alpn(mut self, protocols: &[&str]) -> Server {
+        self.args.tls.alpn = Some(protocols.iter().map(|p| p.as_bytes().to_vec()).collect());
+        self
+    }
+
     /// Runs in the supervisor before every fork. It must not leave a thread running; what it
     /// opens stays in the supervisor (workers inherit the descriptors open when `run` starts).
     pub fn before_fork(mut self, f: impl FnMut() + 'static) -> Server {
@@ -280,6 +289,8 @@ impl Server {
             .filter(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         args.command = vec![exe.to_string_lossy().into_owned()];
+        // This program's workers can serve TLS (`--tls-cert`); a command's cannot.
+        args.embedded = true;
         // Embedded workers always report READY=1 (after their threads run).
         args.readiness = args.readiness.or(Some(ReadinessArg::Notify));
         // Mapped before the first fork, so every worker shares it with the supervisor.

@@ -28,9 +28,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{accept4, SockFlag};
 
 use super::conn::{Conn, Stream};
-use super::parked::{Carry, Held, Parked};
+use super::parked::{peer, Carry, Held, Parked};
 use super::server::{Handler, WorkerInfo};
 use super::signals::stop_level;
+use super::tls;
 use super::STOP_GRACE;
 use crate::notify::{coarse_monotonic_usec, monotonic_usec};
 
@@ -61,6 +62,8 @@ pub(super) struct Listener {
     pub(super) fd: RawFd,
     pub(super) name: String,
     pub(super) unix: bool,
+    /// Its TLS config, if it serves TLS.
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub(super) struct Shared<H> {
@@ -71,6 +74,8 @@ pub(super) struct Shared<H> {
     pub(super) parked: Parked,
     /// How long a thread waits on its connection for the next request before parking it.
     pub(super) linger: Duration,
+    /// How long a TLS handshake may take, from the accept (`--tls-handshake-timeout`).
+    pub(super) handshake_timeout: Duration,
     /// Read end of the stop pipe: readable once a stop signal arrived.
     pub(super) stop_read: OwnedFd,
     /// Threads tell the main thread they are done, or busy again, here (never closed, like
@@ -211,6 +216,7 @@ fn serve_until_stopped<H: Handler>(shared: &Shared<H>, t: usize, slot: &ThreadSl
                     let held = Held {
                         fd,
                         listener: i as usize,
+                        tls: None,
                         carry: Carry::default(),
                     };
                     serve_conn(shared, t, held);
@@ -270,10 +276,89 @@ fn accept_one<H>(shared: &Shared<H>, i: usize) -> Option<OwnedFd> {
     }
 }
 
+/// Times in a row a connection parked with decrypted bytes still buffered is served again
+/// at once (its socket would never wake the poller for them) before it is closed: a handler
+/// that gives a connection back without reading what it holds would spin otherwise.
+const BUFFERED_TURNS_MAX: u32 = 16;
+
+/// Starts or goes on with a connection's TLS handshake: the connection, ready for its
+/// handler, or `None` (parked until its client sends more, or closed).
+fn handshake<H>(shared: &Shared<H>, t: usize, mut held: Held) -> Option<Held> {
+    let config = shared.listeners[held.listener].tls.as_ref()?;
+    if held.tls.is_none() {
+        match rustls::ServerConnection::new(Arc::clone(config)) {
+            Ok(session) => held.tls = Some(Box::new(session)),
+            Err(e) => {
+                tracing::debug!("worker pid={}: TLS session: {e}", shared.info.pid);
+                return None;
+            }
+        }
+        let timeout = shared.handshake_timeout.as_micros() as u64;
+        held.carry.handshake_deadline_usec = Some(monotonic_usec().saturating_add(timeout));
+    }
+    let deadline = held.carry.handshake_deadline_usec?;
+    let session = held.tls.as_deref_mut()?;
+    let slot = &shared.slots[t];
+    let mut step = tls::advance(session, held.fd.as_fd(), deadline, slot);
+    // The client's next flight (its Finished, often with its first request) follows the
+    // server's answer by a round trip: waiting a linger for it costs less than a trip
+    // through the poller, and at most a linger for a client that stalls.
+    if matches!(step, tls::Handshake::WantRead)
+        && tls::wait_readable(held.fd.as_fd(), shared.linger, slot)
+    {
+        step = tls::advance(session, held.fd.as_fd(), deadline, slot);
+    }
+    match step {
+        tls::Handshake::Done => {
+            held.carry.handshake_deadline_usec = None;
+            held.carry.handshake_just_done = true;
+            Some(held)
+        }
+        tls::Handshake::WantRead => {
+            if stop_level() == 0 {
+                shared.parked.park(held, monotonic_usec());
+            }
+            None
+        }
+        tls::Handshake::Failed(why) => {
+            tracing::debug!(
+                "worker pid={}: TLS handshake with {} failed: {why}",
+                shared.info.pid,
+                peer(&held.fd)
+            );
+            None
+        }
+    }
+}
+
 fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
+    let mut held = held;
+    let tls_listener = shared.listeners[held.listener].tls.is_some();
+    if tls_listener && (held.tls.is_none() || held.carry.handshake_deadline_usec.is_some()) {
+        match handshake(shared, t, held) {
+            Some(ready) => held = ready,
+            None => return,
+        }
+    }
+    for _ in 0..BUFFERED_TURNS_MAX {
+        match serve_once(shared, t, held) {
+            Some(again) => held = again,
+            None => return,
+        }
+    }
+    tracing::debug!(
+        "worker pid={}: the handler gives a connection back without reading what it holds; closed",
+        shared.info.pid
+    );
+}
+
+/// One call of the handler for `held`; the connection back if it is to be served again at
+/// once (parked with decrypted bytes buffered).
+fn serve_once<H: Handler>(shared: &Shared<H>, t: usize, held: Held) -> Option<Held> {
     let Held {
         fd,
         listener,
+        tls,
         carry,
     } = held;
     let stream = if shared.listeners[listener].unix {
@@ -283,6 +368,7 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
     };
     let mut conn = Conn {
         stream,
+        tls,
         shared_info: &shared.info,
         listener,
         listener_name: &shared.listeners[listener].name,
@@ -303,19 +389,22 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&mut conn)));
     conn.finish();
     match result {
-        Ok(Ok(())) => {
-            if conn.park && stop_level() == 0 {
-                let (fd, carry) = conn.into_parts();
-                shared.parked.park(
-                    Held {
-                        fd,
-                        listener,
-                        carry,
-                    },
-                    monotonic_usec(),
-                );
+        Ok(Ok(())) if conn.park && stop_level() == 0 => {
+            let buffered = conn.tls_buffered();
+            let (fd, tls, carry) = conn.into_parts();
+            let held = Held {
+                fd,
+                listener,
+                tls,
+                carry,
+            };
+            if buffered {
+                return Some(held);
             }
+            shared.parked.park(held, monotonic_usec());
+            return None;
         }
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::trace!("worker pid={}: connection ended: {e}", shared.info.pid),
         Err(panic) => {
             let what = panic
@@ -329,4 +418,6 @@ fn serve_conn<H: Handler>(shared: &Shared<H>, t: usize, held: Held) {
             );
         }
     }
+    conn.close_tls();
+    None
 }

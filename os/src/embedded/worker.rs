@@ -211,6 +211,9 @@ impl<H: Handler> Runtime<H> {
                     .get(i)
                     .cloned()
                     .unwrap_or_else(|| format!("listen{i}")),
+                tls: child
+                    .tls
+                    .config(child.listen_names.get(i).map_or("", String::as_str)),
                 unix,
             });
         }
@@ -237,6 +240,7 @@ impl<H: Handler> Runtime<H> {
             slots: (0..threads).map(|_| ThreadSlot::default()).collect(),
             parked: Parked::new(self.tuning.max_parked, info.pid)?,
             linger: LINGER,
+            handshake_timeout: child.tls.handshake_timeout,
             stop_read,
             main_write,
             main_idle: AtomicBool::new(false),

@@ -44,6 +44,11 @@ pub(super) const SHELL_KEYS: &[&str] = &[
     "worker_output",
     "daemonize",
     "signals",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_client_auth",
+    "tls_handshake_timeout",
 ];
 
 /// The config file, split into the shell's keys and the machine's settings.

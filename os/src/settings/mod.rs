@@ -18,6 +18,7 @@ use crate::signal_table::SignalTable;
 pub(crate) mod file;
 pub(crate) mod listen;
 pub(crate) mod per_worker;
+pub(crate) mod tls;
 
 use file::{read_file, usage, SHELL_KEYS};
 pub(crate) use file::{FileConfig, UsageError};
@@ -118,6 +119,13 @@ pub struct RunArgs {
     /// drover's log, the workers' output and daemon mode.
     #[command(flatten)]
     pub log: crate::log::LogArgs,
+    /// TLS on the embedded runtime's listeners.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
+    /// Set by the embedded runtime (`Server`): its workers are this program, which can
+    /// serve TLS; a command's workers cannot.
+    #[arg(skip)]
+    pub embedded: bool,
     /// The worker program and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -180,6 +188,8 @@ pub struct Settings {
     pub log: crate::log::LogSettings,
     /// What each signal to drover asks for.
     pub signals: SignalTable,
+    /// TLS on the embedded runtime's listeners, the files read.
+    pub tls: tls::TlsSettings,
     pub machine: Config,
 }
 
@@ -392,6 +402,17 @@ impl Settings {
                 unix.text
             )));
         }
+        // The per-worker sockets serve TLS as any TCP listener does: a bare --tls-cert covers
+        // them, `NAME=` names them by their LISTEN_FDNAMES name.
+        let mut tls_listeners = listen.clone();
+        if let Some(p) = &listen_per_worker {
+            tls_listeners.push(listen::ListenSpec {
+                name: p.name.clone(),
+                addr: listen::ListenAddr::Tcp(p.base),
+                text: p.text.clone(),
+            });
+        }
+        let tls = tls::TlsSettings::resolve(&args.tls, &file, &tls_listeners, args.embedded)?;
         let backlog = match args.backlog {
             Some(n) => i64::from(n),
             None => file.int("backlog")?.unwrap_or(1024),
@@ -468,6 +489,7 @@ impl Settings {
             process,
             log: crate::log::LogSettings::resolve(&args.log, &file)?,
             signals,
+            tls,
             machine,
         };
         settings.machine.worker_fingerprint = settings.fingerprint();
@@ -491,6 +513,8 @@ impl Settings {
         }
         self.machine.heartbeat_timeout.hash(&mut h); // WATCHDOG_USEC
         self.process.hash(&mut h);
+        // New certificates reach the connections through new workers.
+        self.tls.digest().hash(&mut h);
         h.finish()
     }
 

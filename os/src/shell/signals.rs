@@ -86,6 +86,9 @@ impl Shell {
             }
         };
         tracing::info!("signal {name}: {}", command.name());
+        if matches!(command, Command::Restart | Command::RestartNow) {
+            self.sys().reread_tls();
+        }
         // A stop is always taken; the machine's refusal of another is logged as an event.
         self.driver.feed(Input::Command(command));
     }
@@ -132,6 +135,9 @@ impl Shell {
 
     /// Feeds an operator command; the machine's refusals, if any, as one message.
     pub(super) fn command(&mut self, command: Command) -> Result<(), String> {
+        if matches!(command, Command::Restart | Command::RestartNow) {
+            self.sys().reread_tls();
+        }
         self.sys().refusals.clear();
         self.driver.feed(Input::Command(command));
         match self.sys().refusals.is_empty() {
@@ -201,6 +207,28 @@ impl Shell {
 }
 
 impl System {
+    /// A rolling restart's new workers serve the TLS files as they are now: they are read
+    /// again (certificates renewed in place, as certbot does). A file that cannot be read
+    /// or does not fit leaves the running certificates in force, with the reason logged.
+    fn reread_tls(&mut self) {
+        // A `--supervise` parent's only worker is a drover, which reads its own files.
+        if self.settings.tls.listeners.is_empty() || self.args.supervise {
+            return;
+        }
+        match self.settings.tls.reread() {
+            Ok(fresh) => {
+                if fresh.digest() != self.settings.tls.digest() {
+                    tracing::info!("restart: TLS files changed; new workers serve them");
+                }
+                self.spawner.spec.tls = fresh.for_workers();
+                self.settings.tls = fresh;
+            }
+            Err(e) => tracing::error!(
+                "restart: {e}; the workers keep serving the certificates read before"
+            ),
+        }
+    }
+
     /// A reload that failed or was refused may have put its new `--allow` list on running
     /// sockets already: the running list goes back on.
     fn put_running_allow_back(&self) {
@@ -242,6 +270,8 @@ impl System {
         self.settings.process = new.process;
         self.settings.process.drop_privileges = dropped;
         self.settings.listen = new.listen;
+        // What a rolling restart reads again (`reread_tls`): the files the config now names.
+        self.settings.tls = new.tls;
         if new.allow != self.settings.allow {
             if new.allow.is_empty() {
                 tracing::info!("--allow: no list any more, every source is served");
