@@ -545,3 +545,29 @@ fn axum_fails_no_keep_alive_request_across_rolling_restarts() {
     assert!(closes >= 1, "no Connection: close seen in {ok} answers");
     assert!(ok >= 100, "too few answers to mean anything: {ok}");
 }
+
+#[test]
+fn tls_flags_are_refused_where_the_program_serves_its_own_connections() {
+    // drover's TLS wraps its own threads' connections; a program's own server accepts
+    // them itself, so --tls-cert would be silently plain: exit 2 naming the flag.
+    let dir = TempDir::new("byo-tls");
+    let (pem, key) = (dir.path("c.pem"), dir.path("c.key"));
+    let (code, _, err) = run_bounded(
+        example_bin("axum"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &pem,
+            "--tls-key",
+            &key,
+        ],
+        T,
+    );
+    assert_eq!(code.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--tls-cert: TLS is served by drover's embedded runtime only")
+            && err.contains("Server::serve"),
+        "{err}"
+    );
+}

@@ -218,7 +218,7 @@ impl Server {
 
     /// [`Server::run`] with a [`Handler`].
     pub fn run_handler<H: Handler>(self, handler: H) -> i32 {
-        self.start(|parts| {
+        self.start(true, |parts| {
             Box::new(Runtime {
                 board: parts.board,
                 keep_fds: parts.keep_fds,
@@ -261,12 +261,13 @@ impl Server {
     where
         F: FnMut(Listeners, WorkerHandle) -> i32 + 'static,
     {
-        self.start(|parts| Box::new(Serving::new(parts, main)))
+        self.start(false, |parts| Box::new(Serving::new(parts, main)))
     }
 
     /// Checks the usage, names this program as the workers' command, maps the report board
-    /// and supervises the workers `runtime` forks.
-    fn start(self, runtime: impl FnOnce(Parts) -> Box<dyn ForkedWorker>) -> i32 {
+    /// and supervises the workers `runtime` forks; `serves_tls`: its workers are drover's
+    /// threads, which serve the `--tls-*` flags (a program's own server would ignore them).
+    fn start(self, serves_tls: bool, runtime: impl FnOnce(Parts) -> Box<dyn ForkedWorker>) -> i32 {
         let mut args = self.args;
         if !args.command.is_empty() {
             eprintln!(
@@ -289,8 +290,7 @@ impl Server {
             .filter(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         args.command = vec![exe.to_string_lossy().into_owned()];
-        // This program's workers can serve TLS (`--tls-cert`); a command's cannot.
-        args.embedded = true;
+        args.embedded = serves_tls;
         // Embedded workers always report READY=1 (after their threads run).
         args.readiness = args.readiness.or(Some(ReadinessArg::Notify));
         // Mapped before the first fork, so every worker shares it with the supervisor.

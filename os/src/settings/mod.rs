@@ -122,8 +122,9 @@ pub struct RunArgs {
     /// TLS on the embedded runtime's listeners.
     #[command(flatten)]
     pub tls: tls::TlsArgs,
-    /// Set by the embedded runtime (`Server`): its workers are this program, which can
-    /// serve TLS; a command's workers cannot.
+    /// Set by the embedded runtime's `Server::run`: its workers are drover's threads, which
+    /// serve TLS; a command's workers and a program's own server (`Server::serve`) accept
+    /// connections themselves and cannot.
     #[arg(skip)]
     pub embedded: bool,
     /// The worker program and its arguments.

@@ -194,7 +194,7 @@ impl TlsSettings {
         ];
         if let Some((_, flag)) = given.iter().find(|(on, _)| *on).filter(|_| !embedded) {
             return Err(usage(format!(
-                "{flag}: TLS is served by drover's embedded runtime only; a command's workers accept connections themselves, which drover cannot wrap: serve TLS in the program, or in a proxy in front of it"
+                "{flag}: TLS is served by drover's embedded runtime only (`Server::run`); workers that accept connections themselves (a command's, or a program's own server under `Server::serve`) cannot be wrapped by drover: serve TLS in the program (tokio-rustls, say), or in a proxy in front of it"
             )));
         }
         let client_auth = match auth_text.as_deref() {
