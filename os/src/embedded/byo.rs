@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::server::WorkerInfo;
+use super::parts::WorkerInfo;
 use super::stop::{StopState, Stopped};
 use crate::notify::monotonic_usec;
 

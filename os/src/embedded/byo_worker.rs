@@ -28,10 +28,9 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 use drover_machine::WorkerId;
 
 use super::byo::{Health, Listener, Listeners, Load, Shared, WorkerHandle};
-use super::server::{Hooks, Parts, Tuning, WorkerInfo};
+use super::parts::{tune_listener, Hooks, Parts, Tuning, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use super::stop::StopState;
-use super::worker::tune_listener;
 use super::STOP_GRACE;
 use crate::board::{Board, Report, DOORBELL};
 use crate::notify::monotonic_usec;

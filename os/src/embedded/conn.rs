@@ -20,9 +20,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use rustls::ServerConnection;
 
 use super::parked::{Carry, Parked};
-use super::server::WorkerInfo;
+use super::parts::WorkerInfo;
 use super::signals::stop_level;
-use super::threads::ThreadSlot;
+use super::thread_slot::ThreadSlot;
 use super::tls::{self, NoWait, TlsInfo};
 use crate::notify::coarse_monotonic_usec;
 
@@ -46,6 +46,14 @@ const FAIR_TURNS: u32 = 10;
 /// a worker whose connections are idle. (The benchmark's command worker,
 /// `benches/system/command_worker.rs`, follows the same rule.)
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection on a worker thread. Closures `Fn(&mut Conn) -> io::Result<()>`
+/// are handlers too (see [`Server::run`](super::Server::run)).
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per accepted connection; the connection closes when it returns. An error
+    /// or a panic ends only this connection.
+    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()>;
+}
 
 pub(super) enum Stream {
     Tcp(TcpStream),

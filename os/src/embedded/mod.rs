@@ -68,11 +68,13 @@
 //! shows both ways.
 //!
 //! **Layout.** This file holds only these docs and the public re-exports; it must not grow
-//! code of its own. `server` is the public API (the builder, the handler types) and starts
-//! the pool; `worker` is the forked worker's main thread and its reports; `signals` its
-//! stop signals; `threads` the serving threads; `parked` the connections waiting between
-//! requests; `conn` a connection as the handler sees it; `tls` a connection's TLS session
-//! (handshake, plaintext reads and writes, [`TlsInfo`]). For `serve`: `byo` the program's
+//! code of its own. `server` is the public API (the builder) and starts the pool; `parts`
+//! what it hands every forked worker (`WorkerInfo`, hooks, tuning), below all the rest;
+//! `worker` is the forked worker's main thread and its reports; `signals` its stop signals;
+//! `threads` the serving threads, `thread_slot` each one's reports; `parked` the
+//! connections waiting between requests; `conn` a connection as the handler sees it and the
+//! `Handler` trait; `tls` a connection's TLS session (handshake, plaintext reads and
+//! writes, [`TlsInfo`]). For `serve`: `byo` the program's
 //! API (listeners, worker handle, load accounting), `byo_worker` the forked worker and its
 //! report thread, `stop` the stop signal's three shapes, `load_layer` the tower layer.
 //! The report board the workers publish on is `crate::board`, which the shell reads.
@@ -83,17 +85,20 @@ mod conn;
 #[cfg(feature = "tower")]
 mod load_layer;
 mod parked;
+mod parts;
 mod server;
 mod signals;
 mod stop;
+mod thread_slot;
 mod threads;
 mod tls;
 mod worker;
 
 pub use byo::{Listener, Listeners, RequestGuard, WorkerHandle};
-pub use conn::{Conn, STOP_GRACE};
+pub use conn::{Conn, Handler, STOP_GRACE};
 #[cfg(feature = "tower")]
 pub use load_layer::{CountedBody, LoadFuture, LoadLayer, LoadService};
-pub use server::{Handler, Server, WorkerInfo, MAX_PARKED_DEFAULT};
+pub use parts::WorkerInfo;
+pub use server::{Server, MAX_PARKED_DEFAULT};
 pub use stop::Stopped;
 pub use tls::TlsInfo;

@@ -16,39 +16,13 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::byo::{Listeners, WorkerHandle};
 use super::byo_worker::Serving;
-use super::conn::Conn;
+use super::conn::{Conn, Handler};
+use super::parts::{Hook, Hooks, Parts, Tuning};
 use super::worker::Runtime;
 use crate::board::Board;
 use crate::forking::single_threaded;
 use crate::settings::{ReadinessArg, RunArgs};
 use crate::spawn::{open_fds, ForkedWorker};
-
-/// Who a worker is, for the hooks and the handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// The slot, stable across restarts (`DROVER_WORKER_ID` of command workers).
-    pub slot: u32,
-    /// How many times this slot has been spawned, from 1.
-    pub incarnation: u32,
-    /// The configuration generation (`DROVER_GENERATION`).
-    pub generation: u32,
-    /// This worker's process id.
-    pub pid: u32,
-    /// Threads serving connections in this worker (`--threads`).
-    pub threads: u32,
-    /// The worker's own port (`--listen-per-worker`, `DROVER_WORKER_PORT` of command
-    /// workers): its socket is one of the listeners it accepts on, named in
-    /// LISTEN_FDNAMES as the flag says (default `worker`).
-    pub port: Option<u16>,
-}
-
-/// Serves one connection on a worker thread. Closures `Fn(&mut Conn) -> io::Result<()>`
-/// are handlers too (see [`Server::run`]).
-pub trait Handler: Send + Sync + 'static {
-    /// Called once per accepted connection; the connection closes when it returns. An error
-    /// or a panic ends only this connection.
-    fn handle(&self, conn: &mut Conn<'_>) -> io::Result<()>;
-}
 
 struct FnHandler<F>(F);
 
@@ -61,8 +35,6 @@ where
     }
 }
 
-pub(super) type Hook = Box<dyn FnMut(&WorkerInfo)>;
-
 /// An embedded server: the `drover run` options plus hooks; [`Server::run`] serves.
 pub struct Server {
     args: RunArgs,
@@ -72,13 +44,6 @@ pub struct Server {
     on_worker_start: Option<Hook>,
     on_worker_exit: Option<Hook>,
     tuning: Tuning,
-}
-
-/// How a worker holds its connections (the builder's `max_parked`, `defer_accept`).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Tuning {
-    pub(super) max_parked: usize,
-    pub(super) defer_accept: bool,
 }
 
 /// Connections a worker keeps parked between requests, by default.
@@ -322,22 +287,6 @@ impl Server {
         });
         crate::shell::run_with(args, Some(runtime))
     }
-}
-
-/// What every worker runtime gets from [`Server`] (`Server::start`).
-pub(super) struct Parts {
-    pub(super) board: Option<Board>,
-    pub(super) keep_fds: Vec<RawFd>,
-    pub(super) hooks: Hooks,
-    pub(super) tuning: Tuning,
-}
-
-/// The builder's lifecycle hooks.
-pub(super) struct Hooks {
-    pub(super) before_fork: Option<Box<dyn FnMut()>>,
-    pub(super) after_fork: Option<Hook>,
-    pub(super) on_worker_start: Option<Hook>,
-    pub(super) on_worker_exit: Option<Hook>,
 }
 
 /// The descriptors handed to this process by protocol, which the shell takes over.

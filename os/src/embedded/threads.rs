@@ -27,36 +27,14 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
 
-use super::conn::{Conn, Stream};
+use super::conn::{Conn, Handler, Stream};
 use super::parked::{peer, Carry, Held, Parked};
-use super::server::{Handler, WorkerInfo};
+use super::parts::WorkerInfo;
 use super::signals::stop_level;
+use super::thread_slot::ThreadSlot;
 use super::tls;
 use super::STOP_GRACE;
 use crate::notify::{coarse_monotonic_usec, monotonic_usec};
-
-/// One thread's reports, written by that thread only and read by the main thread.
-#[repr(align(64))] // one cache line each: threads do not contend
-#[derive(Default)]
-pub(super) struct ThreadSlot {
-    /// Since when (CLOCK_MONOTONIC µs) the thread is outside both its waits and a request:
-    /// 0 while it waits (for a connection, or for a request between two).
-    pub(super) outside_since_usec: AtomicU64,
-    /// Start of the request in hand, 0 when idle.
-    pub(super) busy_since_usec: AtomicU64,
-    pub(super) requests: AtomicU64,
-}
-
-impl ThreadSlot {
-    pub(super) fn waiting(&self) {
-        self.outside_since_usec.store(0, Ordering::Relaxed);
-    }
-
-    pub(super) fn outside(&self) {
-        self.outside_since_usec
-            .store(coarse_monotonic_usec().max(1), Ordering::Relaxed);
-    }
-}
 
 pub(super) struct Listener {
     pub(super) fd: RawFd,

@@ -13,7 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::MsgFlags;
 use rustls::ServerConnection;
 
-use super::threads::ThreadSlot;
+use super::thread_slot::ThreadSlot;
 use crate::notify::monotonic_usec;
 
 /// Records processed per turn of a handshake or a read before the thread lets go (the

@@ -21,9 +21,11 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 use drover_machine::WorkerId;
 
 use super::parked::Parked;
-use super::server::{Handler, Hook, Tuning, WorkerInfo};
+use super::conn::Handler;
+use super::parts::{tune_listener, Hook, Tuning, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
-use super::threads::{accept_loop, Listener, Shared, ThreadSlot};
+use super::thread_slot::ThreadSlot;
+use super::threads::{accept_loop, Listener, Shared};
 use crate::board::{Board, Report, DOORBELL};
 use crate::notify::monotonic_usec;
 use crate::spawn::{ForkedChild, ForkedWorker};
@@ -90,31 +92,6 @@ const LINGER: Duration = Duration::from_millis(10);
 
 /// How often the main thread reports while threads are busy or the load changes.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
-
-/// Sets what every accepted connection inherits once on the listening socket (shared by
-/// all workers, so each worker setting it again changes nothing): no Nagle delay for
-/// answers, and (`defer_accept`) no accept before the client has sent something.
-pub(super) fn tune_listener(fd: RawFd, defer_accept: bool) {
-    // SAFETY: the listener fd stays open for the life of the process.
-    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-    use nix::sys::socket::{setsockopt, sockopt};
-    let _ = setsockopt(&sock, sockopt::TcpNoDelay, &true);
-    if defer_accept {
-        // Seconds the kernel holds a silent connection back; after them it is handed over
-        // anyway, and a silent one is parked (no thread waits on it either way).
-        let seconds: libc::c_int = 1;
-        // SAFETY: setsockopt on an open socket with a c_int value of the right size.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&seconds as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-}
 
 /// Parked connections are descriptors: take the whole allowance the system grants.
 fn raise_open_file_limit() {
