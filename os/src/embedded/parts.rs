@@ -28,7 +28,6 @@ pub struct WorkerInfo {
 
 pub(super) type Hook = Box<dyn FnMut(&WorkerInfo)>;
 
-
 /// How a worker holds its connections (the builder's `max_parked`, `defer_accept`).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tuning {
@@ -76,4 +75,3 @@ pub(super) fn tune_listener(fd: RawFd, defer_accept: bool) {
         }
     }
 }
-

@@ -17,7 +17,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use super::byo::{Listeners, WorkerHandle};
 use super::byo_worker::Serving;
 use super::conn::{Conn, Handler};
-use super::parts::{Hook, Hooks, Parts, Tuning};
+use super::parts::{Hook, Hooks, Parts, Tuning, WorkerInfo};
 use super::worker::Runtime;
 use crate::board::Board;
 use crate::forking::single_threaded;

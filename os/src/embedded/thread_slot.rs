@@ -27,4 +27,3 @@ impl ThreadSlot {
             .store(coarse_monotonic_usec().max(1), Ordering::Relaxed);
     }
 }
-

@@ -34,7 +34,7 @@ use super::signals::stop_level;
 use super::thread_slot::ThreadSlot;
 use super::tls;
 use super::STOP_GRACE;
-use crate::notify::{coarse_monotonic_usec, monotonic_usec};
+use crate::notify::monotonic_usec;
 
 pub(super) struct Listener {
     pub(super) fd: RawFd,

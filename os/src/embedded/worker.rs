@@ -20,8 +20,8 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike};
 
 use drover_machine::WorkerId;
 
-use super::parked::Parked;
 use super::conn::Handler;
+use super::parked::Parked;
 use super::parts::{tune_listener, Hook, Tuning, WorkerInfo};
 use super::signals::{install_stop_handlers, stop_level, unblock_signals, MAIN_FD, STOP_FD};
 use super::thread_slot::ThreadSlot;
