@@ -8,9 +8,8 @@
 //! The driver does no IO and reads no clock of its own: time comes from [`Os::now`]. It
 //! decides nothing either: every *when* and *whether* is the [`Supervisor`]'s.
 
-use crate::io::{
-    Action, Event, Generation, Input, Pid, RollbackReason, Signal, SpawnError, StopReason, WorkerId,
-};
+use crate::io::{Generation, Input, Pid, Signal, SpawnError, StopReason, WorkerId};
+use crate::output::{Action, Event, RollbackReason};
 use crate::supervisor::Supervisor;
 use crate::time::Instant;
 

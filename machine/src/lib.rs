@@ -48,6 +48,7 @@ mod config;
 mod driver;
 mod io;
 mod ladder;
+mod output;
 #[cfg(feature = "planted")]
 #[doc(hidden)]
 pub mod planted;
@@ -64,10 +65,10 @@ pub use config::{
 };
 pub use driver::{Driver, Os, Sleep, REAPS_PER_TURN_MAX};
 pub use io::{
-    Action, Command, DeathCause, Event, ExitStatus, Generation, Ignored, Input, Pid, RampReason,
-    Refusal, RollbackReason, Signal, SpawnError, StopReason, Victim, WorkerId, SIGKILL_NUMBER,
-    SIGTERM_NUMBER,
+    Command, DeathCause, ExitStatus, Generation, Input, Pid, Signal, SpawnError, StopReason,
+    WorkerId, SIGKILL_NUMBER, SIGTERM_NUMBER,
 };
+pub use output::{Action, Event, Ignored, RampReason, Refusal, RollbackReason, Victim};
 pub use settings::{Setting, SETTING_KEYS};
 pub use supervisor::{
     Counters, ExitReason, Phase, Succession, Supervisor, UpgradeState, Violation, WorkerState,

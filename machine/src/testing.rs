@@ -10,6 +10,7 @@ use core::time::Duration;
 
 use crate::driver::{Driver, Os};
 use crate::io::*;
+use crate::output::*;
 use crate::supervisor::{Supervisor, WorkerState};
 use crate::time::Instant;
 use crate::trace::{action_line, input_line};

@@ -12,6 +12,7 @@
 use core::fmt;
 
 use crate::io::*;
+use crate::output::*;
 use crate::time::{Instant, Secs};
 
 impl fmt::Display for WorkerId {

@@ -7,6 +7,7 @@ use super::slot::SlotState;
 use super::{Phase, Supervisor, UpgradeState};
 use crate::config::{Config, Policy, WORKERS_MAX};
 use crate::io::*;
+use crate::output::*;
 
 impl Supervisor {
     pub(super) fn on_command(&mut self, command: Command) {

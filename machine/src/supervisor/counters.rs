@@ -8,6 +8,7 @@
 //! by the closed enums' declaration order, never by a hash.
 
 use crate::io::*;
+use crate::output::*;
 
 const STOPS: usize = StopReason::ALL.len();
 const CAUSES: usize = DeathCause::ALL.len();

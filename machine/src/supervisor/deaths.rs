@@ -13,6 +13,7 @@ use super::slot::SlotState;
 use super::{Phase, Supervisor};
 use crate::config::OnCrashLoop;
 use crate::io::*;
+use crate::output::*;
 
 use crate::time::Instant;
 

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use super::slot::{Slot, SlotState};
 use super::Supervisor;
 use crate::io::*;
+use crate::output::*;
 use crate::time::Instant;
 
 /// Order in which workers are retired: older generations first; then places with no

@@ -12,6 +12,7 @@ use super::{ExitReason, Phase, Supervisor};
 use crate::config::{Policy, Readiness};
 use crate::io::*;
 use crate::ladder::LadderPos;
+use crate::output::*;
 use crate::time::Instant;
 
 impl Supervisor {

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::{Config, ConfigError};
 use crate::io::*;
+use crate::output::*;
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 

@@ -11,6 +11,7 @@ use super::{Phase, Supervisor, UpgradeState};
 use crate::config::Ladder;
 use crate::io::*;
 use crate::ladder::LadderPos;
+use crate::output::*;
 use crate::time::Instant;
 
 impl Supervisor {

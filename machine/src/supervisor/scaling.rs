@@ -7,6 +7,7 @@
 use super::{Phase, Supervisor};
 use crate::config::Policy;
 use crate::io::*;
+use crate::output::*;
 use crate::time::Instant;
 
 impl Supervisor {

@@ -12,6 +12,7 @@ use super::Supervisor;
 use crate::config::Ladder;
 use crate::io::*;
 use crate::ladder::LadderPos;
+use crate::output::*;
 use crate::time::Instant;
 
 /// A stop in progress for one worker.

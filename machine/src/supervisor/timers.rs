@@ -9,6 +9,7 @@ use super::slot::{Slot, SlotState, Worker};
 use super::{Phase, Supervisor};
 use crate::config::Readiness;
 use crate::io::*;
+use crate::output::*;
 use crate::time::Instant;
 
 /// The supervisor's deadline sources. Each derives its deadline from the state, so nothing

@@ -8,6 +8,7 @@
 
 use super::{Phase, Supervisor};
 use crate::io::*;
+use crate::output::*;
 use crate::time::Instant;
 
 /// Progress of a live upgrade.
