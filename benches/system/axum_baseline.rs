@@ -94,7 +94,12 @@ fn serve(listener: TcpListener, slot: u32, threads: usize) -> i32 {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let app = Router::new().route("/", get(hello)).with_state(ident);
-            axum::serve(listener, app).await
+            // The example wires axum's graceful shutdown (a watch on every connection);
+            // so does the baseline, to a signal that never comes (it is stopped by KILL
+            // or TERM's default action), so that the ratio is drover's cost alone.
+            axum::serve(listener, app)
+                .with_graceful_shutdown(std::future::pending())
+                .await
         })
     });
     match served {
