@@ -86,14 +86,7 @@ impl ForkedWorker for Serving {
     }
 
     fn run(&mut self, child: ForkedChild<'_>) -> i32 {
-        let info = WorkerInfo {
-            slot: child.worker.slot,
-            incarnation: child.worker.incarnation,
-            generation: child.generation.0,
-            pid: std::process::id(),
-            threads: child.threads.max(1),
-            port: child.worker_port,
-        };
+        let info = WorkerInfo::of(&child);
         if let Some(f) = &mut self.hooks.after_fork {
             f(&info);
         }

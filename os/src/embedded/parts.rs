@@ -6,6 +6,7 @@
 use std::os::fd::{BorrowedFd, RawFd};
 
 use crate::board::Board;
+use crate::spawn::ForkedChild;
 
 /// Who a worker is, for the hooks and the handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,20 @@ pub struct WorkerInfo {
     /// workers): its socket is one of the listeners it accepts on, named in
     /// LISTEN_FDNAMES as the flag says (default `worker`).
     pub port: Option<u16>,
+}
+
+impl WorkerInfo {
+    /// The worker a fork just made, as its runtime learns it.
+    pub(super) fn of(child: &ForkedChild<'_>) -> WorkerInfo {
+        WorkerInfo {
+            slot: child.worker.slot,
+            incarnation: child.worker.incarnation,
+            generation: child.generation.0,
+            pid: std::process::id(),
+            threads: child.threads.max(1),
+            port: child.worker_port,
+        }
+    }
 }
 
 pub(super) type Hook = Box<dyn FnMut(&WorkerInfo)>;

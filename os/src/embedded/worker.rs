@@ -63,14 +63,7 @@ impl<H: Handler> ForkedWorker for Runtime<H> {
     }
 
     fn run(&mut self, child: ForkedChild<'_>) -> i32 {
-        let info = WorkerInfo {
-            slot: child.worker.slot,
-            incarnation: child.worker.incarnation,
-            generation: child.generation.0,
-            pid: std::process::id(),
-            threads: child.threads.max(1),
-            port: child.worker_port,
-        };
+        let info = WorkerInfo::of(&child);
         if let Some(f) = &mut self.after_fork {
             f(&info);
         }
