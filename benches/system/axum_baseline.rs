@@ -111,11 +111,13 @@ fn serve(listener: TcpListener, slot: u32, threads: usize) -> i32 {
     }
 }
 
+/// As os/examples/axum.rs builds it, value for value.
+fn whoami(w: &Ident) -> Value {
+    json!({ "slot": w.slot, "pid": w.pid, "generation": 1 })
+}
+
 async fn hello(State(w): State<Ident>) -> Json<Value> {
-    Json(json!({
-        "message": "Hello, world!",
-        "worker": { "slot": w.slot, "pid": w.pid, "generation": 1 },
-    }))
+    Json(json!({ "message": "Hello, world!", "worker": whoami(&w) }))
 }
 
 /// A non-blocking listener with drover's backlog and listener options.

@@ -23,7 +23,14 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-$((WORKERS * THREADS))}
 PORT=${PORT:-18441}
 cd "$(dirname "$0")/../.."
-TARGET=${CARGO_TARGET_DIR:-target}
+# Both sides are built as a user's own program is: at opt-level 3, in a target directory of
+# their own. The workspace's release profile builds drover-os for size ("s": the
+# supervisor's resident memory is mostly its code) and the baselines in drover-benches at 3;
+# with fat LTO each binary is optimized at its own crate's level, so the examples of
+# drover-os would run tokio, hyper and rustls at "s" against a baseline at 3.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=3
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/o3
+TARGET=$CARGO_TARGET_DIR
 for tool in wrk openssl curl; do
   command -v "$tool" >/dev/null || { echo "tls_cost.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
 done

@@ -49,7 +49,12 @@ pub fn run(data: &[u8]) {
                 assert!(b.arrival <= a.arrival);
             }
             if crate::tracing() {
-                println!("{} requests ({}), span {:?}", t.requests.len(), t.format, t.span());
+                println!(
+                    "{} requests ({}), span {:?}",
+                    t.requests.len(),
+                    t.format,
+                    t.span()
+                );
             }
         }
     }

@@ -340,6 +340,25 @@ impl Config {
         Config::new(Policy::Ondemand { min: 0, max })
     }
 
+    /// Every exit code besides 0 a run under this config may end with: the crash loop's
+    /// (`OnCrashLoop::Exit`), the unrecoverable worker codes with `stop_on_unrecoverable`,
+    /// and 1 for a failed start (`fail_start`). One list for every world that checks the
+    /// machine's `Exit`, so that a new way to stop cannot be missed in one of them.
+    pub fn exit_codes(&self) -> Vec<i32> {
+        let r = &self.restart;
+        let mut codes = Vec::new();
+        if let OnCrashLoop::Exit(code) = r.on_crash_loop {
+            codes.push(code);
+        }
+        if r.stop_on_unrecoverable {
+            codes.extend(r.unrecoverable_exit_codes.iter().copied());
+        }
+        if r.fail_start {
+            codes.push(1);
+        }
+        codes
+    }
+
     /// Slots the machine may fill at once: the pool maximum plus the surge of a rollout.
     pub fn slot_count(&self) -> u32 {
         self.policy.max().saturating_add(self.max_surge)

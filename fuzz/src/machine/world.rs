@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
-    Action, Config, Event, ExitStatus, Generation, Input, Instant, OnCrashLoop, Os, Pid,
-    RollbackReason, Signal, SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
+    Action, Config, Event, ExitStatus, Generation, Input, Instant, Os, Pid, RollbackReason, Signal,
+    SpawnError, StopReason, Supervisor, UpgradeState, WorkerId,
 };
 use libfuzzer_sys::arbitrary::Unstructured;
 
@@ -117,13 +117,7 @@ impl<'a, 'b> World<'a, 'b> {
 
     /// Exit codes a config allows (a reload's too).
     pub fn allow_codes(&mut self, c: &Config) {
-        if let OnCrashLoop::Exit(code) = c.restart.on_crash_loop {
-            self.allowed_codes.insert(code);
-        }
-        if c.restart.stop_on_unrecoverable {
-            self.allowed_codes
-                .extend(c.restart.unrecoverable_exit_codes.iter().copied());
-        }
+        self.allowed_codes.extend(c.exit_codes());
     }
 
     pub fn fresh_pid(&mut self) -> Pid {

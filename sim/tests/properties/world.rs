@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use drover_machine::trace::{action_line, input_line};
 use drover_machine::{
-    Action, Config, Duration, Event, ExitStatus, Generation, Input, Instant, OnCrashLoop, Os,
-    Phase, Pid, RollbackReason, Signal, SpawnError, StopReason, Succession, Supervisor,
-    UpgradeState, WorkerId,
+    Action, Config, Duration, Event, ExitStatus, Generation, Input, Instant, Os, Phase, Pid,
+    RollbackReason, Signal, SpawnError, StopReason, Succession, Supervisor, UpgradeState, WorkerId,
 };
 
 use drover_sim::judge::Judge;
@@ -116,15 +115,7 @@ impl World {
             .unwrap_or_default();
         let mut allowed_codes = BTreeSet::from([0]);
         for c in all_configs {
-            if let OnCrashLoop::Exit(code) = c.restart.on_crash_loop {
-                allowed_codes.insert(code);
-            }
-            if c.restart.stop_on_unrecoverable {
-                allowed_codes.extend(c.restart.unrecoverable_exit_codes.iter().copied());
-            }
-            if c.restart.fail_start {
-                allowed_codes.insert(1);
-            }
+            allowed_codes.extend(c.exit_codes());
         }
         World {
             now: Instant::ZERO,
