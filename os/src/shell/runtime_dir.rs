@@ -15,6 +15,8 @@ pub(super) struct RuntimeDir {
 
 /// The lock file inside each runtime directory.
 const RUNTIME_LOCK: &str = "lock";
+/// The lock file's name while it is created and locked (`lock_new`).
+const RUNTIME_LOCK_STAGING: &str = "lock.new";
 /// More than a runtime directory ever holds (the lock file and the notify socket).
 const RUNTIME_ENTRIES_MAX: usize = 16;
 
@@ -35,7 +37,7 @@ impl RuntimeDir {
             ));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {
-                    let lock = lock_file(&dir.join(RUNTIME_LOCK), true).map_err(|e| {
+                    let lock = lock_new(&dir).map_err(|e| {
                         let _ = std::fs::remove_dir_all(&dir);
                         format!("runtime directory {}: lock: {e}", dir.display())
                     })?;
@@ -68,6 +70,19 @@ fn runtime_base() -> PathBuf {
         })
         .find(|p| p.is_absolute() && p.is_dir())
         .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The lock file of the new directory `dir`, created and locked under a staging name and
+/// only then renamed to its own: another drover removing stale directories
+/// (`remove_stale`) finds either no lock file (and leaves the directory alone) or a held
+/// one. Created under its own name, it could be taken by that drover between its creation
+/// and its lock, and the new directory removed as stale (seen in CI: a drover starting
+/// while the tests started others failed with "lock: Try again").
+fn lock_new(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let staging = dir.join(RUNTIME_LOCK_STAGING);
+    let lock = lock_file(&staging, true)?;
+    std::fs::rename(&staging, dir.join(RUNTIME_LOCK)).map_err(|e| e.to_string())?;
+    Ok(lock)
 }
 
 /// Opens `path` (creating it if `create`) and takes its exclusive lock without waiting;
@@ -201,6 +216,19 @@ mod tests {
             unknown.exists(),
             "a directory with nothing to prove it dead was removed"
         );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_new_directory_s_lock_file_is_held_from_the_moment_it_has_its_name() {
+        let base = std::env::temp_dir().join(format!("drover-rtnew-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let _held = lock_new(&dir).unwrap();
+        let other = lock_file(&dir.join(RUNTIME_LOCK), false);
+        assert!(other.is_err(), "a prober took the new directory's lock");
+        assert!(!dir.join(RUNTIME_LOCK_STAGING).exists());
         let _ = std::fs::remove_dir_all(&base);
     }
 }
