@@ -9,50 +9,25 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ harness
 
-/// `target/<dir>/examples/<name>`, built with the `tower` feature from the current source
-/// when the tests run from the debug directory.
+/// `target/<dir>/examples/<name>`, built with the `tower` feature (once per example and
+/// test process) from the current source.
 fn example_bin(name: &str) -> PathBuf {
-    // One build at a time: the test threads would otherwise queue on cargo's lock anyway.
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(|| Mutex::new(Vec::new()))
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join(name);
-    if !built.iter().any(|b| b == name) && dir.file_name().is_some_and(|d| d == "debug") {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--profile",
-                "test",
-                "-p",
-                "drover-os",
-                "--features",
-                "tower",
-                "--example",
-                name,
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo to build an example");
-        assert!(
-            out.status.success(),
-            "cargo build --example {name} --features tower failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        built.push(name.to_string());
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
     }
-    assert!(bin.exists(), "{} not built", bin.display());
+    let bin = common::example_bin(name, &["tower"]);
+    built.push((name.to_string(), bin.clone()));
     bin
 }
 

@@ -40,41 +40,50 @@ pub fn python() -> &'static str {
 }
 
 /// The `hello` example (the embedded runtime). `cargo test` builds examples with the test
-/// profile, but `cargo test --test embedded` alone does not: in the debug directory this
-/// runs `cargo build --profile test --example hello`, a no-op when it is fresh, so that the
-/// tests always run the current source.
+/// profile, but `cargo test --test embedded` alone does not: see [`example_bin`].
 pub fn hello_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<dir>/deps/<test>-<hash> -> target/<dir>/examples/hello
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let bin = dir.join("examples").join("hello");
-        if dir.file_name().is_some_and(|d| d == "debug") {
-            let out = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--profile",
-                    "test",
-                    "-p",
-                    "drover-os",
-                    "--example",
-                    "hello",
-                ])
-                // Inside the workspace, wherever the test binary was started from.
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(Stdio::null())
-                .output()
-                .expect("run cargo to build the hello example");
-            assert!(
-                out.status.success(),
-                "cargo build --example hello failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    BIN.get_or_init(|| example_bin("hello", &[]))
+}
+
+/// `target/<dir>/examples/<name>`, built with `features` from the current source: in the
+/// debug directory this runs `cargo build --profile test --example NAME`, a no-op when it is
+/// fresh, so that the tests always run the current source. Call it once per example and
+/// process (cache the path): builds run one at a time on cargo's lock anyway.
+pub fn example_bin(name: &str, features: &[&str]) -> PathBuf {
+    // target/<dir>/deps/<test>-<hash> -> target/<dir>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join(name);
+    if dir.file_name().is_some_and(|d| d == "debug") {
+        let features = features.join(",");
+        let mut args = vec![
+            "build",
+            "--profile",
+            "test",
+            "-p",
+            "drover-os",
+            "--example",
+            name,
+        ];
+        if !features.is_empty() {
+            args.extend(["--features", features.as_str()]);
         }
-        assert!(bin.exists(), "{} not built", bin.display());
-        bin
-    })
+        let out = Command::new(env!("CARGO"))
+            .args(&args)
+            // Inside the workspace, wherever the test binary was started from.
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo to build an example");
+        assert!(
+            out.status.success(),
+            "cargo build --example {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
 }
 
 // ------------------------------------------------------------------ processes
